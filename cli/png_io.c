@@ -1,0 +1,1 @@
+/* png_io.c: not yet written. */

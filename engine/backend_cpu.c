@@ -1,0 +1,2 @@
+/* backend_cpu.c: not yet written. */
+#include "ddpm.h"

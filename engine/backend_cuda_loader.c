@@ -1,0 +1,2 @@
+/* backend_cuda_loader.c: not yet written. */
+#include "ddpm.h"

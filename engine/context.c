@@ -1,0 +1,2 @@
+/* context.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* cpu_attention.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* cpu_conv.c: not yet written. */
+#include "ddpm.h"

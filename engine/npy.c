@@ -1,0 +1,2 @@
+/* npy.c: not yet written. */
+#include "ddpm.h"

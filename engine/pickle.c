@@ -1,0 +1,2 @@
+/* pickle.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* rng.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* safetensors.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* sampler.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* scheduler.c: not yet written. */
+#include "ddpm.h"

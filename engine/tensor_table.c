@@ -1,0 +1,2 @@
+/* tensor_table.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* torch_zip.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,2 @@
+/* unet.c: not yet written. */
+#include "ddpm.h"

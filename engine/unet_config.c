@@ -1,0 +1,2 @@
+/* unet_config.c: not yet written. */
+#include "ddpm.h"

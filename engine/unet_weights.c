@@ -1,0 +1,2 @@
+/* unet_weights.c: not yet written. */
+#include "ddpm.h"

@@ -1,0 +1,58 @@
+/* test_util.c: see test_util.h. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+
+char *
+fixture_path (const char *name)
+{
+  const char *dir = g_getenv ("DDPM_FIXTURES");
+  return g_build_filename (dir ? dir : "tests/fixtures", name, NULL);
+}
+
+static void
+compare_step (CompareResult *r, size_t i, double a, double b)
+{
+  if (!isfinite (a) || !isfinite (b))
+    {
+      r->n_nonfinite++;
+      return;
+    }
+  double d = fabs (a - b);
+  double rel = d / fmax (fabs (b), 1e-6);
+  if (d > r->max_abs || (i == 0 && r->worst_index == 0))
+    {
+      r->max_abs = d;
+      r->worst_index = i;
+      r->worst_a = a;
+      r->worst_b = b;
+    }
+  if (rel > r->max_rel)
+    r->max_rel = rel;
+}
+
+CompareResult
+compare_f32_f64 (const float *got, const double *want, size_t n)
+{
+  CompareResult r = { 0 };
+  for (size_t i = 0; i < n; i++)
+    compare_step (&r, i, got[i], want[i]);
+  return r;
+}
+
+CompareResult
+compare_f32 (const float *got, const float *want, size_t n)
+{
+  CompareResult r = { 0 };
+  for (size_t i = 0; i < n; i++)
+    compare_step (&r, i, got[i], want[i]);
+  return r;
+}
+
+void
+report_compare (const char *label, const CompareResult *r)
+{
+  g_test_message ("%s: max abs err %.3g at [%zu] (got %.7g, want %.7g), max rel err %.3g, non-finite %zu",
+                  label, r->max_abs, r->worst_index, r->worst_a, r->worst_b, r->max_rel, r->n_nonfinite);
+}

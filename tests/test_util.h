@@ -1,0 +1,22 @@
+/* test_util.h: helpers shared by the CPU tests: fixture paths and error reports. */
+#pragma once
+
+#include <glib.h>
+#include <stddef.h>
+
+/* $DDPM_FIXTURES/<name> (tests/fixtures in the source tree). g_free the result. */
+char *fixture_path (const char *name);
+
+typedef struct {
+  double max_abs;                  /* worst |a - b| */
+  double max_rel;                  /* worst |a - b| / max(|b|, 1e-6) */
+  size_t worst_index;
+  double worst_a, worst_b;
+  size_t n_nonfinite;
+} CompareResult;
+
+/* Compares got (float) with want (double reference) over n elements. */
+CompareResult compare_f32_f64 (const float *got, const double *want, size_t n);
+CompareResult compare_f32 (const float *got, const float *want, size_t n);
+/* Prints "label: max abs err E at [i] (got G, want W)" with g_test_message and stdout. */
+void report_compare (const char *label, const CompareResult *r);
