@@ -1,2 +1,178 @@
-/* context.c: not yet written. */
-#include "ddpm.h"
+/* context.c: device choice, buffer planning, progress and cancellation; one UNet forward (eps). */
+#include "context.h"
+
+#include <math.h>
+#include <string.h>
+
+static DdpmBackend *
+open_backend (DdpmDevice device, DdpmPrecision precision, char **note, GError **error)
+{
+  if (device == DDPM_DEVICE_CUDA)
+    return ddpm_backend_cuda_new (precision, error);
+  if (device == DDPM_DEVICE_AUTO)
+    {
+      g_autoptr (GError) cuda_error = NULL;
+      DdpmBackend *be = ddpm_backend_cuda_new (precision, &cuda_error);
+      if (be != NULL)
+        return be;
+      *note = g_strdup_printf ("no CUDA: %s", cuda_error->message);
+      return ddpm_backend_cpu_new (error);
+    }
+  /* The CPU backend computes in float32 only: asking it for half precision is a caller error. */
+  if (precision == DDPM_PRECISION_FP16 || precision == DDPM_PRECISION_BF16)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT,
+                   "the CPU backend computes in fp32 only; use --precision fp32 or a CUDA device");
+      return NULL;
+    }
+  return ddpm_backend_cpu_new (error);
+}
+
+DdpmContext *
+ddpm_context_new (DdpmModel *model, DdpmDevice device, DdpmPrecision precision, GError **error)
+{
+  g_return_val_if_fail (model != NULL, NULL);
+  g_autofree char *note = NULL;
+  DdpmBackend *be = open_backend (device, precision, &note, error);
+  if (be == NULL)
+    return NULL;
+  DdpmContext *ctx = g_new0 (DdpmContext, 1);
+  ctx->model = model;
+  ctx->be = be;
+  ctx->device_name = note ? g_strdup_printf ("%s (%s)", be->description, note) : g_strdup (be->description);
+  ctx->unet = ddpm_unet_new (model, be, error);
+  if (ctx->unet == NULL)
+    {
+      ddpm_context_free (ctx);
+      return NULL;
+    }
+  return ctx;
+}
+
+static void
+free_buffers (DdpmContext *ctx)
+{
+  DdpmBackend *be = ctx->be;
+  void *bufs[] = { ctx->x, ctx->eps, ctx->noise, ctx->x0, ctx->t, ctx->params };
+  for (size_t i = 0; i < G_N_ELEMENTS (bufs); i++)
+    if (bufs[i] != NULL)
+      be->ops->free (be, bufs[i]);
+  ctx->x = ctx->eps = ctx->noise = ctx->x0 = ctx->t = NULL;
+  ctx->params = NULL;
+  g_clear_pointer (&ctx->preview_host, g_free);
+  ctx->B = ctx->H = ctx->W = 0;
+}
+
+void
+ddpm_context_free (DdpmContext *ctx)
+{
+  if (ctx == NULL)
+    return;
+  if (ctx->be != NULL)
+    {
+      if (ctx->be->ops->graph_reset != NULL)
+        ctx->be->ops->graph_reset (ctx->be);
+      free_buffers (ctx);
+      ddpm_unet_free (ctx->unet);
+      ctx->be->ops->destroy (ctx->be);
+    }
+  g_free (ctx->device_name);
+  g_free (ctx);
+}
+
+gboolean
+ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **error)
+{
+  if (ctx->B == batch && ctx->H == height && ctx->W == width)
+    return TRUE;
+  DdpmBackend *be = ctx->be;
+  if (be->ops->graph_reset != NULL)
+    be->ops->graph_reset (be);
+  free_buffers (ctx);
+  if (!ddpm_unet_plan (ctx->unet, batch, height, width, error))
+    return FALSE;
+  const DdpmUNetConfig *cfg = &ctx->model->config;
+  ctx->n_x = (size_t) batch * cfg->in_channels * height * width;
+  ctx->n_eps = (size_t) batch * cfg->out_channels * height * width;
+  /* The scheduler combines x and the model output elementwise: size every buffer for the larger. */
+  size_t n = MAX (ctx->n_x, ctx->n_eps);
+  if (!(ctx->x = be->ops->alloc_f32 (be, n, error)) || !(ctx->eps = be->ops->alloc_f32 (be, n, error))
+      || !(ctx->noise = be->ops->alloc_f32 (be, n, error)) || !(ctx->x0 = be->ops->alloc_f32 (be, n, error))
+      || !(ctx->t = be->ops->alloc_f32 (be, batch, error))
+      || !(ctx->params = be->ops->alloc_bytes (be, sizeof (DdpmStepParams), error)))
+    {
+      g_prefix_error (error, "allocating sampler buffers for batch %d at %dx%d: ", batch, width, height);
+      free_buffers (ctx);
+      return FALSE;
+    }
+  ctx->preview_host = g_new (float, (size_t) cfg->in_channels * height * width);
+  ctx->B = batch;
+  ctx->H = height;
+  ctx->W = width;
+  return TRUE;
+}
+
+const char *
+ddpm_context_device_name (const DdpmContext *ctx)
+{
+  return ctx->device_name;
+}
+
+DdpmPrecision
+ddpm_context_precision (const DdpmContext *ctx)
+{
+  return ctx->be->precision;
+}
+
+void
+ddpm_context_set_progress (DdpmContext *ctx, DdpmProgressFunc func, gpointer user_data, int preview_every)
+{
+  ctx->progress = func;
+  ctx->progress_data = user_data;
+  ctx->preview_every = MAX (preview_every, 0);
+}
+
+void
+ddpm_context_cancel (DdpmContext *ctx)
+{
+  g_atomic_int_set (&ctx->cancelled, 1);
+}
+
+gboolean
+ddpm_context_is_cancelled (const DdpmContext *ctx)
+{
+  return g_atomic_int_get ((gint *) &ctx->cancelled) != 0;
+}
+
+gboolean
+ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch, int height, int width,
+                  float *eps, GError **error)
+{
+  const int N = ctx->model->schedule.num_train_timesteps;
+  for (int b = 0; b < batch; b++)
+    if (t[b] < 0 || t[b] >= N)
+      {
+        g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT, "timestep %" G_GINT64_FORMAT
+                     " of image %d is outside [0, %d)", t[b], b, N);
+        return FALSE;
+      }
+  if (!ddpm_context_plan (ctx, batch, height, width, error))
+    return FALSE;
+  DdpmBackend *be = ctx->be;
+  g_autofree float *t_f32 = g_new (float, batch);
+  for (int b = 0; b < batch; b++)
+    t_f32[b] = (float) t[b];
+  be->ops->to_device (be, ctx->x, x, ctx->n_x * sizeof (float));
+  be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
+  ddpm_unet_forward (ctx->unet, ctx->x, ctx->t, ctx->eps);
+  size_t bad = be->ops->count_nonfinite (be, ctx->eps, ctx->n_eps);
+  if (bad != 0)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_NUMERIC,
+                   "the model produced %zu non-finite values (NaN/Inf) in %s%s", bad, ctx->device_name,
+                   be->precision == DDPM_PRECISION_FP16 ? "; try --precision fp32 or bf16" : "");
+      return FALSE;
+    }
+  be->ops->to_host (be, eps, ctx->eps, ctx->n_eps * sizeof (float));
+  return TRUE;
+}

@@ -1,2 +1,476 @@
-/* unet.c: not yet written. */
-#include "ddpm.h"
+/* unet.c: UNet2DModel forward (diffusers models/unets/unet_2d.py) as a sequence of backend ops.
+ *
+ * The network is walked by one function in two modes: PLAN records the size of every buffer and the
+ * ops' scratch needs; RUN launches the ops on the planned buffers. Keeping a single walk means the plan
+ * can never disagree with the forward.
+ *
+ * Buffers (all activations, B images):
+ *   skips[k]    the skip connections, each exactly sized, pushed in the down path, popped in the up path;
+ *               the down path computes in place in the skip it is about to push.
+ *   cur         the hidden state in the mid and up paths.
+ *   cat         [hidden, skip] concatenation feeding an up-block resnet.
+ *   tmp1, tmp2  resnet / attention / head temporaries.
+ *   temb_*      time embedding (B, C0) -> (B, D) -> (B, D); tproj (B, 2 * max out) per resnet. */
+#include "unet.h"
+
+#include <string.h>
+
+#define MAX_SKIPS (1 + DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1))
+#define ALIGN_BYTES 256
+
+typedef enum { WALK_PLAN, WALK_RUN } WalkMode;
+
+struct DdpmUNet {
+  const DdpmModel *model;
+  const DdpmUNetConfig *cfg;
+  DdpmBackend *be;
+  DdpmUNetWeights w;               /* backend copy: pointers are backend handles */
+  int n_uploaded;                  /* parameter slots holding backend handles */
+
+  int B, H, W;                     /* planned shape; B = 0 before the first plan */
+  void *arena;
+  size_t act_size;
+
+  /* Sizes in elements, recorded by PLAN. */
+  size_t skip_elems[MAX_SKIPS];
+  int n_skips;
+  size_t work_elems;               /* max over every use of cur / cat / tmp1 / tmp2 */
+  size_t tproj_elems;
+  size_t scratch_bytes;
+
+  void *skips[MAX_SKIPS];
+  void *cur, *cat, *tmp1, *tmp2;
+  void *temb_sin, *temb_hidden, *temb, *tproj;
+  void *neg_half;                  /* constant -0.5 of (B, Cin, H, W), for center_input_sample */
+
+  /* Walk state. */
+  WalkMode mode;
+  int sp;                          /* skip stack pointer */
+};
+
+size_t
+ddpm_backend_act_size (const DdpmBackend *be)
+{
+  return be->precision == DDPM_PRECISION_FP16 || be->precision == DDPM_PRECISION_BF16 ? 2 : 4;
+}
+
+/* ---- weights upload ---------------------------------------------------------------------------- */
+
+/* Uploads count slots; on failure frees exactly those already uploaded (visit order is fixed). */
+typedef struct {
+  DdpmBackend *be;
+  int done;                        /* slots uploaded so far */
+  int limit;                       /* free pass: slots to free */
+} UploadState;
+
+static gboolean
+upload_visitor (const char *name, void **slot, DdpmParamKind kind, int ndim, const int64_t *shape,
+                gpointer user_data, GError **error)
+{
+  UploadState *st = user_data;
+  void *handle = st->be->ops->upload_param (st->be, *slot, kind, ndim, shape, error);
+  if (handle == NULL)
+    {
+      g_prefix_error (error, "uploading %s: ", name);
+      return FALSE;
+    }
+  *slot = handle;
+  st->done++;
+  return TRUE;
+}
+
+static gboolean
+free_visitor (const char *name, void **slot, DdpmParamKind kind, int ndim, const int64_t *shape,
+              gpointer user_data, GError **error)
+{
+  UploadState *st = user_data;
+  if (st->done >= st->limit)
+    return FALSE;                  /* stop: the rest are host pointers */
+  st->be->ops->free (st->be, *slot);
+  *slot = NULL;
+  st->done++;
+  return TRUE;
+}
+
+static void
+free_uploaded (DdpmUNet *u, int count)
+{
+  UploadState st = { u->be, 0, count };
+  ddpm_unet_weights_foreach (&u->w, u->cfg, free_visitor, &st, NULL);
+}
+
+DdpmUNet *
+ddpm_unet_new (const DdpmModel *model, DdpmBackend *be, GError **error)
+{
+  DdpmUNet *u = g_new0 (DdpmUNet, 1);
+  u->model = model;
+  u->cfg = &model->config;
+  u->be = be;
+  u->act_size = ddpm_backend_act_size (be);
+  /* Copy the host struct (dimensions + host pointers), then swap each pointer for a backend handle. */
+  u->w = model->weights;
+  UploadState st = { be, 0, 0 };
+  if (!ddpm_unet_weights_foreach (&u->w, u->cfg, upload_visitor, &st, error))
+    {
+      free_uploaded (u, st.done);
+      g_free (u);
+      return NULL;
+    }
+  u->n_uploaded = st.done;
+  return u;
+}
+
+static void
+free_activations (DdpmUNet *u)
+{
+  if (u->arena != NULL)
+    u->be->ops->free (u->be, u->arena);
+  u->arena = NULL;
+  u->B = u->H = u->W = 0;
+}
+
+void
+ddpm_unet_free (DdpmUNet *u)
+{
+  if (u == NULL)
+    return;
+  free_activations (u);
+  free_uploaded (u, u->n_uploaded);
+  g_free (u);
+}
+
+/* ---- op wrappers: RUN launches, PLAN records sizes --------------------------------------------- */
+
+static void
+need_work (DdpmUNet *u, size_t elems)
+{
+  u->work_elems = MAX (u->work_elems, elems);
+}
+
+static void
+need_scratch (DdpmUNet *u, size_t bytes)
+{
+  u->scratch_bytes = MAX (u->scratch_bytes, bytes);
+}
+
+/* Pushes a skip of (C, h, w) and returns its buffer (NULL while planning). */
+static void *
+push_skip (DdpmUNet *u, int C, int h, int w)
+{
+  g_assert (u->sp < MAX_SKIPS);
+  if (u->mode == WALK_PLAN)
+    {
+      u->skip_elems[u->sp] = (size_t) u->B * C * h * w;
+      u->n_skips = u->sp + 1;
+    }
+  return u->skips[u->sp++];
+}
+
+static void *
+pop_skip (DdpmUNet *u)
+{
+  g_assert (u->sp > 0);
+  return u->skips[--u->sp];
+}
+
+static void
+conv (DdpmUNet *u, const DdpmLinearW *w, const void *x, void *y, int h, int wd, int stride, const int pad[4])
+{
+  DdpmBackend *be = u->be;
+  if (u->mode == WALK_PLAN)
+    {
+      need_scratch (u, be->ops->conv2d_scratch (be, u->B, w->in, h, wd, w->out, w->k, stride, pad));
+      return;
+    }
+  be->ops->conv2d (be, w, x, y, u->B, h, wd, stride, pad);
+}
+
+static const int PAD_SAME[4] = { 1, 1, 1, 1 };
+static const int PAD_NONE[4] = { 0, 0, 0, 0 };
+
+static void
+group_norm (DdpmUNet *u, const DdpmNormW *w, const void *x, void *y, int C, int hw, int groups,
+            const void *scale_shift, gboolean silu)
+{
+  if (u->mode == WALK_RUN)
+    u->be->ops->group_norm (u->be, w, x, y, u->B, C, hw, groups, (float) u->cfg->norm_eps, scale_shift, silu);
+}
+
+/* ResnetBlock2D (diffusers models/resnet.py): out = (shortcut(x) + conv2(act(GN2(conv1(act(GN1(x))) + proj(temb))))) * scale.
+ * x (B, in, h, w) -> out (B, out, h, w); out may alias x. Uses tmp1, tmp2, tproj. */
+static void
+resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int wd, double output_scale_factor)
+{
+  DdpmBackend *be = u->be;
+  const int hw = h * wd;
+  const int G = u->cfg->norm_num_groups;
+  if (u->mode == WALK_PLAN)
+    {
+      need_work (u, (size_t) u->B * MAX (r->in, r->out) * hw);
+      u->tproj_elems = MAX (u->tproj_elems, (size_t) u->B * r->time_emb_proj.out);
+    }
+  group_norm (u, &r->norm1, x, u->tmp1, r->in, hw, G, NULL, TRUE);
+  conv (u, &r->conv1, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME);
+  if (u->mode == WALK_RUN)
+    be->ops->linear (be, &r->time_emb_proj, u->temb, u->tproj, u->B, TRUE);
+  if (u->cfg->scale_shift)
+    group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, u->tproj, TRUE);
+  else
+    {
+      if (u->mode == WALK_RUN)
+        be->ops->add_channel_bias (be, u->tmp2, u->tproj, u->B, r->out, hw);
+      group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, NULL, TRUE);
+    }
+  conv (u, &r->conv2, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME);
+  const void *shortcut = x;
+  if (r->conv_shortcut.weight != NULL)
+    {
+      conv (u, &r->conv_shortcut, x, u->tmp1, h, wd, 1, PAD_NONE);
+      shortcut = u->tmp1;
+    }
+  if (u->mode == WALK_RUN)
+    be->ops->add_scaled (be, shortcut, u->tmp2, out, (size_t) u->B * r->out * hw, (float) (1.0 / output_scale_factor));
+}
+
+/* Attention block (diffusers attention_processor.py, residual connection on): x (B, C, h, w) updated in
+ * place: x = (to_out(MHA(GN(x))) + x) / rescale. Uses tmp1 and the backend's attention scratch. */
+static void
+attention (DdpmUNet *u, const DdpmAttentionW *a, void *x, int hw, double rescale)
+{
+  DdpmBackend *be = u->be;
+  const int C = a->channels;
+  if (u->mode == WALK_PLAN)
+    {
+      need_work (u, (size_t) u->B * C * hw);
+      need_scratch (u, be->ops->attention_scratch (be, u->B, C, hw, a->heads));
+      return;
+    }
+  group_norm (u, &a->group_norm, x, u->tmp1, C, hw, u->cfg->attn_norm_num_groups, NULL, FALSE);
+  be->ops->attention (be, a, u->tmp1, x, x, u->B, C, hw, a->heads, (float) (1.0 / rescale));
+}
+
+/* ---- the walk ---------------------------------------------------------------------------------- */
+
+static void
+walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
+{
+  DdpmBackend *be = u->be;
+  const DdpmUNetConfig *cfg = u->cfg;
+  const DdpmUNetWeights *w = &u->w;
+  const int B = u->B;
+  int h = u->H, wd = u->W;
+  const int C0 = cfg->block_out_channels[0];
+  const int levels = cfg->n_levels;
+  u->sp = 0;
+
+  /* 1. time embedding (B, C0) -> (B, D) */
+  if (u->mode == WALK_RUN)
+    {
+      be->ops->timestep_embedding (be, t, u->temb_sin, B, C0, cfg->flip_sin_to_cos, (float) cfg->freq_shift);
+      be->ops->linear (be, &w->time_linear_1, u->temb_sin, u->temb_hidden, B, FALSE);
+      be->ops->linear (be, &w->time_linear_2, u->temb_hidden, u->temb, B, TRUE);
+    }
+
+  /* 2. input: cast (+ centre), conv_in into skip 0 */
+  size_t n_in = (size_t) B * cfg->in_channels * h * wd;
+  need_work (u, n_in);
+  void *h0 = push_skip (u, C0, h, wd);
+  if (u->mode == WALK_RUN)
+    {
+      be->ops->cast_in (be, x_in, u->tmp2, n_in);
+      if (cfg->center_input_sample)
+        be->ops->add_scaled (be, u->tmp2, u->neg_half, u->tmp2, n_in, 2.0f); /* 2 (x - 0.5) = 2x - 1 */
+    }
+  conv (u, &w->conv_in, u->tmp2, h0, h, wd, 1, PAD_SAME);
+
+  /* 3. down path: each resnet/attention result and each downsample is a skip */
+  void *hidden = h0;
+  for (int i = 0; i < levels; i++)
+    {
+      const DdpmBlockW *blk = &w->down[i];
+      for (int j = 0; j < blk->n_layers; j++)
+        {
+          void *dst = push_skip (u, blk->resnets[j].out, h, wd);
+          resnet (u, &blk->resnets[j], hidden, dst, h, wd, 1.0);
+          if (blk->has_attention)
+            attention (u, &blk->attentions[j], dst, h * wd, 1.0);
+          hidden = dst;
+        }
+      if (blk->resample.weight != NULL)
+        {
+          /* downsample_padding 0: pad one column right and one row bottom; 1: symmetric. */
+          static const int pad0[4] = { 0, 0, 1, 1 };
+          const int *pad = cfg->downsample_padding == 0 ? pad0 : PAD_SAME;
+          void *dst = push_skip (u, blk->resample.out, h / 2, wd / 2);
+          conv (u, &blk->resample, hidden, dst, h, wd, 2, pad);
+          h /= 2;
+          wd /= 2;
+          hidden = dst;
+        }
+    }
+
+  /* 4. mid: resnet, attention, resnet (all scaled by mid_block_scale_factor) */
+  const int Cmid = cfg->block_out_channels[levels - 1];
+  need_work (u, (size_t) B * Cmid * h * wd);
+  resnet (u, &w->mid_resnets[0], hidden, u->cur, h, wd, cfg->mid_block_scale_factor);
+  if (cfg->add_attention)
+    attention (u, &w->mid_attention, u->cur, h * wd, cfg->mid_block_scale_factor);
+  resnet (u, &w->mid_resnets[1], u->cur, u->cur, h, wd, cfg->mid_block_scale_factor);
+
+  /* 5. up path: each resnet eats one skip, concatenated after the hidden state */
+  int C_cur = Cmid;
+  for (int i = 0; i < levels; i++)
+    {
+      const DdpmBlockW *blk = &w->up[i];
+      for (int j = 0; j < blk->n_layers; j++)
+        {
+          const DdpmResnetW *r = &blk->resnets[j];
+          const int C_skip = r->in - C_cur;
+          void *skip = pop_skip (u);
+          need_work (u, (size_t) B * r->in * h * wd);
+          if (u->mode == WALK_RUN)
+            be->ops->concat_channels (be, u->cur, C_cur, skip, C_skip, u->cat, B, h * wd);
+          resnet (u, r, u->cat, u->cur, h, wd, 1.0);
+          C_cur = r->out;
+          if (blk->has_attention)
+            attention (u, &blk->attentions[j], u->cur, h * wd, 1.0);
+        }
+      if (blk->resample.weight != NULL)
+        {
+          need_work (u, (size_t) B * C_cur * (2 * h) * (2 * wd));
+          if (u->mode == WALK_RUN)
+            be->ops->upsample_nearest2x (be, u->cur, u->tmp1, B, C_cur, h, wd);
+          h *= 2;
+          wd *= 2;
+          conv (u, &blk->resample, u->tmp1, u->cur, h, wd, 1, PAD_SAME);
+        }
+    }
+  g_assert (u->sp == 0);
+
+  /* 6. head: GN + SiLU, conv_out, cast to f32 */
+  group_norm (u, &w->conv_norm_out, u->cur, u->tmp1, C_cur, h * wd, cfg->norm_num_groups, NULL, TRUE);
+  need_work (u, (size_t) B * cfg->out_channels * h * wd);
+  conv (u, &w->conv_out, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME);
+  if (u->mode == WALK_RUN)
+    be->ops->cast_out (be, u->tmp2, eps, (size_t) B * cfg->out_channels * h * wd);
+}
+
+/* ---- planning ---------------------------------------------------------------------------------- */
+
+static size_t
+align_up (size_t n)
+{
+  return (n + ALIGN_BYTES - 1) / ALIGN_BYTES * ALIGN_BYTES;
+}
+
+gboolean
+ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
+{
+  if (u->B == batch && u->H == height && u->W == width)
+    return TRUE;
+  const DdpmUNetConfig *cfg = u->cfg;
+  const int multiple = 1 << (cfg->n_levels - 1);
+  if (batch < 1 || height < multiple || width < multiple || height % multiple != 0 || width % multiple != 0)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT,
+                   "image size %dx%d (batch %d) is not supported: height and width must be positive multiples of %d",
+                   width, height, batch, multiple);
+      return FALSE;
+    }
+  free_activations (u);
+
+  /* PLAN walk: sizes only. */
+  u->B = batch;
+  u->H = height;
+  u->W = width;
+  u->n_skips = 0;
+  u->work_elems = 0;
+  u->tproj_elems = 0;
+  u->scratch_bytes = 0;
+  memset (u->skips, 0, sizeof u->skips);
+  u->cur = u->cat = u->tmp1 = u->tmp2 = NULL;
+  u->mode = WALK_PLAN;
+  walk (u, NULL, NULL, NULL);
+
+  /* Lay out one arena. */
+  const size_t es = u->act_size;
+  const int D = cfg->time_embedding_dim;
+  const size_t n_in = (size_t) batch * cfg->in_channels * height * width;
+  size_t sizes[MAX_SKIPS + 8];
+  void **slots[MAX_SKIPS + 8];
+  int n = 0;
+  for (int k = 0; k < u->n_skips; k++)
+    {
+      sizes[n] = u->skip_elems[k];
+      slots[n++] = &u->skips[k];
+    }
+  void **work[] = { &u->cur, &u->cat, &u->tmp1, &u->tmp2 };
+  for (int k = 0; k < 4; k++)
+    {
+      sizes[n] = u->work_elems;
+      slots[n++] = work[k];
+    }
+  sizes[n] = (size_t) batch * cfg->block_out_channels[0];
+  slots[n++] = &u->temb_sin;
+  sizes[n] = (size_t) batch * D;
+  slots[n++] = &u->temb_hidden;
+  sizes[n] = (size_t) batch * D;
+  slots[n++] = &u->temb;
+  sizes[n] = u->tproj_elems;
+  slots[n++] = &u->tproj;
+  sizes[n] = cfg->center_input_sample ? n_in : 0;
+  slots[n++] = &u->neg_half;
+
+  size_t total = 0;
+  for (int k = 0; k < n; k++)
+    total += align_up (sizes[k] * es);
+  u->arena = u->be->ops->alloc_act (u->be, total / es, error);
+  if (u->arena == NULL)
+    {
+      g_prefix_error (error, "planning activations for batch %d at %dx%d (%.0f MiB): ", batch, width, height,
+                      total / 1048576.0);
+      u->B = u->H = u->W = 0;
+      return FALSE;
+    }
+  size_t off = 0;
+  for (int k = 0; k < n; k++)
+    {
+      *slots[k] = sizes[k] ? (char *) u->arena + off : NULL;
+      off += align_up (sizes[k] * es);
+    }
+
+  if (cfg->center_input_sample)
+    {
+      /* Fill the -0.5 constant through an f32 staging buffer (planning time, not the step loop). */
+      float *host = g_new (float, n_in);
+      for (size_t i = 0; i < n_in; i++)
+        host[i] = -0.5f;
+      float *staging = u->be->ops->alloc_f32 (u->be, n_in, error);
+      if (staging == NULL)
+        {
+          g_free (host);
+          free_activations (u);
+          return FALSE;
+        }
+      u->be->ops->to_device (u->be, staging, host, n_in * sizeof (float));
+      u->be->ops->cast_in (u->be, staging, u->neg_half, n_in);
+      u->be->ops->synchronize (u->be);
+      u->be->ops->free (u->be, staging);
+      g_free (host);
+    }
+
+  if (!u->be->ops->reserve_scratch (u->be, u->scratch_bytes, error))
+    {
+      free_activations (u);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+void
+ddpm_unet_forward (DdpmUNet *u, const float *x, const float *t, float *eps)
+{
+  g_return_if_fail (u->arena != NULL);
+  u->mode = WALK_RUN;
+  walk (u, x, t, eps);
+}

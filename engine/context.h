@@ -1,0 +1,32 @@
+/* context.h: a backend bound to a model, with the sampler's device buffers, progress and cancellation.
+ * One context per thread; several contexts may share one (read-only) model. */
+#pragma once
+
+#include "unet.h"
+
+struct DdpmContext {
+  DdpmModel *model;
+  DdpmBackend *be;
+  DdpmUNet *unet;
+  char *device_name;               /* backend description, plus why AUTO fell back to the CPU */
+
+  /* Sampler state for the planned (B, H, W), f32 backend memory. */
+  int B, H, W;
+  size_t n_x;                      /* B * in_channels * H * W */
+  size_t n_eps;                    /* B * out_channels * H * W */
+  float *x;                        /* (B, C, H, W) the sample being denoised */
+  float *eps;                      /* (B, Cout, H, W) model output */
+  float *noise;                    /* (B, C, H, W) injected step noise */
+  float *x0;                       /* (B, C, H, W) predicted x0 of the last step */
+  float *t;                        /* (B,) timestep per image */
+  void *params;                    /* DdpmStepParams */
+  float *preview_host;             /* (C, H, W) host copy of x0[0] */
+
+  DdpmProgressFunc progress;
+  gpointer progress_data;
+  int preview_every;
+  gint cancelled;                  /* atomic */
+};
+
+/* Plans the UNet and the sampler buffers for (B, H, W). */
+gboolean ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **error);
