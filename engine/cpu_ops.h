@@ -1,0 +1,113 @@
+/* cpu_ops.h: internals shared by the CPU backend's files (backend_cpu.c, cpu_gemm.c, cpu_elementwise.c,
+ * cpu_norm.c, cpu_conv.c, cpu_attention.c). Not part of any public contract.
+ *
+ * Threading model (measured on the 2-core build machine, see tools/bench_cpu_ops.c):
+ * OpenBLAS is forced single-threaded (openblas_set_num_threads (1) when the backend is created) and every
+ * op parallelises itself with OpenMP: a convolution runs its 16 Winograd GEMMs as an `omp for`, a single
+ * big GEMM is split into per-thread column (or row) slices (cpu_sgemm). Mixing OpenBLAS' own pthread pool
+ * with OpenMP regions made both pools spin against each other (up to 10x slower), and letting OpenBLAS
+ * thread each small Winograd GEMM was 20-30% slower than one GEMM per thread.
+ *
+ * Memory: activations are float32 (act == f32), 64-byte aligned. Ops never allocate: convolution and
+ * attention temporaries live in the scratch arena sized by reserve_scratch (from conv2d_scratch /
+ * attention_scratch); the linear layer's SiLU copy uses a small fixed buffer made with the backend. */
+#pragma once
+
+#include "backend.h"
+
+#include <stddef.h>
+
+#define CPU_ALIGN 64
+/* Floats of the fixed buffer used by linear (silu_in) when it processes its input in chunks. */
+#define CPU_SMALL_FLOATS (64 * 1024)
+
+typedef struct {
+  DdpmBackend base;                /* first member: DdpmBackend * casts to CpuBackend * */
+  int n_threads;                   /* OpenMP threads used by every op */
+  float *scratch;                  /* reserve_scratch arena, scratch_bytes long */
+  size_t scratch_bytes;
+  float *small;                    /* CPU_SMALL_FLOATS floats */
+} CpuBackend;
+
+static inline CpuBackend *
+cpu_backend (DdpmBackend *be)
+{
+  return (CpuBackend *) be;
+}
+
+/* Rounds n floats up to a whole number of cache lines (keeps scratch sub-buffers aligned). */
+static inline size_t
+cpu_round_floats (size_t n)
+{
+  return (n + 15) & ~(size_t) 15;
+}
+
+/* ---- cpu_gemm.c ---- */
+/* C (M, N) = A' B' + beta C, row-major, A' = A or A^T (trans_a), B' likewise; the CBLAS convention.
+ * Outside an OpenMP region the product is split into one slice of N (or of M when N is narrow) per thread,
+ * each computed by single-threaded OpenBLAS; inside a region it is one plain call. */
+void cpu_sgemm (gboolean trans_a, gboolean trans_b, int M, int N, int K, const float *A, int lda, const float *B,
+                int ldb, float beta, float *C, int ldc);
+
+/* exp(x) in float32, branch-free so loops over it vectorise; max relative error ~2 ulp; x is clamped to
+ * [-87.3, 88] so that 2^n stays a normal float (exp(88) = 1.65e38 stands in for overflow). */
+static inline float
+cpu_expf (float x)
+{
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.0f ? 88.0f : x;
+  /* x = n ln2 + r, |r| <= ln2 / 2; n by adding 1.5 * 2^23 (round to nearest without a libm call). */
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  /* Cephes expf minimax polynomial on [-ln2/2, ln2/2]. */
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  union { float f; int32_t i; } scale = { .i = ((int32_t) n + 127) << 23 };
+  return p * scale.f;
+}
+
+static inline float
+cpu_silu (float x)
+{
+  return x / (1.0f + cpu_expf (-x));
+}
+
+/* ---- cpu_elementwise.c ---- */
+void cpu_cast_in (DdpmBackend *be, const float *x, void *y, size_t n);
+void cpu_cast_out (DdpmBackend *be, const void *x, float *y, size_t n);
+void cpu_timestep_embedding (DdpmBackend *be, const float *t, void *y, int B, int dim, gboolean flip,
+                             float freq_shift);
+void cpu_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);
+void cpu_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale);
+void cpu_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);
+void cpu_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W);
+size_t cpu_count_nonfinite (DdpmBackend *be, const float *x, size_t n);
+
+/* ---- cpu_norm.c ---- */
+void cpu_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
+                     float eps, const void *scale_shift, gboolean silu);
+
+/* ---- cpu_linear.c ---- */
+void cpu_linear (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int M, gboolean silu_in);
+
+/* ---- cpu_conv.c ---- */
+/* Converts a PyTorch conv weight (out, in, k, k) into the layout cpu_conv2d reads, u of
+ * cpu_conv_pack_floats floats: 3x3 kernels become Winograd F(2x2,3x3) weights (out, 16, in); other sizes
+ * are kept as they are. */
+size_t cpu_conv_pack_floats (int out, int in, int k);
+void cpu_conv_pack_weight (const float *w, int out, int in, int k, float *u);
+size_t cpu_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int k, int stride,
+                           const int pad[4]);
+void cpu_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
+                 const int pad[4]);
+
+/* ---- cpu_attention.c ---- */
+size_t cpu_attention_scratch (DdpmBackend *be, int B, int C, int HW, int heads);
+void cpu_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, const void *residual, void *y,
+                    int B, int C, int HW, int heads, float scale);
