@@ -18,4 +18,5 @@ struct DdpmModel {
   char *weights_format;            /* "safetensors", "pytorch-zip", "random" */
   char *weights_dtype;             /* "F32", "F16", "BF16" or "mixed" as stored on disk */
   gboolean legacy_attention_names; /* query/key/value/proj_attn were found */
+  int n_unused_tensors;            /* tensors in the file that bound to no parameter (ignored) */
 };

@@ -23,7 +23,9 @@ struct DdpmUNetConfig {
   int downsample_padding;          /* 0 or 1 */
   int attention_head_dim;          /* 0 = null: one head of the block's width */
   int norm_num_groups;
-  int attn_norm_num_groups;        /* resolved: attn_norm_num_groups or norm_num_groups */
+  int attn_norm_num_groups;        /* MID-block attention only (down/up attentions use norm_num_groups):
+                                      attn_norm_num_groups, or norm_num_groups when null; 0 when null with
+                                      scale_shift = that attention has no group norm (diffusers) */
   double norm_eps;
   gboolean scale_shift;            /* resnet_time_scale_shift == "scale_shift" */
   gboolean add_attention;          /* mid-block attention */

@@ -44,7 +44,8 @@ typedef struct {
   DdpmLinearW time_linear_1, time_linear_2;
   DdpmBlockW down[DDPM_MAX_LEVELS];
   DdpmResnetW mid_resnets[2];
-  DdpmAttentionW mid_attention;    /* group_norm.gamma NULL when add_attention is false */
+  DdpmAttentionW mid_attention;    /* channels 0 when add_attention is false; group_norm.gamma NULL (channels 0)
+                                      when cfg->attn_norm_num_groups == 0 */
   DdpmBlockW up[DDPM_MAX_LEVELS];  /* index 0 = deepest, as diffusers' up_blocks */
   DdpmNormW conv_norm_out;
   DdpmLinearW conv_out;
