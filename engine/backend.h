@@ -92,6 +92,11 @@ typedef struct {
   gboolean (*graph_end) (DdpmBackend *be, GError **error);
   gboolean (*graph_launch) (DdpmBackend *be, GError **error);
   void (*graph_reset) (DdpmBackend *be);
+
+  /* ---- optional: deferred device errors (NULL on the CPU) ---- */
+  /* Device ops run asynchronously and return nothing, so a failure inside one (launch error, device fault)
+   * is kept: this waits for queued work and returns FALSE with the first failure since the last call. */
+  gboolean (*check_error) (DdpmBackend *be, GError **error);
 } DdpmBackendOps;
 
 /* Each backend embeds this as its first member. */
