@@ -21,20 +21,24 @@ void ddpm_schedule_clear (DdpmSchedule *s);
  * (spacing + steps_offset). out has num_steps entries. */
 gboolean ddpm_schedule_timesteps (const DdpmSchedule *s, int num_steps, int *out, GError **error);
 
-/* The elementwise update, all float32:
- *   x0  = pred_x * x + pred_m * m          (m = model output; epsilon / sample / v_prediction)
- *   x0  = clamp(x0, -clip, clip)            when clip > 0
- *   eps = eps_x * x + eps_m * m             (unclipped, as diffusers' pred_epsilon)
- *   x'  = c_x0 * x0 + c_x * x + c_eps * eps + sigma * z
- * z: injected noise or N(0,1) from Philox (seed + batch index, stream, element index) when draw_noise. */
+/* The elementwise update, all float32, each operation rounded (no fused multiply-add), in this order:
+ *   x0  = (pred_x * x + pred_m * m) / pred_div     (m = model output; epsilon / sample / v_prediction)
+ *   x0  = clamp(x0, -clip, clip)                   when clip > 0
+ *   eps = (eps_x * x + eps_m * m) / eps_div        (unclipped, as diffusers' pred_epsilon)
+ *   x'  = ((c_x0 * x0 + c_x * x) + c_eps * eps) + sigma * z     (the sigma term only when draw_noise)
+ * z: injected noise or N(0,1) from Philox (seed + batch index, stream, element index) when draw_noise.
+ * The divisors (1 where diffusers does not divide; never 0) make epsilon's x0 = (x - sqrt(1 - abar) m) /
+ * sqrt(abar) bit-identical to diffusers (a multiply by 1/sqrt(abar) was up to 16 ulp of x0 off at t ~ T,
+ * where x - sqrt(1 - abar) m cancels). */
 typedef struct {
   float t;                         /* current train timestep, as the UNet sees it */
-  float pred_x, pred_m;
-  float eps_x, eps_m;
+  float pred_x, pred_m, pred_div;
+  float eps_x, eps_m, eps_div;
   float clip;                      /* 0 = no clipping */
   float c_x0, c_x, c_eps;
-  float sigma;
-  uint32_t draw_noise;             /* 1 when sigma > 0 (the step consumes a noise slice) */
+  float sigma;                     /* 0 when draw_noise is 0; may be 0 when it is 1 */
+  uint32_t draw_noise;             /* 1 when diffusers draws noise for this step (DDPM: t > 0; DDIM: eta > 0),
+                                    * so the step consumes a noise slice */
   uint64_t seed;
   uint64_t stream;                 /* RNG stream of this step's noise (see DDPM_STREAM_*) */
 } DdpmStepParams;
