@@ -16,9 +16,11 @@
 #include "scheduler.h"
 #include "test_util.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #define STEP_ABS_TOL 1e-5
 
@@ -50,8 +52,8 @@ enum_from_string (const char *field, const char *value, const char *const *names
   return -1;
 }
 
-/* The scheduler config of a fixture case (keys as in scheduler_config.json). Filled here rather than
- * by ddpm_scheduler_config_parse so that this test depends on the scheduler alone. */
+/* The scheduler config of a fixture case (keys as in scheduler_config.json), read directly: the
+ * reference that ddpm_scheduler_config_parse is checked against (parse_config). */
 static void
 config_from_json (JsonObject *o, DdpmSchedulerConfig *cfg)
 {
@@ -95,11 +97,48 @@ load_fixture (const char *name)
   return a;
 }
 
+/* The engine's parser (unet_config.c) on the case's config written out as scheduler_config.json; it must
+ * agree with config_from_json on every field. */
+static void
+parse_config (JsonObject *config, DdpmSchedulerConfig *cfg)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) node = json_node_new (JSON_NODE_OBJECT);
+  json_node_set_object (node, config);
+  g_autofree char *text = json_to_string (node, FALSE);
+  g_autofree char *path = NULL;
+  int fd = g_file_open_tmp ("scheduler_config-XXXXXX.json", &path, &error);
+  g_assert_no_error (error);
+  const size_t len = strlen (text);
+  g_assert_cmpint (write (fd, text, len), ==, (gssize) len); /* no fsync: a throwaway file */
+  close (fd);
+  gboolean ok = ddpm_scheduler_config_parse (path, cfg, &error);
+  g_unlink (path);
+  g_assert_no_error (error);
+  g_assert_true (ok);
+
+  DdpmSchedulerConfig want;
+  config_from_json (config, &want);
+  g_assert_cmpint (cfg->kind, ==, want.kind);
+  g_assert_cmpint (cfg->num_train_timesteps, ==, want.num_train_timesteps);
+  g_assert_cmpfloat (cfg->beta_start, ==, want.beta_start);
+  g_assert_cmpfloat (cfg->beta_end, ==, want.beta_end);
+  g_assert_cmpint (cfg->beta_schedule, ==, want.beta_schedule);
+  if (want.kind == DDPM_SAMPLER_DDPM)
+    g_assert_cmpint (cfg->variance_type, ==, want.variance_type);
+  g_assert_cmpint (cfg->clip_sample, ==, want.clip_sample);
+  g_assert_cmpfloat (cfg->clip_sample_range, ==, want.clip_sample_range);
+  g_assert_cmpint (cfg->prediction_type, ==, want.prediction_type);
+  g_assert_cmpint (cfg->timestep_spacing, ==, want.timestep_spacing);
+  g_assert_cmpint (cfg->steps_offset, ==, want.steps_offset);
+  g_assert_cmpint (cfg->set_alpha_to_one, ==, want.set_alpha_to_one);
+}
+
 static void
 init_schedule (JsonObject *config, DdpmSchedule *s)
 {
   DdpmSchedulerConfig cfg;
-  config_from_json (config, &cfg);
+  parse_config (config, &cfg);
   g_autoptr (GError) error = NULL;
   g_assert_true (ddpm_schedule_init (s, &cfg, &error));
   g_assert_no_error (error);
