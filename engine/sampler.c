@@ -198,7 +198,10 @@ ddpm_sample (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **e
           return FALSE;
         }
       DdpmStepParams sp;
-      ddpm_schedule_step_params (s, p->sampler, ts, n, i, p->eta, &sp);
+      if (p->start == DDPM_START_NOISY)
+        ddpm_schedule_step_params_custom (s, p->sampler, ts, n, i, p->eta, &sp);
+      else
+        ddpm_schedule_step_params (s, p->sampler, ts, n, i, p->eta, &sp);
       sp.seed = p->seed;
       for (int b = 0; b < B; b++)
         t_host[b] = (float) ts[i];

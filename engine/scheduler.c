@@ -327,11 +327,13 @@ ddpm_step_params (const DdpmSchedule *s, const int *timesteps, int n, int i, Ddp
  *   x' = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) pred_epsilon (+ sigma z when eta > 0)
  * eta is a Python float multiplied into a float32 tensor: torch rounds it to float first. */
 static void
-ddim_step_params (const DdpmSchedule *s, const int *timesteps, int n, int i, double eta, DdpmStepParams *p)
+ddim_step_params (const DdpmSchedule *s, const int *timesteps, int n, int i, double eta, gboolean prev_from_list,
+                  DdpmStepParams *p)
 {
   const int N = s->num_train_timesteps;
   const int t = timesteps[i];
-  const int prev_t = t - N / n;
+  /* A custom list (an already-noisy start) has uneven gaps: its previous timestep is the next entry. */
+  const int prev_t = prev_from_list ? (i == n - 1 ? -1 : timesteps[i + 1]) : t - N / n;
   const float final_abar = s->config.set_alpha_to_one ? 1.0f : s->alphas_cumprod[0];
   const float abar_t = s->alphas_cumprod[t];
   const float abar_prev = prev_t >= 0 ? s->alphas_cumprod[prev_t] : final_abar;
@@ -351,9 +353,9 @@ ddim_step_params (const DdpmSchedule *s, const int *timesteps, int n, int i, dou
   p->sigma = p->draw_noise ? std_dev_t : 0.0f;
 }
 
-void
-ddpm_schedule_step_params (const DdpmSchedule *s, DdpmSamplerKind kind, const int *timesteps, int n, int i,
-                           double eta, DdpmStepParams *out)
+static void
+step_params (const DdpmSchedule *s, DdpmSamplerKind kind, const int *timesteps, int n, int i, double eta,
+             gboolean prev_from_list, DdpmStepParams *out)
 {
   g_return_if_fail (s != NULL && timesteps != NULL && out != NULL);
   g_return_if_fail (n >= 1 && i >= 0 && i < n);
@@ -361,11 +363,25 @@ ddpm_schedule_step_params (const DdpmSchedule *s, DdpmSamplerKind kind, const in
   memset (out, 0, sizeof *out);
   out->t = (float) timesteps[i];
   if (kind == DDPM_SAMPLER_DDIM)
-    ddim_step_params (s, timesteps, n, i, eta, out);
+    ddim_step_params (s, timesteps, n, i, eta, prev_from_list, out);
   else
     ddpm_step_params (s, timesteps, n, i, out);
   out->seed = 0; /* the sampler's */
   out->stream = DDPM_STREAM_STEP (i);
+}
+
+void
+ddpm_schedule_step_params (const DdpmSchedule *s, DdpmSamplerKind kind, const int *timesteps, int n, int i,
+                           double eta, DdpmStepParams *out)
+{
+  step_params (s, kind, timesteps, n, i, eta, FALSE, out);
+}
+
+void
+ddpm_schedule_step_params_custom (const DdpmSchedule *s, DdpmSamplerKind kind, const int *timesteps, int n, int i,
+                                  double eta, DdpmStepParams *out)
+{
+  step_params (s, kind, timesteps, n, i, eta, TRUE, out);
 }
 
 /* ---- reference update --------------------------------------------------------------------------- */

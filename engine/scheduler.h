@@ -52,6 +52,11 @@ typedef struct {
 void ddpm_schedule_step_params (const DdpmSchedule *s, DdpmSamplerKind kind, const int *timesteps, int n, int i,
                                 double eta, DdpmStepParams *out);
 
+/* The same for a custom, unevenly spaced list (e.g. an already-noisy start that prepends its own
+ * timestep): DDIM's previous timestep is then the next entry of the list rather than t - N // n. */
+void ddpm_schedule_step_params_custom (const DdpmSchedule *s, DdpmSamplerKind kind, const int *timesteps, int n,
+                                       int i, double eta, DdpmStepParams *out);
+
 /* Reference update on the host: x (n_per_image * batch) updated in place; x0_out may be NULL.
  * noise: injected noise (same length as x) or NULL to draw from the RNG when p->draw_noise. */
 void ddpm_step_cpu (const DdpmStepParams *p, float *x, const float *model_out, const float *noise,
