@@ -498,7 +498,7 @@ ddpm_model_describe (const DdpmModel *model)
                           enum_name (s->variance_type, vars), enum_name (s->prediction_type, preds),
                           enum_name (s->timestep_spacing, spacing));
   if (s->clip_sample)
-    g_string_append_printf (d, ", clip_sample %g", s->clip_sample_range);
+    g_string_append_printf (d, ", clip_sample to +-%g", s->clip_sample_range);
   if (s->steps_offset)
     g_string_append_printf (d, ", steps_offset %d", s->steps_offset);
   return g_string_free (d, FALSE);
