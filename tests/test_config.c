@@ -320,6 +320,27 @@ test_named_celebahq (void)
   compare_layout (&c, "loader/params_celebahq-256.txt");
 }
 
+/* The hub's google/ddpm-cifar10-32 config.json (diffusers 0.0.4 era: no newer keys) gives the named
+ * architecture exactly. */
+static void
+test_named_matches_hub_config (void)
+{
+  static const char hub[] =
+    "{\"_class_name\": \"UNet2DModel\", \"_diffusers_version\": \"0.0.4\", \"act_fn\": \"silu\","
+    " \"attention_head_dim\": null, \"block_out_channels\": [128, 256, 256, 256], \"center_input_sample\": false,"
+    " \"down_block_types\": [\"DownBlock2D\", \"AttnDownBlock2D\", \"DownBlock2D\", \"DownBlock2D\"],"
+    " \"downsample_padding\": 0, \"flip_sin_to_cos\": false, \"freq_shift\": 1, \"in_channels\": 3,"
+    " \"layers_per_block\": 2, \"mid_block_scale_factor\": 1, \"norm_eps\": 1e-06, \"norm_num_groups\": 32,"
+    " \"out_channels\": 3, \"sample_size\": 32, \"time_embedding_type\": \"positional\","
+    " \"up_block_types\": [\"UpBlock2D\", \"UpBlock2D\", \"AttnUpBlock2D\", \"UpBlock2D\"]}";
+  DdpmUNetConfig parsed, named;
+  g_autoptr (GError) error = NULL;
+  g_assert_true (parse_unet_text (hub, &parsed, &error));
+  g_assert_no_error (error);
+  g_assert_true (ddpm_unet_config_named ("cifar10-32", &named, &error));
+  g_assert_cmpmem (&parsed, sizeof parsed, &named, sizeof named);
+}
+
 static void
 test_named_unknown (void)
 {
@@ -486,6 +507,7 @@ main (int argc, char **argv)
   g_test_add_func ("/loader/layout/cifar10-32", test_named_cifar);
   g_test_add_func ("/loader/layout/celebahq-256", test_named_celebahq);
   g_test_add_func ("/loader/layout/unknown-name", test_named_unknown);
+  g_test_add_func ("/loader/layout/named-matches-hub-config", test_named_matches_hub_config);
   g_test_add_func ("/loader/layout/variant", test_layout_variant);
   g_test_add_func ("/loader/scheduler/defaults", test_sched_defaults);
   g_test_add_func ("/loader/scheduler/values", test_sched_values);
