@@ -326,7 +326,7 @@ check_config (const DdpmUNetConfig *c, GError **error)
     bad = "in_channels/out_channels";
   else if (c->time_embedding_dim < 1)
     bad = "time_embedding_dim";
-  else if (c->norm_num_groups < 1 || c->attn_norm_num_groups < 0)
+  else if (c->norm_num_groups < 1 || c->attn_norm_num_groups < 1)
     bad = "norm_num_groups";
   else if (c->attention_head_dim < 0)
     bad = "attention_head_dim";
@@ -340,8 +340,7 @@ check_config (const DdpmUNetConfig *c, GError **error)
              (c->down_attn[i] || c->up_attn[c->n_levels - 1 - i] || (i == c->n_levels - 1 && c->add_attention)))
       bad = "attention_head_dim (must divide the attention widths)";
   }
-  if (!bad && c->add_attention && c->attn_norm_num_groups > 0 &&
-      c->block_out_channels[c->n_levels - 1] % c->attn_norm_num_groups != 0)
+  if (!bad && c->add_attention && c->block_out_channels[c->n_levels - 1] % c->attn_norm_num_groups != 0)
     bad = "attn_norm_num_groups";
   if (bad) {
     g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT, "invalid UNet config: %s", bad);
@@ -459,7 +458,7 @@ ddpm_model_describe (const DdpmModel *model)
   for (int i = 0; i < c->n_levels; i++)
     g_string_append_printf (d, "%s%s", i ? ", " : "", c->up_attn[i] ? "AttnUp" : "Up");
   g_string_append_printf (d, "), layers_per_block %d, mid attention %s\n", c->layers_per_block,
-                          c->add_attention ? "yes" : "no");
+                          !c->add_attention ? "no" : c->mid_attn_no_norm ? "yes (no group norm)" : "yes");
   if (c->attention_head_dim > 0)
     g_string_append_printf (d, "  attention head dim %d; ", c->attention_head_dim);
   else

@@ -268,10 +268,9 @@ validate_unet (const Json *j, DdpmUNetConfig *cfg, int n_down, int n_up, gboolea
   }
   int cmid = cfg->block_out_channels[cfg->n_levels - 1];
   /* diffusers gives the mid attention no group norm when attn_norm_num_groups is null and the resnets
-   * use scale_shift (UNetMidBlock2D: attn_groups = resnet_groups only for "default"): 0 says so. */
-  if (cfg->scale_shift && attn_groups_null)
-    cfg->attn_norm_num_groups = 0;
-  if (cfg->add_attention && cfg->attn_norm_num_groups > 0 && cmid % cfg->attn_norm_num_groups != 0) {
+   * use scale_shift (UNetMidBlock2D: attn_groups = resnet_groups only for "default"). */
+  cfg->mid_attn_no_norm = cfg->scale_shift && attn_groups_null;
+  if (cfg->add_attention && cmid % cfg->attn_norm_num_groups != 0) {
     g_set_error (error, DDPM_ERROR, DDPM_ERROR_UNSUPPORTED,
                  "%s: unsupported attn_norm_num_groups = %d: it does not divide the mid-block width %d", j->path,
                  cfg->attn_norm_num_groups, cmid);

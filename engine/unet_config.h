@@ -24,12 +24,14 @@ struct DdpmUNetConfig {
   int attention_head_dim;          /* 0 = null: one head of the block's width */
   int norm_num_groups;
   int attn_norm_num_groups;        /* MID-block attention only (down/up attentions use norm_num_groups):
-                                      attn_norm_num_groups, or norm_num_groups when null; 0 when null with
-                                      scale_shift = that attention has no group norm (diffusers) */
+                                      resolved: attn_norm_num_groups or norm_num_groups */
   double norm_eps;
   gboolean scale_shift;            /* resnet_time_scale_shift == "scale_shift" */
   gboolean add_attention;          /* mid-block attention */
   int time_embedding_dim;          /* resolved: time_embedding_dim or 4 * block_out_channels[0] */
+  gboolean mid_attn_no_norm;       /* the mid attention has NO group norm: diffusers' UNetMidBlock2D when
+                                      attn_norm_num_groups is null and resnet_time_scale_shift is scale_shift
+                                      (weights.mid_attention.group_norm.gamma is then NULL) */
 };
 
 typedef enum { DDPM_BETA_LINEAR, DDPM_BETA_SCALED_LINEAR, DDPM_BETA_SQUAREDCOS_CAP_V2 } DdpmBetaSchedule;

@@ -89,7 +89,7 @@ ddpm_unet_weights_layout (DdpmUNetWeights *w, const DdpmUNetConfig *cfg)
   layout_resnet (&w->mid_resnets[1], cmid, cmid, D, cfg->scale_shift);
   if (cfg->add_attention) {
     layout_attention (&w->mid_attention, cmid, cfg->attention_head_dim);
-    if (cfg->attn_norm_num_groups == 0)
+    if (cfg->mid_attn_no_norm)
       layout_norm (&w->mid_attention.group_norm, 0);  /* no group norm (scale_shift, attn groups null) */
   }
 

@@ -45,7 +45,7 @@ typedef struct {
   DdpmBlockW down[DDPM_MAX_LEVELS];
   DdpmResnetW mid_resnets[2];
   DdpmAttentionW mid_attention;    /* channels 0 when add_attention is false; group_norm.gamma NULL (channels 0)
-                                      when cfg->attn_norm_num_groups == 0 */
+                                      when cfg->mid_attn_no_norm */
   DdpmBlockW up[DDPM_MAX_LEVELS];  /* index 0 = deepest, as diffusers' up_blocks */
   DdpmNormW conv_norm_out;
   DdpmLinearW conv_out;

@@ -130,7 +130,8 @@ test_unet_fixture_configs (void)
   g_assert_true (c.scale_shift);
   g_assert_true (c.center_input_sample);
   g_assert_cmpint (c.in_channels, ==, 4);
-  g_assert_cmpint (c.attn_norm_num_groups, ==, 0); /* null + scale_shift: mid attention has no group norm */
+  g_assert_true (c.mid_attn_no_norm);              /* null + scale_shift: mid attention has no group norm */
+  g_assert_cmpint (c.attn_norm_num_groups, ==, 8);
   g_assert_cmpfloat_with_epsilon (c.mid_block_scale_factor, 1.414, 1e-12);
 }
 
@@ -361,6 +362,7 @@ test_layout_variant (void)
   g_assert_no_error (error);
   g_assert_true (c.scale_shift);
   g_assert_cmpint (c.attn_norm_num_groups, ==, 8);
+  g_assert_false (c.mid_attn_no_norm);             /* attn_norm_num_groups given */
   g_assert_cmpint (c.time_embedding_dim, ==, 96);
   compare_layout (&c, "loader/params_variant.txt");
   DdpmUNetWeights w;
