@@ -41,6 +41,14 @@ void ddpm_raw_tensor_to_f32 (const DdpmRawTensor *t, float *out);
 /* Loaders (safetensors.c, torch_zip.c). path is the weights file. */
 DdpmTensorTable *ddpm_safetensors_load (const char *path, GError **error);
 DdpmTensorTable *ddpm_safetensors_parse (GBytes *file, const char *path_for_errors, GError **error);
+/* A torch.save'd state dict (PyTorch >= 1.6 zip; the legacy bare-pickle format is refused, UNSUPPORTED).
+ * Nothing in the file is executed: data.pkl is run by a whitelist interpreter (pickle.h lists the opcodes
+ * and globals it accepts) and anything else fails (FORMAT) naming the opcode or global. The zip must be
+ * stored (uncompressed), as torch writes it; ZIP64 fields are read; each CRC-32 used is checked (0 means
+ * "not computed"). Only C-contiguous float32/float16/bfloat16 tensors are accepted (else UNSUPPORTED,
+ * naming the tensor); each must lie inside its storage entry. Format "pytorch-zip"; tensor names are the
+ * state-dict keys as saved (legacy names are not mapped here); data points into file (no copy).
+ * _parse works on memory (fuzzing); _load reads path with ddpm_read_file (limit 8 GiB). */
 DdpmTensorTable *ddpm_torch_zip_load (const char *path, GError **error);
 DdpmTensorTable *ddpm_torch_zip_parse (GBytes *file, const char *path_for_errors, GError **error);
 
