@@ -132,16 +132,20 @@ zb_finish (ZipBuilder *zb)
     put32 (zb->out, 0x02014b50);
     put16 (zb->out, 0); put16 (zb->out, 0); put16 (zb->out, 0x0808); put16 (zb->out, 0);
     put16 (zb->out, 0); put16 (zb->out, 0);
+    /* ZIP64: the extra field holds exactly the saturated values. torch saturates what exceeds 32 bits
+     * (sizes of a > 4 GiB storage, offsets past 4 GiB); cycle through sizes+offset, sizes, offset. */
+    gboolean big_size = zb->zip64 && i % 3 != 2, big_offset = zb->zip64 && i % 3 != 1;
     put32 (zb->out, r->crc);
-    put32 (zb->out, zb->zip64 ? 0xffffffffu : r->size);
-    put32 (zb->out, zb->zip64 ? 0xffffffffu : r->size);
-    put16 (zb->out, len); put16 (zb->out, zb->zip64 ? 28 : 0); put16 (zb->out, 0);
+    put32 (zb->out, big_size ? 0xffffffffu : r->size);
+    put32 (zb->out, big_size ? 0xffffffffu : r->size);
+    put16 (zb->out, len); put16 (zb->out, zb->zip64 ? 4 + 16 * big_size + 8 * big_offset : 0); put16 (zb->out, 0);
     put16 (zb->out, 0); put16 (zb->out, 0); put32 (zb->out, 0);
-    put32 (zb->out, zb->zip64 ? 0xffffffffu : r->offset);
+    put32 (zb->out, big_offset ? 0xffffffffu : r->offset);
     g_byte_array_append (zb->out, (const guint8 *) r->name, len);
     if (zb->zip64) {
-      put16 (zb->out, 1); put16 (zb->out, 24);
-      put64 (zb->out, r->size); put64 (zb->out, r->size); put64 (zb->out, r->offset);
+      put16 (zb->out, 1); put16 (zb->out, 16 * big_size + 8 * big_offset);
+      if (big_size) { put64 (zb->out, r->size); put64 (zb->out, r->size); }
+      if (big_offset) put64 (zb->out, r->offset);
     }
     g_free (r->name);
   }
