@@ -80,7 +80,7 @@ add_tensor (DdpmTensorTable *table, DdpmZipReader *zip, const char *prefix, GHas
   }
   g_hash_table_insert (storage_dtypes, t->storage_key, (gpointer) st);
 
-  /* numel, guarding the product: each factor <= 2^62 / element size keeps every step below 2^63. */
+  /* numel, kept <= INT64_MAX / 8 so that no byte count (numel * element size) can overflow. */
   const int64_t max_numel = INT64_MAX / 8;
   int64_t numel = 1;
   for (int d = 0; d < t->ndim; d++) {

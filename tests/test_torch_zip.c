@@ -571,6 +571,15 @@ test_built_tensors (void)
     assert_error (e, bad[i].code, bad[i].message, bad[i].message);
   }
 
+  /* torch < 1.0's _rebuild_tensor (storage, offset, size, stride): 4 float32 elements from offset 1. */
+  static const char v1[] = "\x80\x02}" "X\x01\x00\x00\x00" "w" "ctorch._utils\n_rebuild_tensor\n" "(("
+                           "X\x07\x00\x00\x00" "storage" "ctorch\nFloatStorage\n" "X\x01\x00\x00\x00" "0"
+                           "X\x03\x00\x00\x00" "cpu" "K\x10" "tQ" "K\x01" "K\x04\x85" "K\x01\x85" "tRs.";
+  g_autoptr (GError) e1 = NULL;
+  g_autoptr (DdpmTensorTable) t1 = parse_raw_pickle (v1, sizeof v1 - 1, &e1);
+  g_assert_no_error (e1);
+  g_assert_cmpint (ddpm_tensor_table_lookup (t1, "w")->numel, ==, 4);
+
   /* Zero-size dims make any strides contiguous; size-1 dims ignore their stride (torch's rule). */
   TensorSpec ok[] = { { "HalfStorage", "0", 32, 0, 3, { 2, 0, 5 }, { 99, 7, 3 }, NULL },
                       { "BFloat16Storage", "0", 32, 2, 3, { 5, 1, 6 }, { 6, 1000, 1 }, NULL } };
