@@ -66,7 +66,7 @@ typedef struct {
   void (*add_channel_bias) (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);
   /* y = (a + b) * scale, n elements; y may alias a or b. */
   void (*add_scaled) (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale);
-  /* y (B, Ca + Cb, HW) = [a (B, Ca, HW), b (B, Cb, HW)] along channels. */
+  /* y (B, Ca + Cb, HW) = [a (B, Ca, HW), b (B, Cb, HW)] along channels; Cb may be 0 (a copy). */
   void (*concat_channels) (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);
   /* y (B, C, 2H, 2W) = nearest-neighbour x2 of x (B, C, H, W). */
   void (*upsample_nearest2x) (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W);

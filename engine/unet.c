@@ -233,9 +233,10 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
 }
 
 /* Attention block (diffusers attention_processor.py, residual connection on): x (B, C, h, w) updated in
- * place: x = (to_out(MHA(GN(x))) + x) / rescale. Uses tmp1 and the backend's attention scratch. */
+ * place: x = (to_out(MHA(GN(x))) + x) / rescale. Down/up attentions normalise with norm_num_groups, the
+ * mid one with attn_norm_num_groups. Uses tmp1 and the backend's attention scratch. */
 static void
-attention (DdpmUNet *u, const DdpmAttentionW *a, void *x, int hw, double rescale)
+attention (DdpmUNet *u, const DdpmAttentionW *a, void *x, int hw, int groups, double rescale)
 {
   DdpmBackend *be = u->be;
   const int C = a->channels;
@@ -245,7 +246,10 @@ attention (DdpmUNet *u, const DdpmAttentionW *a, void *x, int hw, double rescale
       need_scratch (u, be->ops->attention_scratch (be, u->B, C, hw, a->heads));
       return;
     }
-  group_norm (u, &a->group_norm, x, u->tmp1, C, hw, u->cfg->attn_norm_num_groups, NULL, FALSE);
+  if (a->group_norm.gamma != NULL)
+    group_norm (u, &a->group_norm, x, u->tmp1, C, hw, groups, NULL, FALSE);
+  else /* diffusers' mid attention has no norm with scale_shift and attn_norm_num_groups null: copy x */
+    be->ops->concat_channels (be, x, C, x, 0, u->tmp1, u->B, hw);
   be->ops->attention (be, a, u->tmp1, x, x, u->B, C, hw, a->heads, (float) (1.0 / rescale));
 }
 
@@ -293,7 +297,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
           void *dst = push_skip (u, blk->resnets[j].out, h, wd);
           resnet (u, &blk->resnets[j], hidden, dst, h, wd, 1.0);
           if (blk->has_attention)
-            attention (u, &blk->attentions[j], dst, h * wd, 1.0);
+            attention (u, &blk->attentions[j], dst, h * wd, cfg->norm_num_groups, 1.0);
           hidden = dst;
         }
       if (blk->resample.weight != NULL)
@@ -314,7 +318,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   need_work (u, (size_t) B * Cmid * h * wd);
   resnet (u, &w->mid_resnets[0], hidden, u->cur, h, wd, cfg->mid_block_scale_factor);
   if (cfg->add_attention)
-    attention (u, &w->mid_attention, u->cur, h * wd, cfg->mid_block_scale_factor);
+    attention (u, &w->mid_attention, u->cur, h * wd, cfg->attn_norm_num_groups, cfg->mid_block_scale_factor);
   resnet (u, &w->mid_resnets[1], u->cur, u->cur, h, wd, cfg->mid_block_scale_factor);
 
   /* 5. up path: each resnet eats one skip, concatenated after the hidden state */
@@ -333,7 +337,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
           resnet (u, r, u->cat, u->cur, h, wd, 1.0);
           C_cur = r->out;
           if (blk->has_attention)
-            attention (u, &blk->attentions[j], u->cur, h * wd, 1.0);
+            attention (u, &blk->attentions[j], u->cur, h * wd, cfg->norm_num_groups, 1.0);
         }
       if (blk->resample.weight != NULL)
         {
