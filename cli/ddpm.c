@@ -936,7 +936,7 @@ cmd_denoise (int argc, char **argv)
       g_set_error (&error, DDPM_ERROR, DDPM_ERROR_NOMEM, "%s: out of memory", in_path);
       goto fail;
     }
-  if (hp != h || wp != w)
+  if ((hp != h || wp != w) && !r.quiet)
     fprintf (stderr, "ddpm: %s: %d x %d padded to %d x %d (multiple of %d)\n", in_path, w, h, wp, hp, mult);
 
   p.batch = 1;
