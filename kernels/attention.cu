@@ -1,0 +1,142 @@
+/* attention.cu: the attention block after its GroupNorm (diffusers Attention, AttnProcessor):
+ * y = (to_out(MHA(to_q(n), to_k(n), to_v(n))) + residual) * scale; n, residual, y (B, C, HW); y may alias
+ * residual.
+ *
+ * Channel-major throughout, as the CPU: Q = Wq n + bq is (C, HW) per image, so projections are GEMMs like
+ * 1x1 convolutions; head h is rows [h*d, (h+1)*d) of Q, K, V (c = h*d + i, as diffusers splits heads).
+ * S (queries x keys) = Q_h^T K_h / sqrt(d) in float32 (cuBLAS writes fp32 from fp16 inputs), softmax over
+ * keys in float32 (max subtracted) into P (act type), O_h (d x queries) = V_h P^T, then
+ * y = (Wo O + bo + residual) * scale in one elementwise pass.
+ *
+ * Scratch (attention_scratch): Q, K, V, O (B, C, HW) act + S (B*heads, HW, HW) f32 + P likewise in act.
+ * At the UNets' attention resolutions (16x16 = 256 tokens; 4x4 and 8x8 in the mid blocks) S is 256 KiB per
+ * image and head. */
+#include "cuda_backend.cuh"
+
+#define ATTN_ALIGN 256
+
+struct AttnLayout {
+  size_t q, k, v, o, s, p, total;       /* byte offsets into scratch */
+};
+
+static size_t
+align_up (size_t n)
+{
+  return (n + ATTN_ALIGN - 1) / ATTN_ALIGN * ATTN_ALIGN;
+}
+
+static AttnLayout
+attn_layout (const CudaBackend *cb, int B, int C, int HW, int heads)
+{
+  AttnLayout l;
+  const size_t act = align_up ((size_t) B * C * HW * cb->act_size);
+  const size_t scores = (size_t) B * heads * HW * HW;
+  l.q = 0;
+  l.k = l.q + act;
+  l.v = l.k + act;
+  l.o = l.v + act;
+  l.s = l.o + act;
+  l.p = l.s + align_up (scores * sizeof (float));
+  l.total = l.p + align_up (scores * cb->act_size);
+  return l;
+}
+
+size_t
+cuda_attention_scratch (DdpmBackend *be, int B, int C, int HW, int heads)
+{
+  return attn_layout (cuda_backend (be), B, C, HW, heads).total;
+}
+
+/* P row r = softmax(S row r), rows of n; one block per row. */
+template <typename T>
+__global__ void __launch_bounds__ (128)
+softmax_rows_kernel (const float *__restrict__ S, T *__restrict__ P, int n)
+{
+  __shared__ float red[32];
+  const float *s = S + (size_t) blockIdx.x * n;
+  T *p = P + (size_t) blockIdx.x * n;
+  float mx = -INFINITY;
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    mx = fmaxf (mx, s[i]);
+  mx = block_max (mx, red);
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    sum += expf (s[i] - mx);
+  sum = block_sum (sum, red);
+  const float inv = 1.0f / sum;
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    p[i] = from_f32<T> (expf (s[i] - mx) * inv);
+}
+
+/* y = (proj + bias[c] + residual) * scale over (B, C, HW); y may alias residual. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+attn_out_kernel (const T *__restrict__ proj, const float *__restrict__ bias, const T *residual, T *y, int C, int HW,
+                 size_t n, float scale)
+{
+  GRID_STRIDE (i, n)
+    {
+      const int c = (int) ((i / (size_t) HW) % (size_t) C);
+      const float b = bias != NULL ? bias[c] : 0.0f;
+      y[i] = from_f32<T> ((to_f32<T> (proj[i]) + b + to_f32<T> (residual[i])) * scale);
+    }
+}
+
+/* dst_b (C x HW) = W (C x C) src_b (C x HW) for every image b (bias added by the caller). */
+static void
+project (CudaBackend *cb, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
+{
+  cuda_gemm_rm (cb, false, false, w->out, HW, w->in, 1.0f, w->weight, weight_ld (w), 0, src, HW, (long long) C * HW,
+                0.0f, dst, HW, (long long) w->out * HW, B, cb->act_type, cb->act_type);
+}
+
+void
+cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, const void *residual, void *y, int B,
+                int C, int HW, int heads, float scale)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (B <= 0 || C <= 0 || HW <= 0)
+    return;
+  if (heads <= 0 || C % heads != 0)
+    {
+      cuda_fail (cb, DDPM_ERROR_ARGUMENT, "attention: %d channels do not split into %d heads", C, heads);
+      return;
+    }
+  const AttnLayout l = attn_layout (cb, B, C, HW, heads);
+  if (l.total > cb->scratch_bytes)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE,
+                 "attention: scratch of %zu bytes is smaller than the %zu it needs: reserve_scratch was not called "
+                 "with attention_scratch's size",
+                 cb->scratch_bytes, l.total);
+      return;
+    }
+  char *base = (char *) cb->scratch;
+  void *Q = base + l.q, *K = base + l.k, *V = base + l.v, *O = base + l.o, *P = base + l.p;
+  float *S = (float *) (base + l.s);
+  const int d = C / heads;
+  const int BH = B * heads;
+
+  project (cb, &w->to_q, normed, Q, B, C, HW);
+  cuda_add_bias (cb, Q, (const float *) w->to_q.bias, B, C, HW);
+  project (cb, &w->to_k, normed, K, B, C, HW);
+  cuda_add_bias (cb, K, (const float *) w->to_k.bias, B, C, HW);
+  project (cb, &w->to_v, normed, V, B, C, HW);
+  cuda_add_bias (cb, V, (const float *) w->to_v.bias, B, C, HW);
+
+  /* S_i (HW x HW) = Q_i^T (HW x d) K_i (d x HW) / sqrt(d), i = b * heads + h at element offset i * d * HW */
+  const float inv_sqrt_d = 1.0f / sqrtf ((float) d);
+  cuda_gemm_rm (cb, true, false, HW, HW, d, inv_sqrt_d, Q, HW, (long long) d * HW, K, HW, (long long) d * HW, 0.0f, S,
+                HW, (long long) HW * HW, BH, cb->act_type, CT_F32);
+  DISPATCH_ACT (cb, T, launch (cb, "softmax_rows", (unsigned) ((size_t) BH * HW), 128, 0, softmax_rows_kernel<T>,
+                               (const float *) S, (T *) P, HW));
+  /* O_i (d x HW) = V_i (d x HW) P_i^T (HW x HW) */
+  cuda_gemm_rm (cb, false, true, d, HW, HW, 1.0f, V, HW, (long long) d * HW, P, HW, (long long) HW * HW, 0.0f, O, HW,
+                (long long) d * HW, BH, cb->act_type, cb->act_type);
+  /* out projection into Q's space (free now), then bias + residual + scale */
+  project (cb, &w->to_out, O, Q, B, C, HW);
+  const size_t n = (size_t) B * C * HW;
+  DISPATCH_ACT (cb, T, launch (cb, "attention_out", elementwise_blocks (cb, n, 256), 256, 0, attn_out_kernel<T>,
+                               (const T *) Q, (const float *) w->to_out.bias, (const T *) residual, (T *) y, C, HW, n,
+                               scale));
+}

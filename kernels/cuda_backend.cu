@@ -1,0 +1,617 @@
+/* cuda_backend.cu: the CUDA backend's life cycle, memory, copies, graph capture and ops table.
+ * The operations themselves live one per file (group_norm.cu, conv2d.cu, attention.cu, ...). */
+#include "cuda_backend.cuh"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- errors ---- */
+
+void
+cuda_fail (CudaBackend *cb, int code, const char *format, ...)
+{
+  if (cb->error != NULL)
+    return;
+  va_list ap;
+  va_start (ap, format);
+  char *msg = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  g_set_error_literal (&cb->error, DDPM_ERROR, code, msg);
+  g_warning ("CUDA backend: %s", msg);
+  g_free (msg);
+}
+
+gboolean
+cuda_ok (CudaBackend *cb, cudaError_t e, const char *what)
+{
+  if (e == cudaSuccess)
+    return TRUE;
+  if (e == cudaErrorMemoryAllocation)
+    cuda_fail (cb, DDPM_ERROR_NOMEM, "%s: out of GPU memory; try a smaller batch or image size", what);
+  else
+    cuda_fail (cb, DDPM_ERROR_DEVICE, "%s failed: %s (%s)", what, cudaGetErrorString (e), cudaGetErrorName (e));
+  return FALSE;
+}
+
+void
+cuda_set_nomem (CudaBackend *cb, GError **error, size_t bytes, const char *what)
+{
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo (&free_b, &total_b);
+  cudaGetLastError (); /* an allocation failure is not sticky; don't let it leak into the next launch check */
+  g_set_error (error, DDPM_ERROR, DDPM_ERROR_NOMEM,
+               "out of GPU memory allocating %s (%.1f MiB; %.0f MiB free of %.0f MiB on %s): try a smaller batch "
+               "or image size",
+               what, bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0, cb->base.description);
+}
+
+/* FALSE with the sticky error moved into error (and cleared). */
+static gboolean
+take_error (CudaBackend *cb, GError **error)
+{
+  if (cb->error == NULL)
+    return TRUE;
+  g_propagate_error (error, cb->error);
+  cb->error = NULL;
+  return FALSE;
+}
+
+static gboolean
+cuda_check_error (DdpmBackend *be, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (!cb->capturing)
+    cuda_ok (cb, cudaStreamSynchronize (cb->stream), "synchronize");
+  return take_error (cb, error);
+}
+
+/* ---- memory ---- */
+
+static void *
+device_alloc (CudaBackend *cb, size_t bytes, const char *what, GError **error)
+{
+  if (cb->capturing)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA backend: %s allocated during graph capture", what);
+      return NULL;
+    }
+  void *p = NULL;
+  cudaError_t e = cudaMalloc (&p, bytes == 0 ? 256 : bytes);
+  if (e == cudaErrorMemoryAllocation)
+    {
+      cuda_set_nomem (cb, error, bytes, what);
+      return NULL;
+    }
+  if (e != cudaSuccess)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "cudaMalloc of %zu bytes for %s failed: %s", bytes, what,
+                   cudaGetErrorString (e));
+      return NULL;
+    }
+  return p;
+}
+
+static void *
+cuda_alloc_act (DdpmBackend *be, size_t n, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  return device_alloc (cb, n * cb->act_size, "activations", error);
+}
+
+static void *
+cuda_alloc_f32 (DdpmBackend *be, size_t n, GError **error)
+{
+  return device_alloc (cuda_backend (be), n * sizeof (float), "a float32 buffer", error);
+}
+
+static void *
+cuda_alloc_bytes (DdpmBackend *be, size_t n, GError **error)
+{
+  return device_alloc (cuda_backend (be), n, "a buffer", error);
+}
+
+static void
+cuda_free (DdpmBackend *be, void *ptr)
+{
+  if (ptr != NULL)
+    cuda_ok (cuda_backend (be), cudaFree (ptr), "cudaFree");
+}
+
+/* Host float32 -> the element type of T (round to nearest even), on the host. */
+template <typename T>
+static void
+convert_host (const float *src, T *dst, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    dst[i] = from_f32<T> (src[i]);
+}
+
+static void *
+cuda_upload_param (DdpmBackend *be, const float *host, DdpmParamKind kind, int ndim, const int64_t *shape,
+                   GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  int64_t numel = 1;
+  for (int i = 0; i < ndim; i++)
+    numel *= shape[i];
+
+  if (kind == DDPM_PARAM_VECTOR)
+    {
+      /* biases and norm parameters stay float32: the kernels add them in float */
+      void *d = device_alloc (cb, (size_t) numel * sizeof (float), "a weight vector", error);
+      if (d == NULL)
+        return NULL;
+      if (!cuda_ok (cb, cudaMemcpy (d, host, (size_t) numel * sizeof (float), cudaMemcpyHostToDevice), "upload"))
+        {
+          cudaFree (d);
+          take_error (cb, error);
+          return NULL;
+        }
+      return d;
+    }
+
+  /* conv (out, in, k, k) / linear (out, in): rows of in*k*k, stored with row stride weight_ld() in the
+   * activation type, zero padded */
+  const int64_t rows = shape[0];
+  const int64_t K = rows > 0 ? numel / rows : 0;
+  const int64_t ld = (K + 7) & ~(int64_t) 7;
+  const size_t bytes = (size_t) (rows * ld) * cb->act_size;
+  void *d = device_alloc (cb, bytes, "a weight matrix", error);
+  if (d == NULL)
+    return NULL;
+  float *padded = (float *) g_malloc0 ((size_t) (rows * ld) * sizeof (float));
+  for (int64_t r = 0; r < rows; r++)
+    memcpy (padded + r * ld, host + r * K, (size_t) K * sizeof (float));
+  void *staged = g_malloc ((size_t) (rows * ld) * cb->act_size);
+  DISPATCH_ACT (cb, T, convert_host<T> (padded, (T *) staged, (size_t) (rows * ld)));
+  g_free (padded);
+  cudaError_t e = cudaMemcpy (d, staged, bytes, cudaMemcpyHostToDevice);
+  g_free (staged);
+  if (!cuda_ok (cb, e, "upload"))
+    {
+      cudaFree (d);
+      take_error (cb, error);
+      return NULL;
+    }
+  return d;
+}
+
+/* A pinned slot for a small copy, once the GPU is done with its previous use. */
+static uint8_t *
+staging_slot (CudaBackend *cb, cudaEvent_t **event)
+{
+  int i = cb->staging_next;
+  cb->staging_next = (i + 1) % CUDA_STAGING_SLOTS;
+  cuda_ok (cb, cudaEventSynchronize (cb->staging_events[i]), "cudaEventSynchronize");
+  *event = &cb->staging_events[i];
+  return cb->staging + (size_t) i * CUDA_STAGING_SLOT_BYTES;
+}
+
+static void
+cuda_to_device (DdpmBackend *be, void *dst, const void *src, size_t n)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->capturing)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "to_device called during graph capture (copy before graph_begin)");
+      return;
+    }
+  if (n <= CUDA_STAGING_SLOT_BYTES)
+    {
+      /* small (timesteps, step parameters): asynchronous through a pinned slot, no host wait */
+      cudaEvent_t *ev;
+      uint8_t *slot = staging_slot (cb, &ev);
+      memcpy (slot, src, n);
+      cuda_ok (cb, cudaMemcpyAsync (dst, slot, n, cudaMemcpyHostToDevice, cb->stream), "cudaMemcpyAsync");
+      cuda_ok (cb, cudaEventRecord (*ev, cb->stream), "cudaEventRecord");
+      return;
+    }
+  /* large (images, noise): src may be freed when we return, so finish the copy */
+  cuda_ok (cb, cudaMemcpyAsync (dst, src, n, cudaMemcpyHostToDevice, cb->stream), "cudaMemcpyAsync");
+  cuda_ok (cb, cudaStreamSynchronize (cb->stream), "to_device");
+}
+
+static void
+cuda_to_host (DdpmBackend *be, void *dst, const void *src, size_t n)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->capturing)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "to_host called during graph capture");
+      return;
+    }
+  gboolean ok = cuda_ok (cb, cudaMemcpyAsync (dst, src, n, cudaMemcpyDeviceToHost, cb->stream), "cudaMemcpyAsync");
+  ok = cuda_ok (cb, cudaStreamSynchronize (cb->stream), "to_host") && ok;
+  if (!ok || cb->error != NULL)
+    {
+      /* The device failed: hand back NaN rather than stale bytes, so a caller that only checks values
+       * still notices (float32 buffers); check_error has the reason. */
+      if (n % sizeof (float) == 0)
+        {
+          float *f = (float *) dst;
+          for (size_t i = 0; i < n / sizeof (float); i++)
+            f[i] = NAN;
+        }
+    }
+}
+
+static void
+cuda_graph_reset (DdpmBackend *be);
+
+static gboolean
+cuda_reserve_scratch (DdpmBackend *be, size_t n, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (!take_error (cb, error))
+    return FALSE;
+  if (n <= cb->scratch_bytes)
+    return TRUE;
+  if (cb->capturing)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA backend: reserve_scratch during graph capture");
+      return FALSE;
+    }
+  /* a captured graph points into the old arena */
+  cuda_graph_reset (be);
+  cudaStreamSynchronize (cb->stream);
+  cudaFree (cb->scratch);
+  cb->scratch = NULL;
+  cb->scratch_bytes = 0;
+  cb->scratch = device_alloc (cb, n, "scratch", error);
+  if (cb->scratch == NULL)
+    return FALSE;
+  cb->scratch_bytes = n;
+  return TRUE;
+}
+
+static void
+cuda_synchronize (DdpmBackend *be)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->capturing)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "synchronize called during graph capture");
+      return;
+    }
+  cuda_ok (cb, cudaStreamSynchronize (cb->stream), "synchronize");
+}
+
+/* ---- sampler parameters ---- */
+
+static void
+cuda_write_params (DdpmBackend *be, void *params_dev, const DdpmStepParams *host)
+{
+  cuda_to_device (be, params_dev, host, sizeof *host);
+}
+
+/* ---- graphs: one stream capture, replayed per step ---- */
+
+static gboolean
+cuda_graph_begin (DdpmBackend *be, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (!take_error (cb, error))
+    return FALSE;
+  if (cb->capturing)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA backend: graph_begin while already capturing");
+      return FALSE;
+    }
+  cuda_graph_reset (be);
+  cudaError_t e = cudaStreamBeginCapture (cb->stream, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "cudaStreamBeginCapture failed: %s", cudaGetErrorString (e));
+      return FALSE;
+    }
+  cb->capturing = TRUE;
+  return TRUE;
+}
+
+static gboolean
+cuda_graph_end (DdpmBackend *be, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (!cb->capturing)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA backend: graph_end without graph_begin");
+      return FALSE;
+    }
+  cb->capturing = FALSE;
+  cudaGraph_t graph = NULL;
+  cudaError_t e = cudaStreamEndCapture (cb->stream, &graph);
+  if (!take_error (cb, error))
+    {
+      if (graph != NULL)
+        cudaGraphDestroy (graph);
+      cudaGetLastError ();
+      return FALSE;
+    }
+  if (e != cudaSuccess)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "cudaStreamEndCapture failed: %s", cudaGetErrorString (e));
+      cudaGetLastError ();
+      return FALSE;
+    }
+  cudaGraphExec_t exec = NULL;
+  e = cudaGraphInstantiate (&exec, graph, 0);
+  if (e != cudaSuccess)
+    {
+      cudaGraphDestroy (graph);
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "cudaGraphInstantiate failed: %s", cudaGetErrorString (e));
+      cudaGetLastError ();
+      return FALSE;
+    }
+  cb->graph = graph;
+  cb->graph_exec = exec;
+  return TRUE;
+}
+
+static gboolean
+cuda_graph_launch (DdpmBackend *be, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (!take_error (cb, error))
+    return FALSE;
+  if (cb->graph_exec == NULL)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA backend: graph_launch without a captured graph");
+      return FALSE;
+    }
+  cudaError_t e = cudaGraphLaunch (cb->graph_exec, cb->stream);
+  if (e != cudaSuccess)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "cudaGraphLaunch failed: %s", cudaGetErrorString (e));
+      return FALSE;
+    }
+  return TRUE;
+}
+
+static void
+cuda_graph_reset (DdpmBackend *be)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->graph_exec != NULL)
+    cudaGraphExecDestroy (cb->graph_exec);
+  if (cb->graph != NULL)
+    cudaGraphDestroy (cb->graph);
+  cb->graph_exec = NULL;
+  cb->graph = NULL;
+}
+
+/* ---- life cycle ---- */
+
+static void
+cuda_destroy (DdpmBackend *be)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->capturing)
+    {
+      cudaGraph_t g = NULL;
+      cudaStreamEndCapture (cb->stream, &g);
+      if (g != NULL)
+        cudaGraphDestroy (g);
+      cb->capturing = FALSE;
+    }
+  if (cb->stream != NULL)
+    cudaStreamSynchronize (cb->stream);
+  cuda_graph_reset (be);
+  if (cb->blas_handle != NULL)
+    cb->blas.destroy (cb->blas_handle);
+  ddpm_cublas_unload (&cb->blas);
+  cudaFree (cb->blas_workspace);
+  cudaFree (cb->scratch);
+  cudaFree (cb->gn_stats);
+  cudaFree (cb->counter);
+  for (int i = 0; i < CUDA_STAGING_SLOTS; i++)
+    if (cb->staging_events[i] != NULL)
+      cudaEventDestroy (cb->staging_events[i]);
+  if (cb->staging != NULL)
+    cudaFreeHost (cb->staging);
+  if (cb->stream != NULL)
+    cudaStreamDestroy (cb->stream);
+  g_clear_error (&cb->error);
+  g_free (cb);
+}
+
+static const DdpmBackendOps cuda_ops = {
+  .name = "cuda",
+  .destroy = cuda_destroy,
+  .alloc_act = cuda_alloc_act,
+  .alloc_f32 = cuda_alloc_f32,
+  .alloc_bytes = cuda_alloc_bytes,
+  .free = cuda_free,
+  .upload_param = cuda_upload_param,
+  .to_device = cuda_to_device,
+  .to_host = cuda_to_host,
+  .reserve_scratch = cuda_reserve_scratch,
+  .synchronize = cuda_synchronize,
+  .conv2d_scratch = cuda_conv2d_scratch,
+  .attention_scratch = cuda_attention_scratch,
+  .cast_in = cuda_cast_in,
+  .cast_out = cuda_cast_out,
+  .timestep_embedding = cuda_timestep_embedding,
+  .linear = cuda_linear,
+  .conv2d = cuda_conv2d,
+  .group_norm = cuda_group_norm,
+  .add_channel_bias = cuda_add_channel_bias,
+  .add_scaled = cuda_add_scaled,
+  .concat_channels = cuda_concat_channels,
+  .upsample_nearest2x = cuda_upsample_nearest2x,
+  .attention = cuda_attention,
+  .write_params = cuda_write_params,
+  .scheduler_step = cuda_scheduler_step,
+  .randn = cuda_randn,
+  .count_nonfinite = cuda_count_nonfinite,
+  .graph_begin = cuda_graph_begin,
+  .graph_end = cuda_graph_end,
+  .graph_launch = cuda_graph_launch,
+  .graph_reset = cuda_graph_reset,
+  .check_error = cuda_check_error,
+};
+
+/* Why the runtime cannot reach a device, in words a user can act on. */
+static void
+set_no_device (GError **error, cudaError_t e)
+{
+  int driver = 0;
+  cudaDriverGetVersion (&driver);
+  if (driver == 0)
+    g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE,
+                 "no NVIDIA driver found (libcuda.so.1 is not installed or not loadable)");
+  else if (e == cudaErrorInsufficientDriver)
+    g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE,
+                 "the NVIDIA driver (CUDA %d.%d) is older than this build needs (CUDA 13.0): update the driver",
+                 driver / 1000, driver % 1000 / 10);
+  else if (e == cudaErrorNoDevice || e == cudaSuccess)
+    g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "no CUDA device found (driver CUDA %d.%d)", driver / 1000,
+                 driver % 1000 / 10);
+  else
+    g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA is unavailable: %s (%s)", cudaGetErrorString (e),
+                 cudaGetErrorName (e));
+}
+
+static const char *
+precision_name (DdpmPrecision p)
+{
+  switch (p)
+    {
+    case DDPM_PRECISION_FP32: return "fp32";
+    case DDPM_PRECISION_BF16: return "bf16";
+    default: return "fp16";
+    }
+}
+
+static gboolean
+setup_blas (CudaBackend *cb, char **note)
+{
+  const char *gemm = g_getenv ("DDPM_CUDA_GEMM");
+  if (gemm != NULL && strcmp (gemm, "fallback") == 0)
+    {
+      *note = g_strdup ("own GEMM ($DDPM_CUDA_GEMM=fallback)");
+      return FALSE;
+    }
+  char *reason = NULL;
+  if (!ddpm_cublas_load (&cb->blas, &reason))
+    {
+      *note = g_strdup_printf ("cuBLAS not loaded (%s): slow fallback GEMM", reason);
+      g_warning ("CUDA backend: cuBLAS not loaded (%s); using the slow fallback GEMM kernel", reason);
+      g_free (reason);
+      return FALSE;
+    }
+  if (cb->blas.create (&cb->blas_handle) != DDPM_CUBLAS_STATUS_SUCCESS)
+    {
+      cb->blas_handle = NULL;
+      *note = g_strdup ("cublasCreate failed: slow fallback GEMM");
+      return FALSE;
+    }
+  /* Our own workspace, so that cuBLAS never allocates while a graph is being captured. */
+  if (cudaMalloc (&cb->blas_workspace, CUDA_BLAS_WORKSPACE_BYTES) != cudaSuccess)
+    {
+      cudaGetLastError ();
+      cb->blas_workspace = NULL;
+    }
+  gboolean fp32 = cb->act_type == CT_F32;
+  if (cb->blas.set_stream (cb->blas_handle, cb->stream) != DDPM_CUBLAS_STATUS_SUCCESS
+      || (cb->blas_workspace != NULL
+          && cb->blas.set_workspace (cb->blas_handle, cb->blas_workspace, CUDA_BLAS_WORKSPACE_BYTES)
+               != DDPM_CUBLAS_STATUS_SUCCESS)
+      /* fp32 is the exact reference mode: no TF32, no reduced-precision reductions */
+      || cb->blas.set_math_mode (cb->blas_handle, fp32 ? DDPM_CUBLAS_PEDANTIC_MATH : DDPM_CUBLAS_DEFAULT_MATH)
+           != DDPM_CUBLAS_STATUS_SUCCESS)
+    {
+      cb->blas.destroy (cb->blas_handle);
+      cb->blas_handle = NULL;
+      *note = g_strdup ("cuBLAS setup failed: slow fallback GEMM");
+      return FALSE;
+    }
+  *note = g_strdup ("cuBLAS");
+  return TRUE;
+}
+
+extern "C" __attribute__ ((visibility ("default"))) DdpmBackend *
+ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
+{
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount (&count);
+  if (e != cudaSuccess || count == 0)
+    {
+      set_no_device (error, e);
+      cudaGetLastError ();
+      return NULL;
+    }
+  int device = 0;
+  const char *dev_env = g_getenv ("DDPM_CUDA_DEVICE");
+  if (dev_env != NULL)
+    device = atoi (dev_env);
+  if (device < 0 || device >= count)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "DDPM_CUDA_DEVICE=%d but only %d CUDA device(s) exist",
+                   device, count);
+      return NULL;
+    }
+  struct cudaDeviceProp prop;
+  if (cudaSetDevice (device) != cudaSuccess || cudaGetDeviceProperties (&prop, device) != cudaSuccess)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA device %d cannot be opened: %s", device,
+                   cudaGetErrorString (cudaGetLastError ()));
+      return NULL;
+    }
+  if (prop.major < 8)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE,
+                   "%s has compute capability %d.%d; the CUDA backend needs 8.0 or newer (Ampere, Ada, Hopper)",
+                   prop.name, prop.major, prop.minor);
+      return NULL;
+    }
+
+  CudaBackend *cb = g_new0 (CudaBackend, 1);
+  cb->base.ops = &cuda_ops;
+  cb->base.precision = precision == DDPM_PRECISION_DEFAULT ? DDPM_PRECISION_FP16 : precision;
+  cb->act_type = cb->base.precision == DDPM_PRECISION_FP32 ? CT_F32
+                 : cb->base.precision == DDPM_PRECISION_BF16 ? CT_BF16 : CT_F16;
+  cb->act_size = cb->act_type == CT_F32 ? 4 : 2;
+  cb->device = device;
+  cb->sm_count = prop.multiProcessorCount;
+  cb->cc_major = prop.major;
+  cb->cc_minor = prop.minor;
+  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s", prop.name);
+
+  const char *conv = g_getenv ("DDPM_CUDA_CONV");
+  cb->conv_algo = conv == NULL ? CONV_AUTO : strcmp (conv, "gemm") == 0 ? CONV_GEMM
+                  : strcmp (conv, "implicit") == 0 ? CONV_IMPLICIT : CONV_AUTO;
+  const char *gn = g_getenv ("DDPM_CUDA_GN");
+  cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
+                : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;
+
+  GError *local = NULL;
+  if (!cuda_ok (cb, cudaStreamCreateWithFlags (&cb->stream, cudaStreamNonBlocking), "cudaStreamCreate")
+      || (cb->gn_stats = (float *) device_alloc (cb, CUDA_GN_STATS_ENTRIES * 3 * sizeof (float), "GroupNorm "
+                                                 "statistics", &local)) == NULL
+      || (cb->counter = (unsigned long long *) device_alloc (cb, sizeof (unsigned long long), "a counter",
+                                                             &local)) == NULL
+      || !cuda_ok (cb, cudaMallocHost ((void **) &cb->staging, (size_t) CUDA_STAGING_SLOTS * CUDA_STAGING_SLOT_BYTES),
+                   "cudaMallocHost"))
+    {
+      if (local == NULL)
+        take_error (cb, &local);
+      g_propagate_error (error, local);
+      cuda_destroy (&cb->base);
+      return NULL;
+    }
+  for (int i = 0; i < CUDA_STAGING_SLOTS; i++)
+    if (!cuda_ok (cb, cudaEventCreateWithFlags (&cb->staging_events[i], cudaEventDisableTiming), "cudaEventCreate"))
+      {
+        take_error (cb, error);
+        cuda_destroy (&cb->base);
+        return NULL;
+      }
+
+  char *blas_note = NULL;
+  cb->have_blas = setup_blas (cb, &blas_note);
+  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s)", prop.name, prop.major,
+              prop.minor, precision_name (cb->base.precision), blas_note);
+  g_free (blas_note);
+  return &cb->base;
+}

@@ -1,0 +1,157 @@
+/* cuda_backend.cuh: the CUDA backend's state and the helpers its op files share.
+ *
+ * One CudaBackend per context: one device, one non-default stream on which every op is queued (so a whole
+ * forward + scheduler step can be captured into one CUDA graph), one scratch arena, and a sticky error:
+ * ops cannot return errors (backend.h), so the first failure is kept, warned about, and reported by the
+ * next call that can return one (check_error, graph_end, graph_launch, reserve_scratch). */
+#pragma once
+
+#include "cuda_compat.cuh"
+#include "cublas_dl.h"
+
+#include "backend.h"
+
+#include <utility>
+
+/* Element types of GEMM operands. */
+enum CudaType { CT_F32, CT_F16, CT_BF16 };
+
+/* How conv2d runs in fp16/bf16 ($DDPM_CUDA_CONV): the fused implicit-GEMM tensor-core kernel (conv2d.cu),
+ * or im2col + cuBLAS GEMM + bias. fp32 always takes the GEMM path (exact reference mode). */
+enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_GEMM };
+/* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
+enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
+
+#define CUDA_STAGING_SLOTS 64
+#define CUDA_STAGING_SLOT_BYTES (64 * 1024)
+#define CUDA_GN_STATS_ENTRIES (256 * 1024)   /* (mean, M2, count) partials for GroupNorm */
+#define CUDA_BLAS_WORKSPACE_BYTES ((size_t) 32 << 20)
+
+struct CudaBackend {
+  DdpmBackend base;                /* first member: the engine holds a DdpmBackend * */
+  int device;
+  int sm_count, cc_major, cc_minor;
+  size_t act_size;                 /* bytes per activation element: 4 or 2 */
+  CudaType act_type;
+  cudaStream_t stream;
+  gboolean capturing;
+  cudaGraph_t graph;
+  cudaGraphExec_t graph_exec;
+
+  void *scratch;                   /* reserve_scratch's arena */
+  size_t scratch_bytes;
+  float *gn_stats;                 /* CUDA_GN_STATS_ENTRIES * 3 floats */
+  unsigned long long *counter;     /* count_nonfinite's result */
+
+  /* Pinned host slots for small host->device copies (write_params, to_device), so the host never waits
+   * for the GPU to copy them; an event per slot says when it may be reused. */
+  uint8_t *staging;
+  cudaEvent_t staging_events[CUDA_STAGING_SLOTS];
+  int staging_next;
+
+  DdpmCublas blas;
+  gboolean have_blas;
+  cublasHandle_t blas_handle;
+  void *blas_workspace;
+
+  CudaConvAlgo conv_algo;
+  CudaGnMode gn_mode;
+  GError *error;                   /* first asynchronous failure, until reported */
+};
+
+static inline CudaBackend *
+cuda_backend (DdpmBackend *be)
+{
+  return reinterpret_cast<CudaBackend *> (be);
+}
+
+/* Keeps the first failure (code DDPM_ERROR_DEVICE unless given) and warns once. */
+void cuda_fail (CudaBackend *cb, int code, const char *format, ...) G_GNUC_PRINTF (3, 4);
+/* FALSE (and cuda_fail) when e is an error; `what` names the call. */
+gboolean cuda_ok (CudaBackend *cb, cudaError_t e, const char *what);
+/* The fallback for an allocation failure: NOMEM with sizes and the advice users need. */
+void cuda_set_nomem (CudaBackend *cb, GError **error, size_t bytes, const char *what);
+
+/* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and checks the
+ * launch. Arguments are converted to the kernel's parameter types. */
+template <typename... KArgs, typename... Args>
+static inline void
+launch (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
+        Args... args)
+{
+  static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
+#ifdef DDPM_CUDA_EMU
+  emu_launch (grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); });
+#else
+  kernel<<<grid, block, smem, cb->stream>>> (((KArgs) args)...);
+#endif
+  cudaError_t e = cudaGetLastError ();
+  if (e != cudaSuccess)
+    cuda_ok (cb, e, name);
+}
+
+/* Blocks for a grid-stride elementwise kernel of n elements with `threads` per block. */
+static inline unsigned
+elementwise_blocks (const CudaBackend *cb, size_t n, int threads)
+{
+  size_t want = (n + (size_t) threads - 1) / (size_t) threads;
+  size_t cap = (size_t) cb->sm_count * 32;
+  if (want > cap)
+    want = cap;
+  return want == 0 ? 1u : (unsigned) want;
+}
+
+/* Runs body with T = the activation type of cb. */
+#define DISPATCH_ACT(cb, T, ...)                                     \
+  do {                                                               \
+    switch ((cb)->act_type)                                          \
+      {                                                              \
+      case CT_F32: { typedef float T; __VA_ARGS__; } break;          \
+      case CT_F16: { typedef __half T; __VA_ARGS__; } break;         \
+      case CT_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break; \
+      }                                                              \
+  } while (0)
+
+/* Row stride (elements) of an uploaded conv / linear weight: in * k * k rounded up to 8, zero padded, so
+ * every row starts 16-byte aligned for vector loads and tensor-core GEMMs. */
+static inline int
+weight_ld (const DdpmLinearW *w)
+{
+  int kk = w->k > 0 ? w->k * w->k : 1;
+  return (w->in * kk + 7) & ~7;
+}
+
+/* Row-major GEMM: C (M x N, ldc) = alpha op(A) op(B) + beta C, op(A) (M x K), op(B) (K x N); ta: A is
+ * stored (K x M, lda) and transposed; tb likewise. Batched over `batch` with element strides sA, sB, sC
+ * (0 broadcasts). A and B of type ab, C of type c, fp32 accumulation. cuBLAS when loaded, else gemm.cu's
+ * kernel. */
+void cuda_gemm_rm (CudaBackend *cb, bool ta, bool tb, int M, int N, int K, float alpha, const void *A, int lda,
+                   long long sA, const void *B, int ldb, long long sB, float beta, void *C, int ldc, long long sC,
+                   int batch, CudaType ab, CudaType c);
+
+/* y (B, C, HW) += bias (C) (float32), in place on act y. */
+void cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, int HW);
+
+/* ---- ops (one file per operation) ---- */
+void cuda_cast_in (DdpmBackend *be, const float *x, void *y, size_t n);
+void cuda_cast_out (DdpmBackend *be, const void *x, float *y, size_t n);
+void cuda_timestep_embedding (DdpmBackend *be, const float *t, void *y, int B, int dim, gboolean flip,
+                              float freq_shift);
+void cuda_linear (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int M, gboolean silu_in);
+size_t cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int k, int stride,
+                            const int pad[4]);
+void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
+                  const int pad[4]);
+void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
+                      float eps, const void *scale_shift, gboolean silu);
+void cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);
+void cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale);
+void cuda_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);
+void cuda_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W);
+size_t cuda_attention_scratch (DdpmBackend *be, int B, int C, int HW, int heads);
+void cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, const void *residual, void *y,
+                     int B, int C, int HW, int heads, float scale);
+void cuda_scheduler_step (DdpmBackend *be, const void *params_dev, float *x, const float *model_out,
+                          const float *noise, float *x0_out, size_t n_per_image, int batch);
+void cuda_randn (DdpmBackend *be, float *y, uint64_t seed, uint64_t stream, size_t n_per_image, int batch);
+size_t cuda_count_nonfinite (DdpmBackend *be, const float *x, size_t n);

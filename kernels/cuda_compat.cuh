@@ -1,0 +1,89 @@
+/* cuda_compat.cuh: what every kernel file includes.
+ *
+ * The same sources build two ways:
+ * - with nvcc into libddpm-cuda.so (the product);
+ * - with the host C++ compiler and -DDDPM_CUDA_EMU into libddpm-cuda-emu.so, where emu/cuda_emu.h runs
+ *   every kernel on the CPU (one fiber per CUDA thread, real barriers) so that the GPU test program can
+ *   check the kernels' index math against the CPU backend on a machine without a GPU.
+ * So kernels use only what the emulator provides: __syncthreads, __shfl_xor_sync, atomicAdd, the WMMA
+ * API, the math below, and launch() (never <<<>>> directly). */
+#pragma once
+
+#ifdef DDPM_CUDA_EMU
+#include "emu/cuda_emu.h"
+#else
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <mma.h>
+#endif
+
+#include <stdint.h>
+#include <stddef.h>
+
+/* ---- element types: storage type T, arithmetic always in float ---- */
+
+template <typename T> __device__ __forceinline__ float to_f32 (T v);
+template <> __device__ __forceinline__ float to_f32<float> (float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__half> (__half v) { return __half2float (v); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16> (__nv_bfloat16 v) { return __bfloat162float (v); }
+
+/* Round to nearest even, as PyTorch's .half() / .bfloat16(). */
+template <typename T> __device__ __forceinline__ T from_f32 (float v);
+template <> __device__ __forceinline__ float from_f32<float> (float v) { return v; }
+template <> __device__ __forceinline__ __half from_f32<__half> (float v) { return __float2half_rn (v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16> (float v) { return __float2bfloat16_rn (v); }
+
+__device__ __forceinline__ float silu_f (float v) { return v / (1.0f + expf (-v)); }
+
+__host__ __device__ __forceinline__ int ceil_div (int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int imin (int a, int b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int imax (int a, int b) { return a > b ? a : b; }
+
+/* Sum over the 32 lanes of a warp (every lane gets the total). */
+__device__ __forceinline__ float warp_sum (float v)
+{
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync (0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max (float v)
+{
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, o));
+  return v;
+}
+
+/* Sum over the block; blockDim.x a multiple of 32, at most 1024. Every thread gets the total.
+ * red: __shared__ float[32] of the caller. Ends with a barrier, so red may be reused at once. */
+__device__ __forceinline__ float block_sum (float v, float *red)
+{
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum (v);
+  if (lane == 0)
+    red[warp] = v;
+  __syncthreads ();
+  float t = lane < nwarps ? red[lane] : 0.0f;
+  t = warp_sum (t);
+  __syncthreads ();
+  return t;
+}
+
+__device__ __forceinline__ float block_max (float v, float *red)
+{
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_max (v);
+  if (lane == 0)
+    red[warp] = v;
+  __syncthreads ();
+  float t = lane < nwarps ? red[lane] : -INFINITY;
+  t = warp_max (t);
+  __syncthreads ();
+  return t;
+}
+
+/* Grid-stride loop over n elements with 64-bit indices. */
+#define GRID_STRIDE(i, n) \
+  for (size_t i = (size_t) blockIdx.x * blockDim.x + threadIdx.x; i < (size_t) (n); \
+       i += (size_t) blockDim.x * gridDim.x)

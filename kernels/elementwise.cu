@@ -1,0 +1,215 @@
+/* elementwise.cu: the memory-bound ops (casts, channel bias, residual add, concatenation, nearest
+ * upsampling, non-finite count). NCHW; arithmetic in float, one rounding to the activation type.
+ *
+ * Every kernel is a grid-stride loop over output elements, so any size runs on a bounded grid. Where a
+ * row length allows, threads move 8 elements (16 bytes at fp16) at a time: these ops are pure bandwidth. */
+#include "cuda_backend.cuh"
+
+#define EW_THREADS 256
+
+/* ---- casts ---- */
+
+template <typename T>
+__global__ void __launch_bounds__ (EW_THREADS) cast_in_kernel (const float *__restrict__ x, T *__restrict__ y, size_t n)
+{
+  GRID_STRIDE (i, n) y[i] = from_f32<T> (x[i]);
+}
+
+template <typename T>
+__global__ void __launch_bounds__ (EW_THREADS) cast_out_kernel (const T *__restrict__ x, float *__restrict__ y, size_t n)
+{
+  GRID_STRIDE (i, n) y[i] = to_f32<T> (x[i]);
+}
+
+void
+cuda_cast_in (DdpmBackend *be, const float *x, void *y, size_t n)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (n == 0)
+    return;
+  if (cb->act_type == CT_F32)
+    {
+      if ((const void *) x != y)
+        cuda_ok (cb, cudaMemcpyAsync (y, x, n * sizeof (float), cudaMemcpyDeviceToDevice, cb->stream), "cast_in");
+      return;
+    }
+  DISPATCH_ACT (cb, T, launch (cb, "cast_in", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
+                               cast_in_kernel<T>, x, (T *) y, n));
+}
+
+void
+cuda_cast_out (DdpmBackend *be, const void *x, float *y, size_t n)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (n == 0)
+    return;
+  if (cb->act_type == CT_F32)
+    {
+      if (x != (const void *) y)
+        cuda_ok (cb, cudaMemcpyAsync (y, x, n * sizeof (float), cudaMemcpyDeviceToDevice, cb->stream), "cast_out");
+      return;
+    }
+  DISPATCH_ACT (cb, T, launch (cb, "cast_out", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
+                               cast_out_kernel<T>, (const T *) x, y, n));
+}
+
+/* ---- per-channel additions ---- */
+
+/* h (B, C, HW) += v[b * C + c]; v of type V (act for add_channel_bias, float for conv biases with
+ * per_image = false, i.e. v (C) shared by all images). */
+template <typename T, typename V>
+__global__ void __launch_bounds__ (EW_THREADS)
+channel_add_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t n, bool per_image)
+{
+  GRID_STRIDE (i, n)
+    {
+      size_t plane = i / (size_t) HW;                 /* b * C + c */
+      size_t vi = per_image ? plane : plane % (size_t) C;
+      h[i] = from_f32<T> (to_f32<T> (h[i]) + to_f32<V> (v[vi]));
+    }
+}
+
+void
+cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW)
+{
+  CudaBackend *cb = cuda_backend (be);
+  size_t n = (size_t) B * C * HW;
+  if (n == 0)
+    return;
+  DISPATCH_ACT (cb, T, launch (cb, "add_channel_bias", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
+                               channel_add_kernel<T, T>, (T *) h, (const T *) v, C, HW, n, true));
+}
+
+void
+cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, int HW)
+{
+  size_t n = (size_t) B * C * HW;
+  if (n == 0 || bias == NULL)
+    return;
+  DISPATCH_ACT (cb, T, launch (cb, "add_bias", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
+                               channel_add_kernel<T, float>, (T *) y, bias, C, HW, n, false));
+}
+
+/* ---- y = (a + b) * scale ---- */
+
+template <typename T>
+__global__ void __launch_bounds__ (EW_THREADS)
+add_scaled_kernel (const T *a, const T *b, T *y, size_t n, float scale)
+{
+  /* no __restrict__: y may alias a or b (each element is read before it is written by the same thread) */
+  GRID_STRIDE (i, n) y[i] = from_f32<T> ((to_f32<T> (a[i]) + to_f32<T> (b[i])) * scale);
+}
+
+void
+cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (n == 0)
+    return;
+  DISPATCH_ACT (cb, T, launch (cb, "add_scaled", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
+                               add_scaled_kernel<T>, (const T *) a, (const T *) b, (T *) y, n, scale));
+}
+
+/* ---- concatenation along channels ---- */
+
+/* Copies in units of U (uint4 = 16 bytes when every plane boundary allows, else T). */
+template <typename U>
+__global__ void __launch_bounds__ (EW_THREADS)
+concat_kernel (const U *__restrict__ a, size_t na, const U *__restrict__ b, size_t nb, U *__restrict__ y, size_t n)
+{
+  /* na, nb: units per image of a and b; n = B * (na + nb) */
+  GRID_STRIDE (i, n)
+    {
+      size_t img = i / (na + nb), r = i % (na + nb);
+      y[i] = r < na ? a[img * na + r] : b[img * nb + (r - na)];
+    }
+}
+
+void
+cuda_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW)
+{
+  CudaBackend *cb = cuda_backend (be);
+  size_t na_bytes = (size_t) Ca * HW * cb->act_size, nb_bytes = (size_t) Cb * HW * cb->act_size;
+  size_t n_bytes = (size_t) B * (na_bytes + nb_bytes);
+  if (n_bytes == 0)
+    return;
+  bool vec = na_bytes % 16 == 0 && nb_bytes % 16 == 0 && ((uintptr_t) a | (uintptr_t) b | (uintptr_t) y) % 16 == 0;
+  if (vec)
+    {
+      size_t n = n_bytes / 16;
+      launch (cb, "concat_channels", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, concat_kernel<uint4>,
+              (const uint4 *) a, na_bytes / 16, (const uint4 *) b, nb_bytes / 16, (uint4 *) y, n);
+    }
+  else
+    {
+      size_t n = n_bytes / 2;   /* act_size is 2 or 4: copy 16-bit units */
+      launch (cb, "concat_channels", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, concat_kernel<uint16_t>,
+              (const uint16_t *) a, na_bytes / 2, (const uint16_t *) b, nb_bytes / 2, (uint16_t *) y, n);
+    }
+}
+
+/* ---- nearest-neighbour x2 ---- */
+
+template <typename T>
+__global__ void __launch_bounds__ (EW_THREADS)
+upsample2x_kernel (const T *__restrict__ x, T *__restrict__ y, int H, int W, size_t n)
+{
+  /* one thread per output element; n = B * C * 2H * 2W */
+  const int W2 = 2 * W, H2 = 2 * H;
+  GRID_STRIDE (i, n)
+    {
+      int ox = (int) (i % (size_t) W2);
+      size_t r = i / (size_t) W2;
+      int oy = (int) (r % (size_t) H2);
+      size_t plane = r / (size_t) H2;
+      y[i] = x[(plane * H + (size_t) (oy >> 1)) * W + (size_t) (ox >> 1)];
+    }
+}
+
+void
+cuda_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W)
+{
+  CudaBackend *cb = cuda_backend (be);
+  size_t n = (size_t) B * C * 4 * H * W;
+  if (n == 0)
+    return;
+  DISPATCH_ACT (cb, T, launch (cb, "upsample_nearest2x", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
+                               upsample2x_kernel<T>, (const T *) x, (T *) y, H, W, n));
+}
+
+/* ---- non-finite count (synchronous) ---- */
+
+__global__ void __launch_bounds__ (EW_THREADS)
+count_nonfinite_kernel (const float *__restrict__ x, size_t n, unsigned long long *count)
+{
+  __shared__ float red[32];
+  float local = 0.0f;
+  GRID_STRIDE (i, n) local += isfinite (x[i]) ? 0.0f : 1.0f;
+  /* per-thread counts are small integers, exact in float; the block total too (< 2^24 per block pass) */
+  float total = block_sum (local, red);
+  if (threadIdx.x == 0 && total > 0.0f)
+    atomicAdd (count, (unsigned long long) total);
+}
+
+size_t
+cuda_count_nonfinite (DdpmBackend *be, const float *x, size_t n)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->capturing)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "count_nonfinite called during graph capture");
+      return n;
+    }
+  if (n == 0)
+    return 0;
+  unsigned long long count = 0;
+  cuda_ok (cb, cudaMemsetAsync (cb->counter, 0, sizeof count, cb->stream), "cudaMemsetAsync");
+  launch (cb, "count_nonfinite", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, count_nonfinite_kernel, x, n,
+          cb->counter);
+  cuda_ok (cb, cudaMemcpyAsync (&count, cb->counter, sizeof count, cudaMemcpyDeviceToHost, cb->stream),
+           "cudaMemcpyAsync");
+  cuda_ok (cb, cudaStreamSynchronize (cb->stream), "count_nonfinite");
+  /* After a device failure nothing computed can be trusted: report every value as bad (the warning and
+   * check_error carry the reason). */
+  return cb->error != NULL ? n : (size_t) count;
+}

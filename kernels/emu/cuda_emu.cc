@@ -1,0 +1,550 @@
+/* cuda_emu.cc: the CPU emulation behind cuda_emu.h (tests only; see there for what it is and is not).
+ *
+ * Scheduling: a block's threads are fibers run one at a time until each reaches a barrier or ends;
+ * then complete warps waiting at a warp barrier (shuffles) are released, else, when every live thread
+ * waits at __syncthreads, all of them are. Odd rounds run the fibers in reverse order, so code that reads
+ * shared memory another thread writes without a barrier in between sees stale data in one of the orders.
+ *
+ * Memory: "device" memory is host memory; $DDPM_CUDA_EMU_MEM_LIMIT (bytes) makes cudaMalloc fail past a
+ * total, to test out-of-memory paths. */
+#include "cuda_emu.h"
+
+#include <ucontext.h>
+#include <sys/mman.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <vector>
+
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+
+namespace {
+
+enum FiberState { FIBER_RUN, FIBER_AT_BLOCK, FIBER_AT_WARP, FIBER_DONE };
+
+struct Fiber {
+  ucontext_t ctx;
+  FiberState state;
+  void *stack;
+};
+
+const size_t kStackBytes = 256 * 1024;
+
+std::vector<Fiber> fibers;
+std::vector<uint64_t> shuffle_slots;
+ucontext_t scheduler_ctx;
+int current_fiber;
+const std::function<void ()> *current_body;
+unsigned long launches;
+bool in_kernel;
+
+struct EmuStream {
+  bool capturing = false;
+  std::vector<std::function<void ()>> recorded;
+};
+
+struct EmuGraph {
+  std::vector<std::function<void ()>> ops;
+};
+
+EmuStream default_stream;
+cudaError_t last_error = cudaSuccess;
+
+std::map<void *, size_t> allocations;
+size_t allocated_bytes;
+
+size_t
+memory_limit (void)
+{
+  const char *s = getenv ("DDPM_CUDA_EMU_MEM_LIMIT");
+  return s != nullptr ? (size_t) strtoull (s, nullptr, 10) : (size_t) 8 << 30;
+}
+
+EmuStream *
+stream_of (cudaStream_t s)
+{
+  return s == nullptr ? &default_stream : reinterpret_cast<EmuStream *> (s);
+}
+
+void
+set_thread_index (int linear)
+{
+  threadIdx.x = linear % blockDim.x;
+  threadIdx.y = (linear / blockDim.x) % blockDim.y;
+  threadIdx.z = linear / (blockDim.x * blockDim.y);
+}
+
+void
+fiber_main (void)
+{
+  (*current_body) ();
+  fibers[current_fiber].state = FIBER_DONE;
+  /* returning resumes uc_link = scheduler_ctx */
+}
+
+[[noreturn]] void
+emu_abort (const char *what)
+{
+  fprintf (stderr, "cuda-emu: %s (block %u,%u,%u of grid %u,%u,%u; block dim %u,%u,%u)\n", what, blockIdx.x,
+           blockIdx.y, blockIdx.z, gridDim.x, gridDim.y, gridDim.z, blockDim.x, blockDim.y, blockDim.z);
+  abort ();
+}
+
+void
+yield_to_scheduler (FiberState state)
+{
+  if (!in_kernel)
+    emu_abort ("barrier outside a kernel");
+  Fiber &f = fibers[current_fiber];
+  f.state = state;
+  swapcontext (&f.ctx, &scheduler_ctx);
+}
+
+void
+run_block (const std::function<void ()> &body)
+{
+  const int n = (int) (blockDim.x * blockDim.y * blockDim.z);
+  if ((int) fibers.size () < n)
+    {
+      size_t old = fibers.size ();
+      fibers.resize (n);
+      for (size_t i = old; i < (size_t) n; i++)
+        {
+          fibers[i].stack = mmap (nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+          if (fibers[i].stack == MAP_FAILED)
+            emu_abort ("cannot map a fiber stack");
+        }
+      shuffle_slots.resize (((size_t) n + 31) & ~(size_t) 31);
+    }
+  current_body = &body;
+  for (int i = 0; i < n; i++)
+    {
+      Fiber &f = fibers[i];
+      getcontext (&f.ctx);
+      f.ctx.uc_stack.ss_sp = f.stack;
+      f.ctx.uc_stack.ss_size = kStackBytes;
+      f.ctx.uc_link = &scheduler_ctx;
+      makecontext (&f.ctx, fiber_main, 0);
+      f.state = FIBER_RUN;
+    }
+  for (int round = 0;; round++)
+    {
+      for (int j = 0; j < n; j++)
+        {
+          const int i = (round & 1) ? n - 1 - j : j;
+          if (fibers[i].state != FIBER_RUN)
+            continue;
+          current_fiber = i;
+          set_thread_index (i);
+          swapcontext (&scheduler_ctx, &fibers[i].ctx);
+        }
+      int live = 0, at_block = 0;
+      bool released = false;
+      for (int w = 0; w < n; w += 32)
+        {
+          int waiting = 0, done = 0, lanes = n - w < 32 ? n - w : 32;
+          for (int l = 0; l < lanes; l++)
+            {
+              FiberState s = fibers[w + l].state;
+              waiting += s == FIBER_AT_WARP;
+              done += s == FIBER_DONE;
+            }
+          if (waiting > 0 && waiting + done == lanes)
+            {
+              if (done > 0)
+                emu_abort ("warp shuffle while some lanes of the warp have exited");
+              for (int l = 0; l < lanes; l++)
+                fibers[w + l].state = FIBER_RUN;
+              released = true;
+            }
+        }
+      if (released)
+        continue;
+      for (int i = 0; i < n; i++)
+        {
+          live += fibers[i].state != FIBER_DONE;
+          at_block += fibers[i].state == FIBER_AT_BLOCK;
+        }
+      if (live == 0)
+        return;
+      if (at_block == live)
+        {
+          for (int i = 0; i < n; i++)
+            if (fibers[i].state == FIBER_AT_BLOCK)
+              fibers[i].state = FIBER_RUN;
+          continue;
+        }
+      emu_abort ("threads of one block wait at different barriers (divergent __syncthreads or shuffle)");
+    }
+}
+
+void
+run_kernel (dim3 grid, dim3 block, const std::function<void ()> &body)
+{
+  gridDim = grid;
+  blockDim = block;
+  in_kernel = true;
+  for (unsigned z = 0; z < grid.z; z++)
+    for (unsigned y = 0; y < grid.y; y++)
+      for (unsigned x = 0; x < grid.x; x++)
+        {
+          blockIdx.x = x;
+          blockIdx.y = y;
+          blockIdx.z = z;
+          run_block (body);
+        }
+  in_kernel = false;
+}
+
+} /* namespace */
+
+void
+__syncthreads (void)
+{
+  yield_to_scheduler (FIBER_AT_BLOCK);
+}
+
+void
+emu_warp_barrier (void)
+{
+  yield_to_scheduler (FIBER_AT_WARP);
+}
+
+uint64_t *
+emu_shuffle_slot (int linear_thread)
+{
+  return &shuffle_slots[(size_t) linear_thread];
+}
+
+unsigned long
+emu_launch_count (void)
+{
+  return launches;
+}
+
+void
+emu_enqueue (cudaStream_t stream, std::function<void ()> work)
+{
+  EmuStream *s = stream_of (stream);
+  if (s->capturing)
+    s->recorded.push_back (std::move (work));
+  else
+    work ();
+}
+
+void
+emu_launch (dim3 grid, dim3 block, size_t smem, cudaStream_t stream, std::function<void ()> body)
+{
+  (void) smem;
+  const unsigned long threads = (unsigned long) block.x * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0
+      || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u || smem > 232448)
+    {
+      last_error = cudaErrorInvalidConfiguration;
+      return;
+    }
+  emu_enqueue (stream, [grid, block, body] () {
+    launches++;
+    run_kernel (grid, block, body);
+  });
+}
+
+/* ---- runtime API subset ---- */
+
+cudaError_t
+cudaGetDeviceCount (int *count)
+{
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaSetDevice (int device)
+{
+  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t
+cudaGetDevice (int *device)
+{
+  *device = 0;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGetDeviceProperties (struct cudaDeviceProp *prop, int device)
+{
+  memset (prop, 0, sizeof *prop);
+  snprintf (prop->name, sizeof prop->name, "CUDA emulator on the CPU");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 4;
+  prop->totalGlobalMem = memory_limit ();
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = 227 * 1024;
+  prop->l2CacheSize = 1 << 20;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t
+cudaDriverGetVersion (int *v)
+{
+  *v = 13000;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaRuntimeGetVersion (int *v)
+{
+  *v = 13000;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaMalloc (void **p, size_t bytes)
+{
+  *p = nullptr;
+  if (allocated_bytes + bytes > memory_limit ())
+    return cudaErrorMemoryAllocation;
+  void *m = aligned_alloc (256, (bytes + 255) & ~(size_t) 255);
+  if (m == nullptr)
+    return cudaErrorMemoryAllocation;
+  /* Fresh device memory holds garbage: make reads of unwritten memory visible. */
+  memset (m, 0xFF, bytes);
+  allocations[m] = bytes;
+  allocated_bytes += bytes;
+  *p = m;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaFree (void *p)
+{
+  if (p == nullptr)
+    return cudaSuccess;
+  auto it = allocations.find (p);
+  if (it == allocations.end ())
+    return cudaErrorInvalidValue;
+  allocated_bytes -= it->second;
+  allocations.erase (it);
+  free (p);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaMallocHost (void **p, size_t bytes)
+{
+  *p = aligned_alloc (256, (bytes + 255) & ~(size_t) 255);
+  return *p != nullptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t
+cudaFreeHost (void *p)
+{
+  free (p);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaMemGetInfo (size_t *free_bytes, size_t *total)
+{
+  *total = memory_limit ();
+  *free_bytes = *total - allocated_bytes;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaMemcpy (void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
+{
+  (void) kind;
+  memcpy (dst, src, n);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaMemcpyAsync (void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t stream)
+{
+  (void) kind;
+  emu_enqueue (stream, [dst, src, n] () { memcpy (dst, src, n); });
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaMemsetAsync (void *dst, int value, size_t n, cudaStream_t stream)
+{
+  emu_enqueue (stream, [dst, value, n] () { memset (dst, value, n); });
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamCreateWithFlags (cudaStream_t *stream, unsigned int flags)
+{
+  (void) flags;
+  *stream = reinterpret_cast<cudaStream_t> (new EmuStream);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamDestroy (cudaStream_t stream)
+{
+  delete stream_of (stream);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamSynchronize (cudaStream_t stream)
+{
+  return stream_of (stream)->capturing ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+
+cudaError_t
+cudaDeviceSynchronize (void)
+{
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamBeginCapture (cudaStream_t stream, enum cudaStreamCaptureMode mode)
+{
+  (void) mode;
+  EmuStream *s = stream_of (stream);
+  if (s->capturing)
+    return cudaErrorIllegalState;
+  s->capturing = true;
+  s->recorded.clear ();
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamEndCapture (cudaStream_t stream, cudaGraph_t *graph)
+{
+  EmuStream *s = stream_of (stream);
+  if (!s->capturing)
+    return cudaErrorIllegalState;
+  s->capturing = false;
+  EmuGraph *g = new EmuGraph;
+  g->ops.swap (s->recorded);
+  *graph = reinterpret_cast<cudaGraph_t> (g);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaStreamIsCapturing (cudaStream_t stream, enum cudaStreamCaptureStatus *status)
+{
+  *status = stream_of (stream)->capturing ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphInstantiate (cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags)
+{
+  (void) flags;
+  EmuGraph *copy = new EmuGraph (*reinterpret_cast<EmuGraph *> (graph));
+  *exec = reinterpret_cast<cudaGraphExec_t> (copy);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphLaunch (cudaGraphExec_t exec, cudaStream_t stream)
+{
+  EmuGraph *g = reinterpret_cast<EmuGraph *> (exec);
+  for (auto &op : g->ops)
+    emu_enqueue (stream, op);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphExecDestroy (cudaGraphExec_t exec)
+{
+  delete reinterpret_cast<EmuGraph *> (exec);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGraphDestroy (cudaGraph_t graph)
+{
+  delete reinterpret_cast<EmuGraph *> (graph);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventCreateWithFlags (cudaEvent_t *event, unsigned int flags)
+{
+  (void) flags;
+  *event = reinterpret_cast<cudaEvent_t> (new int (0));
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventDestroy (cudaEvent_t event)
+{
+  delete reinterpret_cast<int *> (event);
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventRecord (cudaEvent_t event, cudaStream_t stream)
+{
+  (void) event;
+  (void) stream;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventSynchronize (cudaEvent_t event)
+{
+  (void) event;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventQuery (cudaEvent_t event)
+{
+  (void) event;
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaGetLastError (void)
+{
+  cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t
+cudaPeekAtLastError (void)
+{
+  return last_error;
+}
+
+const char *
+cudaGetErrorString (cudaError_t error)
+{
+  switch (error)
+    {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorIllegalState: return "illegal state";
+    default: return "emulated CUDA error";
+    }
+}
+
+const char *
+cudaGetErrorName (cudaError_t error)
+{
+  switch (error)
+    {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    default: return "cudaErrorUnknown";
+    }
+}

@@ -1,0 +1,173 @@
+/* cuda_emu.h: a CPU emulation of the subset of CUDA that kernels/ uses. Tests only.
+ *
+ * Why: nothing here has a GPU, and kernels must work the first time they meet one. Built with the host
+ * C++ compiler (-DDDPM_CUDA_EMU), the very same kernel sources run on the CPU: every CUDA thread is a
+ * fiber (ucontext), __syncthreads and the warp shuffles are real barriers among them, blocks run one after
+ * another (so `__shared__` = `static` is per block), and the runtime calls the backend makes (memory,
+ * streams, events, stream capture into graphs) are implemented on host memory. A kernel whose threads
+ * reach different barriers aborts with a message, and fibers run in alternating order between barriers,
+ * so a missing barrier usually shows up as a wrong result. The WMMA API is emulated with whole 16x16
+ * tiles per lane (same arithmetic: products of fp16/bf16 inputs accumulated in float).
+ *
+ * Not emulated: timing, occupancy, bank conflicts, register or shared-memory limits, memory-model
+ * subtleties between blocks. The real checks happen on a GPU (tests/gpu/run.sh). */
+#pragma once
+
+#include <cuda_runtime_api.h>  /* the real types and prototypes; cuda_emu.cc defines the subset we use */
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __forceinline__
+#undef __align__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) __attribute__ ((aligned (n)))
+#define __launch_bounds__(...)
+
+/* Built-in variables: the scheduler sets them before resuming a fiber. */
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
+
+void __syncthreads (void);
+/* Waits until every live lane of the calling thread's warp arrives. */
+void emu_warp_barrier (void);
+uint64_t *emu_shuffle_slot (int linear_thread);
+
+template <typename T>
+static inline T
+__shfl_xor_sync (unsigned mask, T v, int lane_mask, int width = 32)
+{
+  (void) mask;
+  (void) width;
+  static_assert (sizeof (T) <= 8, "shuffle of a type wider than 8 bytes");
+  const int tid = (int) (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+  const int lane = tid & 31, warp_base = tid & ~31;
+  memcpy (emu_shuffle_slot (tid), &v, sizeof (T));
+  emu_warp_barrier ();
+  T r;
+  memcpy (&r, emu_shuffle_slot (warp_base + (lane ^ lane_mask)), sizeof (T));
+  emu_warp_barrier ();
+  return r;
+}
+
+/* One OS thread runs every fiber, so plain read-modify-write is atomic here. */
+static inline unsigned long long atomicAdd (unsigned long long *p, unsigned long long v) { unsigned long long o = *p; *p += v; return o; }
+static inline unsigned int atomicAdd (unsigned int *p, unsigned int v) { unsigned int o = *p; *p += v; return o; }
+static inline float atomicAdd (float *p, float v) { float o = *p; *p += v; return o; }
+
+static inline float rsqrtf (float x) { return 1.0f / sqrtf (x); }
+/* IEEE single operations, each rounded (the build uses -ffp-contract=off, so nothing is fused). */
+static inline float __fmul_rn (float a, float b) { return a * b; }
+static inline float __fadd_rn (float a, float b) { return a + b; }
+static inline float __fsub_rn (float a, float b) { return a - b; }
+static inline float __fdiv_rn (float a, float b) { return a / b; }
+using std::isfinite;
+static inline float __saturatef (float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+
+/* Runs (or, while the stream is being captured, records) a kernel: grid of blocks of `block` fibers. */
+void emu_launch (dim3 grid, dim3 block, size_t smem, cudaStream_t stream, std::function<void ()> body);
+/* Runs (or records) host work that stands for an asynchronous device operation (copies, cuBLAS). */
+void emu_enqueue (cudaStream_t stream, std::function<void ()> work);
+/* Counts kernel launches (for tests of the graph path). */
+unsigned long emu_launch_count (void);
+
+/* ---- WMMA (nvcuda::wmma), emulated with whole tiles ---- */
+static inline float emu_to_float (float v) { return v; }
+static inline float emu_to_float (__half v) { return __half2float (v); }
+static inline float emu_to_float (__nv_bfloat16 v) { return __bfloat162float (v); }
+
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment;
+
+template <int M, int N, int K, typename T, typename Layout>
+struct fragment<matrix_a, M, N, K, T, Layout> {
+  enum { num_elements = M * K, rows = M, cols = K };
+  T x[M * K];                      /* row-major M x K */
+};
+
+template <int M, int N, int K, typename T, typename Layout>
+struct fragment<matrix_b, M, N, K, T, Layout> {
+  enum { num_elements = K * N, rows = K, cols = N };
+  T x[K * N];                      /* row-major K x N */
+};
+
+template <int M, int N, int K, typename T>
+struct fragment<accumulator, M, N, K, T, void> {
+  enum { num_elements = M * N, rows = M, cols = N };
+  T x[M * N];                      /* row-major M x N */
+};
+
+template <typename F, typename T>
+static inline void fill_fragment (F &f, T v) { for (int i = 0; i < F::num_elements; i++) f.x[i] = v; }
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+static inline void
+load_matrix_sync (fragment<Use, M, N, K, T, Layout> &f, const T *p, unsigned ldm)
+{
+  typedef fragment<Use, M, N, K, T, Layout> F;
+  for (int r = 0; r < F::rows; r++)
+    for (int c = 0; c < F::cols; c++)
+      f.x[r * F::cols + c] = std::is_same<Layout, row_major>::value ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r];
+}
+
+template <int M, int N, int K, typename T>
+static inline void
+load_matrix_sync (fragment<accumulator, M, N, K, T, void> &f, const T *p, unsigned ldm, layout_t layout)
+{
+  for (int r = 0; r < M; r++)
+    for (int c = 0; c < N; c++)
+      f.x[r * N + c] = layout == mem_row_major ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r];
+}
+
+template <int M, int N, int K, typename T>
+static inline void
+store_matrix_sync (T *p, const fragment<accumulator, M, N, K, T, void> &f, unsigned ldm, layout_t layout)
+{
+  for (int r = 0; r < M; r++)
+    for (int c = 0; c < N; c++)
+      (layout == mem_row_major ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r]) = f.x[r * N + c];
+}
+
+template <int M, int N, int K, typename TA, typename LA, typename LB>
+static inline void
+mma_sync (fragment<accumulator, M, N, K, float, void> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
+          const fragment<matrix_b, M, N, K, TA, LB> &b, const fragment<accumulator, M, N, K, float, void> &c)
+{
+  float out[M * N];
+  for (int i = 0; i < M; i++)
+    for (int j = 0; j < N; j++)
+      {
+        float s = c.x[i * N + j];
+        for (int k = 0; k < K; k++)
+          s += emu_to_float (a.x[i * K + k]) * emu_to_float (b.x[k * N + j]);
+        out[i * N + j] = s;
+      }
+  memcpy (d.x, out, sizeof out);
+}
+
+} /* namespace wmma */
+} /* namespace nvcuda */

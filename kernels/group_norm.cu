@@ -1,0 +1,196 @@
+/* group_norm.cu: y = GroupNorm(x) * gamma + beta over (B, C, HW) with G groups, then optionally
+ * y = y * (1 + scale) + shift with scale_shift (B, 2C) = [scale, shift], then optionally SiLU.
+ * x and y may alias.
+ *
+ * A group (b, g) is cpg * HW contiguous values (cpg = C / G). Statistics in float32, two-pass (mean, then
+ * the sum of squared deviations around it: no cancellation), biased variance; rstd in double as the CPU.
+ * The affine part follows the CPU's order: a = rstd * gamma[c], bias = beta[c] - mean * a, y = x * a + bias.
+ *
+ * Two shapes of launch:
+ * - fused: one block per group computes the statistics and normalises (groups read 3 times, from L2 after
+ *   the first); right when there are enough groups to fill the GPU or the groups are small.
+ * - split: a group is cut into S chunks; a statistics kernel writes (mean, M2, n) per chunk, then the apply
+ *   kernel's blocks each merge the S partials (Chan et al.'s parallel variance) and normalise their chunk.
+ *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image). */
+#include "cuda_backend.cuh"
+
+#define GN_THREADS 256
+#define GN_MAX_SPLIT 64
+
+/* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. */
+template <typename T>
+__device__ __forceinline__ void
+block_stats (const T *__restrict__ v, size_t begin, size_t end, float *red, float *mean_out, float *m2_out)
+{
+  float s = 0.0f;
+  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    s += to_f32<T> (v[i]);
+  const float n = (float) (end - begin);
+  const float mean = end > begin ? block_sum (s, red) / n : 0.0f;
+  float q = 0.0f;
+  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    {
+      const float d = to_f32<T> (v[i]) - mean;
+      q += d * d;
+    }
+  const float m2 = block_sum (q, red);
+  *mean_out = mean;
+  *m2_out = m2;
+}
+
+/* Normalises v[begin, end) of group (b, g) into y. */
+template <typename T>
+__device__ __forceinline__ void
+block_apply (const T *xg, T *yg, size_t begin, size_t end, int b, int g, int cpg, int C, int HW, float mean,
+             float rstd, const float *__restrict__ gamma, const float *__restrict__ beta, const T *__restrict__ ss,
+             bool silu)
+{
+  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    {
+      const int c = g * cpg + (int) (i / (size_t) HW);
+      const float a = rstd * gamma[c];
+      const float bias = beta[c] - mean * a;
+      float v = to_f32<T> (xg[i]) * a + bias;
+      if (ss != NULL)
+        {
+          const float mul = 1.0f + to_f32<T> (ss[(size_t) b * 2 * C + c]);
+          const float add = to_f32<T> (ss[(size_t) b * 2 * C + C + c]);
+          v = v * mul + add;
+        }
+      if (silu)
+        v = silu_f (v);
+      yg[i] = from_f32<T> (v);
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__ (GN_THREADS)
+gn_fused_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
+                 const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
+{
+  __shared__ float red[32];
+  const int bg = blockIdx.x, b = bg / G, g = bg % G, cpg = C / G;
+  const size_t len = (size_t) cpg * HW;
+  const T *xg = x + (size_t) bg * len;
+  T *yg = y + (size_t) bg * len;
+  float mean, m2;
+  block_stats<T> (xg, 0, len, red, &mean, &m2);
+  const float rstd = (float) (1.0 / sqrt ((double) (m2 / (float) len) + (double) eps));
+  block_apply<T> (xg, yg, 0, len, b, g, cpg, C, HW, mean, rstd, gamma, beta, ss, silu);
+}
+
+/* Chunk s of S of a group of len values: [begin, end), chunk lengths multiples of 8. */
+__device__ __forceinline__ void
+gn_chunk (size_t len, int S, int s, size_t *begin, size_t *end)
+{
+  size_t chunk = ((len + (size_t) S - 1) / (size_t) S + 7) & ~(size_t) 7;
+  size_t bgn = (size_t) s * chunk;
+  *begin = bgn < len ? bgn : len;
+  *end = bgn + chunk < len ? bgn + chunk : len;
+}
+
+template <typename T>
+__global__ void __launch_bounds__ (GN_THREADS)
+gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int HW, int G, int S)
+{
+  __shared__ float red[32];
+  const int s = blockIdx.x, bg = blockIdx.y;
+  const size_t len = (size_t) (C / G) * HW;
+  size_t begin, end;
+  gn_chunk (len, S, s, &begin, &end);
+  float mean, m2;
+  block_stats<T> (x + (size_t) bg * len, begin, end, red, &mean, &m2);
+  if (threadIdx.x == 0)
+    {
+      float *o = stats + ((size_t) bg * S + s) * 3;
+      o[0] = mean;
+      o[1] = m2;
+      o[2] = (float) (end - begin);
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__ (GN_THREADS)
+gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float *__restrict__ gamma,
+                 const float *__restrict__ beta, const T *__restrict__ ss, int C, int HW, int G, int S, float eps,
+                 bool silu)
+{
+  __shared__ float group_mean, group_rstd;
+  const int s = blockIdx.x, bg = blockIdx.y, b = bg / G, g = bg % G, cpg = C / G;
+  const size_t len = (size_t) cpg * HW;
+  if (threadIdx.x == 0)
+    {
+      /* merge the partials in a fixed order (deterministic) */
+      const float *p = stats + (size_t) bg * S * 3;
+      double n = 0.0, mean = 0.0, m2 = 0.0;
+      for (int i = 0; i < S; i++)
+        {
+          const double nb = p[3 * i + 2];
+          if (nb == 0.0)
+            continue;
+          const double mb = p[3 * i], delta = mb - mean, tot = n + nb;
+          mean += delta * nb / tot;
+          m2 += (double) p[3 * i + 1] + delta * delta * n * nb / tot;
+          n = tot;
+        }
+      group_mean = (float) mean;
+      group_rstd = (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps));
+    }
+  __syncthreads ();
+  size_t begin, end;
+  gn_chunk (len, S, s, &begin, &end);
+  block_apply<T> (x + (size_t) bg * len, y + (size_t) bg * len, begin, end, b, g, cpg, C, HW, group_mean, group_rstd,
+                  gamma, beta, ss, silu);
+}
+
+/* Chunks per group for the split path; 1 means fused. */
+static int
+gn_split (const CudaBackend *cb, int groups, size_t len)
+{
+  if (cb->gn_mode == GN_FUSED)
+    return 1;
+  int S = ceil_div (4 * cb->sm_count, groups);
+  if (cb->gn_mode == GN_AUTO && (groups >= 2 * cb->sm_count || len <= 16384))
+    return 1;
+  const int by_len = (int) (len / 2048);
+  S = imin (S, imin (by_len, GN_MAX_SPLIT));
+  if (cb->gn_mode == GN_SPLIT)
+    S = imax (S, 2);
+  S = imin (S, (int) (CUDA_GN_STATS_ENTRIES / (size_t) groups));
+  return imax (S, 1);
+}
+
+void
+cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G, float eps,
+                 const void *scale_shift, gboolean silu)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (B <= 0 || C <= 0 || HW <= 0)
+    return;
+  if (G <= 0 || C % G != 0)
+    {
+      cuda_fail (cb, DDPM_ERROR_ARGUMENT, "group_norm: %d channels do not split into %d groups", C, G);
+      return;
+    }
+  const int groups = B * G;
+  const size_t len = (size_t) (C / G) * HW;
+  const int S = gn_split (cb, groups, len);
+  const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
+  if (S <= 1)
+    {
+      DISPATCH_ACT (cb, T, launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T>, (const T *) x, (T *) y,
+                                   gamma, beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu));
+      return;
+    }
+  if (groups > 65535)
+    {
+      cuda_fail (cb, DDPM_ERROR_LIMIT, "group_norm: %d groups exceed the split kernel's grid", groups);
+      return;
+    }
+  dim3 grid (S, groups);
+  DISPATCH_ACT (cb, T, {
+    launch (cb, "group_norm_stats", grid, GN_THREADS, 0, gn_stats_kernel<T>, (const T *) x, cb->gn_stats, C, HW, G, S);
+    launch (cb, "group_norm_apply", grid, GN_THREADS, 0, gn_apply_kernel<T>, (const T *) x, (T *) y, cb->gn_stats,
+            gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, (bool) silu);
+  });
+}

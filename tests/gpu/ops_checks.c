@@ -1,0 +1,772 @@
+/* ops_checks.c: every CUDA op against the CPU backend on seeded random inputs at the layer shapes of
+ * google/ddpm-cifar10-32 and google/ddpm-celebahq-256 (--quick: channels / 8 and small images, for the CPU
+ * emulator). Inputs and weights are rounded to the GPU's activation type first and given to both backends,
+ * so a check measures the GPU op's own arithmetic (its fp32 accumulation order and the roundings of its
+ * intermediates and output), not the quantisation of its inputs. Bounds: op_bound() (test_cuda.c says why). */
+#include "gpu_check.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- shapes ---- */
+
+static inline int imin_ (int a, int b) { return a < b ? a : b; }
+static inline int imax_ (int a, int b) { return a > b ? a : b; }
+
+/* Channels of the full models, shrunk by 8 in quick mode (3 input channels stay 3). */
+static int
+qc (const GpuEnv *env, int c)
+{
+  return env->quick && c > 3 ? imax_ (c / 8, 4) : c;
+}
+
+/* Image sides, shrunk in quick mode: celebahq (full_size 256) by 8, cifar (32) by 4, keeping the spatial
+ * structure (strides, padding, partial tiles); full_size 0 (the odd cases) stays as it is. */
+static int
+qs (const GpuEnv *env, int s, int full_size)
+{
+  if (!env->quick || full_size == 0)
+    return s;
+  int v = full_size >= 256 ? s / 8 : s / 4;
+  return v < 2 ? 2 : v;
+}
+
+/* ---- paired buffers and weights ---- */
+
+typedef struct {
+  Buf c, g;
+} Pair;
+
+static gboolean
+pair_input (GpuEnv *env, Pair *p, size_t n, gboolean act, const float *host, const char *label)
+{
+  memset (p, 0, sizeof *p);
+  if (!buf_new (env, &p->c, env->cpu, n, act, label) || !buf_new (env, &p->g, env->gpu, n, act, label))
+    return FALSE;
+  buf_upload (&p->c, host);
+  buf_upload (&p->g, host);
+  return TRUE;
+}
+
+static gboolean
+pair_output (GpuEnv *env, Pair *p, size_t n, gboolean act, const char *label)
+{
+  memset (p, 0, sizeof *p);
+  return buf_new (env, &p->c, env->cpu, n, act, label) && buf_new (env, &p->g, env->gpu, n, act, label);
+}
+
+static void
+pair_free (Pair *p)
+{
+  buf_free (&p->c);
+  buf_free (&p->g);
+}
+
+/* The GPU's deferred errors for this check: FALSE (reported) when there were any. */
+static gboolean
+gpu_clean (GpuEnv *env, const char *op, const char *label)
+{
+  DdpmBackend *g = env->gpu;
+  g->ops->synchronize (g);
+  GError *error = NULL;
+  if (g->ops->check_error != NULL && !g->ops->check_error (g, &error))
+    {
+      report_plain (env, FALSE, op, label, error->message);
+      g_error_free (error);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Downloads both sides of out and reports the comparison. */
+static gboolean
+finish (GpuEnv *env, const char *op, const char *label, Pair *out, double bound, double ms)
+{
+  if (!gpu_clean (env, op, label))
+    return FALSE;
+  float *want = g_new (float, out->c.n), *got = g_new (float, out->g.n);
+  buf_download (&out->c, want);
+  buf_download (&out->g, got);
+  size_t damage = buf_guard_damage (&out->g);
+  gboolean ok = report_check (env, op, label, got, want, out->c.n, bound, damage, ms);
+  g_free (want);
+  g_free (got);
+  return ok;
+}
+
+typedef struct {
+  DdpmLinearW c, g;
+} LinPair;
+
+static void *
+upload (GpuEnv *env, DdpmBackend *be, const float *host, DdpmParamKind kind, int ndim, const int64_t *shape)
+{
+  GError *error = NULL;
+  void *p = be->ops->upload_param (be, host, kind, ndim, shape, &error);
+  if (p == NULL)
+    {
+      report_plain (env, FALSE, "upload_param", be->ops->name, error ? error->message : "failed");
+      g_clear_error (&error);
+    }
+  return p;
+}
+
+/* Conv (k > 0) or linear (k = 0) weights ~ N(0, 1/fan_in) rounded to the activation type; bias ~ N(0, 0.1^2). */
+static gboolean
+lin_new (GpuEnv *env, LinPair *l, int out, int in, int k, uint64_t seed)
+{
+  memset (l, 0, sizeof *l);
+  const size_t K = (size_t) in * (k > 0 ? k * k : 1);
+  float *w = random_host ((size_t) out * K, seed, 1.0f / sqrtf ((float) K), 0.0f, env->precision);
+  float *b = random_host ((size_t) out, seed + 1, 0.1f, 0.0f, DDPM_PRECISION_FP32);
+  const int64_t shape[4] = { out, in, k, k };
+  const int64_t bshape[1] = { out };
+  const DdpmParamKind kind = k > 0 ? DDPM_PARAM_CONV : DDPM_PARAM_LINEAR;
+  const int ndim = k > 0 ? 4 : 2;
+  DdpmLinearW *sides[2] = { &l->c, &l->g };
+  DdpmBackend *bes[2] = { env->cpu, env->gpu };
+  gboolean ok = TRUE;
+  for (int s = 0; s < 2; s++)
+    {
+      sides[s]->out = out;
+      sides[s]->in = in;
+      sides[s]->k = k;
+      sides[s]->weight = upload (env, bes[s], w, kind, ndim, shape);
+      sides[s]->bias = upload (env, bes[s], b, DDPM_PARAM_VECTOR, 1, bshape);
+      ok = ok && sides[s]->weight && sides[s]->bias;
+    }
+  g_free (w);
+  g_free (b);
+  return ok;
+}
+
+static void
+lin_free (GpuEnv *env, LinPair *l)
+{
+  DdpmLinearW *sides[2] = { &l->c, &l->g };
+  DdpmBackend *bes[2] = { env->cpu, env->gpu };
+  for (int s = 0; s < 2; s++)
+    {
+      if (sides[s]->weight)
+        bes[s]->ops->free (bes[s], sides[s]->weight);
+      if (sides[s]->bias)
+        bes[s]->ops->free (bes[s], sides[s]->bias);
+    }
+  memset (l, 0, sizeof *l);
+}
+
+static gboolean
+reserve (GpuEnv *env, DdpmBackend *be, size_t bytes, const char *label)
+{
+  GError *error = NULL;
+  if (!be->ops->reserve_scratch (be, bytes, &error))
+    {
+      report_plain (env, FALSE, "reserve_scratch", label, error->message);
+      g_error_free (error);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* ---- conv2d ---- */
+
+typedef struct {
+  const char *name;
+  int B, Cin, H, W, Cout, k, stride, pad[4];
+  int full_size;
+} ConvCase;
+
+static void
+check_conv (GpuEnv *env, const ConvCase *cc)
+{
+  ConvCase c = *cc;
+  if (c.full_size != 0)
+    {
+      c.Cin = qc (env, c.Cin);
+      c.Cout = qc (env, c.Cout);
+    }
+  c.H = qs (env, c.H, c.full_size);
+  c.W = qs (env, c.W, c.full_size);
+  char label[160];
+  g_snprintf (label, sizeof label, "%s B%d %d->%d k%d s%d pad(%d,%d,%d,%d) @%dx%d", c.name, c.B, c.Cin, c.Cout, c.k,
+              c.stride, c.pad[0], c.pad[1], c.pad[2], c.pad[3], c.H, c.W);
+  if (!check_selected (env, label))
+    return;
+  const int Ho = (c.H + c.pad[0] + c.pad[2] - c.k) / c.stride + 1, Wo = (c.W + c.pad[1] + c.pad[3] - c.k) / c.stride + 1;
+  const size_t n_in = (size_t) c.B * c.Cin * c.H * c.W, n_out = (size_t) c.B * c.Cout * Ho * Wo;
+  float *x = random_host (n_in, 11, 1.0f, 0.0f, env->precision);
+  LinPair w;
+  Pair in, out;
+  if (lin_new (env, &w, c.Cout, c.Cin, c.k, 12) && pair_input (env, &in, n_in, TRUE, x, label)
+      && pair_output (env, &out, n_out, TRUE, label)
+      && reserve (env, env->cpu, env->cpu->ops->conv2d_scratch (env->cpu, c.B, c.Cin, c.H, c.W, c.Cout, c.k, c.stride, c.pad), label)
+      && reserve (env, env->gpu, env->gpu->ops->conv2d_scratch (env->gpu, c.B, c.Cin, c.H, c.W, c.Cout, c.k, c.stride, c.pad), label))
+    {
+      env->cpu->ops->conv2d (env->cpu, &w.c, in.c.ptr, out.c.ptr, c.B, c.H, c.W, c.stride, c.pad);
+      env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad);
+      double ms;
+      if (finish (env, "conv2d", label, &out, op_bound (env->precision), -1.0))
+        {
+          TIME_GPU (env, ms, env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad));
+          if (ms >= 0.0)
+            printf ("     %-18s %-4s %-58s %9.4f ms  %.1f TFLOP/s\n", "  time", precision_name (env->precision), label,
+                    ms, 2.0 * n_out * c.Cin * c.k * c.k / (ms * 1e9));
+        }
+    }
+  pair_free (&in);
+  pair_free (&out);
+  lin_free (env, &w);
+  g_free (x);
+}
+
+static const ConvCase conv_cases[] = {
+  /* google/ddpm-cifar10-32: block_out_channels 128, 256, 256, 256 at 32, 16, 8, 4 */
+  { "cifar conv_in", 2, 3, 32, 32, 128, 3, 1, { 1, 1, 1, 1 }, 32 },
+  { "cifar resnet conv", 2, 128, 32, 32, 128, 3, 1, { 1, 1, 1, 1 }, 32 },
+  { "cifar downsample (pad r+b)", 3, 128, 32, 32, 128, 3, 2, { 0, 0, 1, 1 }, 32 },
+  { "cifar resnet conv1", 2, 128, 16, 16, 256, 3, 1, { 1, 1, 1, 1 }, 32 },
+  { "cifar resnet conv2", 3, 256, 16, 16, 256, 3, 1, { 1, 1, 1, 1 }, 32 },
+  { "cifar shortcut 1x1", 2, 128, 16, 16, 256, 1, 1, { 0, 0, 0, 0 }, 32 },
+  { "cifar up resnet conv (cat)", 2, 512, 4, 4, 256, 3, 1, { 1, 1, 1, 1 }, 32 },
+  { "cifar up shortcut 1x1 (cat)", 2, 512, 4, 4, 256, 1, 1, { 0, 0, 0, 0 }, 32 },
+  { "cifar up resnet conv (cat)", 2, 384, 32, 32, 128, 3, 1, { 1, 1, 1, 1 }, 32 },
+  { "cifar conv_out", 2, 128, 32, 32, 3, 3, 1, { 1, 1, 1, 1 }, 32 },
+  /* google/ddpm-celebahq-256: 128, 128, 256, 256, 512, 512 at 256, 128, 64, 32, 16, 8 */
+  { "celebahq conv_in", 1, 3, 256, 256, 128, 3, 1, { 1, 1, 1, 1 }, 256 },
+  { "celebahq resnet conv", 1, 128, 256, 256, 128, 3, 1, { 1, 1, 1, 1 }, 256 },
+  { "celebahq downsample", 1, 128, 256, 256, 128, 3, 2, { 0, 0, 1, 1 }, 256 },
+  { "celebahq resnet conv", 2, 256, 64, 64, 256, 3, 1, { 1, 1, 1, 1 }, 256 },
+  { "celebahq resnet conv", 2, 512, 16, 16, 512, 3, 1, { 1, 1, 1, 1 }, 256 },
+  { "celebahq up resnet conv (cat)", 2, 1024, 8, 8, 512, 3, 1, { 1, 1, 1, 1 }, 256 },
+  { "celebahq up shortcut 1x1 (cat)", 2, 1024, 8, 8, 512, 1, 1, { 0, 0, 0, 0 }, 256 },
+  { "celebahq upsample conv", 1, 256, 128, 128, 256, 3, 1, { 1, 1, 1, 1 }, 256 },
+  { "celebahq conv_out", 1, 128, 256, 256, 3, 3, 1, { 1, 1, 1, 1 }, 256 },
+  /* odd sizes: partial tiles everywhere */
+  { "odd conv", 3, 5, 7, 9, 13, 3, 1, { 1, 1, 1, 1 }, 0 },
+  { "odd conv s2 symmetric", 2, 6, 9, 11, 10, 3, 2, { 1, 1, 1, 1 }, 0 },
+};
+
+/* ---- group norm ---- */
+
+typedef struct {
+  const char *name;
+  int B, C, HW, G;
+  gboolean scale_shift, silu, in_place;
+  int full_size;
+} NormCase;
+
+static void
+check_group_norm (GpuEnv *env, const NormCase *nc)
+{
+  NormCase c = *nc;
+  if (env->quick && c.full_size != 0)
+    {
+      c.C = qc (env, c.C);
+      int side = (int) sqrt ((double) c.HW);
+      side = qs (env, side, c.full_size);
+      c.HW = side * side;
+      c.G = imin_ (c.G, c.C / 2);
+    }
+  char label[160];
+  g_snprintf (label, sizeof label, "%s B%d C%d HW%d G%d%s%s%s", c.name, c.B, c.C, c.HW, c.G,
+              c.scale_shift ? " +scale_shift" : "", c.silu ? " +silu" : "", c.in_place ? " in-place" : "");
+  if (!check_selected (env, label))
+    return;
+  const size_t n = (size_t) c.B * c.C * c.HW;
+  /* an offset mean checks the two-pass statistics (no cancellation) */
+  float *x = random_host (n, 21, 1.5f, 0.7f, env->precision);
+  float *gamma = random_host ((size_t) c.C, 22, 0.1f, 1.0f, DDPM_PRECISION_FP32);
+  float *beta = random_host ((size_t) c.C, 23, 0.1f, 0.0f, DDPM_PRECISION_FP32);
+  float *ss = random_host ((size_t) c.B * 2 * c.C, 24, 0.3f, 0.0f, env->precision);
+  const int64_t vshape[1] = { c.C };
+  DdpmNormW wc = { upload (env, env->cpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
+                   upload (env, env->cpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.C };
+  DdpmNormW wg = { upload (env, env->gpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
+                   upload (env, env->gpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.C };
+  Pair in, out, sp;
+  memset (&out, 0, sizeof out);
+  memset (&sp, 0, sizeof sp);
+  if (wc.gamma && wc.beta && wg.gamma && wg.beta && pair_input (env, &in, n, TRUE, x, label)
+      && (c.in_place || pair_output (env, &out, n, TRUE, label))
+      && pair_input (env, &sp, (size_t) c.B * 2 * c.C, TRUE, ss, label))
+    {
+      Pair *o = c.in_place ? &in : &out;
+      env->cpu->ops->group_norm (env->cpu, &wc, in.c.ptr, o->c.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
+                                 c.scale_shift ? sp.c.ptr : NULL, c.silu);
+      env->gpu->ops->group_norm (env->gpu, &wg, in.g.ptr, o->g.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
+                                 c.scale_shift ? sp.g.ptr : NULL, c.silu);
+      double ms;
+      if (finish (env, "group_norm", label, o, op_bound (env->precision), -1.0))
+        {
+          TIME_GPU (env, ms, env->gpu->ops->group_norm (env->gpu, &wg, in.g.ptr, o->g.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
+                                                        c.scale_shift ? sp.g.ptr : NULL, c.silu));
+          if (ms >= 0.0)
+            printf ("     %-18s %-4s %-58s %9.4f ms  %.0f GB/s\n", "  time", precision_name (env->precision), label, ms,
+                    2.0 * n * act_bytes (env->gpu) / (ms * 1e6));
+        }
+    }
+  pair_free (&in);
+  pair_free (&out);
+  pair_free (&sp);
+  void *vs[4] = { wc.gamma, wc.beta, wg.gamma, wg.beta };
+  for (int i = 0; i < 4; i++)
+    if (vs[i])
+      (i < 2 ? env->cpu : env->gpu)->ops->free (i < 2 ? env->cpu : env->gpu, vs[i]);
+  g_free (x);
+  g_free (gamma);
+  g_free (beta);
+  g_free (ss);
+}
+
+static const NormCase norm_cases[] = {
+  { "cifar resnet norm", 2, 128, 1024, 32, FALSE, TRUE, FALSE, 32 },
+  { "cifar resnet norm", 2, 256, 256, 32, FALSE, TRUE, TRUE, 32 },
+  { "cifar attention norm", 2, 256, 256, 32, FALSE, FALSE, FALSE, 32 },
+  { "cifar up norm (cat)", 2, 512, 16, 32, FALSE, TRUE, FALSE, 32 },
+  { "scale_shift norm", 3, 256, 256, 32, TRUE, TRUE, FALSE, 32 },
+  { "celebahq resnet norm", 1, 128, 65536, 32, FALSE, TRUE, FALSE, 256 },
+  { "celebahq resnet norm", 2, 256, 4096, 32, FALSE, TRUE, TRUE, 256 },
+  { "celebahq attention norm", 2, 512, 256, 32, FALSE, FALSE, FALSE, 256 },
+  { "celebahq up norm (cat)", 2, 1024, 64, 32, FALSE, TRUE, FALSE, 256 },
+  { "odd norm", 3, 12, 49, 4, TRUE, TRUE, FALSE, 0 },
+};
+
+/* ---- linear ---- */
+
+typedef struct {
+  const char *name;
+  int M, out, in;
+  gboolean silu;
+} LinearCase;
+
+static void
+check_linear (GpuEnv *env, const LinearCase *lc)
+{
+  LinearCase c = *lc;
+  if (strncmp (c.name, "odd", 3) != 0)
+    {
+      c.out = qc (env, c.out);
+      c.in = qc (env, c.in);
+    }
+  char label[160];
+  g_snprintf (label, sizeof label, "%s M%d %d->%d%s", c.name, c.M, c.in, c.out, c.silu ? " silu_in" : "");
+  if (!check_selected (env, label))
+    return;
+  float *x = random_host ((size_t) c.M * c.in, 31, 1.0f, 0.0f, env->precision);
+  LinPair w;
+  Pair in, out;
+  if (lin_new (env, &w, c.out, c.in, 0, 32) && pair_input (env, &in, (size_t) c.M * c.in, TRUE, x, label)
+      && pair_output (env, &out, (size_t) c.M * c.out, TRUE, label))
+    {
+      env->cpu->ops->linear (env->cpu, &w.c, in.c.ptr, out.c.ptr, c.M, c.silu);
+      env->gpu->ops->linear (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.M, c.silu);
+      double ms;
+      if (finish (env, "linear", label, &out, op_bound (env->precision), -1.0))
+        {
+          TIME_GPU (env, ms, env->gpu->ops->linear (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.M, c.silu));
+          if (ms >= 0.0)
+            printf ("     %-18s %-4s %-58s %9.4f ms\n", "  time", precision_name (env->precision), label, ms);
+        }
+    }
+  pair_free (&in);
+  pair_free (&out);
+  lin_free (env, &w);
+  g_free (x);
+}
+
+static const LinearCase linear_cases[] = {
+  { "time linear_1", 2, 512, 128, FALSE },
+  { "time linear_2", 2, 512, 512, TRUE },
+  { "time_emb_proj", 3, 256, 512, TRUE },
+  { "time_emb_proj batch 128", 128, 256, 512, TRUE },
+  { "odd linear", 5, 13, 21, TRUE },
+};
+
+/* ---- attention ---- */
+
+typedef struct {
+  const char *name;
+  int B, C, HW, heads;
+  float scale;
+  gboolean in_place;
+  int full_size;
+} AttnCase;
+
+static void
+check_attention (GpuEnv *env, const AttnCase *ac)
+{
+  AttnCase c = *ac;
+  if (env->quick && c.full_size != 0)
+    {
+      c.C = imax_ (c.C / 8, imin_ (8 * c.heads, 64));
+      int side = (int) sqrt ((double) c.HW);
+      side = qs (env, side, c.full_size);
+      c.HW = side * side;
+    }
+  char label[160];
+  g_snprintf (label, sizeof label, "%s B%d C%d tokens%d heads%d scale%.3g%s", c.name, c.B, c.C, c.HW, c.heads, c.scale,
+              c.in_place ? " y=residual" : "");
+  if (!check_selected (env, label))
+    return;
+  const size_t n = (size_t) c.B * c.C * c.HW;
+  float *xn = random_host (n, 41, 1.0f, 0.0f, env->precision);
+  float *res = random_host (n, 42, 1.0f, 0.0f, env->precision);
+  DdpmAttentionW wc = { 0 }, wg = { 0 };
+  LinPair q, k, v, o;
+  Pair nin, rin, out;
+  memset (&out, 0, sizeof out);
+  gboolean ok = lin_new (env, &q, c.C, c.C, 0, 43) && lin_new (env, &k, c.C, c.C, 0, 45) && lin_new (env, &v, c.C, c.C, 0, 47)
+                && lin_new (env, &o, c.C, c.C, 0, 49);
+  if (ok)
+    {
+      wc.channels = wg.channels = c.C;
+      wc.heads = wg.heads = c.heads;
+      wc.to_q = q.c, wc.to_k = k.c, wc.to_v = v.c, wc.to_out = o.c;
+      wg.to_q = q.g, wg.to_k = k.g, wg.to_v = v.g, wg.to_out = o.g;
+    }
+  if (ok && pair_input (env, &nin, n, TRUE, xn, label) && pair_input (env, &rin, n, TRUE, res, label)
+      && (c.in_place || pair_output (env, &out, n, TRUE, label))
+      && reserve (env, env->cpu, env->cpu->ops->attention_scratch (env->cpu, c.B, c.C, c.HW, c.heads), label)
+      && reserve (env, env->gpu, env->gpu->ops->attention_scratch (env->gpu, c.B, c.C, c.HW, c.heads), label))
+    {
+      Pair *y = c.in_place ? &rin : &out;
+      env->cpu->ops->attention (env->cpu, &wc, nin.c.ptr, rin.c.ptr, y->c.ptr, c.B, c.C, c.HW, c.heads, c.scale);
+      env->gpu->ops->attention (env->gpu, &wg, nin.g.ptr, rin.g.ptr, y->g.ptr, c.B, c.C, c.HW, c.heads, c.scale);
+      double ms;
+      if (finish (env, "attention", label, y, op_bound (env->precision), -1.0) && !c.in_place)
+        {
+          TIME_GPU (env, ms, env->gpu->ops->attention (env->gpu, &wg, nin.g.ptr, rin.g.ptr, y->g.ptr, c.B, c.C, c.HW,
+                                                       c.heads, c.scale));
+          if (ms >= 0.0)
+            printf ("     %-18s %-4s %-58s %9.4f ms\n", "  time", precision_name (env->precision), label, ms);
+        }
+    }
+  pair_free (&nin);
+  pair_free (&rin);
+  pair_free (&out);
+  lin_free (env, &q);
+  lin_free (env, &k);
+  lin_free (env, &v);
+  lin_free (env, &o);
+  g_free (xn);
+  g_free (res);
+}
+
+static const AttnCase attn_cases[] = {
+  { "cifar attention 16x16", 2, 256, 256, 1, 1.0f, FALSE, 32 },
+  { "cifar mid attention 4x4", 2, 256, 16, 1, 1.0f, TRUE, 32 },
+  { "celebahq attention 16x16", 2, 512, 256, 1, 1.0f, FALSE, 256 },
+  { "celebahq mid attention 8x8", 1, 512, 64, 1, 0.5f, TRUE, 256 },
+  { "multi-head attention", 2, 256, 256, 8, 1.0f, FALSE, 32 },
+  { "attention 32x32", 1, 128, 1024, 1, 1.0f, FALSE, 32 },
+  { "odd attention", 3, 24, 49, 3, 1.0f, FALSE, 0 },
+};
+
+/* ---- elementwise ops ---- */
+
+static void
+check_elementwise (GpuEnv *env)
+{
+  const double bound = op_bound (env->precision);
+  const int B = 2, C = qc (env, 256), HW = env->quick ? 64 : 256;
+  const size_t n = (size_t) B * C * HW;
+  char label[160];
+
+  /* cast_in then cast_out: the GPU round trip is the rounding to the activation type */
+  g_snprintf (label, sizeof label, "cast_in+cast_out n%zu", n);
+  if (check_selected (env, label))
+    {
+      float *x = random_host (n, 51, 2.0f, 0.0f, DDPM_PRECISION_FP32);
+      Buf f_in, act, f_out;
+      if (buf_new (env, &f_in, env->gpu, n, FALSE, label) && buf_new (env, &act, env->gpu, n, TRUE, label)
+          && buf_new (env, &f_out, env->gpu, n, FALSE, label))
+        {
+          buf_upload (&f_in, x);
+          env->gpu->ops->cast_in (env->gpu, f_in.ptr, act.ptr, n);
+          env->gpu->ops->cast_out (env->gpu, act.ptr, f_out.ptr, n);
+          if (gpu_clean (env, "cast", label))
+            {
+              float *got = g_new (float, n);
+              buf_download (&f_out, got);
+              float *want = g_memdup2 (x, n * sizeof (float));
+              round_act_array (env->precision, want, n);
+              report_check (env, "cast", label, got, want, n, 0.0, buf_guard_damage (&act) + buf_guard_damage (&f_out),
+                            -1.0);
+              g_free (got);
+              g_free (want);
+            }
+        }
+      buf_free (&f_in);
+      buf_free (&act);
+      buf_free (&f_out);
+      g_free (x);
+    }
+
+  /* add_channel_bias: h (B, C, HW) += v (B, C) */
+  g_snprintf (label, sizeof label, "add_channel_bias B%d C%d HW%d", B, C, HW);
+  if (check_selected (env, label))
+    {
+      float *h = random_host (n, 52, 1.0f, 0.0f, env->precision), *v = random_host ((size_t) B * C, 53, 1.0f, 0.0f, env->precision);
+      Pair ph, pv;
+      if (pair_input (env, &ph, n, TRUE, h, label) && pair_input (env, &pv, (size_t) B * C, TRUE, v, label))
+        {
+          env->cpu->ops->add_channel_bias (env->cpu, ph.c.ptr, pv.c.ptr, B, C, HW);
+          env->gpu->ops->add_channel_bias (env->gpu, ph.g.ptr, pv.g.ptr, B, C, HW);
+          finish (env, "add_channel_bias", label, &ph, bound, -1.0);
+        }
+      pair_free (&ph);
+      pair_free (&pv);
+      g_free (h);
+      g_free (v);
+    }
+
+  /* add_scaled: separate output, and in place (y = a) */
+  const float scales[2] = { 1.0f, 0.70710678f };
+  for (int s = 0; s < 2; s++)
+    {
+      g_snprintf (label, sizeof label, "add_scaled n%zu scale %.6g%s", n, scales[s], s == 1 ? " y=a" : "");
+      if (!check_selected (env, label))
+        continue;
+      float *a = random_host (n, 54, 1.0f, 0.0f, env->precision), *b = random_host (n, 55, 1.0f, 0.0f, env->precision);
+      Pair pa, pb, py;
+      memset (&py, 0, sizeof py);
+      if (pair_input (env, &pa, n, TRUE, a, label) && pair_input (env, &pb, n, TRUE, b, label)
+          && (s == 1 || pair_output (env, &py, n, TRUE, label)))
+        {
+          Pair *y = s == 1 ? &pa : &py;
+          env->cpu->ops->add_scaled (env->cpu, pa.c.ptr, pb.c.ptr, y->c.ptr, n, scales[s]);
+          env->gpu->ops->add_scaled (env->gpu, pa.g.ptr, pb.g.ptr, y->g.ptr, n, scales[s]);
+          finish (env, "add_scaled", label, y, bound, -1.0);
+        }
+      pair_free (&pa);
+      pair_free (&pb);
+      pair_free (&py);
+      g_free (a);
+      g_free (b);
+    }
+
+  /* concat_channels: a vector-aligned case and an odd one */
+  const int cat[2][4] = { { B, qc (env, 256), qc (env, 256), 16 }, { 3, 3, 5, 7 } };
+  for (int i = 0; i < 2; i++)
+    {
+      const int cb = cat[i][0], ca = cat[i][1], cb2 = cat[i][2], hw = cat[i][3];
+      g_snprintf (label, sizeof label, "concat_channels B%d %d+%d HW%d", cb, ca, cb2, hw);
+      if (!check_selected (env, label))
+        continue;
+      size_t na = (size_t) cb * ca * hw, nb = (size_t) cb * cb2 * hw;
+      float *a = random_host (na, 56, 1.0f, 0.0f, env->precision), *b = random_host (nb, 57, 1.0f, 0.0f, env->precision);
+      Pair pa, pb, py;
+      if (pair_input (env, &pa, na, TRUE, a, label) && pair_input (env, &pb, nb, TRUE, b, label)
+          && pair_output (env, &py, na + nb, TRUE, label))
+        {
+          env->cpu->ops->concat_channels (env->cpu, pa.c.ptr, ca, pb.c.ptr, cb2, py.c.ptr, cb, hw);
+          env->gpu->ops->concat_channels (env->gpu, pa.g.ptr, ca, pb.g.ptr, cb2, py.g.ptr, cb, hw);
+          finish (env, "concat_channels", label, &py, 0.0, -1.0);
+        }
+      pair_free (&pa);
+      pair_free (&pb);
+      pair_free (&py);
+      g_free (a);
+      g_free (b);
+    }
+
+  /* upsample_nearest2x */
+  const int up[2][4] = { { B, qc (env, 256), 8, 8 }, { 1, 3, 5, 7 } };
+  for (int i = 0; i < 2; i++)
+    {
+      const int ub = up[i][0], uc = up[i][1], uh = up[i][2], uw = up[i][3];
+      g_snprintf (label, sizeof label, "upsample_nearest2x B%d C%d %dx%d", ub, uc, uh, uw);
+      if (!check_selected (env, label))
+        continue;
+      size_t nx = (size_t) ub * uc * uh * uw;
+      float *x = random_host (nx, 58, 1.0f, 0.0f, env->precision);
+      Pair px, py;
+      if (pair_input (env, &px, nx, TRUE, x, label) && pair_output (env, &py, nx * 4, TRUE, label))
+        {
+          env->cpu->ops->upsample_nearest2x (env->cpu, px.c.ptr, py.c.ptr, ub, uc, uh, uw);
+          env->gpu->ops->upsample_nearest2x (env->gpu, px.g.ptr, py.g.ptr, ub, uc, uh, uw);
+          finish (env, "upsample_nearest2x", label, &py, 0.0, -1.0);
+        }
+      pair_free (&px);
+      pair_free (&py);
+      g_free (x);
+    }
+
+  /* timestep_embedding: cifar/celebahq (shift 1, no flip) and the other convention */
+  const int dims[2] = { 128, 64 };
+  for (int i = 0; i < 2; i++)
+    {
+      const gboolean flip = i == 1;
+      const float shift = i == 0 ? 1.0f : 0.0f;
+      g_snprintf (label, sizeof label, "timestep_embedding B3 dim%d flip%d shift%.0f", dims[i], flip, shift);
+      if (!check_selected (env, label))
+        continue;
+      const float t[3] = { 0.0f, 10.0f, 999.0f };
+      Pair pt, py;
+      if (pair_input (env, &pt, 3, FALSE, t, label) && pair_output (env, &py, (size_t) 3 * dims[i], TRUE, label))
+        {
+          env->cpu->ops->timestep_embedding (env->cpu, pt.c.ptr, py.c.ptr, 3, dims[i], flip, shift);
+          env->gpu->ops->timestep_embedding (env->gpu, pt.g.ptr, py.g.ptr, 3, dims[i], flip, shift);
+          /* fp32: bit-exact expected (both evaluate in double); half types: the output rounding */
+          finish (env, "timestep_embedding", label, &py, env->precision == DDPM_PRECISION_FP32 ? 1e-7 : bound, -1.0);
+        }
+      pair_free (&pt);
+      pair_free (&py);
+    }
+}
+
+/* ---- sampler ops: randn, scheduler_step, count_nonfinite ---- */
+
+static void
+check_sampler_ops (GpuEnv *env)
+{
+  const int B = 2;
+  const size_t per = 3 * 32 * 32;
+  char label[160];
+
+  g_snprintf (label, sizeof label, "randn B%d n%zu seed 42 stream 5", B, per);
+  if (check_selected (env, label))
+    {
+      Pair py;
+      if (pair_output (env, &py, per * B, FALSE, label))
+        {
+          env->cpu->ops->randn (env->cpu, py.c.ptr, 42, 5, per, B);
+          env->gpu->ops->randn (env->gpu, py.g.ptr, 42, 5, per, B);
+          /* Philox is exact; only the double log/cos of the Box-Muller step may differ by an ulp */
+          finish (env, "randn", label, &py, 1e-6, -1.0);
+        }
+      pair_free (&py);
+    }
+
+  DdpmSchedulerConfig scfg;
+  ddpm_scheduler_config_init_defaults (&scfg);
+  DdpmSchedule sched;
+  GError *error = NULL;
+  if (!ddpm_schedule_init (&sched, &scfg, &error))
+    {
+      report_plain (env, FALSE, "scheduler_step", "schedule", error->message);
+      g_error_free (error);
+      return;
+    }
+  int ts[20];
+  ddpm_schedule_timesteps (&sched, 20, ts, NULL);
+  struct {
+    DdpmSamplerKind kind;
+    int step;
+    double eta;
+    gboolean inject, x0;
+    const char *name;
+  } cases[] = {
+    { DDPM_SAMPLER_DDPM, 3, 0.0, FALSE, TRUE, "DDPM step 4/20 philox noise +x0" },
+    { DDPM_SAMPLER_DDPM, 19, 0.0, FALSE, FALSE, "DDPM last step (no noise)" },
+    { DDPM_SAMPLER_DDPM, 7, 0.0, TRUE, TRUE, "DDPM step 8/20 injected noise" },
+    { DDPM_SAMPLER_DDIM, 5, 0.5, FALSE, TRUE, "DDIM eta 0.5 step 6/20" },
+    { DDPM_SAMPLER_DDIM, 5, 0.0, FALSE, FALSE, "DDIM eta 0 step 6/20" },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_snprintf (label, sizeof label, "%s B%d n%zu", cases[i].name, B, per);
+      if (!check_selected (env, label))
+        continue;
+      DdpmStepParams sp;
+      ddpm_schedule_step_params (&sched, cases[i].kind, ts, 20, cases[i].step, cases[i].eta, &sp);
+      sp.seed = 1234;
+      float *x = random_host (per * B, 61, 1.0f, 0.0f, DDPM_PRECISION_FP32);
+      float *m = random_host (per * B, 62, 1.0f, 0.0f, DDPM_PRECISION_FP32);
+      float *z = random_host (per * B, 63, 1.0f, 0.0f, DDPM_PRECISION_FP32);
+      Pair px, pm, pz, px0;
+      void *params_c = env->cpu->ops->alloc_bytes (env->cpu, sizeof sp, NULL);
+      void *params_g = env->gpu->ops->alloc_bytes (env->gpu, sizeof sp, NULL);
+      if (params_c && params_g && pair_input (env, &px, per * B, FALSE, x, label)
+          && pair_input (env, &pm, per * B, FALSE, m, label) && pair_input (env, &pz, per * B, FALSE, z, label)
+          && pair_output (env, &px0, per * B, FALSE, label))
+        {
+          env->cpu->ops->write_params (env->cpu, params_c, &sp);
+          env->gpu->ops->write_params (env->gpu, params_g, &sp);
+          env->cpu->ops->scheduler_step (env->cpu, params_c, px.c.ptr, pm.c.ptr, cases[i].inject ? pz.c.ptr : NULL,
+                                         cases[i].x0 ? px0.c.ptr : NULL, per, B);
+          env->gpu->ops->scheduler_step (env->gpu, params_g, px.g.ptr, pm.g.ptr, cases[i].inject ? pz.g.ptr : NULL,
+                                         cases[i].x0 ? px0.g.ptr : NULL, per, B);
+          /* the same float operations in the same order: exact but for an ulp of Philox's Box-Muller */
+          finish (env, "scheduler_step", label, &px, 1e-6, -1.0);
+          if (cases[i].x0)
+            finish (env, "scheduler_step x0", label, &px0, 1e-6, -1.0);
+        }
+      pair_free (&px);
+      pair_free (&pm);
+      pair_free (&pz);
+      pair_free (&px0);
+      if (params_c)
+        env->cpu->ops->free (env->cpu, params_c);
+      if (params_g)
+        env->gpu->ops->free (env->gpu, params_g);
+      g_free (x);
+      g_free (m);
+      g_free (z);
+    }
+  ddpm_schedule_clear (&sched);
+
+  g_snprintf (label, sizeof label, "count_nonfinite n100003 (3 planted)");
+  if (check_selected (env, label))
+    {
+      const size_t n = 100003;
+      float *x = random_host (n, 64, 1.0f, 0.0f, DDPM_PRECISION_FP32);
+      x[17] = NAN;
+      x[50000] = INFINITY;
+      x[n - 1] = -INFINITY;
+      Buf b;
+      if (buf_new (env, &b, env->gpu, n, FALSE, label))
+        {
+          buf_upload (&b, x);
+          size_t got = env->gpu->ops->count_nonfinite (env->gpu, b.ptr, n);
+          char *detail = g_strdup_printf ("counted %zu (want 3)", got);
+          report_plain (env, got == 3, "count_nonfinite", label, detail);
+          g_free (detail);
+        }
+      buf_free (&b);
+      g_free (x);
+    }
+}
+
+/* Out of memory must come back as DDPM_ERROR_NOMEM with advice, not a crash or a sticky device error. */
+static void
+check_out_of_memory (GpuEnv *env)
+{
+  const char *label = "alloc_act of 2^40 elements";
+  if (!check_selected (env, label))
+    return;
+  GError *error = NULL;
+  void *p = env->gpu->ops->alloc_act (env->gpu, (size_t) 1 << 40, &error);
+  gboolean ok = p == NULL && g_error_matches (error, DDPM_ERROR, DDPM_ERROR_NOMEM)
+                && strstr (error->message, "smaller batch") != NULL;
+  report_plain (env, ok, "out-of-memory", label, error ? error->message : "no error");
+  if (p != NULL)
+    env->gpu->ops->free (env->gpu, p);
+  g_clear_error (&error);
+  /* and the backend still works afterwards */
+  gpu_clean (env, "out-of-memory", "after the failed allocation");
+}
+
+void
+run_op_checks (GpuEnv *env, unsigned which)
+{
+  if (which & OPS_ELEMENTWISE)
+    {
+      check_out_of_memory (env);
+      check_elementwise (env);
+    }
+  if (which & OPS_SAMPLER)
+    check_sampler_ops (env);
+  if (which & OPS_LINEAR)
+    for (size_t i = 0; i < G_N_ELEMENTS (linear_cases); i++)
+      check_linear (env, &linear_cases[i]);
+  if (which & OPS_NORM)
+    for (size_t i = 0; i < G_N_ELEMENTS (norm_cases); i++)
+      check_group_norm (env, &norm_cases[i]);
+  if (which & OPS_CONV)
+    for (size_t i = 0; i < G_N_ELEMENTS (conv_cases); i++)
+      check_conv (env, &conv_cases[i]);
+  if (which & OPS_ATTENTION)
+    for (size_t i = 0; i < G_N_ELEMENTS (attn_cases); i++)
+      check_attention (env, &attn_cases[i]);
+}

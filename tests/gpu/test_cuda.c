@@ -1,0 +1,172 @@
+/* test_cuda.c: the GPU test program. Every CUDA op against the CPU backend (ops_checks.c), then whole
+ * UNets through the public API against the CPU and diffusers' float64 references (model_checks.c).
+ * Meson suite 'gpu' (exits 77, "skipped", where no CUDA device is usable); suite 'gpu-emu' runs it with
+ * --quick against libddpm-cuda-emu.so, the kernels executed by the CPU emulator (kernels/emu/).
+ *
+ * Output: one line per check, "PASS|FAIL op[variant] precision shape rel-err (bound) ...", and with
+ * timing on, the GPU time of each op; a summary last.
+ *
+ * Bounds of the op checks (relative to max |reference|; inputs and weights rounded to the activation type
+ * before both backends see them, so only the GPU op's own arithmetic is measured):
+ *   fp32 1e-4: the issue's exact mode (cuBLAS pedantic, no TF32); summation order alone gives ~1e-6.
+ *   fp16 4e-3 = 8 u (u = 2^-11 = 4.9e-4): the output is rounded once (<= u of the max) and ops with
+ *              rounded intermediates (attention's Q, K, V and P; the implicit GEMM's nothing) add a few u.
+ *   bf16 3e-2 = 8 u (u = 2^-8 = 3.9e-3): the same reasoning.
+ * Exact ops (casts, concatenation, upsampling) must match bit for bit; randn and scheduler_step to 1e-6
+ * (the same float operations; Box-Muller's double log/cos may differ by an ulp). Whole-model bounds: see
+ * model_checks.c.
+ *
+ * Variants (--variants, on by default): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
+ * instead of the implicit-GEMM kernel), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and conv +
+ * attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded).
+ *
+ * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
+ *                  [--no-variants] [--timing] [--log FILE]
+ * Exit: 0 all passed, 1 a check failed, 77 no usable CUDA device. */
+#include "gpu_check.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static DdpmPrecision
+parse_precision (const char *s)
+{
+  if (s == NULL)
+    return DDPM_PRECISION_DEFAULT;
+  if (strcmp (s, "fp32") == 0)
+    return DDPM_PRECISION_FP32;
+  if (strcmp (s, "fp16") == 0)
+    return DDPM_PRECISION_FP16;
+  if (strcmp (s, "bf16") == 0)
+    return DDPM_PRECISION_BF16;
+  return DDPM_PRECISION_DEFAULT;
+}
+
+/* Runs the op checks `which` on a fresh GPU backend made with env_name=env_value (NULL: plain). */
+static void
+run_ops_on (GpuEnv *env, DdpmPrecision p, const char *env_name, const char *env_value, unsigned which)
+{
+  if (env_name != NULL)
+    g_setenv (env_name, env_value, TRUE);
+  GError *error = NULL;
+  env->gpu = ddpm_backend_cuda_new (p, &error);
+  if (env_name != NULL)
+    g_unsetenv (env_name);
+  env->precision = p;
+  char *variant = env_name ? g_strdup_printf ("%s=%s", strstr (env_name, "CUDA_") ? strstr (env_name, "CUDA_") + 5 : env_name,
+                                              env_value)
+                           : NULL;
+  if (variant)
+    for (char *c = variant; *c && *c != '='; c++)
+      *c = g_ascii_tolower (*c);
+  env->variant = variant;
+  if (env->gpu == NULL)
+    {
+      report_plain (env, FALSE, "create", "ddpm_backend_cuda_new", error->message);
+      g_error_free (error);
+    }
+  else
+    {
+      printf ("---- %s%s%s: %s\n", precision_name (p), variant ? " " : "", variant ? variant : "",
+              env->gpu->description);
+      run_op_checks (env, which);
+      env->gpu->ops->destroy (env->gpu);
+      env->gpu = NULL;
+    }
+  env->variant = NULL;
+  g_free (variant);
+}
+
+int
+main (int argc, char **argv)
+{
+  gboolean quick = FALSE, no_models = FALSE, no_ops = FALSE, no_variants = FALSE, timing = FALSE;
+  char *only = NULL, *precision = NULL, *log_path = NULL;
+  GOptionEntry entries[] = {
+    { "quick", 0, 0, G_OPTION_ARG_NONE, &quick, "small shapes (for the CPU emulator)", NULL },
+    { "only", 0, 0, G_OPTION_ARG_STRING, &only, "run checks whose label contains TEXT", "TEXT" },
+    { "precision", 0, 0, G_OPTION_ARG_STRING, &precision, "fp32, fp16 or bf16 (default: all three)", "P" },
+    { "no-models", 0, 0, G_OPTION_ARG_NONE, &no_models, "skip the whole-model checks", NULL },
+    { "no-ops", 0, 0, G_OPTION_ARG_NONE, &no_ops, "skip the op checks", NULL },
+    { "no-variants", 0, 0, G_OPTION_ARG_NONE, &no_variants, "skip the backend variants", NULL },
+    { "timing", 0, 0, G_OPTION_ARG_NONE, &timing, "time each GPU op (fp32 and fp16)", NULL },
+    { "log", 0, 0, G_OPTION_ARG_FILENAME, &log_path, "also write the report lines to FILE", "FILE" },
+    { NULL },
+  };
+  GOptionContext *oc = g_option_context_new ("- CUDA backend against the CPU backend");
+  g_option_context_add_main_entries (oc, entries, NULL);
+  GError *error = NULL;
+  if (!g_option_context_parse (oc, &argc, &argv, &error))
+    {
+      fprintf (stderr, "%s\n", error->message);
+      return 2;
+    }
+  g_option_context_free (oc);
+
+  /* Is there a GPU at all? Without one this test is skipped, not failed. */
+  DdpmBackend *probe = ddpm_backend_cuda_new (DDPM_PRECISION_FP32, &error);
+  if (probe == NULL)
+    {
+      printf ("SKIP: no CUDA backend: %s\n", error->message);
+      g_error_free (error);
+      return 77;
+    }
+  printf ("CUDA backend: %s\n", probe->description);
+  probe->ops->destroy (probe);
+
+  GpuEnv env = { 0 };
+  env.quick = quick;
+  env.only = only;
+  if (log_path != NULL)
+    env.log = fopen (log_path, "w");
+  env.cpu = ddpm_backend_cpu_new (&error);
+  if (env.cpu == NULL)
+    {
+      fprintf (stderr, "CPU backend: %s\n", error->message);
+      return 1;
+    }
+  printf ("CPU reference: %s\n", env.cpu->description);
+
+  DdpmPrecision one = parse_precision (precision);
+  const DdpmPrecision all[3] = { DDPM_PRECISION_FP32, DDPM_PRECISION_FP16, DDPM_PRECISION_BF16 };
+  gint64 t0 = g_get_monotonic_time ();
+  for (int i = 0; i < 3; i++)
+    {
+      DdpmPrecision p = all[i];
+      if (one != DDPM_PRECISION_DEFAULT && p != one)
+        continue;
+      if (!no_ops)
+        {
+          env.timing = timing && p != DDPM_PRECISION_BF16;
+          run_ops_on (&env, p, NULL, NULL, OPS_ALL);
+          env.timing = FALSE;
+          if (!no_variants)
+            {
+              if (p != DDPM_PRECISION_FP32)
+                run_ops_on (&env, p, "DDPM_CUDA_CONV", "gemm", OPS_CONV);
+              run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
+              run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
+              if (p != DDPM_PRECISION_BF16)
+                run_ops_on (&env, p, "DDPM_CUDA_GEMM", "fallback", OPS_CONV | OPS_ATTENTION);
+            }
+        }
+      if (!no_models)
+        {
+          env.precision = p;
+          printf ("---- %s whole models\n", precision_name (p));
+          run_model_checks (&env);
+        }
+    }
+  printf ("==== %d checks, %d failed (%.1f s)\n", env.checks, env.failures,
+          (g_get_monotonic_time () - t0) / 1e6);
+  if (env.log != NULL)
+    {
+      fprintf (env.log, "==== %d checks, %d failed\n", env.checks, env.failures);
+      fclose (env.log);
+    }
+  env.cpu->ops->destroy (env.cpu);
+  g_free (only);
+  g_free (precision);
+  g_free (log_path);
+  return env.failures == 0 ? 0 : 1;
+}
