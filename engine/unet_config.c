@@ -139,15 +139,16 @@ require_null (const Json *j, const char *key, GError **error)
   return unsupported (j, key, text, "null", error);
 }
 
-/* Loads path (size-limited) and returns its root object. */
+/* Parses len bytes of JSON text (no NUL needed after them) and returns its root object; path names the
+ * text in messages. */
 static JsonParser *
-load_object (const char *path, JsonObject **obj, GError **error)
+parse_object (const char *text, gsize len, const char *path, JsonObject **obj, GError **error)
 {
-  g_autoptr (GBytes) bytes = ddpm_read_file (path, DDPM_LIMIT_CONFIG_BYTES, error);
-  if (!bytes)
+  if (len > DDPM_LIMIT_CONFIG_BYTES) {
+    g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT, "%s: %" G_GSIZE_FORMAT " bytes of JSON, over the limit of %"
+                 G_GSIZE_FORMAT " bytes (DDPM_LIMIT_CONFIG_BYTES)", path, len, DDPM_LIMIT_CONFIG_BYTES);
     return NULL;
-  gsize len;
-  const char *text = g_bytes_get_data (bytes, &len);
+  }
   if (len > 0 && memchr (text, '\0', len)) {
     g_set_error (error, DDPM_ERROR, DDPM_ERROR_FORMAT, "%s: not a JSON text (contains a NUL byte)", path);
     return NULL;
@@ -165,6 +166,13 @@ load_object (const char *path, JsonObject **obj, GError **error)
   }
   *obj = json_node_get_object (root);
   return g_steal_pointer (&parser);
+}
+
+/* Reads path (size-limited) whole: the parse functions below work on memory. */
+static GBytes *
+read_config (const char *path, GError **error)
+{
+  return ddpm_read_file (path, DDPM_LIMIT_CONFIG_BYTES, error);
 }
 
 /* ---- UNet2DModel ------------------------------------------------------------------------------- */
@@ -305,8 +313,22 @@ validate_unet (const Json *j, DdpmUNetConfig *cfg, int n_down, int n_up, gboolea
 gboolean
 ddpm_unet_config_parse (const char *json_path, DdpmUNetConfig *cfg, GError **error)
 {
+  g_autoptr (GBytes) bytes = read_config (json_path, error);
+  if (!bytes)
+    return FALSE;
+  gsize len;
+  const char *text = g_bytes_get_data (bytes, &len);
+  return ddpm_unet_config_parse_data (text, len, json_path, cfg, error);
+}
+
+gboolean
+ddpm_unet_config_parse_data (const char *json, gsize len, const char *json_path, DdpmUNetConfig *cfg,
+                             GError **error)
+{
+  if (!json_path)
+    json_path = "config.json";
   JsonObject *obj = NULL;
-  g_autoptr (JsonParser) parser = load_object (json_path, &obj, error);
+  g_autoptr (JsonParser) parser = parse_object (json, len, json_path, &obj, error);
   if (!parser)
     return FALSE;
   Json j = { json_path, obj };
@@ -562,8 +584,22 @@ require_false (const Json *j, const char *key, GError **error)
 gboolean
 ddpm_scheduler_config_parse (const char *json_path, DdpmSchedulerConfig *cfg, GError **error)
 {
+  g_autoptr (GBytes) bytes = read_config (json_path, error);
+  if (!bytes)
+    return FALSE;
+  gsize len;
+  const char *text = g_bytes_get_data (bytes, &len);
+  return ddpm_scheduler_config_parse_data (text, len, json_path, cfg, error);
+}
+
+gboolean
+ddpm_scheduler_config_parse_data (const char *json, gsize len, const char *json_path, DdpmSchedulerConfig *cfg,
+                                  GError **error)
+{
+  if (!json_path)
+    json_path = "scheduler_config.json";
   JsonObject *obj = NULL;
-  g_autoptr (JsonParser) parser = load_object (json_path, &obj, error);
+  g_autoptr (JsonParser) parser = parse_object (json, len, json_path, &obj, error);
   if (!parser)
     return FALSE;
   Json j = { json_path, obj };

@@ -57,9 +57,16 @@ struct DdpmSchedulerConfig {
 /* Fills cfg with diffusers' UNet2DModel defaults (see unet2d-spec.md). */
 void ddpm_unet_config_init_defaults (DdpmUNetConfig *cfg);
 gboolean ddpm_unet_config_parse (const char *json_path, DdpmUNetConfig *cfg, GError **error);
+/* The same on len bytes of JSON in memory (no NUL terminator needed; over DDPM_LIMIT_CONFIG_BYTES is
+ * DDPM_ERROR_LIMIT); json_path only names the text in messages (NULL: "config.json"). For fuzzing. */
+gboolean ddpm_unet_config_parse_data (const char *json, gsize len, const char *json_path, DdpmUNetConfig *cfg,
+                                      GError **error);
 /* The published google/ddpm-* architectures by name: "cifar10-32", "celebahq-256". */
 gboolean ddpm_unet_config_named (const char *name, DdpmUNetConfig *cfg, GError **error);
 
 /* Fills cfg with diffusers' DDPMScheduler defaults (set_alpha_to_one TRUE, as DDIM's default). */
 void ddpm_scheduler_config_init_defaults (DdpmSchedulerConfig *cfg);
 gboolean ddpm_scheduler_config_parse (const char *json_path, DdpmSchedulerConfig *cfg, GError **error);
+/* From memory, as ddpm_unet_config_parse_data (NULL json_path: "scheduler_config.json"). */
+gboolean ddpm_scheduler_config_parse_data (const char *json, gsize len, const char *json_path,
+                                           DdpmSchedulerConfig *cfg, GError **error);
