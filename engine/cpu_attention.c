@@ -56,30 +56,33 @@ project (const DdpmLinearW *w, const float *in, float *out, int C, int HW)
   cpu_sgemm (FALSE, FALSE, C, HW, C, w->weight, C, in, HW, 1.0f, out, HW);
 }
 
-/* Rows of s (n, HW): softmax(row * scale), numerically stable. */
+/* row (HW) <- softmax(row * scale), numerically stable (the max is subtracted first). */
+CPU_MULTIVERSION static void
+softmax_row (float *row, int HW, float scale)
+{
+  float mx = row[0];
+  for (int i = 1; i < HW; i++)
+    mx = row[i] > mx ? row[i] : mx;
+  float sum = 0.0f;
+#pragma omp simd reduction (+ : sum)
+  for (int i = 0; i < HW; i++)
+    {
+      float e = cpu_expf ((row[i] - mx) * scale);
+      row[i] = e;
+      sum += e;
+    }
+  float inv = 1.0f / sum;
+#pragma omp simd
+  for (int i = 0; i < HW; i++)
+    row[i] *= inv;
+}
+
 static void
 softmax_rows (float *s, int n, int HW, float scale)
 {
 #pragma omp parallel for schedule (static) if ((size_t) n * HW >= 16384)
   for (int q = 0; q < n; q++)
-    {
-      float *row = s + (size_t) q * HW;
-      float mx = row[0];
-      for (int i = 1; i < HW; i++)
-        mx = row[i] > mx ? row[i] : mx;
-      float sum = 0.0f;
-#pragma omp simd reduction (+ : sum)
-      for (int i = 0; i < HW; i++)
-        {
-          float e = cpu_expf ((row[i] - mx) * scale);
-          row[i] = e;
-          sum += e;
-        }
-      float inv = 1.0f / sum;
-#pragma omp simd
-      for (int i = 0; i < HW; i++)
-        row[i] *= inv;
-    }
+    softmax_row (s + (size_t) q * HW, HW, scale);
 }
 
 void

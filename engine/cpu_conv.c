@@ -83,8 +83,9 @@ conv_plan (ConvPlan *p, int n_threads, int B, int Cin, int H, int W, int Cout, i
       p->v_off = 0;
       p->m_off = cpu_round_floats ((size_t) 16 * Cin * p->tb);
       p->rowbuf_off = p->m_off + cpu_round_floats ((size_t) 16 * Cout * p->tb);
-      /* 4 input rows of 2 * tw + 2 (zero padded), or 2 output rows of 2 * tw. */
-      p->rowbuf = cpu_round_floats ((size_t) 4 * (2 * p->tw + 2));
+      /* The input rows of a segment (at most rows_per_block tile rows), columns -left .. 2 tw + 1 - left,
+       * zero padded. */
+      p->rowbuf = cpu_round_floats ((size_t) (2 * p->rows_per_block + 2) * (2 * p->tw + 2));
     }
   else
     {
@@ -140,27 +141,23 @@ cpu_conv_pack_weight (const float *w, int out, int in, int k, float *u)
 
 /* ---- shared helpers ---- */
 
-/* dst[0 .. len) = row `iy` of plane, columns starting at ix0, zero outside [0, H) x [0, W). */
+/* dst[0 .. len) = row `iy` of plane, columns starting at ix0, zero outside [0, H) x [0, W). The zero
+ * edges are a few floats: plain loops, not memset calls. */
 static void
 load_row (float *dst, const float *plane, int H, int W, int iy, int ix0, int len)
 {
-  if (iy < 0 || iy >= H)
+  int a = 0, b = 0;                        /* dst[a, b) comes from the image */
+  if (iy >= 0 && iy < H)
     {
-      memset (dst, 0, (size_t) len * sizeof (float));
-      return;
+      a = imin (len, imax (0, -ix0));
+      b = imax (a, imin (len, W - ix0));
     }
-  const float *src = plane + (size_t) iy * W;
-  int a = imax (0, -ix0), b = imin (len, W - ix0);  /* dst[a, b) comes from the image */
-  if (b <= a)
-    {
-      memset (dst, 0, (size_t) len * sizeof (float));
-      return;
-    }
-  if (a > 0)
-    memset (dst, 0, (size_t) a * sizeof (float));
-  memcpy (dst + a, src + ix0 + a, (size_t) (b - a) * sizeof (float));
-  if (b < len)
-    memset (dst + b, 0, (size_t) (len - b) * sizeof (float));
+  for (int u = 0; u < a; u++)
+    dst[u] = 0.0f;
+  if (b > a)
+    memcpy (dst + a, plane + (size_t) iy * W + ix0 + a, (size_t) (b - a) * sizeof (float));
+  for (int u = b; u < len; u++)
+    dst[u] = 0.0f;
 }
 
 /* Fills rows of y (Cout, pixels [p0, p0 + n)) of one image with the bias, for GEMMs with beta = 1. */
@@ -178,76 +175,143 @@ fill_bias_rows (float *y_img, const float *bias, int Cout, size_t plane, size_t 
 
 /* ---- WINOGRAD ---- */
 
-/* V (16 components of Cin rows of tb) for channel ci of tile row (b, i), tiles j = 0 .. tw-1 at column jt. */
-static void
-wino_input_row (const ConvPlan *p, const float *x, float *v, float *rb, int ci, int b, int i, int jt)
+/* Component values (B^T d B) of one 4x4 input tile d (float[4][4]), stored at column j of the 16 component
+ * rows o (float *[16]). A macro, not a function: GCC vectorises the loops around it only when the
+ * pointer array is not passed by address. */
+#define WINO_TILE_IN(d, o, j)                                                                                      \
+  do                                                                                                               \
+    {                                                                                                              \
+      float t_[4][4]; /* B^T d */                                                                                  \
+      for (int c_ = 0; c_ < 4; c_++)                                                                               \
+        {                                                                                                          \
+          t_[0][c_] = d[0][c_] - d[2][c_];                                                                         \
+          t_[1][c_] = d[1][c_] + d[2][c_];                                                                         \
+          t_[2][c_] = d[2][c_] - d[1][c_];                                                                         \
+          t_[3][c_] = d[1][c_] - d[3][c_];                                                                         \
+        }                                                                                                          \
+      for (int r_ = 0; r_ < 4; r_++) /* (B^T d) B */                                                               \
+        {                                                                                                          \
+          o[XI[r_][0]][j] = t_[r_][0] - t_[r_][2];                                                                 \
+          o[XI[r_][1]][j] = t_[r_][1] + t_[r_][2];                                                                 \
+          o[XI[r_][2]][j] = t_[r_][2] - t_[r_][1];                                                                 \
+          o[XI[r_][3]][j] = t_[r_][1] - t_[r_][3];                                                                 \
+        }                                                                                                          \
+    }                                                                                                              \
+  while (0)
+
+/* A block's tile rows that lie in one image: tile rows [i0, i1) of image b, at block column jt. */
+typedef struct {
+  int b, i0, i1, jt;
+} Segment;
+
+/* Segment s of the block of tile rows [r0, r0 + nr) (flattened over the batch); returns FALSE past the end. */
+static gboolean
+block_segment (const ConvPlan *p, int r0, int nr, int s, Segment *seg)
+{
+  int b = r0 / p->th + s;
+  int first = imax (r0, b * p->th), last = imin (r0 + nr, (b + 1) * p->th);
+  if (first >= last)
+    return FALSE;
+  seg->b = b, seg->i0 = first - b * p->th, seg->i1 = last - b * p->th, seg->jt = (first - r0) * p->tw;
+  return TRUE;
+}
+
+/* V (16 components of Cin rows of tb) for channel ci of a segment. Tile (i, j) reads input rows
+ * 2i - top .. +3 and columns 2j - left .. +3. The segment's input rows are first copied into rb with their
+ * zero padding (each row once, though two tile rows read it), so the transform loop runs over all tw tiles
+ * with no edge cases (a loop over only the interior tw - 2 tiles leaves AVX-512 lanes idle: 1.5x slower). */
+CPU_MULTIVERSION static void
+wino_input_segment (const ConvPlan *p, const float *x, float *v, float *rb, int ci, const Segment *seg)
 {
   int tw = p->tw, len = 2 * tw + 2;
-  const float *plane = x + ((size_t) b * p->Cin + ci) * p->H * p->W;
-  for (int r = 0; r < 4; r++)
-    load_row (rb + r * len, plane, p->H, p->W, 2 * i - p->top + r, -p->left, len);
-  const float *r0 = rb, *r1 = rb + len, *r2 = rb + 2 * len, *r3 = rb + 3 * len;
-  float *o[16];
-  for (int xi = 0; xi < 16; xi++)
-    o[xi] = v + ((size_t) xi * p->Cin + ci) * p->tb + jt;
-#pragma omp simd
-  for (int j = 0; j < tw; j++)
+  const float *plane = x + ((size_t) seg->b * p->Cin + ci) * p->H * p->W;
+  int n_rows = 2 * (seg->i1 - seg->i0) + 2;
+  for (int r = 0; r < n_rows; r++)
+    load_row (rb + (size_t) r * len, plane, p->H, p->W, 2 * seg->i0 - p->top + r, -p->left, len);
+  for (int i = seg->i0; i < seg->i1; i++)
     {
-      int u = 2 * j;
-      float d[4][4] = {
-        { r0[u], r0[u + 1], r0[u + 2], r0[u + 3] },
-        { r1[u], r1[u + 1], r1[u + 2], r1[u + 3] },
-        { r2[u], r2[u + 1], r2[u + 2], r2[u + 3] },
-        { r3[u], r3[u + 1], r3[u + 2], r3[u + 3] },
-      };
-      float t[4][4];                       /* B^T d */
-      for (int c = 0; c < 4; c++)
+      const float *r0 = rb + (size_t) (2 * (i - seg->i0)) * len, *r1 = r0 + len, *r2 = r1 + len, *r3 = r2 + len;
+      float *o[16];
+      for (int xi = 0; xi < 16; xi++)
+        o[xi] = v + ((size_t) xi * p->Cin + ci) * p->tb + seg->jt + (i - seg->i0) * tw;
+#pragma omp simd
+      for (int j = 0; j < tw; j++)
         {
-          t[0][c] = d[0][c] - d[2][c];
-          t[1][c] = d[1][c] + d[2][c];
-          t[2][c] = d[2][c] - d[1][c];
-          t[3][c] = d[1][c] - d[3][c];
-        }
-      for (int r = 0; r < 4; r++)          /* (B^T d) B */
-        {
-          o[XI[r][0]][j] = t[r][0] - t[r][2];
-          o[XI[r][1]][j] = t[r][1] + t[r][2];
-          o[XI[r][2]][j] = t[r][2] - t[r][1];
-          o[XI[r][3]][j] = t[r][1] - t[r][3];
+          int u = 2 * j;
+          float d[4][4] = {
+            { r0[u], r0[u + 1], r0[u + 2], r0[u + 3] },
+            { r1[u], r1[u + 1], r1[u + 2], r1[u + 3] },
+            { r2[u], r2[u + 1], r2[u + 2], r2[u + 3] },
+            { r3[u], r3[u + 1], r3[u + 2], r3[u + 3] },
+          };
+          WINO_TILE_IN (d, o, j);
         }
     }
 }
 
-/* y rows 2i, 2i+1 (those < Ho) of channel co of image b from M's tile row at column jt, plus bias. */
-static void
-wino_output_row (const ConvPlan *p, const float *m, float *y, float *rb, const float *bias, int co, int b, int i,
-                 int jt)
+/* Output tile y (float[2][2]) of column j from the 16 GEMM output rows in (float *[16]): A^T M A + bias. */
+#define WINO_TILE_OUT(in, j, bias, y)                                                                              \
+  do                                                                                                               \
+    {                                                                                                              \
+      float s_[2][4]; /* A^T M */                                                                                  \
+      for (int c_ = 0; c_ < 4; c_++)                                                                               \
+        {                                                                                                          \
+          float m0_ = in[XI[0][c_]][j], m1_ = in[XI[1][c_]][j], m2_ = in[XI[2][c_]][j], m3_ = in[XI[3][c_]][j];    \
+          s_[0][c_] = m0_ + m1_ + m2_;                                                                             \
+          s_[1][c_] = m1_ - m2_ - m3_;                                                                             \
+        }                                                                                                          \
+      for (int r_ = 0; r_ < 2; r_++)                                                                               \
+        {                                                                                                          \
+          y[r_][0] = s_[r_][0] + s_[r_][1] + s_[r_][2] + (bias);                                                   \
+          y[r_][1] = s_[r_][1] - s_[r_][2] - s_[r_][3] + (bias);                                                   \
+        }                                                                                                          \
+    }                                                                                                              \
+  while (0)
+
+/* y of channel co for a segment, from the GEMM outputs M: rows 2i, 2i+1 (those < Ho) per tile row i. */
+CPU_MULTIVERSION static void
+wino_output_segment (const ConvPlan *p, const float *m, float *y, const float *bias, int co, const Segment *seg)
 {
-  int tw = p->tw;
+  int Wo = p->Wo, full = Wo / 2;           /* tiles whose two columns are both inside */
   float bv = bias ? bias[co] : 0.0f;
-  const float *in[16];
-  for (int xi = 0; xi < 16; xi++)
-    in[xi] = m + ((size_t) xi * p->Cout + co) * p->tb + jt;
-  float *y0 = rb, *y1 = rb + 2 * tw;
-#pragma omp simd
-  for (int j = 0; j < tw; j++)
+  for (int i = seg->i0; i < seg->i1; i++)
     {
-      float s[2][4];                       /* A^T M */
-      for (int c = 0; c < 4; c++)
+      const float *in[16];
+      for (int xi = 0; xi < 16; xi++)
+        in[xi] = m + ((size_t) xi * p->Cout + co) * p->tb + seg->jt + (i - seg->i0) * p->tw;
+      float *y0 = y + ((size_t) seg->b * p->Cout + co) * p->Ho * Wo + (size_t) (2 * i) * Wo;
+      float *y1 = y0 + Wo;
+      gboolean two_rows = 2 * i + 1 < p->Ho;
+      if (two_rows)
         {
-          float m0 = in[XI[0][c]][j], m1 = in[XI[1][c]][j], m2 = in[XI[2][c]][j], m3 = in[XI[3][c]][j];
-          s[0][c] = m0 + m1 + m2;
-          s[1][c] = m1 - m2 - m3;
+#pragma omp simd
+          for (int j = 0; j < full; j++)
+            {
+              float t[2][2];
+              WINO_TILE_OUT (in, j, bv, t);
+              y0[2 * j] = t[0][0], y0[2 * j + 1] = t[0][1];
+              y1[2 * j] = t[1][0], y1[2 * j + 1] = t[1][1];
+            }
         }
-      y0[2 * j] = s[0][0] + s[0][1] + s[0][2] + bv;
-      y0[2 * j + 1] = s[0][1] - s[0][2] - s[0][3] + bv;
-      y1[2 * j] = s[1][0] + s[1][1] + s[1][2] + bv;
-      y1[2 * j + 1] = s[1][1] - s[1][2] - s[1][3] + bv;
+      else
+        {
+#pragma omp simd
+          for (int j = 0; j < full; j++)
+            {
+              float t[2][2];
+              WINO_TILE_OUT (in, j, bv, t);
+              y0[2 * j] = t[0][0], y0[2 * j + 1] = t[0][1];
+            }
+        }
+      if (Wo % 2)                          /* last tile: its left column only */
+        {
+          float t[2][2];
+          WINO_TILE_OUT (in, full, bv, t);
+          y0[2 * full] = t[0][0];
+          if (two_rows)
+            y1[2 * full] = t[1][0];
+        }
     }
-  float *plane = y + ((size_t) b * p->Cout + co) * p->Ho * p->Wo;
-  memcpy (plane + (size_t) (2 * i) * p->Wo, y0, (size_t) p->Wo * sizeof (float));
-  if (2 * i + 1 < p->Ho)
-    memcpy (plane + (size_t) (2 * i + 1) * p->Wo, y1, (size_t) p->Wo * sizeof (float));
 }
 
 static void
@@ -262,18 +326,27 @@ conv_winograd (const ConvPlan *p, const float *U, const float *bias, const float
       {
         int nr = imin (p->rows_per_block, total_rows - r0);
         int n = nr * p->tw;                /* tiles in this block */
+        int n_seg = (r0 + nr - 1) / p->th - r0 / p->th + 1;  /* images the block touches */
 #pragma omp for collapse (2) schedule (static)
         for (int ci = 0; ci < p->Cin; ci++)
-          for (int r = 0; r < nr; r++)
-            wino_input_row (p, x, v, rb, ci, (r0 + r) / p->th, (r0 + r) % p->th, r * p->tw);
+          for (int sg = 0; sg < n_seg; sg++)
+            {
+              Segment seg;
+              if (block_segment (p, r0, nr, sg, &seg))
+                wino_input_segment (p, x, v, rb, ci, &seg);
+            }
 #pragma omp for schedule (static)
         for (int xi = 0; xi < 16; xi++)
           cpu_sgemm (FALSE, FALSE, p->Cout, n, p->Cin, U + (size_t) xi * p->Cin, 16 * p->Cin,
                      v + (size_t) xi * p->Cin * p->tb, p->tb, 0.0f, m + (size_t) xi * p->Cout * p->tb, p->tb);
 #pragma omp for collapse (2) schedule (static)
         for (int co = 0; co < p->Cout; co++)
-          for (int r = 0; r < nr; r++)
-            wino_output_row (p, m, y, rb, bias, co, (r0 + r) / p->th, (r0 + r) % p->th, r * p->tw);
+          for (int sg = 0; sg < n_seg; sg++)
+            {
+              Segment seg;
+              if (block_segment (p, r0, nr, sg, &seg))
+                wino_output_segment (p, m, y, bias, co, &seg);
+            }
       }
   }
 }
@@ -282,7 +355,7 @@ conv_winograd (const ConvPlan *p, const float *U, const float *bias, const float
 
 /* Column rows for channel ci, output row oy of image b, at block column pc: DIRECT9 stores the 9
  * transformed values (B^T d B)[r][c], r, c < 3, of each 3x3 window; GEMM stores the window itself. */
-static void
+CPU_MULTIVERSION static void
 column_row (const ConvPlan *p, const float *x, float *col, float *rb, int ci, int b, int oy, int pc)
 {
   int k = p->k, s = p->stride, Wo = p->Wo, len = (Wo - 1) * s + k;

@@ -4,6 +4,15 @@
 
 #include <string.h>
 
+/* dst (n) = SiLU(src) */
+CPU_MULTIVERSION static void
+silu_copy (const float *src, float *dst, int n)
+{
+#pragma omp simd
+  for (int k = 0; k < n; k++)
+    dst[k] = cpu_silu (src[k]);
+}
+
 /* y rows <- bias, so the GEMMs can accumulate with beta = 1. */
 static void
 fill_bias (float *y, const float *bias, int M, int N)
@@ -40,13 +49,7 @@ cpu_linear (DdpmBackend *be, const DdpmLinearW *w, const void *x_, void *y_, int
         {
           int kn = K - k0 < kc ? K - k0 : kc;
           for (int m = 0; m < mn; m++)
-            {
-              const float *src = x + (size_t) (m0 + m) * K + k0;
-              float *dst = cpu->small + (size_t) m * kn;
-#pragma omp simd
-              for (int k = 0; k < kn; k++)
-                dst[k] = cpu_silu (src[k]);
-            }
+            silu_copy (x + (size_t) (m0 + m) * K + k0, cpu->small + (size_t) m * kn, kn);
           cpu_sgemm (FALSE, TRUE, mn, N, kn, cpu->small, kn, W + k0, K, 1.0f, y + (size_t) m0 * N, N);
         }
     }

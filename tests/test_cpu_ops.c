@@ -222,6 +222,7 @@ test_conv_edges (void)
   run_conv ("conv 3x3 1x1 image", 1, 4, 1, 1, 3, 3, 1, 1, 1, 1, 1);
   run_conv ("conv 3x3 no padding 6x9", 2, 3, 6, 9, 4, 3, 1, 0, 0, 0, 0);
   run_conv ("conv 3x3 asymmetric pad {2,0,0,1}", 1, 3, 6, 7, 5, 3, 1, 2, 0, 0, 1);
+  run_conv ("conv 3x3 wide pad {1,2,1,2}", 2, 3, 5, 6, 4, 3, 1, 1, 2, 1, 2);
   /* downsample_padding = 1: symmetric pad, odd input. */
   run_conv ("conv 3x3 s2 pad 1 9x7", 2, 6, 9, 7, 5, 3, 2, 1, 1, 1, 1);
   run_conv ("conv 3x3 s3 pad {1,2,0,1}", 1, 4, 11, 10, 3, 3, 3, 1, 2, 0, 1);
