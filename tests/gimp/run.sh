@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# run.sh: builds the engine and the GIMP 3 plug-in and runs the headless GIMP tests (test_plugin.sh).
+#
+#   Debian 13 host:  meson setup build-gimp -Dgimp=enabled here, ninja, meson test --suite gimp.
+#   Debian 12 host:  tools/trixie.sh makes sure a Debian 13 tree exists ($TRIXIE_DIR, default /work/trixie;
+#                    root needed), the source tree is copied into it (/root/gimp-ddpm/src; .git and build
+#                    folders left out), and the same build and test run inside it with chroot, in a build
+#                    folder that stays in the tree (/root/gimp-ddpm/build), so reruns are incremental.
+#
+# Usage: tests/gimp/run.sh [meson test options...]     exit status: that of meson test
+# Environment: TRIXIE_DIR; GIMP_TEST_KEEP=1 keeps the test's temporary folders (their paths are printed).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+build_opts=(-Dgimp=enabled -Dcuda=disabled -Dbuildtype=release)
+
+codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
+if [ "$codename" != bookworm ] && pkg-config --exists gimp-3.0 2>/dev/null; then
+  cd "$repo"
+  [ -f build-gimp/build.ninja ] || meson setup build-gimp "${build_opts[@]}"
+  ninja -C build-gimp plugin/gimp-ddpm
+  exec meson test -C build-gimp --no-rebuild --suite gimp --print-errorlogs "$@"
+fi
+
+tree=${TRIXIE_DIR:-/work/trixie}
+"$repo/tools/trixie.sh" "$tree"
+
+work=/root/gimp-ddpm
+src="$tree$work/src"
+echo "run.sh: copying the source tree into $src"
+rm -rf "$src"
+mkdir -p "$src"
+# tar keeps the files' times, so ninja rebuilds only what changed since the last run.
+tar -C "$repo" --exclude=./.git --exclude='./build*' --exclude=./.venv --exclude=./.whl \
+    --exclude='__pycache__' -cf - . | tar -C "$src" -xf -
+
+mounted=()
+cleanup () {
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount "${mounted[$i]}" || true; done
+}
+trap cleanup EXIT
+mount_in_tree () {  # type source target-in-tree [options]
+  if ! mountpoint -q "$tree$3"; then
+    mkdir -p "$tree$3"
+    mount -t "$1" ${4:+-o "$4"} "$2" "$tree$3"
+    mounted+=("$tree$3")
+  fi
+}
+mount_in_tree proc proc /proc
+mount_in_tree tmpfs tmpfs /dev/shm mode=1777
+mount_in_tree tmpfs tmpfs /tmp mode=1777
+
+opts=$(printf ' %q' "${build_opts[@]}")
+test_opts=$( [ $# -eq 0 ] || printf ' %q' "$@")
+chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+  GIMP_TEST_KEEP="${GIMP_TEST_KEEP:-}" /bin/bash -c "
+    set -e
+    cd $work
+    [ -f build/build.ninja ] || meson setup build src $opts
+    # Only what the GIMP tests need: the plug-in (and the engine it links).
+    ninja -C build plugin/gimp-ddpm
+    meson test -C build --no-rebuild --suite gimp --print-errorlogs $test_opts"
