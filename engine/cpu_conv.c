@@ -220,8 +220,8 @@ block_segment (const ConvPlan *p, int r0, int nr, int s, Segment *seg)
  * 2i - top .. +3 and columns 2j - left .. +3. The segment's input rows are first copied into rb with their
  * zero padding (each row once, though two tile rows read it), so the transform loop runs over all tw tiles
  * with no edge cases (a loop over only the interior tw - 2 tiles leaves AVX-512 lanes idle: 1.5x slower). */
-CPU_MULTIVERSION static void
-wino_input_segment (const ConvPlan *p, const float *x, float *v, float *rb, int ci, const Segment *seg)
+static inline __attribute__ ((always_inline)) void
+wino_input_segment_impl (const ConvPlan *p, const float *x, float *v, float *rb, int ci, const Segment *seg)
 {
   int tw = p->tw, len = 2 * tw + 2;
   const float *plane = x + ((size_t) seg->b * p->Cin + ci) * p->H * p->W;
@@ -269,8 +269,9 @@ wino_input_segment (const ConvPlan *p, const float *x, float *v, float *rb, int 
   while (0)
 
 /* y of channel co for a segment, from the GEMM outputs M: rows 2i, 2i+1 (those < Ho) per tile row i. */
-CPU_MULTIVERSION static void
-wino_output_segment (const ConvPlan *p, const float *m, float *y, const float *bias, int co, const Segment *seg)
+static inline __attribute__ ((always_inline)) void
+wino_output_segment_impl (const ConvPlan *p, const float *m, float *y, const float *bias, int co,
+                          const Segment *seg)
 {
   int Wo = p->Wo, full = Wo / 2;           /* tiles whose two columns are both inside */
   float bv = bias ? bias[co] : 0.0f;
@@ -314,6 +315,35 @@ wino_output_segment (const ConvPlan *p, const float *m, float *y, const float *b
     }
 }
 
+/* The tile loops vectorise across the tw tiles of a row. With AVX-512's 16 lanes, small images (8x8: tw = 4)
+ * would run them scalar, so narrow rows use the baseline build (4 lanes) instead of the wide clones. */
+#define NARROW_TW 8
+
+CPU_MULTIVERSION static void
+wino_input_segment_wide (const ConvPlan *p, const float *x, float *v, float *rb, int ci, const Segment *seg)
+{
+  wino_input_segment_impl (p, x, v, rb, ci, seg);
+}
+
+static void
+wino_input_segment_narrow (const ConvPlan *p, const float *x, float *v, float *rb, int ci, const Segment *seg)
+{
+  wino_input_segment_impl (p, x, v, rb, ci, seg);
+}
+
+CPU_MULTIVERSION static void
+wino_output_segment_wide (const ConvPlan *p, const float *m, float *y, const float *bias, int co, const Segment *seg)
+{
+  wino_output_segment_impl (p, m, y, bias, co, seg);
+}
+
+static void
+wino_output_segment_narrow (const ConvPlan *p, const float *m, float *y, const float *bias, int co,
+                            const Segment *seg)
+{
+  wino_output_segment_impl (p, m, y, bias, co, seg);
+}
+
 static void
 conv_winograd (const ConvPlan *p, const float *U, const float *bias, const float *x, float *y, float *scratch)
 {
@@ -333,7 +363,12 @@ conv_winograd (const ConvPlan *p, const float *U, const float *bias, const float
             {
               Segment seg;
               if (block_segment (p, r0, nr, sg, &seg))
-                wino_input_segment (p, x, v, rb, ci, &seg);
+                {
+                  if (p->tw < NARROW_TW)
+                    wino_input_segment_narrow (p, x, v, rb, ci, &seg);
+                  else
+                    wino_input_segment_wide (p, x, v, rb, ci, &seg);
+                }
             }
 #pragma omp for schedule (static)
         for (int xi = 0; xi < 16; xi++)
@@ -345,7 +380,12 @@ conv_winograd (const ConvPlan *p, const float *U, const float *bias, const float
             {
               Segment seg;
               if (block_segment (p, r0, nr, sg, &seg))
-                wino_output_segment (p, m, y, bias, co, &seg);
+                {
+                  if (p->tw < NARROW_TW)
+                    wino_output_segment_narrow (p, m, y, bias, co, &seg);
+                  else
+                    wino_output_segment_wide (p, m, y, bias, co, &seg);
+                }
             }
       }
   }

@@ -140,6 +140,25 @@ reserve (size_t bytes)
   g_assert_no_error (error);
 }
 
+/* Swaps in a fresh backend whose scratch will be exactly what the op under test asks for, so an overrun
+ * of a scratch sub-buffer shows under valgrind / ASan (e.g. valgrind tests/test_cpu_ops -p /cpu-ops/...). */
+static DdpmBackend *
+fresh_backend_begin (void)
+{
+  g_autoptr (GError) error = NULL;
+  DdpmBackend *shared = be;
+  be = ddpm_backend_cpu_new (&error);
+  g_assert_no_error (error);
+  return shared;
+}
+
+static void
+fresh_backend_end (DdpmBackend *shared)
+{
+  be->ops->destroy (be);
+  be = shared;
+}
+
 /* ---- conv2d ---- */
 
 static void
@@ -183,6 +202,7 @@ run_conv (const char *label, int B, int Cin, int H, int W, int Cout, int k, int 
   float *x_copy = g_memdup2 (x, nx * sizeof (float));
   float *w = rand_floats (nw, sqrt (3.0 / (Cin * k * k)), 0.0);
   float *bias = rand_floats (Cout, 0.5, 0.0);
+  DdpmBackend *shared = fresh_backend_begin ();
   int64_t wshape[4] = { Cout, Cin, k, k }, bshape[1] = { Cout };
   DdpmLinearW lw = { upload (w, DDPM_PARAM_CONV, 4, wshape), upload (bias, DDPM_PARAM_VECTOR, 1, bshape), Cout, Cin,
                      k };
@@ -196,6 +216,7 @@ run_conv (const char *label, int B, int Cin, int H, int W, int Cout, int k, int 
   check_unchanged (label, x, x_copy, nx);
   be->ops->free (be, lw.weight);
   be->ops->free (be, lw.bias);
+  fresh_backend_end (shared);
   guarded_free (&y);
   g_free (want), g_free (x), g_free (x_copy), g_free (w), g_free (bias);
 }
@@ -351,6 +372,7 @@ run_attention (const char *label, int B, int C, int HW, int heads, float scale, 
   size_t n = (size_t) B * C * HW;
   float *normed = rand_floats (n, 1.5, 0.0), *res = rand_floats (n, 1.0, 0.0);
   float *normed_copy = g_memdup2 (normed, n * sizeof (float));
+  DdpmBackend *shared = fresh_backend_begin ();
   float *wt[4], *bs[4];
   DdpmLinearW lw[4];
   int64_t wshape[2] = { C, C }, bshape[1] = { C };
@@ -428,6 +450,7 @@ run_attention (const char *label, int B, int C, int HW, int heads, float scale, 
       be->ops->free (be, lw[i].bias);
       g_free (wt[i]), g_free (bs[i]);
     }
+  fresh_backend_end (shared);
   for (int i = 0; i < 3; i++)
     g_free (proj[i]);
   guarded_free (&y);
