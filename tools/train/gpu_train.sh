@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gpu_train.sh MINUTES: trains the emoji-32 model (arch emoji-base, 6.8M parameters) on the GPU machine for
+# gpu_train.sh MINUTES [emoji|photo]: trains the emoji-32 model (arch emoji-base, 6.8M parameters) on the GPU machine for
 # MINUTES of training-loop wall time and writes the diffusers folder + loss curve to $OUT/emoji-32/:
 # config.json, diffusion_pytorch_model.safetensors (fp16 EMA, ~13 MiB < the 16 MiB per-file limit),
 # scheduler_config.json, gimp_ddpm.json, loss_curve.csv, training_summary.json: 6 files of the 8 that a
@@ -13,14 +13,24 @@
 #   .train-data/emoji32.npz                  (tools/train/build_emoji_dataset.py output)
 # Environment:
 #   TRAIN_DEVICE=cpu   rehearse on a CPU (default cuda); TRAIN_BATCH, TRAIN_LR, TRAIN_EMA override defaults
-#   TRAIN_DATA=path    dataset (default .train-data/emoji32.npz)
+#   TRAIN_DATA=path    dataset (default .train-data/emoji32.npz or photo64.npz)
+#   TRAIN_EVAL_COUNT=N held-out images in the EMA eval (default 256)
 #   OUT=dir            output root (the device tool sets it; default /tmp/gpu-train-out)
 #   TRAIN_PACK=tar     one tar file instead of the folder (see above)
+# `gpu_train.sh MINUTES photo` trains the photo denoising prior instead (arch photo-64, RGB 64x64, dataset
+# .train-data/photo64.npz from build_photo_dataset.py, 29 MB) into $OUT/photo-64/ (fp16 14.4 MiB).
 set -euo pipefail
 
-minutes="${1:?usage: tools/train/gpu_train.sh MINUTES}"
+minutes="${1:?usage: tools/train/gpu_train.sh MINUTES [emoji|photo]}"
+model="${2:-emoji}"
+case "$model" in
+  # name, dataset, arch, batch, lr, extra train.py flags
+  emoji) name=emoji-32; def_data=.train-data/emoji32.npz; arch=emoji-base; def_batch=256; def_lr=4e-4; extra=() ;;
+  photo) name=photo-64; def_data=.train-data/photo64.npz; arch=photo-64;   def_batch=128; def_lr=2e-4; extra=(--dihedral) ;;
+  *) echo "gpu_train.sh: model must be emoji or photo, not '$model'" >&2; exit 2 ;;
+esac
 out_root="${OUT:-/tmp/gpu-train-out}"
-data="${TRAIN_DATA:-.train-data/emoji32.npz}"
+data="${TRAIN_DATA:-$def_data}"
 device="${TRAIN_DEVICE:-cuda}"
 work="${TRAIN_WORK:-/tmp/gpu-train-work}"
 py="${PYTHON:-python3}"
@@ -37,19 +47,20 @@ fi
 "$py" -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
 if [ "$device" = cuda ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; fi
 
-mkdir -p "$out_root/emoji-32" "$work"
+mkdir -p "$out_root/$name" "$work"
 export PYTHONUNBUFFERED=1
-# Batch 256 at lr 4e-4 with cosine decay over the budget; EMA 0.999 (a ~1000-step horizon: a few-minute
-# run makes roughly 10-20k steps). Eval of the EMA on 256 held-out images every 2 minutes and at the end.
+# emoji: batch 256 at lr 4e-4, photo: batch 128 at 2e-4 with random flips/rotations; cosine decay over
+# the budget; EMA 0.999 (a ~1000-step horizon: a few-minute run makes thousands of steps). Eval of the EMA
+# on 256 held-out images every 2 minutes and at the end.
 "$py" tools/train/train.py \
-  --data "$data" --arch emoji-base --device "$device" \
-  --batch-size "${TRAIN_BATCH:-256}" --lr "${TRAIN_LR:-4e-4}" --lr-final-frac 0.1 --warmup-steps 300 \
-  --ema-decay "${TRAIN_EMA:-0.999}" --dropout 0.1 \
+  --data "$data" --arch "$arch" --device "$device" "${extra[@]}" \
+  --batch-size "${TRAIN_BATCH:-$def_batch}" --lr "${TRAIN_LR:-$def_lr}" --lr-final-frac 0.1 --warmup-steps 300 \
+  --ema-decay "${TRAIN_EMA:-0.999}" --dropout 0.1 --eval-count "${TRAIN_EVAL_COUNT:-256}" \
   --time-budget-minutes "$minutes" --ckpt-minutes 2 --log-every 100 --print-every-s 20 \
-  --out "$out_root/emoji-32" --work-dir "$work" 2>&1 | tee "$work/train_log.txt"
+  --out "$out_root/$name" --work-dir "$work/$name" 2>&1 | tee "$work/$name.log"
 
-ls -la "$out_root/emoji-32"
+ls -la "$out_root/$name"
 if [ "${TRAIN_PACK:-dir}" = tar ]; then
-  tar -C "$out_root" -cf "$out_root/emoji-32.tar" emoji-32 && rm -rf "$out_root/emoji-32"
-  ls -la "$out_root/emoji-32.tar"
+  tar -C "$out_root" -cf "$out_root/$name.tar" "$name" && rm -rf "$out_root/$name"
+  ls -la "$out_root/$name.tar"
 fi

@@ -66,17 +66,25 @@ ARCHS = {
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         layers_per_block=1, norm_num_groups=16, attention_head_dim=32),
+    # Photo denoising prior (model 2, RGB 64x64 crops from build_photo_dataset.py): fully convolutional,
+    # NO attention anywhere (add_attention false), so it applies to a whole photo of any size (multiples
+    # of 8) the same way it saw 64x64 crops; four levels (64, 32, 16, 8) give a 3x3-conv receptive field
+    # well past 64 pixels. ~7.6M parameters, ~14.5 MiB fp16.
+    "photo-64": dict(
+        block_out_channels=(64, 96, 128, 128),
+        down_block_types=("DownBlock2D",) * 4, up_block_types=("UpBlock2D",) * 4,
+        layers_per_block=2, norm_num_groups=32, add_attention=False),
 }
 
 SCHEDULER = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                  variance_type="fixed_small", clip_sample=True, clip_sample_range=1.0,
                  prediction_type="epsilon", timestep_spacing="leading", steps_offset=0)
 
-PIXEL_LAYOUT = {
-    "channels": ["R", "G", "B", "A"],
-    "alpha": "premultiplied",
-    "range": [-1.0, 1.0],
-    "to_straight_rgba": "a=(x[3]+1)/2; c=min(max((x[0:3]+1)/2,0),a); rgb=c/a where a>0",
+PIXEL_LAYOUTS = {
+    4: {"channels": ["R", "G", "B", "A"], "alpha": "premultiplied", "range": [-1.0, 1.0],
+        "to_straight_rgba": "a=(x[3]+1)/2; c=min(max((x[0:3]+1)/2,0),a); rgb=c/a where a>0"},
+    3: {"channels": ["R", "G", "B"], "alpha": "none", "range": [-1.0, 1.0],
+        "to_rgb": "rgb=(x+1)/2 (sRGB-encoded values, as stored in the source images)"},
 }
 
 
@@ -97,6 +105,8 @@ def parse_args(argv=None):
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--ema-decay", type=float, default=0.999)
     ap.add_argument("--hflip", action="store_true", help="random horizontal flips (off: text, arrows, flags)")
+    ap.add_argument("--dihedral", action="store_true",
+                    help="random flips + 90-degree rotations, the 8 symmetries of a square (photo crops)")
     ap.add_argument("--time-budget-minutes", type=float, default=0.0, help="training wall time of this run (0: none)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop at this total step count (0: none)")
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
@@ -122,15 +132,27 @@ def pick_device(name):
 
 
 def to_model_space(u8):
-    """uint8 (N, H, W, 4) straight RGBA -> float32 (N, 4, H, W) premultiplied in [-1, 1]."""
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]; C = 4 is straight RGBA and becomes
+    premultiplied, C = 3 is RGB as it is."""
     x = torch.from_numpy(u8).float().div_(255.0)
-    x[..., :3] *= x[..., 3:4]
+    if x.shape[-1] == 4:
+        x[..., :3] *= x[..., 3:4]
     return x.permute(0, 3, 1, 2).contiguous().mul_(2.0).sub_(1.0)
 
 
-def build_unet(arch, dropout):
+def build_unet(arch, dropout, channels, size):
     from diffusers import UNet2DModel
-    return UNet2DModel(sample_size=32, in_channels=4, out_channels=4, dropout=dropout, **ARCHS[arch])
+    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, dropout=dropout,
+                       **ARCHS[arch])
+
+
+def dihedral(x):
+    """Each image of x (B, C, S, S) under one of the 8 square symmetries, chosen at random."""
+    b = x.shape[0]
+    m = torch.rand(3, b, device=x.device) < 0.5
+    x = torch.where(m[0][:, None, None, None], x.flip(3), x)
+    x = torch.where(m[1][:, None, None, None], x.flip(2), x)
+    return torch.where(m[2][:, None, None, None], x.transpose(2, 3), x)
 
 
 def lr_at(args, step, progress):
@@ -189,13 +211,14 @@ def export_folder(args, ema_model, summary, out):
     from diffusers.utils import logging as dlog
     dlog.set_verbosity_error()
     os.makedirs(out, exist_ok=True)
-    half = build_unet(args.arch, args.dropout)
+    cfg = ema_model.config
+    half = build_unet(args.arch, args.dropout, cfg.in_channels, cfg.sample_size)
     half.load_state_dict(ema_model.state_dict())
     half = half.to(torch.float16)   # all of UNet2DModel is fine in fp16 (diffusers' keep-in-fp32 list is empty)
     half.save_pretrained(out, safe_serialization=True)
     DDPMScheduler(**SCHEDULER).save_config(out)
     with open(os.path.join(out, "gimp_ddpm.json"), "w") as f:
-        json.dump(PIXEL_LAYOUT, f, indent=1)
+        json.dump(PIXEL_LAYOUTS[ema_model.config.in_channels], f, indent=1)
     with open(os.path.join(out, "training_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
 
@@ -220,14 +243,16 @@ def main(argv=None):
     meta = json.loads(str(data["meta"])) if "meta" in data else {}
     train_x = to_model_space(data["train"]).to(device)            # (N, 4, 32, 32) on the device
     held_x = to_model_space(data["heldout"][: args.eval_count]) if args.eval_count > 0 else None
-    n_train = train_x.shape[0]
+    n_train, channels, size = train_x.shape[0], train_x.shape[1], train_x.shape[2]
+    if channels not in PIXEL_LAYOUTS or train_x.shape[3] != size:
+        raise SystemExit(f"train.py: {args.data}: expected square RGB or RGBA images, got {tuple(train_x.shape)}")
 
     from diffusers import DDPMScheduler
     sched = DDPMScheduler(**SCHEDULER)
     abar = sched.alphas_cumprod.to(device=device, dtype=torch.float32)   # (1000,)
 
-    model = build_unet(args.arch, args.dropout).to(device)
-    ema = build_unet(args.arch, args.dropout).to(device)
+    model = build_unet(args.arch, args.dropout, channels, size).to(device)
+    ema = build_unet(args.arch, args.dropout, channels, size).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     ema.eval()
@@ -270,8 +295,8 @@ def main(argv=None):
     if ef.tell() == 0:
         ew.writerow(["step", "elapsed_s", "t50", "t250", "t500", "t750", "mean"])
 
-    print(f"arch {args.arch}: {n_params:,} parameters ({2 * n_params / 1e6:.1f} MB fp16); "
-          f"{n_train} train images on {device} ({'bf16 autocast' if use_bf16 else 'fp32'}), "
+    print(f"arch {args.arch}: {n_params:,} parameters ({2 * n_params / 2**20:.1f} MiB fp16); "
+          f"{n_train} train images {channels}x{size}x{size} on {device} ({'bf16 autocast' if use_bf16 else 'fp32'}), "
           f"batch {args.batch_size}, threads {torch.get_num_threads()}", flush=True)
 
     def run_eval(elapsed):
@@ -319,6 +344,8 @@ def main(argv=None):
         if args.hflip:
             flip = torch.rand(args.batch_size, device=device) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        if args.dihedral:
+            x0 = dihedral(x0)
         t = torch.randint(0, SCHEDULER["num_train_timesteps"], (args.batch_size,), device=device)
         eps = torch.randn_like(x0)
         a = abar[t][:, None, None, None]
@@ -373,11 +400,12 @@ def main(argv=None):
         epochs=images_seen / n_train, train_minutes=elapsed / 60.0, hardware=hw,
         precision="bf16 autocast, fp32 master weights" if use_bf16 else "fp32",
         batch_size=args.batch_size, lr=args.lr, lr_final_frac=args.lr_final_frac, warmup_steps=args.warmup_steps,
-        ema_decay=args.ema_decay, dropout=args.dropout, hflip=args.hflip, grad_clip=args.grad_clip,
+        ema_decay=args.ema_decay, dropout=args.dropout, hflip=args.hflip, dihedral=args.dihedral,
+        grad_clip=args.grad_clip, channels=channels, sample_size=size,
         weight_decay=args.weight_decay, seed=args.seed, stop_reason=stop_reason,
         heldout_eps_mse={str(k): v for k, v in (final_eval or {}).items()}, eval_history=eval_history,
         final_loss_mean_last_10pct=tail_loss(loss_csv),
-        dataset=dict(path=os.path.basename(args.data), **meta), scheduler=SCHEDULER, pixel_layout=PIXEL_LAYOUT,
+        dataset=dict(path=os.path.basename(args.data), **meta), scheduler=SCHEDULER, pixel_layout=PIXEL_LAYOUTS[channels],
         torch=torch.__version__, python=sys.version.split()[0])
     export_folder(args, ema, summary, args.out)
     print(f"wrote {args.out}", flush=True)
