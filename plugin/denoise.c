@@ -228,7 +228,7 @@ selection_sigma_px (GimpDrawable *drawable, int channels, GError **error)
   if (!gimp_drawable_mask_intersect (drawable, &x, &y, &w, &h))
     return 0.0;
   DdpmPixelMap map;
-  if (!ddpm_pixel_map_init (&map, channels == 1 ? 1 : 3, FALSE, error))
+  if (!ddpm_pixel_map_init (&map, channels == 1 ? 1 : 3, FALSE, FALSE, error))
     return -1.0;
   g_autofree float *planes = ddpm_pixels_alloc ((size_t) map.channels * w * h, "the selection", error);
   if (planes == NULL)
@@ -307,7 +307,8 @@ denoise_apply (GimpImage *image, GimpDrawable *drawable, DenoiseJob *dn, int con
     }
   DdpmPixelMap map;
   if (!ddpm_args_check (&dn->args, dn->model, error)
-      || !ddpm_pixel_map_init (&map, ddpm_model_in_channels (dn->model), gimp_drawable_has_alpha (drawable), error))
+      || !ddpm_pixel_map_init (&map, ddpm_model_in_channels (dn->model), ddpm_models_premultiplied (dn->args.model),
+                               gimp_drawable_has_alpha (drawable), error))
     return FALSE;
   const int n_train = ddpm_model_num_train_timesteps (dn->model);
   if (dn->mode == MODE_XT && dn->t >= n_train)
@@ -345,7 +346,7 @@ denoise_apply (GimpImage *image, GimpDrawable *drawable, DenoiseJob *dn, int con
   const size_t plane = (size_t) dn->rw * dn->rh;
   g_autofree float *alpha = NULL;
   if ((dn->region = ddpm_pixels_alloc (plane * dn->C, "the selection and its context", error)) == NULL
-      || (map.alpha && (alpha = ddpm_pixels_alloc (plane, "the alpha channel", error)) == NULL))
+      || (map.keep_alpha && (alpha = ddpm_pixels_alloc (plane, "the alpha channel", error)) == NULL))
     return FALSE;
   GeglRectangle region = { rx0, ry0, dn->rw, dn->rh };
   GeglBuffer *src = gimp_drawable_get_buffer (drawable);

@@ -25,6 +25,7 @@ typedef struct {
   DdpmModel *model;        /* taken from the dialog's cache, or loaded by the worker */
   /* results (worker) */
   int channels, W, H;
+  gboolean premultiplied;  /* 4-channel model: colour premultiplied by alpha */
   float **samples;         /* (variations) of (channels, H, W) in model range */
   char *device;            /* the context's device name */
 } GenerateJob;
@@ -65,8 +66,9 @@ generate_work (DdpmJob *job, gpointer data, GError **error)
     }
   g->channels = ddpm_model_in_channels (g->model);
   DdpmPixelMap map;
-  if (!ddpm_pixel_map_init (&map, g->channels, FALSE, error))
+  if (!ddpm_pixel_map_init (&map, g->channels, TRUE, FALSE, error))
     return FALSE;
+  g->premultiplied = ddpm_models_premultiplied (g->args.model);
 
   ddpm_job_set_status (job, "Preparing the device…");
   DdpmContext *ctx = ddpm_job_open_context (job, g->model, g->args.device, g->args.precision, error);
@@ -123,7 +125,7 @@ insert_layers (GenerateJob *g, GimpImage *image, GError **error)
   gboolean alpha = g->channels == 4;
   GimpImageType type = gray ? (alpha ? GIMP_GRAYA_IMAGE : GIMP_GRAY_IMAGE) : (alpha ? GIMP_RGBA_IMAGE : GIMP_RGB_IMAGE);
   DdpmPixelMap map;
-  if (!ddpm_pixel_map_init (&map, g->channels, FALSE, error))
+  if (!ddpm_pixel_map_init (&map, g->channels, g->premultiplied, FALSE, error))
     return FALSE;
   for (int v = g->variations - 1; v >= 0; v--)
     {

@@ -2,6 +2,7 @@
 #include "models.h"
 #include "plugin.h"
 
+#include <json-glib/json-glib.h>
 #include <string.h>
 
 /* Set by plugin/meson.build: the installed models folder and the source tree's weights/. */
@@ -168,4 +169,21 @@ ddpm_models_summary (const DdpmModel *model)
   g_autofree char *native = size > 0 ? g_strdup_printf ("%d×%d", size, size) : g_strdup ("any size");
   return g_strdup_printf ("%s %s, sizes in multiples of %d, %d training timesteps", native, kind,
                           ddpm_model_size_multiple (model), ddpm_model_num_train_timesteps (model));
+}
+
+gboolean
+ddpm_models_premultiplied (const char *arg)
+{
+  g_autofree char *dir = ddpm_models_resolve (arg, NULL);
+  if (dir == NULL)
+    return TRUE;
+  g_autofree char *path = g_build_filename (dir, "gimp_ddpm.json", NULL);
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  if (!json_parser_load_from_file (parser, path, NULL))
+    return TRUE;
+  JsonNode *root = json_parser_get_root (parser);
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+    return TRUE;
+  const char *alpha = json_object_get_string_member_with_default (json_node_get_object (root), "alpha", "");
+  return g_strcmp0 (alpha, "straight") != 0;
 }

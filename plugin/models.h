@@ -29,6 +29,11 @@ char *ddpm_models_resolve (const char *arg, GError **error);
 /* Resolves and loads. The message of an error names the argument and the folder. */
 DdpmModel *ddpm_models_load (const char *arg, GError **error);
 
+/* 4-channel models: whether their colour is premultiplied by alpha. TRUE unless the model folder's
+ * gimp_ddpm.json says "alpha": "straight" (the project's models write that file; premultiplied is their
+ * layout). */
+gboolean ddpm_models_premultiplied (const char *arg);
+
 /* One line for dialogs: "32×32 RGB, sizes in multiples of 4, 1000 training timesteps". */
 char *ddpm_models_summary (const DdpmModel *model);
 

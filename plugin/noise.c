@@ -60,14 +60,14 @@ noise_drawable (GimpDrawable *drawable, const DdpmModel *model, int t, uint32_t 
   if (!gimp_drawable_mask_intersect (drawable, &x, &y, &w, &h))
     return TRUE;  /* the selection misses this drawable: nothing to do */
   DdpmPixelMap map;
-  if (!ddpm_pixel_map_init (&map, gimp_drawable_is_gray (drawable) ? 1 : 3, gimp_drawable_has_alpha (drawable),
+  if (!ddpm_pixel_map_init (&map, gimp_drawable_is_gray (drawable) ? 1 : 3, FALSE, gimp_drawable_has_alpha (drawable),
                             error))
     return FALSE;
   const size_t n = (size_t) w * h * map.channels;
   g_autofree float *x0 = ddpm_pixels_alloc (n, "the selection", error);
   g_autofree float *xt = x0 != NULL ? ddpm_pixels_alloc (n, "the noisy selection", error) : NULL;
-  g_autofree float *alpha = xt != NULL && map.alpha ? ddpm_pixels_alloc ((size_t) w * h, "the alpha", error) : NULL;
-  if (xt == NULL || (map.alpha && alpha == NULL))
+  g_autofree float *alpha = xt != NULL && map.keep_alpha ? ddpm_pixels_alloc ((size_t) w * h, "the alpha", error) : NULL;
+  if (xt == NULL || (map.keep_alpha && alpha == NULL))
     return FALSE;
 
   GeglRectangle rect = { x, y, w, h };

@@ -8,8 +8,12 @@
  * Channel mapping (model channels <- drawable):
  *   1 (gray)  <- Y' of the drawable (an RGB drawable gets the gray result on all three channels)
  *   3 (RGB)   <- R'G'B' (a gray drawable is read as R = G = B and written back as its luminance)
- *   4 (RGBA)  <- R'G'B'A: the model sees alpha as its fourth channel
- * For 1 and 3 channels alpha is kept aside, (H, W) in [0, 1], and written back unchanged. */
+ *   4 (RGBA)  <- R'G'B'A, by default with the colour premultiplied by alpha (R'a G'a B'a A, the layout of
+ *                the project's emoji models: a transparent pixel is (-1, -1, -1, -1)); a model folder's
+ *                gimp_ddpm.json with "alpha": "straight" says otherwise.
+ * The drawable's own alpha is kept aside, (H, W) in [0, 1], and written back unchanged ("keep_alpha"):
+ * for 4-channel models the model's colour is then made straight with the model's alpha and written with
+ * the drawable's alpha. Only new layers (Generate) take the model's alpha. */
 #pragma once
 
 #include <babl/babl.h>
@@ -20,21 +24,23 @@ G_BEGIN_DECLS
 
 typedef struct {
   int channels;          /* model channels: 1, 3 or 4 */
-  gboolean alpha;        /* the drawable has alpha that is kept aside (channels 1 or 3) */
-  const Babl *format;    /* interleaved float format used for reading and writing */
-  int format_channels;   /* channels of format: channels + (alpha ? 1 : 0) */
+  gboolean premultiplied;  /* 4 channels: colour premultiplied by alpha */
+  gboolean keep_alpha;   /* the drawable's alpha is read aside and written back as it was */
 } DdpmPixelMap;
 
-/* The mapping for a model with model_channels channels on a drawable with (or without) alpha. FALSE with
+/* The mapping for a model with model_channels channels (premultiplied: see above) on a drawable whose
+ * alpha is kept (keep_alpha: the drawable has alpha and it must not change). FALSE with
  * DDPM_ERROR_UNSUPPORTED when the model has another channel count. */
-gboolean ddpm_pixel_map_init (DdpmPixelMap *map, int model_channels, gboolean drawable_has_alpha, GError **error);
+gboolean ddpm_pixel_map_init (DdpmPixelMap *map, int model_channels, gboolean premultiplied, gboolean keep_alpha,
+                              GError **error);
 
-/* Reads rect of buffer: planes (C, h, w) in [-1, 1], alpha (h, w) in [0, 1] when map->alpha (else may be
- * NULL). FALSE with DDPM_ERROR_NOMEM when the scratch buffer cannot be allocated. */
+/* Reads rect of buffer: planes (C, h, w) in [-1, 1], and when map->keep_alpha the drawable's alpha (h, w)
+ * in [0, 1] (else alpha may be NULL). FALSE with DDPM_ERROR_NOMEM when scratch memory is short. */
 gboolean ddpm_pixels_read (GeglBuffer *buffer, const GeglRectangle *rect, const DdpmPixelMap *map, float *planes,
                            float *alpha, GError **error);
 
-/* Writes planes (C, h, w) [-1, 1] (clamped to it when clamp) and alpha (h, w) into rect of buffer. */
+/* Writes planes (C, h, w) in [-1, 1] (clamped to it when clamp; 4-channel colour always to [0, alpha])
+ * into rect of buffer, with alpha (h, w) as the alpha when map->keep_alpha. */
 gboolean ddpm_pixels_write (GeglBuffer *buffer, const GeglRectangle *rect, const DdpmPixelMap *map,
                             const float *planes, const float *alpha, gboolean clamp, GError **error);
 

@@ -214,11 +214,19 @@ ddpm_progress_dialog_set_preview (DdpmProgressDialog *d, const float *chw, int c
   int stride = gdk_pixbuf_get_rowstride (small);
   for (int y = 0; y < height; y++)
     for (int x = 0; x < width; x++)
-      for (int c = 0; c < 3; c++)
-        {
-          int src = channels >= 3 ? c : 0;
-          px[y * stride + x * 3 + c] = to_byte (chw[src * plane + (size_t) y * width + x]);
-        }
+      {
+        const size_t i = (size_t) y * width + x;
+        /* premultiplied colour over a checkerboard of 4x4-pixel squares (light and mid grey) */
+        float a = channels == 4 ? CLAMP ((chw[3 * plane + i] + 1.0f) * 0.5f, 0.0f, 1.0f) : 1.0f;
+        float bg = ((x / 4 + y / 4) % 2) ? 0.8f : 0.6f;
+        for (int c = 0; c < 3; c++)
+          {
+            float v = chw[(channels >= 3 ? c : 0) * plane + i];
+            if (channels == 4)
+              v = 2.0f * (CLAMP ((v + 1.0f) * 0.5f, 0.0f, a) + (1.0f - a) * bg) - 1.0f;
+            px[y * stride + x * 3 + c] = to_byte (v);
+          }
+      }
   /* Integer upscaling (nearest) keeps a 32-pixel sample crisp; large samples are scaled down smoothly. */
   int side = MAX (height, width);
   GdkPixbuf *shown;

@@ -30,8 +30,9 @@ void ddpm_progress_dialog_set_status (DdpmProgressDialog *d, const char *status)
 void ddpm_progress_dialog_set_progress (DdpmProgressDialog *d, int step, int num_steps, int part, int n_parts,
                                         const char *part_label);
 
-/* The predicted x0: (channels, height, width) float32 in [-1, 1] (1: gray, 3: RGB, 4: RGBA with alpha
- * ignored). Shown scaled up by an integer factor to about 256 pixels. */
+/* The predicted x0: (channels, height, width) float32 in [-1, 1] (1: gray, 3: RGB, 4: RGBA with colour
+ * premultiplied by alpha, shown over a checkerboard). Shown scaled up by an integer factor to about 256
+ * pixels. */
 void ddpm_progress_dialog_set_preview (DdpmProgressDialog *d, const float *chw, int channels, int height, int width);
 
 G_END_DECLS

@@ -83,3 +83,11 @@
   (let ((r (denoise img #:mode "diffusion-xt" #:timestep 30)))
     (report "xt-t" (num (cadr r))))
   (save img "den-xt.png"))
+
+; A 4-channel model on an RGBA layer: the layer's alpha is kept.
+(let ((img (make-test-image 64 48 RGBA-IMAGE)))
+  (add-transparency img)
+  (save img "den-m4-clean.png")
+  (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 4 4 40 30)
+  (denoise img #:model model4 #:strength 0.7)
+  (save img "den-m4.png"))

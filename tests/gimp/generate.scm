@@ -39,3 +39,9 @@
   (report "layers-same-image" (if (= (car r) img) "yes" "no"))
   (report "layers-count" (num (vector-length (car (gimp-image-get-layers img)))))
   (save img "gen-layers.png"))
+
+; A 4-channel model (premultiplied RGBA; a pipeline folder with unet/ and scheduler/): RGBA layers.
+(let ((img (car (plug-in-ddpm-generate #:run-mode RUN-NONINTERACTIVE #:model model4 #:steps 4 #:device "cpu"
+                                       #:seed 3))))
+  (report "rgba-layer-alpha" (if (= TRUE (car (gimp-drawable-has-alpha (first-layer img)))) "yes" "no"))
+  (save img "gen-rgba.png"))

@@ -12,6 +12,7 @@ plugin=$1
 src=$2
 here=$src/tests/gimp
 model=$src/tests/fixtures/models/demo-tiny
+model4=$src/tests/fixtures/models/fp16-4ch   # 4 channels (RGBA), fp16 weights, pipeline folder
 check="python3 $here/pngcheck.py"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gimp-ddpm-test.XXXXXX")
@@ -50,7 +51,7 @@ png () {
 gimp_run () {
   local t0=$SECONDS
   timeout 300 gimp-console-3.0 -i -n -c --batch-interpreter=plug-in-script-fu-eval \
-    -b "(begin (define out \"$out\") (define model \"$model\") (define broken \"$broken\")
+    -b "(begin (define out \"$out\") (define model \"$model\") (define broken \"$broken\") (define model4 \"$model4\")
                (load \"$here/prelude.scm\") (load \"$here/$1.scm\"))" \
     --quit > "$tmp/$1.log" 2>&1
   rc=$?
@@ -89,6 +90,8 @@ png same "$out/gen-random.png" "$out/gen-random-again.png" -- "generate: the rep
 expect generate layers-same-image yes
 expect generate layers-count 3
 png size "$out/gen-layers.png" 40 30 -- "generate: new layers keep the image's size"
+expect generate rgba-layer-alpha yes
+png size "$out/gen-rgba.png" 16 16 4 -- "generate: a 4-channel model gives RGBA"
 
 # ---- Noise -------------------------------------------------------------------------------------------
 gimp_run noise
@@ -130,6 +133,9 @@ tap $? "denoise: already-noisy estimates sigma and its timestep" "sigma $s px ->
 t=$(result denoise noisy-20-t); s=$(result denoise noisy-20-sigma)
 python3 -c "import sys; sys.exit(0 if int('$t') > 0 and abs(float('$s') - 20) < 1e-9 else 1)" 2>/dev/null
 tap $? "denoise: already-noisy with sigma 20 starts at its timestep" "sigma $s px -> t $t"
+png alpha-same "$out/den-m4-clean.png" "$out/den-m4.png" -- "denoise: 4-channel model, the layer's alpha is kept"
+png changed-only "$out/den-m4-clean.png" "$out/den-m4.png" 4 4 40 30 0 -- \
+  "denoise: 4-channel model changes only the selection"
 expect denoise xt-t 30
 png changed-only "$out/den-xt-in.png" "$out/den-xt.png" 20 12 16 16 0 -- \
   "denoise: diffusion-xt after Noise to step 30 changes only the selection"
