@@ -3,6 +3,7 @@
  * threading model is described in cpu_ops.h). Memory is host memory, 64-byte aligned; device copies are
  * memcpy and synchronize is a no-op. */
 #include "cpu_ops.h"
+#include "fault.h"
 
 #include <omp.h>
 #include <stdlib.h>
@@ -17,7 +18,8 @@ cpu_alloc_aligned (size_t n_bytes, const char *what, GError **error)
   void *p = NULL;
   if (n_bytes == 0)
     n_bytes = CPU_ALIGN;
-  if (posix_memalign (&p, CPU_ALIGN, (n_bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN) != 0)
+  if (ddpm_fault_alloc_should_fail ()   /* tests: simulated exhaustion (fault.h) */
+      || posix_memalign (&p, CPU_ALIGN, (n_bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN) != 0)
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_NOMEM, "cpu backend: cannot allocate %zu bytes for %s", n_bytes,
                    what);
