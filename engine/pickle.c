@@ -733,6 +733,10 @@ ddpm_pickle_read_state_dict (const guint8 *data, gsize len, const char *what, GE
                  "DDPM_PICKLE_MAX_BYTES = %" G_GSIZE_FORMAT ")", what, len, DDPM_PICKLE_MAX_BYTES);
     return NULL;
   }
+  if (len == 0 || data == NULL) {  /* also keeps data + len defined: data may be NULL when len is 0 */
+    g_set_error (error, DDPM_ERROR, DDPM_ERROR_FORMAT, "%s: empty pickle (no STOP)", what);
+    return NULL;
+  }
   Unpickler u = {
     .start = data, .p = data, .end = data + len, .what = what,
     .objects = g_ptr_array_new_with_free_func (obj_free),
