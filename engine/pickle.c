@@ -271,7 +271,8 @@ make_tuple (Unpickler *u, guint first, GError **error)
   guint n = u->stack->len - first;
   o->u.tuple.n = n;
   o->u.tuple.items = g_new (Obj *, MAX (n, 1));
-  memcpy (o->u.tuple.items, u->stack->pdata + first, n * sizeof (Obj *));
+  if (n > 0)                       /* an empty stack's pdata may be NULL: no pointer arithmetic on it */
+    memcpy (o->u.tuple.items, u->stack->pdata + first, n * sizeof (Obj *));
   g_ptr_array_set_size (u->stack, first);
   return o;
 }
