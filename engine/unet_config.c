@@ -155,7 +155,8 @@ parse_object (const char *text, gsize len, const char *path, JsonObject **obj, G
   }
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   g_autoptr (GError) jerr = NULL;
-  if (!json_parser_load_from_data (parser, text, (gssize) len, &jerr)) {
+  /* json-glib refuses a NULL text (a critical), which an empty GBytes or buffer may give. */
+  if (!json_parser_load_from_data (parser, len > 0 ? text : "", (gssize) len, &jerr)) {
     g_set_error (error, DDPM_ERROR, DDPM_ERROR_FORMAT, "%s: malformed JSON: %s", path, jerr->message);
     return NULL;
   }
