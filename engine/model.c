@@ -170,12 +170,14 @@ bind_visitor (const char *name, void **slot, DdpmParamKind kind, int ndim, const
     return FALSE;
   }
 
-  float *dst = b->arena + b->used;
-  ddpm_raw_tensor_to_f32 (t, dst);
+  if (b->arena) {                  /* NULL: the dry pass, which only checks */
+    float *dst = b->arena + b->used;
+    ddpm_raw_tensor_to_f32 (t, dst);
+    *slot = dst;
+  }
   b->used += t->numel;
   b->n_bound++;
   b->dtypes_seen |= 1 << t->dtype;
-  *slot = dst;
   return TRUE;
 }
 
@@ -240,6 +242,11 @@ ddpm_model_load (const char *dir, GError **error)
 
   ddpm_unet_weights_layout (&m->weights, &m->config);
   m->n_params = ddpm_unet_weights_count (&m->config);
+  /* A dry pass first (names and shapes, arena NULL): the arena is allocated only for weights that bind,
+   * since a 1 KB config.json can imply hundreds of GiB of parameters. */
+  Binder dry = { table, weights, NULL, 0, 0, FALSE, 0 };
+  if (!ddpm_unet_weights_foreach (&m->weights, &m->config, bind_visitor, &dry, error))
+    return NULL;
   m->arena = alloc_arena (m->n_params, error);
   if (!m->arena)
     return NULL;
