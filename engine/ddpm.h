@@ -79,6 +79,10 @@ void ddpm_context_set_progress (DdpmContext *ctx, DdpmProgressFunc func, gpointe
 void ddpm_context_cancel (DdpmContext *ctx);
 gboolean ddpm_context_is_cancelled (const DdpmContext *ctx);
 
+/* Safety limit on H * W of one image (the backends index pixels with int). Sizes under it can still be
+ * refused (DDPM_ERROR_LIMIT naming the size) when the planned buffers exceed physical memory (CPU). */
+#define DDPM_LIMIT_IMAGE_PIXELS ((int64_t) 1 << 28)
+
 /* One UNet forward: eps (B, out_channels, H, W) = unet(x (B, in_channels, H, W), t (B,)). */
 gboolean ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch, int height, int width,
                            float *eps, GError **error);

@@ -14,6 +14,7 @@
 #include "unet.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SKIPS (1 + DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1))
 #define ALIGN_BYTES 256
@@ -361,6 +362,60 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
 
 /* ---- planning ---------------------------------------------------------------------------------- */
 
+/* Bytes the planned buffers may take. The CPU backend's buffers are host memory: more than the machine's
+ * physical memory can only end in swapping or the OOM killer, so that is refused up front. Device
+ * backends report their own out-of-memory; they get a fixed cap so that no size computed here can
+ * overflow and no absurd request reaches the driver. */
+static double
+plan_limit_bytes (const DdpmBackend *be, const char **what)
+{
+  const double cap = 1099511627776.0;                  /* 1 TiB */
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  if (strcmp (be->ops->name, "cpu") == 0)
+    {
+      long pages = sysconf (_SC_PHYS_PAGES), page = sysconf (_SC_PAGESIZE);
+      if (pages > 0 && page > 0)
+        {
+          *what = "the physical memory";
+          return MIN ((double) pages * (double) page, cap);
+        }
+    }
+#endif
+  *what = "DDPM_LIMIT_PLAN_BYTES";
+  return cap;
+}
+
+/* Refuses sizes the backends cannot index or memory cannot hold, before anything is allocated. */
+static gboolean
+check_plan_limits (DdpmUNet *u, int batch, int height, int width, GError **error)
+{
+  const DdpmUNetConfig *cfg = u->cfg;
+  const int64_t pixels = (int64_t) height * width;
+  if (pixels > DDPM_LIMIT_IMAGE_PIXELS)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT,
+                   "image size %dx%d is %" G_GINT64_FORMAT " pixels, over the limit of %" G_GINT64_FORMAT
+                   " (DDPM_LIMIT_IMAGE_PIXELS)", width, height, pixels, (int64_t) DDPM_LIMIT_IMAGE_PIXELS);
+      return FALSE;
+    }
+  /* The widest buffer is an up-block concatenation of at most twice the widest level; the arena holds a
+   * few dozen buffers no wider than that. Estimated in double, so it cannot overflow. */
+  int cmax = MAX (cfg->in_channels, cfg->out_channels);
+  for (int i = 0; i < cfg->n_levels; i++)
+    cmax = MAX (cmax, cfg->block_out_channels[i]);
+  const double widest = (double) batch * 2.0 * cmax * (double) pixels * (double) u->act_size;
+  const char *what;
+  const double limit = plan_limit_bytes (u->be, &what);
+  if (widest > limit)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT,
+                   "batch %d at %dx%d needs buffers of %.1f GiB each, over %s (%.1f GiB)", batch, width, height,
+                   widest / 1073741824.0, what, limit / 1073741824.0);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 static size_t
 align_up (size_t n)
 {
@@ -381,6 +436,8 @@ ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
                    width, height, batch, multiple);
       return FALSE;
     }
+  if (!check_plan_limits (u, batch, height, width, error))
+    return FALSE;
   free_activations (u);
 
   /* PLAN walk: sizes only. */
@@ -428,6 +485,16 @@ ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
   size_t total = 0;
   for (int k = 0; k < n; k++)
     total += align_up (sizes[k] * es);
+  const char *what;
+  const double limit = plan_limit_bytes (u->be, &what);
+  if ((double) total + (double) u->scratch_bytes > limit)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT,
+                   "batch %d at %dx%d needs %.1f GiB of activations and scratch, over %s (%.1f GiB)", batch, width,
+                   height, ((double) total + (double) u->scratch_bytes) / 1073741824.0, what, limit / 1073741824.0);
+      u->B = u->H = u->W = 0;
+      return FALSE;
+    }
   u->arena = u->be->ops->alloc_act (u->be, total / es, error);
   if (u->arena == NULL)
     {
