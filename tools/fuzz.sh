@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# fuzz.sh: builds the libFuzzer targets of tests/fuzz (clang, ASan + UBSan halting on error) in their own
+# build dir, replays the kept crashing inputs (tests/fixtures/fuzz-regressions/<target>/), then fuzzes each
+# target for SECONDS (one at a time, niced) from a seed corpus made of the test fixtures. Fails on any
+# crash, sanitizer report, leak, timeout (-timeout per input) or out-of-memory (-rss_limit_mb, which is
+# also the largest single malloc allowed). Prints the executions of each target and the total.
+#
+# Usage: tools/fuzz.sh [SECONDS per target, default 60] [TARGET...]
+#   targets: safetensors torch_zip pickle config npy png model (default: all)
+# Environment: FUZZ_BUILD (build dir, default build-fuzz), FUZZ_RSS_MB (default 2048),
+#   FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_KEEP_CORPUS=1 (keep the grown corpus between runs).
+# A failing input is written to $FUZZ_BUILD/fuzz-artifacts/<target>/: to keep it as a regression test,
+# copy it to tests/fixtures/fuzz-regressions/<target>/ (test_faults replays that folder in the CPU suite).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+shift || true
+all_targets=(safetensors torch_zip pickle config npy png model)
+targets=("${@:-${all_targets[@]}}")
+build=${FUZZ_BUILD:-build-fuzz}
+rss_mb=${FUZZ_RSS_MB:-2048}
+per_input=${FUZZ_TIMEOUT:-10}
+fixtures=tests/fixtures
+regressions=$fixtures/fuzz-regressions
+
+command -v clang >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang)" >&2; exit 1; }
+if [ ! -f "$build/build.ninja" ]; then
+  CC=clang meson setup "$build" -Dfuzz=true -Dcuda=disabled -Dgimp=disabled --buildtype=debugoptimized >/dev/null
+fi
+ninja -C "$build" $(for t in "${targets[@]}"; do echo "tests/fuzz/fuzz_$t"; done) >/dev/null
+
+# ---- seed corpora (small fixture files only; written under the build dir, never committed) ----------
+corpus=$build/fuzz-corpus
+[ "${FUZZ_KEEP_CORPUS:-0}" = 1 ] || rm -rf "$corpus"
+mkdir -p "$corpus"
+seed() {  # seed TARGET FILE...: copies the files under 64 KiB into the target's corpus
+  local t=$1; shift
+  mkdir -p "$corpus/$t"
+  for f in "$@"; do
+    [ -f "$f" ] && [ "$(stat -c %s "$f")" -le 65536 ] && cp "$f" "$corpus/$t/$(echo "$f" | tr / _)"
+  done
+  return 0
+}
+seed safetensors $fixtures/loader/dtypes.safetensors $fixtures/bin/edge/mixed.safetensors \
+  tests/fuzz/seeds/model-tiny/diffusion_pytorch_model.safetensors
+seed torch_zip $fixtures/bin/bad/*.bin $fixtures/bin/edge/*.bin
+seed config $(find $fixtures tests/fuzz/seeds -name '*config*.json' -size -64k)
+seed npy $fixtures/npy/*.npy $fixtures/png/*.npy
+seed png $fixtures/png/*.png
+# data.pkl of every small PyTorch archive, and the packed model folders (fuzz_parsers.h: fuzz_model).
+python3 - "$corpus" $fixtures/bin/bad/*.bin $fixtures/bin/edge/*.bin $fixtures/bin/cifar-like/data.pkl <<'PY'
+import os, struct, sys, zipfile
+corpus, files = sys.argv[1], sys.argv[2:]
+os.makedirs(f"{corpus}/pickle", exist_ok=True)
+for f in files:
+    if f.endswith(".pkl"):
+        data = open(f, "rb").read()
+    else:
+        try:
+            z = zipfile.ZipFile(f)
+            data = next(z.read(i) for i in z.infolist() if i.filename.endswith("/data.pkl"))
+        except Exception:
+            continue
+    open(f"{corpus}/pickle/{os.path.basename(f)}.pkl", "wb").write(data)
+os.makedirs(f"{corpus}/model", exist_ok=True)
+d = "tests/fuzz/seeds/model-tiny"
+cfg = open(f"{d}/config.json", "rb").read()
+sch = open(f"{d}/scheduler_config.json", "rb").read()
+w = open(f"{d}/diffusion_pytorch_model.safetensors", "rb").read()
+for flags in (0, 1, 5):   # no scheduler, scheduler beside, pipeline layout
+    blob = bytes([flags]) + struct.pack("<H", len(cfg)) + cfg + struct.pack("<H", len(sch)) + sch + w
+    open(f"{corpus}/model/tiny-flags{flags}", "wb").write(blob)
+PY
+for t in "${targets[@]}"; do
+  [ -d "$regressions/$t" ] && seed "$t" "$regressions/$t"/*
+done
+
+# ---- replay, then fuzz -------------------------------------------------------------------------------
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:symbolize=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+logs=$build/fuzz-logs
+mkdir -p "$logs"
+status=0
+total=0
+summary=""
+for t in "${targets[@]}"; do
+  exe=$build/tests/fuzz/fuzz_$t
+  mkdir -p "$build/fuzz-artifacts/$t"
+  if [ -d "$regressions/$t" ] && ls "$regressions/$t"/* >/dev/null 2>&1; then
+    if ! "$exe" -rss_limit_mb="$rss_mb" -timeout="$per_input" "$regressions/$t"/* >"$logs/$t.replay.log" 2>&1; then
+      echo "fuzz.sh: $t: a kept regression input fails again; see $logs/$t.replay.log" >&2
+      status=1
+    fi
+  fi
+  rc=0
+  nice -n 10 "$exe" "$corpus/$t" -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$per_input" \
+    -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/$t/" >"$logs/$t.log" 2>&1 || rc=$?
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
+  execs=${execs:-0}
+  total=$((total + execs))
+  if [ "$rc" -ne 0 ]; then
+    status=1
+    what=$(grep -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|SUMMARY' "$logs/$t.log" || true)
+    summary+=$(printf '%-12s %10s execs  FAILED (exit %d): %s\n' "$t" "$execs" "$rc" "$what")$'\n'
+    summary+="             input kept in $build/fuzz-artifacts/$t/, log $logs/$t.log"$'\n'
+  else
+    cov=$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -1)
+    summary+=$(printf '%-12s %10s execs  ok (%s, %s s)' "$t" "$execs" "$cov" "$seconds")$'\n'
+  fi
+done
+printf '%s' "$summary"
+echo "fuzz: $total executions in ${#targets[@]} targets, $([ $status = 0 ] && echo 'no failures' || echo FAILURES)"
+exit $status
