@@ -8,7 +8,7 @@
 void
 ddpm_args_add_model (GimpProcedure *procedure)
 {
-  gimp_procedure_add_string_argument (procedure, "model", "_Model",
+  gimp_procedure_add_string_argument (procedure, "model", "Mo_del",
                                       "Diffusion model: a diffusers UNet2DModel folder (config.json + "
                                       "diffusion_pytorch_model.safetensors or .bin) or a pipeline folder "
                                       "(unet/ + scheduler/), a file inside one, or the name of a folder in "
@@ -19,7 +19,7 @@ ddpm_args_add_model (GimpProcedure *procedure)
 void
 ddpm_args_add_sampler (GimpProcedure *procedure)
 {
-  gimp_procedure_add_choice_argument (procedure, "sampler", "_Sampler", "Reverse-diffusion sampler",
+  gimp_procedure_add_choice_argument (procedure, "sampler", "Sa_mpler", "Reverse-diffusion sampler",
                                       gimp_choice_new_with_values (
                                         "ddim", DDPM_SAMPLER_DDIM, "DDIM", "Deterministic for eta 0; few steps suffice",
                                         "ddpm", DDPM_SAMPLER_DDPM, "DDPM", "Ancestral sampling; wants many steps",
@@ -29,7 +29,7 @@ ddpm_args_add_sampler (GimpProcedure *procedure)
                                    "Inference steps over the whole schedule (at most the model's training "
                                    "timesteps, usually 1000)",
                                    1, 10000, 50, G_PARAM_READWRITE);
-  gimp_procedure_add_double_argument (procedure, "eta", "_Eta",
+  gimp_procedure_add_double_argument (procedure, "eta", "Et_a",
                                       "DDIM only: 0 is deterministic, 1 adds as much noise per step as DDPM",
                                       0.0, 1.0, 0.0, G_PARAM_READWRITE);
 }
@@ -37,9 +37,9 @@ ddpm_args_add_sampler (GimpProcedure *procedure)
 void
 ddpm_args_add_seed (GimpProcedure *procedure)
 {
-  gimp_procedure_add_int_argument (procedure, "seed", "Se_ed", "Random seed (the same seed gives the same pixels)",
+  gimp_procedure_add_int_argument (procedure, "seed", "S_eed", "Random seed (the same seed gives the same pixels)",
                                    0, G_MAXINT, 0, G_PARAM_READWRITE);
-  gimp_procedure_add_boolean_argument (procedure, "random-seed", "_Random seed",
+  gimp_procedure_add_boolean_argument (procedure, "random-seed", "Ra_ndom seed",
                                        "Ignore seed and draw a new one; the seed used is returned", FALSE,
                                        G_PARAM_READWRITE);
   gimp_procedure_add_int_return_value (procedure, "seed", "Seed", "The seed that was used", 0, G_MAXINT, 0,
@@ -49,7 +49,7 @@ ddpm_args_add_seed (GimpProcedure *procedure)
 void
 ddpm_args_add_device (GimpProcedure *procedure)
 {
-  gimp_procedure_add_choice_argument (procedure, "device", "_Device", "Where the model runs",
+  gimp_procedure_add_choice_argument (procedure, "device", "Dev_ice", "Where the model runs",
                                       gimp_choice_new_with_values (
                                         "auto", DDPM_DEVICE_AUTO, "Automatic", "The GPU when there is one, else the CPU",
                                         "cpu", DDPM_DEVICE_CPU, "CPU", NULL,

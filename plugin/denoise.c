@@ -379,7 +379,8 @@ denoise_apply (GimpImage *image, GimpDrawable *drawable, DenoiseJob *dn, int con
       dn->t = -1;
     }
 
-  g_autofree char *title = g_strdup_printf ("Denoising with %s", dn->args.model);
+  g_autofree char *model_name = g_path_get_basename (dn->args.model != NULL && dn->args.model[0] != '\0' ? dn->args.model : DDPM_DEFAULT_MODEL);
+  g_autofree char *title = g_strdup_printf ("Denoising with %s", model_name);
   if (!ddpm_job_run (title, interactive, denoise_work, dn, error))
     return FALSE;
 
@@ -484,7 +485,7 @@ ddpm_denoise_procedure_new (GimpPlugIn *plug_in)
   gimp_procedure_set_attribution (p, "gimp-ddpm authors", "gimp-ddpm authors", "2026");
 
   ddpm_args_add_model (p);
-  gimp_procedure_add_choice_argument (p, "mode", "M_ode", "What the selection holds",
+  gimp_procedure_add_choice_argument (p, "mode", "Selection _kind", "What the selection holds",
                                       gimp_choice_new_with_values (
                                         "strength", MODE_STRENGTH, "A clean picture (strength)",
                                         "SDEdit: noise part of the way, then sample back",
@@ -494,13 +495,13 @@ ddpm_denoise_procedure_new (GimpPlugIn *plug_in)
                                         "What \"Noise to Step t\" wrote",
                                         NULL),
                                       "strength", G_PARAM_READWRITE);
-  gimp_procedure_add_double_argument (p, "strength", "St_rength",
+  gimp_procedure_add_double_argument (p, "strength", "Stren_gth",
                                       "How far to noise before sampling back (0 keeps the pixels, 1 replaces them)",
                                       0.0, 1.0, 0.5, G_PARAM_READWRITE);
-  gimp_procedure_add_double_argument (p, "sigma", "Si_gma",
+  gimp_procedure_add_double_argument (p, "sigma", "Sigma in _8-bit units",
                                       "Noise standard deviation in 8-bit pixel units (0: estimate it)", 0.0, 255.0,
                                       0.0, G_PARAM_READWRITE);
-  gimp_procedure_add_int_argument (p, "timestep", "_Timestep t", "Timestep of the pixels (mode diffusion-xt)", 0,
+  gimp_procedure_add_int_argument (p, "timestep", "_Xt timestep", "Timestep of the pixels (mode diffusion-xt)", 0,
                                    MAX_TIMESTEP, 100, G_PARAM_READWRITE);
   ddpm_args_add_sampler (p);
   ddpm_args_add_seed (p);
@@ -509,7 +510,7 @@ ddpm_denoise_procedure_new (GimpPlugIn *plug_in)
                                        -1, G_PARAM_READWRITE);
   gimp_procedure_add_double_return_value (p, "sigma", "Sigma", "The noise sigma used, in 8-bit units (0 in strength "
                                           "mode)", 0.0, G_MAXDOUBLE, 0.0, G_PARAM_READWRITE);
-  gimp_procedure_add_int_argument (p, "context", "Conte_xt",
+  gimp_procedure_add_int_argument (p, "context", "Context _width",
                                    "Pixels around a selection larger than the model's size that the model sees "
                                    "(they are not changed); a selection that fits sees the model's full size "
                                    "around it", 0, 1024, 16, G_PARAM_READWRITE);

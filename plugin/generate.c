@@ -214,7 +214,8 @@ generate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, 
     }
   g.model = ddpm_model_cache_take (&cache, g.args.model);
 
-  g_autofree char *title = g_strdup_printf ("Generating with %s", g.args.model);
+  g_autofree char *model_name = g_path_get_basename (g.args.model != NULL && g.args.model[0] != '\0' ? g.args.model : DDPM_DEFAULT_MODEL);
+  g_autofree char *title = g_strdup_printf ("Generating with %s", model_name);
   GError *error = NULL;
   if (!ddpm_job_run (title, run_mode != GIMP_RUN_NONINTERACTIVE, generate_work, &g, &error))
     {
@@ -281,9 +282,9 @@ ddpm_generate_procedure_new (GimpPlugIn *plug_in)
                                    MAX_VARIATIONS, 1, G_PARAM_READWRITE);
   gimp_procedure_add_int_argument (p, "width", "_Width", "Width in pixels (0: the model's size)", 0, MAX_SIDE, 0,
                                    G_PARAM_READWRITE);
-  gimp_procedure_add_int_argument (p, "height", "_Height", "Height in pixels (0: the model's size)", 0, MAX_SIDE,
+  gimp_procedure_add_int_argument (p, "height", "Hei_ght", "Height in pixels (0: the model's size)", 0, MAX_SIDE,
                                    0, G_PARAM_READWRITE);
-  gimp_procedure_add_choice_argument (p, "output", "_Output", "Where the pictures go",
+  gimp_procedure_add_choice_argument (p, "output", "O_utput", "Where the pictures go",
                                       gimp_choice_new_with_values (
                                         "new-image", OUTPUT_NEW_IMAGE, "New image", NULL,
                                         "new-layers", OUTPUT_NEW_LAYERS, "New layers in this image", NULL,

@@ -3,7 +3,7 @@
 # on a Debian 12 host (Debian 12 has no GIMP 3). Idempotent: a complete, up-to-date tree costs a second.
 #
 # Usage: tools/trixie.sh [DIR]          DIR defaults to $TRIXIE_DIR, else /work/trixie
-#        TRIXIE_EXTRA="xvfb xdotool"    extra packages (the screenshot script asks for its X tools this way)
+#        TRIXIE_EXTRA="pkg ..."         extra packages
 #        TRIXIE_MIRROR=http://...       Debian mirror (default http://deb.debian.org/debian)
 #
 # Needs root (debootstrap, chroot). On a Debian 13 host the tree is not needed: it says so and exits 0,
@@ -17,8 +17,9 @@ set -euo pipefail
 
 dir=${1:-${TRIXIE_DIR:-/work/trixie}}
 mirror=${TRIXIE_MIRROR:-http://deb.debian.org/debian}
+# Build and test tools; Xvfb, xdotool and xwd (x11-apps) run the dialogs for tests/gimp/interactive.sh.
 pkgs=(gimp libgimp-3.0-dev meson ninja-build gcc pkg-config libglib2.0-dev libjson-glib-dev libopenblas-dev
-      libpng-dev python3 ${TRIXIE_EXTRA:-})
+      libpng-dev python3 xvfb xdotool x11-apps ${TRIXIE_EXTRA:-})
 
 say () { echo "trixie.sh: $*"; }
 

@@ -50,7 +50,7 @@ static GtkWidget *
 model_chooser_new (GimpProcedureConfig *config, const char *const *models)
 {
   GtkWidget *box = gtk_box_new (GTK_ORIENTATION_HORIZONTAL, 6);
-  GtkWidget *label = gtk_label_new_with_mnemonic ("_Model");
+  GtkWidget *label = gtk_label_new_with_mnemonic ("Mo_del");
   GtkWidget *combo = gtk_combo_box_text_new_with_entry ();
   GtkWidget *entry = gtk_bin_get_child (GTK_BIN (combo));
   GtkWidget *browse = gtk_button_new_with_mnemonic ("_Browse…");

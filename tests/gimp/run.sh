@@ -8,16 +8,24 @@
 #                    folder that stays in the tree (/root/gimp-ddpm/build), so reruns are incremental.
 #
 # Usage: tests/gimp/run.sh [meson test options...]     exit status: that of meson test
+#        tests/gimp/run.sh --screenshots                 runs interactive.sh and puts its screenshots into
+#                                                        docs/screenshots/ (SCREENSHOT_MODEL: see there)
 # Environment: TRIXIE_DIR; GIMP_TEST_KEEP=1 keeps the test's temporary folders (their paths are printed).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build_opts=(-Dgimp=enabled -Dcuda=disabled -Dbuildtype=release)
+
+screenshots=0
+if [ "${1:-}" = --screenshots ]; then screenshots=1; shift; fi
 
 codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
 if [ "$codename" != bookworm ] && pkg-config --exists gimp-3.0 2>/dev/null; then
   cd "$repo"
   [ -f build-gimp/build.ninja ] || meson setup build-gimp "${build_opts[@]}"
   ninja -C build-gimp plugin/gimp-ddpm
+  if [ $screenshots = 1 ]; then
+    exec tests/gimp/interactive.sh build-gimp/plugin/gimp-ddpm "$repo" "$repo/docs/screenshots"
+  fi
   exec meson test -C build-gimp --no-rebuild --suite gimp --print-errorlogs "$@"
 fi
 
@@ -51,11 +59,22 @@ mount_in_tree tmpfs tmpfs /tmp mode=1777
 
 opts=$(printf ' %q' "${build_opts[@]}")
 test_opts=$( [ $# -eq 0 ] || printf ' %q' "$@")
+if [ $screenshots = 1 ]; then
+  run_tests="rm -rf $work/shots; src/tests/gimp/interactive.sh build/plugin/gimp-ddpm $work/src $work/shots"
+else
+  run_tests="meson test -C build --no-rebuild --suite gimp --print-errorlogs $test_opts"
+fi
+status=0
 chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-  GIMP_TEST_KEEP="${GIMP_TEST_KEEP:-}" /bin/bash -c "
+  GIMP_TEST_KEEP="${GIMP_TEST_KEEP:-}" SCREENSHOT_MODEL="${SCREENSHOT_MODEL:-}" /bin/bash -c "
     set -e
     cd $work
     [ -f build/build.ninja ] || meson setup build src $opts
     # Only what the GIMP tests need: the plug-in (and the engine it links).
     ninja -C build plugin/gimp-ddpm
-    meson test -C build --no-rebuild --suite gimp --print-errorlogs $test_opts"
+    $run_tests" || status=$?
+if [ $screenshots = 1 ]; then
+  mkdir -p "$repo/docs/screenshots"
+  cp "$tree$work"/shots/*.png "$repo/docs/screenshots/" && echo "run.sh: screenshots in $repo/docs/screenshots"
+fi
+exit $status
