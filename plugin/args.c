@@ -51,7 +51,8 @@ ddpm_args_add_device (GimpProcedure *procedure)
 {
   gimp_procedure_add_choice_argument (procedure, "device", "Dev_ice", "Where the model runs",
                                       gimp_choice_new_with_values (
-                                        "auto", DDPM_DEVICE_AUTO, "Automatic", "The GPU when there is one, else the CPU",
+                                        "auto", DDPM_DEVICE_AUTO, "Automatic",
+                                        "The GPU when there is one, else the CPU",
                                         "cpu", DDPM_DEVICE_CPU, "CPU", NULL,
                                         "cuda", DDPM_DEVICE_CUDA, "GPU (CUDA)", NULL,
                                         NULL),

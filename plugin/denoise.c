@@ -379,7 +379,7 @@ denoise_apply (GimpImage *image, GimpDrawable *drawable, DenoiseJob *dn, int con
       dn->t = -1;
     }
 
-  g_autofree char *model_name = g_path_get_basename (dn->args.model != NULL && dn->args.model[0] != '\0' ? dn->args.model : DDPM_DEFAULT_MODEL);
+  g_autofree char *model_name = ddpm_models_display_name (dn->args.model);
   g_autofree char *title = g_strdup_printf ("Denoising with %s", model_name);
   if (!ddpm_job_run (title, interactive, denoise_work, dn, error))
     return FALSE;
@@ -415,6 +415,10 @@ denoise_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, G
     return ddpm_return_error (procedure, g_error_new (DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
                                                       "argument \"drawables\": give exactly one drawable"));
   GimpDrawable *drawable = drawables[0];
+  if (gimp_item_is_group (GIMP_ITEM (drawable)))
+    return ddpm_return_error (procedure, g_error_new (DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
+                                                      "argument \"drawables\": a layer group has no pixels of "
+                                                      "its own; choose a layer"));
   g_auto (DdpmModelCache) cache = { 0 };
 
   if (run_mode == GIMP_RUN_INTERACTIVE)

@@ -214,7 +214,7 @@ generate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, 
     }
   g.model = ddpm_model_cache_take (&cache, g.args.model);
 
-  g_autofree char *model_name = g_path_get_basename (g.args.model != NULL && g.args.model[0] != '\0' ? g.args.model : DDPM_DEFAULT_MODEL);
+  g_autofree char *model_name = ddpm_models_display_name (g.args.model);
   g_autofree char *title = g_strdup_printf ("Generating with %s", model_name);
   GError *error = NULL;
   if (!ddpm_job_run (title, run_mode != GIMP_RUN_NONINTERACTIVE, generate_work, &g, &error))

@@ -114,6 +114,17 @@ ddpm_models_resolve (const char *arg, GError **error)
   return NULL;
 }
 
+char *
+ddpm_models_display_name (const char *arg)
+{
+  if (arg == NULL || arg[0] == '\0')
+    arg = DDPM_DEFAULT_MODEL;
+  g_autofree char *trimmed = g_strdup (arg);
+  while (strlen (trimmed) > 1 && g_str_has_suffix (trimmed, G_DIR_SEPARATOR_S))
+    trimmed[strlen (trimmed) - 1] = '\0';
+  return g_path_get_basename (trimmed);
+}
+
 DdpmModel *
 ddpm_models_load (const char *arg, GError **error)
 {

@@ -26,6 +26,9 @@ char **ddpm_models_list (void);
  * Errors (DDPM_ERROR_IO) list where it looked. */
 char *ddpm_models_resolve (const char *arg, GError **error);
 
+/* A short name for titles: the folder name of the argument (the default model's for an empty one). */
+char *ddpm_models_display_name (const char *arg);
+
 /* Resolves and loads. The message of an error names the argument and the folder. */
 DdpmModel *ddpm_models_load (const char *arg, GError **error);
 

@@ -66,7 +66,8 @@ noise_drawable (GimpDrawable *drawable, const DdpmModel *model, int t, uint32_t 
   const size_t n = (size_t) w * h * map.channels;
   g_autofree float *x0 = ddpm_pixels_alloc (n, "the selection", error);
   g_autofree float *xt = x0 != NULL ? ddpm_pixels_alloc (n, "the noisy selection", error) : NULL;
-  g_autofree float *alpha = xt != NULL && map.keep_alpha ? ddpm_pixels_alloc ((size_t) w * h, "the alpha", error) : NULL;
+  g_autofree float *alpha = xt != NULL && map.keep_alpha ? ddpm_pixels_alloc ((size_t) w * h, "the alpha", error)
+                                                        : NULL;
   if (xt == NULL || (map.keep_alpha && alpha == NULL))
     return FALSE;
 
@@ -101,6 +102,10 @@ noise_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, Gim
     return ddpm_return_error (procedure, g_error_new (DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
                                                       "argument \"drawables\": give exactly one drawable"));
   GimpDrawable *drawable = drawables[0];
+  if (gimp_item_is_group (GIMP_ITEM (drawable)))
+    return ddpm_return_error (procedure, g_error_new (DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
+                                                      "argument \"drawables\": a layer group has no pixels of "
+                                                      "its own; choose a layer"));
   g_auto (DdpmModelCache) cache = { 0 };
 
   if (run_mode == GIMP_RUN_INTERACTIVE)

@@ -13,6 +13,9 @@
           (if (eq? 'caught (catch 'caught (plug-in-ddpm-generate #:run-mode RUN-NONINTERACTIVE
                                                                  #:model "no-such-model-anywhere")))
               "yes" "no"))
+  (report "unsupported-caught"
+          (if (eq? 'caught (catch 'caught (plug-in-ddpm-generate #:run-mode RUN-NONINTERACTIVE #:model unsupported)))
+              "yes" "no"))
   (save img "broken-after.png")
   ; Not caught this time: the batch run ends with the execution error.
   (plug-in-ddpm-noise #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector (first-layer img))

@@ -22,7 +22,8 @@ done
 fast=$src/tests/fixtures/models/demo-tiny
 slow=${SCREENSHOT_MODEL:-}
 if [ -z "$slow" ]; then
-  if [ -f "$src/weights/emoji-32/config.json" ]; then slow=$src/weights/emoji-32; else slow=$src/tests/fixtures/models/cifar-like; fi
+  slow=$src/tests/fixtures/models/cifar-like
+  [ -f "$src/weights/emoji-32/config.json" ] && slow=$src/weights/emoji-32
 fi
 # A 16-pixel random model samples too fast to be caught mid-run: make its canvas bigger.
 size=0
@@ -65,7 +66,8 @@ n=0
 failed=0
 tap () {
   n=$((n + 1))
-  if [ "$1" = 0 ]; then echo "ok $n - $2${3:+ # $3}"; else echo "not ok $n - $2${3:+ # $3}"; failed=$((failed + 1)); fi
+  if [ "$1" = 0 ]; then echo "ok $n - $2${3:+ # $3}"
+  else echo "not ok $n - $2${3:+ # $3}"; failed=$((failed + 1)); fi
 }
 
 # X server on a free display.

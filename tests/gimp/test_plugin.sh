@@ -32,11 +32,18 @@ mkdir -p "$broken"
 cp "$model/config.json" "$model/scheduler_config.json" "$broken/"
 head -c 200 "$model/diffusion_pytorch_model.safetensors" > "$broken/diffusion_pytorch_model.safetensors"
 
+# An unsupported architecture: a text-conditioned down block.
+unsupported=$tmp/unsupported
+mkdir -p "$unsupported"
+sed 's/"AttnDownBlock2D"/"CrossAttnDownBlock2D"/' "$model/config.json" > "$unsupported/config.json"
+cp "$model/scheduler_config.json" "$model/diffusion_pytorch_model.safetensors" "$unsupported/"
+
 n=0
 failed=0
 tap () {  # tap OK DESCRIPTION [DETAIL]
   n=$((n + 1))
-  if [ "$1" = 0 ]; then echo "ok $n - $2${3:+ # $3}"; else echo "not ok $n - $2${3:+ # $3}"; failed=$((failed + 1)); fi
+  if [ "$1" = 0 ]; then echo "ok $n - $2${3:+ # $3}"
+  else echo "not ok $n - $2${3:+ # $3}"; failed=$((failed + 1)); fi
 }
 # png CHECK ARGS... -- DESCRIPTION: one pngcheck.py check as one TAP line.
 png () {
@@ -52,11 +59,14 @@ gimp_run () {
   local t0=$SECONDS
   timeout 300 gimp-console-3.0 -i -n -c --batch-interpreter=plug-in-script-fu-eval \
     -b "(begin (define out \"$out\") (define model \"$model\") (define broken \"$broken\") (define model4 \"$model4\")
+               (define unsupported \"$unsupported\")
                (load \"$here/prelude.scm\") (load \"$here/$1.scm\"))" \
     --quit > "$tmp/$1.log" 2>&1
   rc=$?
   echo "# $1.scm: exit $rc in $((SECONDS - t0)) s"
-  if [ $rc != 0 ] && [ "${2:-0}" != "$rc" ]; then sed 's/^/#   /' "$tmp/$1.log" | grep -v "tag cache\|cannot open display\|unexpected EOF\|Broken pipe" | tail -20; fi
+  if [ $rc != 0 ] && [ "${2:-0}" != "$rc" ]; then
+    grep -v "tag cache\|cannot open display\|unexpected EOF\|Broken pipe" "$tmp/$1.log" | tail -20 | sed 's/^/#   /'
+  fi
 }
 # result NAME KEY: the value the script reported with (report KEY ...).
 result () { sed -n "s/^.*RESULT $2=//p" "$tmp/$1.log" | head -1; }
@@ -149,6 +159,9 @@ png same "$out/broken-before.png" "$out/broken-after.png" -- "broken model: the 
 has broken_model "Procedure execution of plug-in-ddpm-noise failed" "broken model: reported as an execution error"
 has broken_model "cannot load the model in $broken" "broken model: the message names the folder"
 has broken_model "model \"no-such-model-anywhere\" not found" "missing model: the message says it was not found"
+expect broken_model unsupported-caught yes
+has broken_model "unsupported down_block_types[1] = CrossAttnDownBlock2D" \
+  "unsupported architecture: the message names the field"
 
 gimp_run bad_width 70
 has bad_width "failed on invalid input arguments" "width 33: a calling error"
