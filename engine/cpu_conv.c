@@ -443,40 +443,51 @@ column_row (const ConvPlan *p, const float *x, float *col, float *rb, int ci, in
     }
 }
 
+/* One parallel region for the whole convolution; per block: column matrix (omp for), bias rows (omp for),
+ * then each thread its part of the GEMM (cpu_sgemm_part), and a barrier before the next block reuses the
+ * column matrix. */
 static void
 conv_columns (const ConvPlan *p, const float *Wt, const float *bias, const float *x, float *y, float *scratch)
 {
   size_t plane = (size_t) p->Ho * p->Wo;
   /* DIRECT9 reads the first 9 of the 16 Winograd components of each output channel's row. */
   int lda = p->algo == CONV_DIRECT9 ? 16 * p->Cin : p->kk;
-  for (int b = 0; b < p->B; b++)
-    {
-      const float *xb = x + (size_t) b * p->Cin * p->H * p->W;
-      float *yb = y + (size_t) b * p->Cout * plane;
-      for (int oy0 = 0; oy0 < p->Ho; oy0 += p->rows_per_block)
-        {
-          int nr = imin (p->rows_per_block, p->Ho - oy0);
-          size_t p0 = (size_t) oy0 * p->Wo, n = (size_t) nr * p->Wo;
-          const float *col = xb + p0;      /* direct_1x1: x (Cin, HW) is the column matrix */
-          int ldb = (int) plane;
-          if (!p->direct_1x1)
-            {
-              float *cm = scratch + p->v_off;
+  float *cm = scratch + p->v_off;
 #pragma omp parallel num_threads (p->n_threads)
+  {
+    int id = omp_get_thread_num (), nt = omp_get_num_threads ();
+    float *rb = scratch + p->rowbuf_off + (size_t) id * p->rowbuf;
+    for (int b = 0; b < p->B; b++)
+      {
+        const float *xb = x + (size_t) b * p->Cin * p->H * p->W;
+        float *yb = y + (size_t) b * p->Cout * plane;
+        for (int oy0 = 0; oy0 < p->Ho; oy0 += p->rows_per_block)
+          {
+            int nr = imin (p->rows_per_block, p->Ho - oy0);
+            size_t p0 = (size_t) oy0 * p->Wo, n = (size_t) nr * p->Wo;
+            const float *col = xb + p0;    /* direct_1x1: x (Cin, HW) is the column matrix */
+            int ldb = (int) plane;
+            if (!p->direct_1x1)
               {
-                float *rb = scratch + p->rowbuf_off + (size_t) omp_get_thread_num () * p->rowbuf;
-#pragma omp for collapse (2) schedule (static)
+#pragma omp for collapse (2) schedule (static) nowait
                 for (int ci = 0; ci < p->Cin; ci++)
                   for (int r = 0; r < nr; r++)
                     column_row (p, x, cm, rb, ci, b, oy0 + r, r * p->Wo);
+                col = cm;
+                ldb = p->pb;
               }
-              col = cm;
-              ldb = p->pb;
-            }
-          fill_bias_rows (yb, bias, p->Cout, plane, p0, n);
-          cpu_sgemm (FALSE, FALSE, p->Cout, (int) n, p->kk, Wt, lda, col, ldb, 1.0f, yb + p0, (int) plane);
-        }
-    }
+#pragma omp for schedule (static)
+            for (int co = 0; co < p->Cout; co++)
+              fill_bias_rows (yb + co * plane, bias ? bias + co : NULL, 1, plane, p0, n);
+            cpu_sgemm_part (id, nt, FALSE, FALSE, p->Cout, (int) n, p->kk, Wt, lda, col, ldb, 1.0f, yb + p0,
+                            (int) plane);
+            if (!p->direct_1x1)
+              {
+#pragma omp barrier
+              }
+          }
+      }
+  }
 }
 
 /* ---- backend entry points ---- */

@@ -8,9 +8,9 @@
  * conv at batch 1): 0.70 vs 0.85 ms (128 ch, 32x32), 0.70 vs 0.95 (256 ch, 16x16), 0.22 vs 0.55 (8x8),
  * 0.045 vs 0.087 (4x4) for OpenMP-over-GEMMs vs OpenBLAS' own threads per GEMM; for one im2col-sized GEMM
  * our slices matched or beat OpenBLAS' threads (1.49 vs 1.56 ms at 256 ch 16x16, 0.12 vs 0.27 at 4x4).
- * Both pools in one process spin against each other (10x slower), so OpenBLAS' pool stays off. Each
- * op uses one parallel region with few barriers: on a loaded machine every barrier can cost a scheduler
- * time slice.
+ * Both pools in one process spin against each other (10x slower), so OpenBLAS' pool stays off. An op
+ * opens one parallel region (attention: one per image) with as few barriers as its phases need: on a
+ * loaded machine each synchronisation can cost a scheduler time slice.
  *
  * Memory: activations are float32 (act == f32), 64-byte aligned. Ops never allocate: convolution and
  * attention temporaries live in the scratch arena sized by reserve_scratch (from conv2d_scratch /
@@ -66,6 +66,10 @@ cpu_round_floats (size_t n)
  * each computed by single-threaded OpenBLAS; inside a region it is one plain call. */
 void cpu_sgemm (gboolean trans_a, gboolean trans_b, int M, int N, int K, const float *A, int lda, const float *B,
                 int ldb, float beta, float *C, int ldc);
+/* Part `part` of n_parts of the same product (the slices cpu_sgemm gives its threads), for callers that
+ * already run inside a parallel region. */
+void cpu_sgemm_part (int part, int n_parts, gboolean trans_a, gboolean trans_b, int M, int N, int K, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* exp(x) in float32 for the SiLU and softmax loops: branch-free so those loops vectorise, max relative
  * error 1.4 ulp on [-87.3, 88] (measured against double exp). x is clamped to that range, so 2^n stays a

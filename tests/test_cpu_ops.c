@@ -464,6 +464,8 @@ test_attention (void)
   run_attention ("attention C=256 16x16 1 head B=2", 2, 256, 256, 1, 1.0f, FALSE);
   run_attention ("attention C=128 16x16 4 heads (d=32) B=1, y aliases residual", 1, 128, 256, 4, 1.0f, TRUE);
   run_attention ("attention C=256 4x4 1 head B=2 (mid), scale 1/sqrt2", 2, 256, 16, 1, (float) M_SQRT1_2, TRUE);
+  /* 4096 tokens: the score matrix is processed in query chunks. */
+  run_attention ("attention C=16 64x64 2 heads (chunked scores)", 1, 16, 4096, 2, 1.0f, FALSE);
 }
 
 /* ---- small ops ---- */

@@ -7,7 +7,7 @@ bench, both side by side with the ratio torch_ms / ours_ms (> 1: we are faster).
 
 The shapes (with how often one forward runs each) are derived from the config by walking the UNet2DModel
 like diffusers does. Ours and torch run alternately, shape by shape, so load from other processes hits
-both alike.
+both alike. On a busy machine, --threads 1 --cpu-time compares CPU time instead of wall time.
 """
 import argparse
 import collections
@@ -58,7 +58,7 @@ def label(cin, cout, h, k, stride):
     return f"conv{k}x{k} {cin}->{cout} {h}x{h}" + (" s2" if stride == 2 else "")
 
 
-def torch_ms(torch, F, shape, batch, reps):
+def torch_ms(torch, F, shape, batch, reps, clock=time.perf_counter):
     cin, cout, h, k, stride = shape
     x = torch.randn(batch, cin, h, h)
     w = torch.randn(cout, cin, k, k) * 0.05
@@ -71,15 +71,16 @@ def torch_ms(torch, F, shape, batch, reps):
         run()
         best = float("inf")
         for _ in range(reps):
-            t = time.perf_counter()
+            t = clock()
             run()
-            best = min(best, time.perf_counter() - t)
+            best = min(best, clock() - t)
     return best * 1e3
 
 
-def ours_ms(binary, shape, batch, reps, threads):
+def ours_ms(binary, shape, batch, reps, threads, cpu_time=False):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
-    out = subprocess.run([binary, "--batch", str(batch), "--reps", str(reps), "--shape", ",".join(map(str, shape))],
+    cmd = [binary, "--batch", str(batch), "--reps", str(reps), "--shape", ",".join(map(str, shape))]
+    out = subprocess.run(cmd + (["--cpu-time"] if cpu_time else []),
                          capture_output=True, text=True, env=env, check=True).stdout
     text = label(*shape)
     for line in out.splitlines():
@@ -95,24 +96,28 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--ours", help="path of bench_cpu_ops (omit to time torch only)")
+    ap.add_argument("--cpu-time", action="store_true", help="CPU time of the calling thread (needs --threads 1)")
     args = ap.parse_args()
+    if args.cpu_time and args.threads != 1:
+        ap.error("--cpu-time needs --threads 1")
     import torch
     import torch.nn.functional as F
     torch.set_num_threads(args.threads)
     shapes = conv_shapes(*CONFIGS[args.config])
     total = sum(2.0 * co * ci * k * k * (h // s) ** 2 * n for (ci, co, h, k, s), n in shapes.items())
     print(f"# {args.config}: {total * 1e-9:.2f} GFLOP of convolutions per image; torch {torch.__version__}, "
-          f"{args.threads} threads, batch {args.batch}, best of {args.reps}")
+          f"{args.threads} threads, batch {args.batch}, best of {args.reps}"
+          + (" (CPU time)" if args.cpu_time else ""))
     print(f"{'shape':30s} {'torch ms':>9s} {'GFLOP/s':>8s} {'ours ms':>9s} {'GFLOP/s':>8s} {'ratio':>6s} {'count':>5s}")
     tot_t = tot_o = 0.0
     for shape, count in sorted(shapes.items(), key=lambda kv: (-kv[0][2], kv[0][3], kv[0][4], kv[0][:2])):
         cin, cout, h, k, stride = shape
         flop = 2.0 * cout * cin * k * k * (h // stride) ** 2 * args.batch
-        t = torch_ms(torch, F, shape, args.batch, args.reps)
+        t = torch_ms(torch, F, shape, args.batch, args.reps, time.thread_time if args.cpu_time else time.perf_counter)
         tot_t += t * count
         line = f"{label(*shape):30s} {t:9.3f} {flop / t * 1e-6:8.1f}"
         if args.ours:
-            o = ours_ms(args.ours, shape, args.batch, args.reps, args.threads)
+            o = ours_ms(args.ours, shape, args.batch, args.reps, args.threads, args.cpu_time)
             tot_o += o * count
             line += f" {o:9.3f} {flop / o * 1e-6:8.1f} {t / o:6.2f}"
         print(line + f" {count:5d}", flush=True)
