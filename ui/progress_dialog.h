@@ -26,7 +26,7 @@ void ddpm_progress_dialog_set_detail (DdpmProgressDialog *d, const char *detail)
 void ddpm_progress_dialog_set_status (DdpmProgressDialog *d, const char *status);
 
 /* step in [0, num_steps] of part `part` (0-based) of n_parts; part_label says what a part is ("tile",
- * "variation"; NULL when n_parts is 1). The bar shows the whole job. */
+ * "variation"; NULL when n_parts is 1). The bar shows the whole job; the window title gets " (P%)". */
 void ddpm_progress_dialog_set_progress (DdpmProgressDialog *d, int step, int num_steps, int part, int n_parts,
                                         const char *part_label);
 

@@ -8,7 +8,9 @@
 #   With SCREENSHOT_DIR it also saves PNG screenshots there: generate-dialog.png, progress-preview.png,
 #   generated-result.png, denoise-dialog.png, denoise-progress.png, noise-dialog.png.
 #   SCREENSHOT_MODEL: the model for the dialogs and the generated result (default: weights/emoji-32 when it
-#   exists, else the random test model tests/fixtures/models/cifar-like).
+#   exists, else the random test model tests/fixtures/models/cifar-like). CANCEL_AT: a regular expression
+#   for the percentage at which the progress dialogs are photographed and cancelled (default 3[0-9]|4[0-9]:
+#   the progress dialog puts "(P%)" in its title).
 set -u
 plugin=$1
 src=$2
@@ -99,6 +101,7 @@ wait_win () {
 shot () {  # shot WINDOW NAME
   [ -n "$shots" ] || return 0
   mkdir -p "$shots"
+  xdotool mousemove 1399 999 2>/dev/null; sleep 0.3   # no pointer, no tooltip in the picture
   xwd -id "$1" -silent > "$tmp/$2.xwd" && python3 "$here/xwd2png.py" "$tmp/$2.xwd" "$shots/$2.png"
 }
 press () {  # press WINDOW KEY
@@ -112,8 +115,8 @@ place () { xdotool windowmove "$1" "$2" "$3" 2>/dev/null; sleep 0.5; }
 # 1. Generate dialog, OK; progress dialog with its preview; Cancel.
 if w=$(wait_win "^Generate with a Diffusion Model$" 180); then
   sleep 1; shot "$w" generate-dialog; press "$w" Return
-  if p=$(wait_win "^Generating with" 60); then
-    sleep "${PROGRESS_SECONDS:-8}"; shot "$p" progress-preview; press "$p" Escape
+  if p=$(wait_win "^Generating with .*\\((${CANCEL_AT:-3[0-9]|4[0-9]})%\\)" 300); then
+    shot "$p" progress-preview; press "$p" Escape
   fi
 fi
 # 2. The generated result.
@@ -126,8 +129,8 @@ fi
 # 3. Denoise dialog, OK, Cancel mid-run.
 if w=$(wait_win "^Denoise Selection$" 120); then
   sleep 1; shot "$w" denoise-dialog; press "$w" Return
-  if p=$(wait_win "^Denoising with" 60); then
-    sleep "${PROGRESS_SECONDS:-8}"; shot "$p" denoise-progress; press "$p" Escape
+  if p=$(wait_win "^Denoising with .*\\((${CANCEL_AT:-3[0-9]|4[0-9]})%\\)" 300); then
+    shot "$p" denoise-progress; press "$p" Escape
   fi
 fi
 # The second Denoise run starts from quick values.
