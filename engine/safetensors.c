@@ -237,6 +237,9 @@ ddpm_safetensors_parse (GBytes *file, const char *path, GError **error)
   const guint8 *data = bytes + 8 + n;
   guint64 data_len = size - 8 - n;
 
+  g_autofree char *what = g_strdup_printf ("%s: safetensors header", path);
+  if (!ddpm_json_check_limits (json, n, DDPM_LIMIT_SAFETENSORS_VALUES, what, error))
+    return NULL;
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   g_autoptr (GError) jerr = NULL;
   if (!json_parser_load_from_data (parser, json, (gssize) n, &jerr)) {

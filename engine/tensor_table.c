@@ -207,6 +207,51 @@ ddpm_raw_tensor_to_f32 (const DdpmRawTensor *t, float *out)
   }
 }
 
+/* ---- JSON guards ------------------------------------------------------------------------------------ */
+
+gboolean
+ddpm_json_check_limits (const char *text, gsize len, guint64 max_values, const char *what, GError **error)
+{
+  int depth = 0;
+  guint64 values = 1;
+  gboolean in_string = FALSE;
+  for (gsize i = 0; i < len; i++) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        i++;                       /* skips the escaped character, quotes included */
+      else if (c == '"')
+        in_string = FALSE;
+      continue;
+    }
+    switch (c) {
+    case '"':
+      in_string = TRUE;
+      break;
+    case '[': case '{':
+      if (++depth > DDPM_LIMIT_JSON_DEPTH) {
+        g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT, "%s: JSON nested deeper than %d levels "
+                     "(DDPM_LIMIT_JSON_DEPTH) at byte %" G_GSIZE_FORMAT, what, DDPM_LIMIT_JSON_DEPTH, i);
+        return FALSE;
+      }
+      break;
+    case ']': case '}':
+      depth--;
+      break;
+    case ',':
+      if (++values > max_values) {
+        g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT, "%s: JSON with more than %" G_GUINT64_FORMAT
+                     " values (DDPM_LIMIT_SAFETENSORS_VALUES)", what, max_values);
+        return FALSE;
+      }
+      break;
+    default:
+      break;
+    }
+  }
+  return TRUE;
+}
+
 /* ---- files -------------------------------------------------------------------------------------- */
 
 GBytes *

@@ -60,3 +60,14 @@ GBytes *ddpm_read_file (const char *path, gsize max_bytes, GError **error);
 #define DDPM_LIMIT_SAFETENSORS_HEADER   ((guint64) 100 << 20) /* 100 MiB of JSON */
 #define DDPM_LIMIT_TENSOR_COUNT         100000
 #define DDPM_LIMIT_CONFIG_BYTES         ((gsize) 1 << 20)
+/* JSON, checked on the raw text before json-glib builds its tree: json-glib's parser recurses once per
+ * nesting level (a 2 MB safetensors header of '[' overflowed the stack) and keeps ~80 bytes per value (a
+ * 10 MB header of one long shape took 400 MB). A safetensors header needs depth 3 and ~7 values a tensor. */
+#define DDPM_LIMIT_JSON_DEPTH           64
+#define DDPM_LIMIT_SAFETENSORS_VALUES   ((guint64) 32 * DDPM_LIMIT_TENSOR_COUNT)
+
+/* Refuses (DDPM_ERROR_LIMIT, naming the limit) JSON text nested deeper than DDPM_LIMIT_JSON_DEPTH or
+ * holding more than max_values values (counted as separators outside strings, + 1). what names the text
+ * in messages. Malformed text passes: the JSON parser reports it. */
+gboolean ddpm_json_check_limits (const char *text, gsize len, guint64 max_values, const char *what,
+                                 GError **error);

@@ -153,6 +153,9 @@ parse_object (const char *text, gsize len, const char *path, JsonObject **obj, G
     g_set_error (error, DDPM_ERROR, DDPM_ERROR_FORMAT, "%s: not a JSON text (contains a NUL byte)", path);
     return NULL;
   }
+  /* Depth only: within DDPM_LIMIT_CONFIG_BYTES the number of values is harmless. */
+  if (!ddpm_json_check_limits (text, len, G_MAXUINT64, path, error))
+    return NULL;
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   g_autoptr (GError) jerr = NULL;
   /* json-glib refuses a NULL text (a critical), which an empty GBytes or buffer may give. */

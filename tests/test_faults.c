@@ -217,6 +217,64 @@ test_limit_safetensors (void)
   assert_error (error, DDPM_ERROR_LIMIT, "DDPM_LIMIT_TENSOR_COUNT", "100000", NULL);
 }
 
+/* JSON bombs: a 2 MB safetensors header of nested '[' overflowed json-glib's recursive parser (SIGSEGV),
+ * as did a config.json under its 1 MB limit; a 10 MB header of one long shape took 400 MB of JSON nodes.
+ * Both are refused by a scan of the raw text before json-glib sees it. */
+static void
+test_limit_json (void)
+{
+  g_autoptr (GError) error = NULL;
+  const gsize depth = 1000000;
+  g_autofree char *deep = g_malloc (2 * depth + 1);
+  memset (deep, '[', depth);
+  memset (deep + depth, ']', depth);
+  deep[2 * depth] = 0;
+  g_autoptr (GBytes) b1 = safetensors_bytes (deep, 0);
+  g_assert_null (ddpm_safetensors_parse (b1, "deep.safetensors", &error));
+  assert_error (error, DDPM_ERROR_LIMIT, "deep.safetensors", "DDPM_LIMIT_JSON_DEPTH", "64", NULL);
+  g_clear_error (&error);
+
+  DdpmUNetConfig cfg;
+  DdpmSchedulerConfig scfg;
+  const gsize half = DDPM_LIMIT_CONFIG_BYTES / 2;
+  g_assert_false (ddpm_unet_config_parse_data (deep + depth - half, 2 * half, NULL, &cfg, &error));
+  assert_error (error, DDPM_ERROR_LIMIT, "config.json", "DDPM_LIMIT_JSON_DEPTH", NULL);
+  g_clear_error (&error);
+  g_assert_false (ddpm_scheduler_config_parse_data (deep + depth - half, 2 * half, NULL, &scfg, &error));
+  assert_error (error, DDPM_ERROR_LIMIT, "scheduler_config.json", "DDPM_LIMIT_JSON_DEPTH", NULL);
+  g_clear_error (&error);
+
+  /* Exactly DDPM_LIMIT_JSON_DEPTH levels pass the guard (and fail later as a non-object entry). */
+  GString *ok = g_string_new ("{\"a\":");
+  for (int i = 0; i < DDPM_LIMIT_JSON_DEPTH - 1; i++)
+    g_string_append_c (ok, '[');
+  for (int i = 0; i < DDPM_LIMIT_JSON_DEPTH - 1; i++)
+    g_string_append_c (ok, ']');
+  g_string_append_c (ok, '}');
+  g_autoptr (GBytes) b2 = safetensors_bytes (ok->str, 0);
+  g_string_free (ok, TRUE);
+  g_assert_null (ddpm_safetensors_parse (b2, "ok-depth.safetensors", &error));
+  assert_error (error, DDPM_ERROR_FORMAT, "not an object", NULL);
+  g_clear_error (&error);
+
+  /* Brackets and commas inside strings do not count. */
+  g_autoptr (GBytes) b3 = safetensors_bytes ("{\"__metadata__\":{\"k\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                                             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[\"}}", 0);
+  g_autoptr (DdpmTensorTable) t3 = ddpm_safetensors_parse (b3, "strings.safetensors", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (ddpm_tensor_table_size (t3), ==, 0);
+
+  /* One shape of 4 million dimensions: refused by the value count before parsing. */
+  GString *wide = g_string_new ("{\"a\":{\"dtype\":\"F32\",\"shape\":[0");
+  for (int i = 0; i < 4000000; i++)
+    g_string_append (wide, ",0");
+  g_string_append (wide, "],\"data_offsets\":[0,0]}}");
+  g_autoptr (GBytes) b4 = safetensors_bytes (wide->str, 0);
+  g_string_free (wide, TRUE);
+  g_assert_null (ddpm_safetensors_parse (b4, "wide.safetensors", &error));
+  assert_error (error, DDPM_ERROR_LIMIT, "DDPM_LIMIT_SAFETENSORS_VALUES", "3200000", NULL);
+}
+
 static void
 put16 (guint8 *p, guint v)
 {
@@ -861,6 +919,7 @@ main (int argc, char **argv)
     g_test_add_data_func (name, GUINT_TO_POINTER (k), test_fuzz_regressions);
   }
   g_test_add_func ("/faults/limits/safetensors", test_limit_safetensors);
+  g_test_add_func ("/faults/limits/json", test_limit_json);
   g_test_add_func ("/faults/limits/zip-and-pickle", test_limit_zip);
   g_test_add_func ("/faults/limits/npy", test_limit_npy);
   g_test_add_func ("/faults/limits/config", test_limit_config);
