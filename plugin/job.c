@@ -148,6 +148,7 @@ ddpm_job_run (const char *title, gboolean interactive, DdpmJobWork work, gpointe
 
   if (interactive)
     {
+      gimp_ui_init ("gimp-ddpm");  /* a run with last values shows no parameter dialog that did it */
       job->dialog = ddpm_progress_dialog_new (title, "", dialog_cancel, job);
       gimp_window_set_transient (GTK_WINDOW (ddpm_progress_dialog_get_window (job->dialog)));
     }

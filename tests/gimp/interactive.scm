@@ -46,5 +46,10 @@
 (report "denoise-2" (outcome (lambda () (plug-in-ddpm-denoise #:run-mode RUN-INTERACTIVE #:image img
                                                               #:drawables (vector (first-layer img))))))
 (save img "ia-denoised.png")
+
+; 6. Filters > Repeat: the last values, no parameter dialog, the progress dialog.
+(report "denoise-last-values" (outcome (lambda () (plug-in-ddpm-denoise #:run-mode RUN-WITH-LAST-VALS #:image img
+                                                                        #:drawables (vector (first-layer img))))))
+(save img "ia-repeated.png")
 (report "done" "yes")
 (gimp-quit TRUE)  ; TRUE: without asking about the unsaved images

@@ -72,11 +72,12 @@ tap () {
   else echo "not ok $n - $2${3:+ # $3}"; failed=$((failed + 1)); fi
 }
 
-# X server on a free display.
-for d in $(seq 90 120); do [ -e "/tmp/.X$d-lock" ] || [ -e "/tmp/.X11-unix/X$d" ] || break; done
-export DISPLAY=:$d
-Xvfb "$DISPLAY" -screen 0 1400x1000x24 -nolisten tcp > "$tmp/xvfb.log" 2>&1 &
+# An X server on a display it picks itself (-displayfd): lock files in /tmp do not show the displays of
+# other chroots, which share the abstract X socket names.
+Xvfb -displayfd 3 -screen 0 1400x1000x24 -nolisten tcp 3> "$tmp/display" > "$tmp/xvfb.log" 2>&1 &
 pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/display" ] && break; sleep 0.1; done
+export DISPLAY=:$(head -1 "$tmp/display")
 for _ in $(seq 50); do xdotool getdisplaygeometry >/dev/null 2>&1 && break; sleep 0.2; done
 
 log=$tmp/gimp.log
@@ -169,6 +170,9 @@ png changed-only "$out/ia-after-cancel.png" "$out/ia-noised.png" 24 16 32 32 0 -
 expect denoise-2 finished
 png changed-only "$out/ia-noised.png" "$out/ia-denoised.png" 24 16 32 32 0 -- \
   "interactive: Denoise with its progress dialog writes the selection only"
+expect denoise-last-values finished
+png changed-only "$out/ia-denoised.png" "$out/ia-repeated.png" 24 16 32 32 0 -- \
+  "interactive: with last values (no dialog) it runs again on the selection"
 expect done yes
 if [ -n "$shots" ]; then
   for s in generate-dialog progress-preview generated-result denoise-dialog denoise-progress noise-dialog; do
