@@ -6,6 +6,7 @@
 #include "../cublas_dl.h"
 
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -96,23 +97,37 @@ emu_gemm_strided (cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, 
   const float alpha = *static_cast<const float *> (alpha_p), beta = *static_cast<const float *> (beta_p);
   EmuHandle *eh = reinterpret_cast<EmuHandle *> (h);
   emu_enqueue (eh->stream, [=] () {
+    /* op(A) as rows of k and op(B) as columns of k, in float (cuBLAS accumulates in float too) */
+    std::vector<float> a ((size_t) m * k), bcol ((size_t) n * k);
     for (int bi = 0; bi < batch; bi++)
       {
         const char *Ab = static_cast<const char *> (A) + (size_t) (bi * sA) * elem_size (at);
         const char *Bb = static_cast<const char *> (B) + (size_t) (bi * sB) * elem_size (bt);
         char *Cb = static_cast<char *> (C) + (size_t) (bi * sC) * elem_size (ct);
+        for (int i = 0; i < m; i++)
+          for (int l = 0; l < k; l++)
+            a[(size_t) i * k + l] = ta == 0 ? load (Ab, at, (size_t) i + (size_t) l * lda) : load (Ab, at, (size_t) l + (size_t) i * lda);
+        for (int j = 0; j < n; j++)
+          for (int l = 0; l < k; l++)
+            bcol[(size_t) j * k + l] = tb == 0 ? load (Bb, bt, (size_t) l + (size_t) j * ldb)
+                                             : load (Bb, bt, (size_t) j + (size_t) l * ldb);
         for (int j = 0; j < n; j++)
           for (int i = 0; i < m; i++)
             {
-              double s = 0.0;
-              for (int l = 0; l < k; l++)
+              const float *ar = &a[(size_t) i * k], *bc = &bcol[(size_t) j * k];
+              float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+              int l = 0;
+              for (; l + 4 <= k; l += 4)
                 {
-                  float a = ta == 0 ? load (Ab, at, (size_t) i + (size_t) l * lda) : load (Ab, at, (size_t) l + (size_t) i * lda);
-                  float b = tb == 0 ? load (Bb, bt, (size_t) l + (size_t) j * ldb) : load (Bb, bt, (size_t) j + (size_t) l * ldb);
-                  s += (double) a * b;
+                  s0 += ar[l] * bc[l];
+                  s1 += ar[l + 1] * bc[l + 1];
+                  s2 += ar[l + 2] * bc[l + 2];
+                  s3 += ar[l + 3] * bc[l + 3];
                 }
+              for (; l < k; l++)
+                s0 += ar[l] * bc[l];
               const size_t ci = (size_t) i + (size_t) j * ldc;
-              float v = alpha * (float) s;
+              float v = alpha * ((s0 + s1) + (s2 + s3));
               if (beta != 0.0f)
                 v += beta * load (Cb, ct, ci);
               store (Cb, ct, ci, v);

@@ -9,7 +9,6 @@
  * total, to test out-of-memory paths. */
 #include "cuda_emu.h"
 
-#include <ucontext.h>
 #include <sys/mman.h>
 
 #include <cstdio>
@@ -20,12 +19,41 @@
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
 
+/* Switching fibers: glibc's swapcontext makes a signal-mask system call per switch (~2 us in our sandboxes,
+ * which made a UNet forward take a minute); on x86-64 a switch is only the callee-saved registers and the
+ * stack pointer. emu_ctx_switch (from, to): pushes them, stores rsp in *from, loads `to`, pops, returns. */
+#if defined(__x86_64__)
+extern "C" void emu_ctx_switch (void **from_sp, void *to_sp);
+asm (".text\n"
+     ".globl emu_ctx_switch\n"
+     ".type emu_ctx_switch, @function\n"
+     "emu_ctx_switch:\n"
+     "  pushq %rbp\n"
+     "  pushq %rbx\n"
+     "  pushq %r12\n"
+     "  pushq %r13\n"
+     "  pushq %r14\n"
+     "  pushq %r15\n"
+     "  movq %rsp, (%rdi)\n"
+     "  movq %rsi, %rsp\n"
+     "  popq %r15\n"
+     "  popq %r14\n"
+     "  popq %r13\n"
+     "  popq %r12\n"
+     "  popq %rbx\n"
+     "  popq %rbp\n"
+     "  ret\n"
+     ".size emu_ctx_switch, .-emu_ctx_switch\n");
+#else
+#error "the CUDA emulator's fiber switch is written for x86-64"
+#endif
+
 namespace {
 
 enum FiberState { FIBER_RUN, FIBER_AT_BLOCK, FIBER_AT_WARP, FIBER_DONE };
 
 struct Fiber {
-  ucontext_t ctx;
+  void *sp;                        /* saved stack pointer while switched out */
   FiberState state;
   void *stack;
 };
@@ -34,7 +62,7 @@ const size_t kStackBytes = 256 * 1024;
 
 std::vector<Fiber> fibers;
 std::vector<uint64_t> shuffle_slots;
-ucontext_t scheduler_ctx;
+void *scheduler_sp;
 int current_fiber;
 const std::function<void ()> *current_body;
 unsigned long launches;
@@ -76,12 +104,29 @@ set_thread_index (int linear)
   threadIdx.z = linear / (blockDim.x * blockDim.y);
 }
 
-void
+[[noreturn]] void
 fiber_main (void)
 {
   (*current_body) ();
-  fibers[current_fiber].state = FIBER_DONE;
-  /* returning resumes uc_link = scheduler_ctx */
+  Fiber &f = fibers[current_fiber];
+  f.state = FIBER_DONE;
+  emu_ctx_switch (&f.sp, scheduler_sp);
+  __builtin_unreachable ();
+}
+
+/* A fresh fiber's stack as emu_ctx_switch expects it: six register slots, then fiber_main as the return
+ * address, then a null "return address" of fiber_main itself, which is entered with rsp = 8 mod 16 as
+ * after a call. */
+void
+fiber_init (Fiber &f)
+{
+  uintptr_t top = ((uintptr_t) f.stack + kStackBytes) & ~(uintptr_t) 15;
+  void **p = reinterpret_cast<void **> (top);
+  p[-1] = nullptr;
+  p[-2] = reinterpret_cast<void *> (&fiber_main);
+  for (int i = 3; i <= 8; i++)
+    p[-i] = nullptr;
+  f.sp = &p[-8];
 }
 
 [[noreturn]] void
@@ -99,7 +144,7 @@ yield_to_scheduler (FiberState state)
     emu_abort ("barrier outside a kernel");
   Fiber &f = fibers[current_fiber];
   f.state = state;
-  swapcontext (&f.ctx, &scheduler_ctx);
+  emu_ctx_switch (&f.sp, scheduler_sp);
 }
 
 void
@@ -121,13 +166,8 @@ run_block (const std::function<void ()> &body)
   current_body = &body;
   for (int i = 0; i < n; i++)
     {
-      Fiber &f = fibers[i];
-      getcontext (&f.ctx);
-      f.ctx.uc_stack.ss_sp = f.stack;
-      f.ctx.uc_stack.ss_size = kStackBytes;
-      f.ctx.uc_link = &scheduler_ctx;
-      makecontext (&f.ctx, fiber_main, 0);
-      f.state = FIBER_RUN;
+      fiber_init (fibers[i]);
+      fibers[i].state = FIBER_RUN;
     }
   for (int round = 0;; round++)
     {
@@ -138,7 +178,7 @@ run_block (const std::function<void ()> &body)
             continue;
           current_fiber = i;
           set_thread_index (i);
-          swapcontext (&scheduler_ctx, &fibers[i].ctx);
+          emu_ctx_switch (&scheduler_sp, fibers[i].sp);
         }
       int live = 0, at_block = 0;
       bool released = false;
@@ -216,6 +256,18 @@ uint64_t *
 emu_shuffle_slot (int linear_thread)
 {
   return &shuffle_slots[(size_t) linear_thread];
+}
+
+int
+emu_lane (void)
+{
+  return (int) (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31;
+}
+
+void
+emu_wmma_misuse (const char *what)
+{
+  emu_abort (what);
 }
 
 unsigned long

@@ -2,7 +2,7 @@
  *
  * Why: nothing here has a GPU, and kernels must work the first time they meet one. Built with the host
  * C++ compiler (-DDDPM_CUDA_EMU), the very same kernel sources run on the CPU: every CUDA thread is a
- * fiber (ucontext), __syncthreads and the warp shuffles are real barriers among them, blocks run one after
+ * fiber, __syncthreads and the warp shuffles are real barriers among them, blocks run one after
  * another (so `__shared__` = `static` is per block), and the runtime calls the backend makes (memory,
  * streams, events, stream capture into graphs) are implemented on host memory. A kernel whose threads
  * reach different barriers aborts with a message, and fibers run in alternating order between barriers,
@@ -85,7 +85,15 @@ void emu_enqueue (cudaStream_t stream, std::function<void ()> work);
 /* Counts kernel launches (for tests of the graph path). */
 unsigned long emu_launch_count (void);
 
-/* ---- WMMA (nvcuda::wmma), emulated with whole tiles ---- */
+/* ---- WMMA (nvcuda::wmma), emulated with whole tiles ----
+ * Loads, products and stores are warp-collective with warp-uniform arguments, so lane 0 alone does them on
+ * a whole 16x16 tile held as float (the other lanes' fragments stay unused): the same arithmetic as the
+ * tensor cores (products of fp16/bf16 values are exact in float, accumulated in float), 32 times cheaper
+ * than every lane computing the tile. Kernels must not touch fragment elements (x[]) other than by
+ * fill_fragment. */
+int emu_lane (void);
+[[noreturn]] void emu_wmma_misuse (const char *what);
+
 static inline float emu_to_float (float v) { return v; }
 static inline float emu_to_float (__half v) { return __half2float (v); }
 static inline float emu_to_float (__nv_bfloat16 v) { return __bfloat162float (v); }
@@ -106,38 +114,45 @@ struct fragment;
 template <int M, int N, int K, typename T, typename Layout>
 struct fragment<matrix_a, M, N, K, T, Layout> {
   enum { num_elements = M * K, rows = M, cols = K };
-  T x[M * K];                      /* row-major M x K */
+  float x[M * K];                  /* row-major M x K */
 };
 
 template <int M, int N, int K, typename T, typename Layout>
 struct fragment<matrix_b, M, N, K, T, Layout> {
   enum { num_elements = K * N, rows = K, cols = N };
-  T x[K * N];                      /* row-major K x N */
+  float x[K * N];                  /* row-major K x N */
 };
 
 template <int M, int N, int K, typename T>
 struct fragment<accumulator, M, N, K, T, void> {
   enum { num_elements = M * N, rows = M, cols = N };
-  T x[M * N];                      /* row-major M x N */
+  float x[M * N];                  /* row-major M x N */
 };
 
 template <typename F, typename T>
-static inline void fill_fragment (F &f, T v) { for (int i = 0; i < F::num_elements; i++) f.x[i] = v; }
+static inline void fill_fragment (F &f, T v) { for (int i = 0; i < F::num_elements; i++) f.x[i] = (float) v; }
 
 template <typename Use, int M, int N, int K, typename T, typename Layout>
 static inline void
 load_matrix_sync (fragment<Use, M, N, K, T, Layout> &f, const T *p, unsigned ldm)
 {
   typedef fragment<Use, M, N, K, T, Layout> F;
+  if (emu_lane () != 0)
+    return;
+  if (((uintptr_t) p & 31) != 0 || ldm % (16 / sizeof (T)) != 0)
+    emu_wmma_misuse ("load_matrix_sync: pointer not 32-byte aligned or ldm not a multiple of 16 bytes");
   for (int r = 0; r < F::rows; r++)
     for (int c = 0; c < F::cols; c++)
-      f.x[r * F::cols + c] = std::is_same<Layout, row_major>::value ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r];
+      f.x[r * F::cols + c] = emu_to_float (std::is_same<Layout, row_major>::value ? p[(size_t) r * ldm + c]
+                                                                                 : p[(size_t) c * ldm + r]);
 }
 
 template <int M, int N, int K, typename T>
 static inline void
 load_matrix_sync (fragment<accumulator, M, N, K, T, void> &f, const T *p, unsigned ldm, layout_t layout)
 {
+  if (emu_lane () != 0)
+    return;
   for (int r = 0; r < M; r++)
     for (int c = 0; c < N; c++)
       f.x[r * N + c] = layout == mem_row_major ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r];
@@ -147,6 +162,10 @@ template <int M, int N, int K, typename T>
 static inline void
 store_matrix_sync (T *p, const fragment<accumulator, M, N, K, T, void> &f, unsigned ldm, layout_t layout)
 {
+  if (emu_lane () != 0)
+    return;
+  if (((uintptr_t) p & 31) != 0 || ldm % (16 / sizeof (T)) != 0)
+    emu_wmma_misuse ("store_matrix_sync: pointer not 32-byte aligned or ldm not a multiple of 16 bytes");
   for (int r = 0; r < M; r++)
     for (int c = 0; c < N; c++)
       (layout == mem_row_major ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r]) = f.x[r * N + c];
@@ -157,15 +176,23 @@ static inline void
 mma_sync (fragment<accumulator, M, N, K, float, void> &d, const fragment<matrix_a, M, N, K, TA, LA> &a,
           const fragment<matrix_b, M, N, K, TA, LB> &b, const fragment<accumulator, M, N, K, float, void> &c)
 {
+  if (emu_lane () != 0)
+    return;
   float out[M * N];
   for (int i = 0; i < M; i++)
-    for (int j = 0; j < N; j++)
-      {
-        float s = c.x[i * N + j];
-        for (int k = 0; k < K; k++)
-          s += emu_to_float (a.x[i * K + k]) * emu_to_float (b.x[k * N + j]);
-        out[i * N + j] = s;
-      }
+    {
+      float row[N];
+      for (int j = 0; j < N; j++)
+        row[j] = c.x[i * N + j];
+      for (int k = 0; k < K; k++)
+        {
+          const float av = a.x[i * K + k];
+          for (int j = 0; j < N; j++)
+            row[j] += av * b.x[k * N + j];
+        }
+      for (int j = 0; j < N; j++)
+        out[i * N + j] = row[j];
+    }
   memcpy (d.x, out, sizeof out);
 }
 

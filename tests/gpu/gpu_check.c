@@ -249,7 +249,7 @@ report_check (GpuEnv *env, const char *op, const char *label, const float *got, 
   env->failures += !ok;
   char timing[32] = "";
   if (ms >= 0.0)
-    g_snprintf (timing, sizeof timing, "%9.4f ms", ms);
+    g_snprintf (timing, sizeof timing, "  %.4f ms", ms);
   char *opv = env->variant ? g_strdup_printf ("%s[%s]", op, env->variant) : g_strdup (op);
   char *line = g_strdup_printf ("%s %-18s %-4s %-58s rel %.2e (bound %.0e) max|ref| %.3g worst [%zu] %.6g vs %.6g%s%s%s",
                                 ok ? "PASS" : "FAIL", opv, precision_name (env->precision), label, rel, bound, max_ref,

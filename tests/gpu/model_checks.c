@@ -6,13 +6,19 @@
  *    device by Philox) on CUDA against the CPU backend;
  * 4. timings of one forward (ddpm_context_eps, copies included) for cifar10-32 and celebahq-256.
  *
- * Bounds (absolute, on values of magnitude ~1; the fixtures' eps reach 1.1-1.7, samples 1-4):
- *   fp32: eps 1e-4 and samples 1e-3, the fixtures' own contract (MANIFEST.json "tolerances") that the CPU
- *         backend meets; CPU vs GPU likewise.
- *   fp16: eps 2e-2, samples 5e-2; bf16: eps 1.5e-1, samples 3e-1. A forward rounds every activation to the
- *         half type (unit roundoff u = 4.9e-4 fp16, 3.9e-3 bf16) through ~60 layers, and the GroupNorms
- *         renormalise the errors rather than let them grow: the CPU emulator of these very kernels
- *         measured eps errors of about 20-40 u. Samples add ~20 steps of that through the sampler. */
+ * Bounds (absolute, on values of magnitude ~1; the fixtures' eps reach 1.1-1.7, samples 1-4), measured
+ * with the CPU emulator of these very kernels (kernels/emu/, same roundings, other summation order):
+ *   eps   fp32 1e-4, the fixtures' own contract (MANIFEST.json "tolerances"), met by the CPU backend too;
+ *               measured 3e-7.
+ *         fp16 1e-2: every activation is rounded to fp16 (u = 4.9e-4) through ~60 layers and the GroupNorms
+ *               renormalise the errors rather than let them grow: measured 0.9-1.6e-3 (3 u).
+ *         bf16 8e-2: the same with u = 3.9e-3: measured 1.0-1.7e-2.
+ *   samples fp32 1e-3 (the fixtures' contract). In half precision a sample's error is the eps error times
+ *         the run's conditioning: MANIFEST.json gives, per fixture run, how far 1e-5 of noise on every eps
+ *         moves the sample (amp = that / 1e-5: DDPM runs 1.5-6, cifar-like DDIM eta 0.5 57). Bound
+ *         = max(floor, 3 amp e) with e the typical eps error (fp16 1.5e-3, bf16 1.3e-2) and floors 1e-2 /
+ *         5e-2; a bound past 0.5 says nothing about a sample in [-1, 1], so such a run is printed as INFO
+ *         and not judged. */
 #include "gpu_check.h"
 
 #include "model.h"
@@ -24,14 +30,21 @@
 static double
 eps_bound (DdpmPrecision p)
 {
-  return p == DDPM_PRECISION_FP16 ? 2e-2 : p == DDPM_PRECISION_BF16 ? 1.5e-1 : 1e-4;
+  return p == DDPM_PRECISION_FP16 ? 1e-2 : p == DDPM_PRECISION_BF16 ? 8e-2 : 1e-4;
 }
 
+/* amp: the run's amplification of eps errors (see above). */
 static double
-sample_bound (DdpmPrecision p)
+sample_bound (DdpmPrecision p, double amp)
 {
-  return p == DDPM_PRECISION_FP16 ? 5e-2 : p == DDPM_PRECISION_BF16 ? 3e-1 : 1e-3;
+  if (p == DDPM_PRECISION_FP16)
+    return fmax (1e-2, 3.0 * amp * 1.5e-3);
+  if (p == DDPM_PRECISION_BF16)
+    return fmax (5e-2, 3.0 * amp * 1.3e-2);
+  return 1e-3;
 }
+
+#define INFO_BOUND 0.5
 
 static double
 max_abs (const float *v, size_t n)
@@ -134,14 +147,16 @@ typedef struct {
   DdpmSamplerKind sampler;
   double eta;
   const char *noise, *sample, *timesteps;
+  double amp;                      /* MANIFEST.json sampling_runs.*.eps_noise_1e5_max_abs / 1e-5 */
+  gboolean quick;                  /* also run in --quick mode */
 } SampleCase;
 
 static const SampleCase sample_cases[] = {
-  { "cifar-like", DDPM_SAMPLER_DDPM, 0.0, "step_noise_ddpm.npy", "sample_ddpm20.npy", "timesteps_ddpm20.npy" },
-  { "cifar-like", DDPM_SAMPLER_DDIM, 0.5, "step_noise_ddim_eta05.npy", "sample_ddim20_eta05.npy", "timesteps_ddim20.npy" },
-  { "fp16-4ch", DDPM_SAMPLER_DDPM, 0.0, "step_noise_ddpm.npy", "sample_ddpm20.npy", "timesteps_ddpm20.npy" },
-  { "fp16-4ch", DDPM_SAMPLER_DDIM, 0.0, NULL, "sample_ddim20.npy", "timesteps_ddim20.npy" },
-  { "bf16-tiny", DDPM_SAMPLER_DDIM, 0.5, "step_noise_ddim_eta05.npy", "sample_ddim20_eta05.npy", "timesteps_ddim20.npy" },
+  { "cifar-like", DDPM_SAMPLER_DDPM, 0.0, "step_noise_ddpm.npy", "sample_ddpm20.npy", "timesteps_ddpm20.npy", 5.9, TRUE },
+  { "cifar-like", DDPM_SAMPLER_DDIM, 0.5, "step_noise_ddim_eta05.npy", "sample_ddim20_eta05.npy", "timesteps_ddim20.npy", 57.4, FALSE },
+  { "fp16-4ch", DDPM_SAMPLER_DDPM, 0.0, "step_noise_ddpm.npy", "sample_ddpm20.npy", "timesteps_ddpm20.npy", 1.5, FALSE },
+  { "fp16-4ch", DDPM_SAMPLER_DDIM, 0.0, NULL, "sample_ddim20.npy", "timesteps_ddim20.npy", 1.2, FALSE },
+  { "bf16-tiny", DDPM_SAMPLER_DDIM, 0.5, "step_noise_ddim_eta05.npy", "sample_ddim20_eta05.npy", "timesteps_ddim20.npy", 5.3, FALSE },
 };
 
 static void
@@ -198,8 +213,19 @@ check_fixture_sample (GpuEnv *env, const SampleCase *c)
       g_clear_error (&error);
     }
   else
-    report_abs (env, "sample", label, got, wf, want->numel, sample_bound (env->precision),
-                (g_get_monotonic_time () - t0) / 1000.0);
+    {
+      const double ms = (g_get_monotonic_time () - t0) / 1000.0, bound = sample_bound (env->precision, c->amp);
+      if (bound > INFO_BOUND)
+        {
+          double worst = 0.0;
+          for (int64_t i = 0; i < want->numel; i++)
+            worst = fmax (worst, fabs ((double) got[i] - wf[i]));
+          printf ("INFO sample             %-4s %-58s max abs err %.3g (not judged: amplification %.0f makes any "
+                  "bound > %.1f)\n", precision_name (env->precision), label, worst, c->amp, INFO_BOUND);
+        }
+      else
+        report_abs (env, "sample", label, got, wf, want->numel, bound, ms);
+    }
   ddpm_context_free (ctx);
 }
 
@@ -289,7 +315,7 @@ check_random_cifar (GpuEnv *env)
           g_clear_error (&error);
         }
       else
-        report_abs (env, "sample", slabel, got, want, ns, sample_bound (env->precision), -1.0);
+        report_abs (env, "sample", slabel, got, want, ns, sample_bound (env->precision, 10.0), -1.0);
     }
   g_free (x);
   g_free (want);
@@ -353,11 +379,14 @@ run_model_checks (GpuEnv *env)
 {
   const char *models[] = { "cifar-like", "celebahq-like", "fp16-4ch", "bf16-tiny" };
   const char *tcases[] = { "t10_500", "t250_750", "t0_999" };
+  /* --quick (the emulator, in CI): one timestep pair per model, and one sampling run in fp16 (the captured
+   * graph's path is the same in every precision) */
   for (size_t m = 0; m < G_N_ELEMENTS (models); m++)
-    for (size_t t = 0; t < G_N_ELEMENTS (tcases); t++)
+    for (size_t t = 0; t < (env->quick ? 1 : G_N_ELEMENTS (tcases)); t++)
       check_fixture_eps (env, models[m], tcases[t]);
   for (size_t i = 0; i < G_N_ELEMENTS (sample_cases); i++)
-    check_fixture_sample (env, &sample_cases[i]);
+    if (!env->quick || (sample_cases[i].quick && env->precision == DDPM_PRECISION_FP16))
+      check_fixture_sample (env, &sample_cases[i]);
   check_random_cifar (env);
   if (!env->quick)
     {

@@ -1,0 +1,96 @@
+#!/bin/bash
+# tests/gpu/run.sh: the whole GPU check as one command on the lent GPU machine, from the repository root:
+#   1. the GPU test program (every CUDA op against the CPU backend at cifar10-32 / celebahq-256 layer shapes,
+#      in fp32, fp16 and bf16, the backend variants, whole-model checks against diffusers' float64
+#      references, op timings);
+#   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py).
+# Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
+# the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
+# `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or ./gpu-out.
+#
+# Without a GPU (a rehearsal) the tests exit 77 (skipped) and the benchmark reports what it could not run;
+# the script exits 0 then too. Its exit status is the GPU test program's otherwise.
+#
+# Expected run time on an H100/H200: ~1.5 min of tests, ~2 min of benchmarks (limits: 240 s and 270 s).
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+OUT=${OUT:-$ROOT/gpu-out}
+mkdir -p "$OUT"
+CARRY=${DDPM_CARRY:-$ROOT/build-gpu/carry}
+exec > >(tee "$OUT/run.log") 2>&1
+
+echo "== $(date -u) on $(hostname)"
+if [ ! -x "$CARRY/bin/test_cuda" ]; then
+  echo "no $CARRY/bin/test_cuda: run tools/gpu_prepare.sh first and carry build-gpu/carry"
+  exit 2
+fi
+cat "$CARRY/MANIFEST" 2>/dev/null
+{
+  nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+  echo; uname -a; ldd --version 2>&1 | head -1; nproc
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())' 2>&1
+} > "$OUT/machine.txt"
+head -15 "$OUT/machine.txt"
+
+# cuBLAS: the toolkit's if it has one, else PyTorch's wheel (nvidia/cu13/lib). The module dlopens it.
+CUBLAS=${DDPM_CUBLAS:-}
+if [ -z "$CUBLAS" ]; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+    [ -e "$d/libcublas.so.13" ] && CUBLAS=$d/libcublas.so.13 && break
+  done
+fi
+if [ -z "$CUBLAS" ]; then
+  CUBLAS=$(python3 -c 'import glob, site, sys
+for p in site.getsitepackages() + sys.path:
+    for f in glob.glob(p + "/nvidia/cu13/lib/libcublas.so.13") + glob.glob(p + "/nvidia/cublas/lib/libcublas.so.13"):
+        print(f); sys.exit()' 2>/dev/null)
+fi
+if [ -z "$CUBLAS" ]; then
+  CUBLAS=$(find /opt /usr/local -name 'libcublas.so.13' 2>/dev/null | head -1)
+fi
+echo "cuBLAS: ${CUBLAS:-not found (the backend will use its own, slow GEMM)}"
+LIBS=$CARRY/lib
+[ -n "$CUBLAS" ] && LIBS=$LIBS:$(dirname "$CUBLAS")
+export DDPM_CUBLAS=$CUBLAS
+export DDPM_CUDA_MODULE=$CARRY/lib/libddpm-cuda.so
+export DDPM_FIXTURES=$ROOT/tests/fixtures
+# our binaries get the carried GLib; Python does not need it
+export DDPM_RUN_LD_LIBRARY_PATH=$LIBS
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+export PYTHONUNBUFFERED=1
+
+echo "== 1. GPU tests"
+LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 240 "$CARRY/bin/test_cuda" --timing \
+  --log "$OUT/tests.log" > "$OUT/tests-full.txt" 2>&1
+rc=$?
+grep -v '^PASS' "$OUT/tests-full.txt" | grep -v '^     ' | tail -60
+echo "(all lines: tests-full.txt; timings: lines starting with spaces)"
+case $rc in
+  0) echo "GPU tests: all passed" ;;
+  77) echo "GPU tests: skipped (no usable CUDA device)" ;;
+  124) echo "GPU tests: TIMED OUT after 240 s" ;;
+  *) echo "GPU tests: FAILED (exit $rc)" ;;
+esac
+
+# If the implicit-GEMM conv failed its checks but im2col + cuBLAS passed, benchmark (and report) that path.
+CONVS=implicit,gemm
+if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
+  echo "the implicit-GEMM conv failed a check: benchmarking the im2col + cuBLAS path only"
+  CONVS=gemm
+fi
+
+echo "== 2. Benchmarks against PyTorch"
+if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+     > "$OUT/pip.txt" 2>&1; then
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+else
+  echo "installing the carried wheels failed (see pip.txt): the PyTorch side may be skipped"
+fi
+timeout 270 python3 tools/bench_gpu.py --ddpm "$CARRY/bin/ddpm" --conv "$CONVS" --json "$OUT/bench.json"
+brc=$?
+[ $brc -ne 0 ] && echo "benchmark: exit $brc"
+
+echo "== done $(date -u)"
+[ $rc -eq 77 ] && exit 0
+exit $rc

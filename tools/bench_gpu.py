@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""bench_gpu.py: this project's CUDA backend against diffusers/PyTorch, in one run on the same GPU.
+
+1. UNet forwards: `ddpm bench` (the CLI: ddpm_context_eps, so host<->device copies of x and eps included)
+   for google/ddpm-cifar10-32 at batch 1 and 128 and google/ddpm-celebahq-256 at batch 1 and 4, random
+   weights, fp16 (both conv paths: the implicit-GEMM kernel and im2col + cuBLAS); diffusers UNet2DModel with
+   random weights in fp16, eager and replayed as a CUDA graph (torch.cuda.graphs), device tensors only.
+2. Whole samples, 32x32 batch 1: `ddpm sample` of a random cifar10-32 folder written by save_pretrained,
+   1000-step DDPM and 50-step DDIM (the time of a 1-step run subtracted: model loading and start-up), against
+   a diffusers loop (fp16 UNet + DDPMScheduler/DDIMScheduler), eager and with the UNet in a CUDA graph.
+
+Prints a table with ratios and the issue's targets; --json writes every number. Without CUDA (a rehearsal on
+a machine with no GPU) it reports what is unavailable and exits 0.
+
+Usage: bench_gpu.py --ddpm build-gpu/carry/bin/ddpm [--json out.json] [--quick] [--conv implicit,gemm]
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+CONFIGS = {
+    # diffusers UNet2DModel configs of the published checkpoints (tools/../shared reference unet2d-spec)
+    "cifar10-32": dict(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=2, attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1,
+        norm_eps=1e-6, norm_num_groups=32, act_fn="silu"),
+    "celebahq-256": dict(
+        sample_size=256, in_channels=3, out_channels=3, block_out_channels=(128, 128, 256, 256, 512, 512),
+        down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
+        layers_per_block=2, attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1,
+        norm_eps=1e-6, norm_num_groups=32, act_fn="silu"),
+}
+
+FORWARDS = [("cifar10-32", 1), ("cifar10-32", 128), ("celebahq-256", 1), ("celebahq-256", 4)]
+TARGET_MS = {("cifar10-32", 1): 0.5, ("cifar10-32", 128): 6.0, ("celebahq-256", 1): 4.0}
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def run_ddpm(ddpm, args, env_extra, timeout):
+    env = dict(os.environ)
+    ld = os.environ.get("DDPM_RUN_LD_LIBRARY_PATH")
+    if ld:
+        env["LD_LIBRARY_PATH"] = ld + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    env.update(env_extra)
+    t0 = time.perf_counter()
+    p = subprocess.run([ddpm] + args, capture_output=True, text=True, env=env, timeout=timeout)
+    return p, time.perf_counter() - t0
+
+
+def parse_bench_line(out):
+    for line in out.splitlines():
+        if line.startswith("bench "):
+            return {k: v for k, _, v in (kv.partition("=") for kv in shlex.split(line)[1:])}
+    return None
+
+
+def ddpm_forward(ddpm, config, batch, precision, conv, iters, results):
+    key = f"ddpm {config} b{batch} {precision} conv={conv}"
+    try:
+        p, _ = run_ddpm(ddpm, ["bench", "--config", config, "--batch", str(batch), "--device", "cuda",
+                               "--precision", precision, "--iters", str(iters), "--warmup", "3", "-q"],
+                        {"DDPM_CUDA_CONV": conv}, timeout=180)
+    except subprocess.TimeoutExpired:
+        log(f"  {key}: timed out")
+        return None
+    fields = parse_bench_line(p.stdout)
+    if p.returncode != 0 or fields is None:
+        log(f"  {key}: failed (exit {p.returncode}): {p.stderr.strip()[-400:]}")
+        results[key] = {"error": p.stderr.strip()[-400:]}
+        return None
+    ms = float(fields["median_ms"])
+    results[key] = {"median_ms": ms, "min_ms": float(fields["min_ms"]), "device": fields.get("device_name")}
+    log(f"  {key}: median {ms:.3f} ms, min {float(fields['min_ms']):.3f} ms ({fields.get('device_name')})")
+    return ms
+
+
+def torch_unet(torch, config):
+    from diffusers import UNet2DModel
+    torch.manual_seed(0)
+    return UNet2DModel(**CONFIGS[config])
+
+
+def time_cuda(torch, fn, iters, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def torch_forward(torch, config, batch, iters, results):
+    """diffusers fp16 eager and CUDA-graph forward of one batch, device tensors only (median ms)."""
+    unet = torch_unet(torch, config).half().cuda().eval()
+    S = CONFIGS[config]["sample_size"]
+    x = torch.randn(batch, 3, S, S, device="cuda", dtype=torch.float16)
+    t = torch.full((batch,), 500, device="cuda", dtype=torch.long)
+    with torch.no_grad():
+        eager = time_cuda(torch, lambda: unet(x, t).sample, iters)
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                unet(x, t)
+        torch.cuda.current_stream().wait_stream(s)
+        with torch.cuda.graph(g):
+            y = unet(x, t).sample
+        graph = time_cuda(torch, g.replay, iters)
+    del unet, g, y
+    torch.cuda.empty_cache()
+    results[f"torch {config} b{batch} fp16 eager"] = {"median_ms": eager}
+    results[f"torch {config} b{batch} fp16 graph"] = {"median_ms": graph}
+    log(f"  torch {config} b{batch} fp16: eager {eager:.3f} ms, CUDA graph {graph:.3f} ms")
+    return eager, graph
+
+
+def write_random_cifar(torch, folder):
+    from diffusers import DDPMScheduler
+    unet = torch_unet(torch, "cifar10-32")
+    unet.save_pretrained(folder)
+    DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                  variance_type="fixed_large", clip_sample=True).save_pretrained(folder)
+    return unet
+
+
+def ddpm_sample_ms(ddpm, folder, sampler, steps, conv, results):
+    """Wall time of `ddpm sample` for `steps` steps minus a 1-step run (loading and start-up)."""
+    key = f"ddpm sample cifar10-32 {sampler} {steps} steps fp16 conv={conv}"
+    walls = {}
+    for n in (1, steps):
+        out = os.path.join(folder, f"out-{sampler}-{n}.npy")
+        args = ["sample", "--model", folder, "--device", "cuda", "--precision", "fp16", "--sampler", sampler,
+                "--steps", str(n), "--seed", "1", "-o", out, "-q"]
+        best = None
+        for _ in range(2):   # the second run has warm file caches
+            try:
+                p, wall = run_ddpm(ddpm, args, {"DDPM_CUDA_CONV": conv}, timeout=240)
+            except subprocess.TimeoutExpired:
+                log(f"  {key}: timed out")
+                return None
+            if p.returncode != 0:
+                log(f"  {key}: failed (exit {p.returncode}): {p.stderr.strip()[-400:]}")
+                results[key] = {"error": p.stderr.strip()[-400:]}
+                return None
+            best = wall if best is None else min(best, wall)
+        walls[n] = best
+    ms = (walls[steps] - walls[1]) * 1000.0 * steps / (steps - 1)
+    results[key] = {"ms": ms, "wall_s": walls[steps], "wall_1step_s": walls[1]}
+    log(f"  {key}: {ms:.1f} ms for {steps} steps ({ms / steps:.3f} ms/step; wall {walls[steps]:.2f} s, "
+        f"1-step run {walls[1]:.2f} s)")
+    return ms
+
+
+def torch_sample_ms(torch, unet, sampler, steps, use_graph, results):
+    from diffusers import DDIMScheduler, DDPMScheduler
+    kw = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=True)
+    sched = DDPMScheduler(variance_type="fixed_large", **kw) if sampler == "ddpm" else DDIMScheduler(**kw)
+    sched.set_timesteps(steps)
+    unet = unet.half().cuda().eval()
+    x0 = torch.randn(1, 3, 32, 32, device="cuda", dtype=torch.float32, generator=torch.Generator("cuda").manual_seed(0))
+    gen = torch.Generator("cuda").manual_seed(1)
+    with torch.no_grad():
+        if use_graph:
+            xs = torch.zeros(1, 3, 32, 32, device="cuda", dtype=torch.float16)
+            ts = torch.zeros(1, device="cuda", dtype=torch.long)
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    unet(xs, ts)
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                eps_s = unet(xs, ts).sample
+
+            def model(x, t):
+                xs.copy_(x)
+                ts.fill_(int(t))
+                g.replay()
+                return eps_s.float()
+        else:
+            def model(x, t):
+                return unet(x.half(), t).sample.float()
+
+        def loop():
+            x = x0.clone()
+            for t in sched.timesteps:
+                x = sched.step(model(x, t), t, x, generator=gen).prev_sample
+            return x
+
+        loop()   # warm-up
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loop()
+        torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) * 1000.0
+    key = f"torch sample cifar10-32 {sampler} {steps} steps fp16 {'graph' if use_graph else 'eager'}"
+    results[key] = {"ms": ms}
+    log(f"  {key}: {ms:.1f} ms ({ms / steps:.3f} ms/step)")
+    return ms
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ddpm", required=True, help="the ddpm CLI binary")
+    ap.add_argument("--json", help="write all numbers here")
+    ap.add_argument("--quick", action="store_true", help="fewer iterations, no whole samples")
+    ap.add_argument("--conv", default="implicit,gemm", help="ddpm conv paths to time (DDPM_CUDA_CONV values)")
+    a = ap.parse_args()
+    convs = [c for c in a.conv.split(",") if c]
+    results = {"host": os.uname().nodename}
+
+    try:
+        import torch
+        have_cuda = torch.cuda.is_available()
+        results["torch"] = torch.__version__
+        if have_cuda:
+            results["gpu"] = torch.cuda.get_device_name(0)
+            log(f"PyTorch {torch.__version__} on {results['gpu']}")
+        else:
+            log(f"PyTorch {torch.__version__}: no CUDA device: the PyTorch side is skipped")
+    except ImportError as e:
+        torch, have_cuda = None, False
+        log(f"PyTorch unavailable ({e}): the PyTorch side is skipped")
+    have_diffusers = False
+    if have_cuda:
+        try:
+            import diffusers
+            have_diffusers = True
+            results["diffusers"] = diffusers.__version__
+        except ImportError as e:
+            log(f"diffusers unavailable ({e}): the PyTorch side is skipped")
+
+    rows = []
+    log("== UNet forwards")
+    for config, batch in FORWARDS:
+        iters = 10 if (a.quick or config == "celebahq-256") else 30
+        ours = {c: ddpm_forward(a.ddpm, config, batch, "fp16", c, iters, results) for c in convs}
+        eager = graph = None
+        if have_diffusers:
+            try:
+                eager, graph = torch_forward(torch, config, batch, 20, results)
+            except Exception as e:   # report and go on: one failure must not hide the other numbers
+                log(f"  torch {config} b{batch}: {type(e).__name__}: {e}")
+        rows.append((config, batch, ours, eager, graph))
+    if not any(v is not None for r in rows for v in r[2].values()):
+        log("ddpm's CUDA backend did not run (no GPU?): nothing to compare")
+
+    samples = []
+    if not a.quick:
+        log("== Whole samples, cifar10-32 32x32 batch 1, fp16")
+        with tempfile.TemporaryDirectory() as folder:
+            unet = None
+            if have_diffusers:
+                unet = write_random_cifar(torch, folder)
+            else:
+                log("  (no diffusers: no random model folder to sample from)")
+            for sampler, steps in (("ddpm", 1000), ("ddim", 50)):
+                ours = {c: ddpm_sample_ms(a.ddpm, folder, sampler, steps, c, results) if unet is not None else None
+                        for c in convs}
+                te = tg = None
+                if unet is not None:
+                    try:
+                        te = torch_sample_ms(torch, unet, sampler, steps, False, results)
+                        tg = torch_sample_ms(torch, unet, sampler, steps, True, results)
+                    except Exception as e:
+                        log(f"  torch sample {sampler}: {type(e).__name__}: {e}")
+                samples.append((sampler, steps, ours, te, tg))
+
+    log("")
+    log(f"== Summary ({results.get('gpu', 'no GPU')}); ms, lower is better; ratio = PyTorch CUDA graph / ddpm best")
+    head = "| what | batch | " + " | ".join(f"ddpm fp16 conv={c}" for c in convs) + \
+           " | torch fp16 eager | torch fp16 graph | ratio | target |"
+    log(head)
+    log("|" + "---|" * (head.count("|") - 1))
+    for config, batch, ours, eager, graph in rows:
+        best = min((v for v in ours.values() if v is not None), default=None)
+        ratio = f"{graph / best:.2f}x" if best and graph else "-"
+        target = TARGET_MS.get((config, batch))
+        tgt = "-" if target is None else (f"<= {target} ms " + ("met" if best is not None and best <= target else "MISSED"))
+        log(f"| {config} forward | {batch} | " + " | ".join(fmt(ours[c]) for c in convs) +
+            f" | {fmt(eager)} | {fmt(graph)} | {ratio} | {tgt} |")
+    for sampler, steps, ours, te, tg in samples:
+        best = min((v for v in ours.values() if v is not None), default=None)
+        ratio = f"{tg / best:.2f}x" if best and tg else "-"
+        tgt = "< 1000 ms " + ("met" if best is not None and best < 1000 else "MISSED") if sampler == "ddpm" else "-"
+        log(f"| {sampler.upper()} {steps}-step sample 32x32 | 1 | " + " | ".join(fmt(ours[c]) for c in convs) +
+            f" | {fmt(te)} | {fmt(tg)} | {ratio} | {tgt} |")
+    log("ddpm forward times are `ddpm bench` medians: ddpm_context_eps with its host<->device copies of x and eps; "
+        "PyTorch times are device-only (CUDA events).")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+#!/bin/bash
+# tools/gpu_prepare.sh: builds, on this (GPU-less) machine, everything tests/gpu/run.sh needs on the lent
+# GPU machine, and gathers it into build-gpu/carry/ for the device tool's `carry`.
+#
+# Why build here: the GPU machine (Ubuntu 24.04, glibc 2.39, CUDA 13.0) has no GLib / json-glib and no
+# internet. Our binaries are built against Debian 12's glibc 2.36 (older, so they run there) with the same
+# nvcc 13.0, and the GLib family of shared libraries travels with them.
+#
+# build-gpu/carry/
+#   bin/ddpm, bin/test_cuda        the CLI (bench, sample) and the GPU test program, stripped
+#   lib/libddpm-cuda.so            the CUDA backend module (sm_80/86/89/90 + compute_90 PTX), stripped
+#   lib/libglib-2.0.so.0 ...       what the binaries need and the GPU machine lacks (GLib, GObject, GIO,
+#                                  json-glib, pcre2, ffi, gomp)
+#   MANIFEST                       what was built, from which commit, and the newest glibc symbol needed
+# Python wheels for tools/bench_gpu.py (diffusers and importlib_metadata; PyTorch is there) go to .whl/.
+#
+# Usage: tools/gpu_prepare.sh            (then run the device command printed at the end)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-gpu}
+CARRY=$BUILD/carry
+
+if [ ! -f "$BUILD/build.ninja" ]; then
+  meson setup "$BUILD" -Dcuda=enabled -Dgimp=disabled -Dbuildtype=release
+fi
+nice ninja -C "$BUILD" cli/ddpm kernels/libddpm-cuda.so tests/gpu/test_cuda
+
+rm -rf "$CARRY"
+mkdir -p "$CARRY/bin" "$CARRY/lib"
+cp "$BUILD/cli/ddpm" "$BUILD/tests/gpu/test_cuda" "$CARRY/bin/"
+cp "$BUILD/kernels/libddpm-cuda.so" "$CARRY/lib/"
+strip "$CARRY/bin/ddpm" "$CARRY/bin/test_cuda"
+# --strip-unneeded keeps the dynamic symbol (ddpm_cuda_backend_create) and the .nv_fatbin section
+strip --strip-unneeded "$CARRY/lib/libddpm-cuda.so"
+
+# The shared libraries the GPU machine lacks: the GLib family and its own dependencies (libgomp too, in
+# case that image has no GCC runtime for OpenMP). OpenBLAS, libpng, zlib, libstdc++ and libc are there.
+for lib in $(ldd "$CARRY"/bin/* "$CARRY"/lib/libddpm-cuda.so | awk '/=>/ { print $3 }' | sort -u); do
+  case "$(basename "$lib")" in
+    libglib-2.0.so*|libgobject-2.0.so*|libgio-2.0.so*|libgmodule-2.0.so*|libjson-glib-1.0.so*|libpcre2-8.so*|libffi.so*|libgomp.so*)
+      cp -L "$lib" "$CARRY/lib/" ;;
+  esac
+done
+
+# Every binary must run on glibc 2.39: the newest versioned glibc symbol any of them needs.
+newest=$(for f in "$CARRY"/bin/* "$CARRY"/lib/*; do objdump -T "$f"; done | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+{
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+  echo "nvcc: $(nvcc --version | tail -1)"
+  echo "newest glibc symbol: $newest (the GPU machine has 2.39)"
+  (cd "$CARRY" && ls -l bin lib)
+} > "$CARRY/MANIFEST"
+
+# diffusers for the PyTorch side of the benchmark (pure-Python wheels; everything else is on that machine)
+mkdir -p .whl
+for w in diffusers==0.42.1 importlib_metadata; do
+  name=${w%%=*}
+  if ! ls .whl/"${name}"-*.whl >/dev/null 2>&1; then
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$w"
+  fi
+done
+
+cat "$CARRY/MANIFEST"
+echo "carry size: $(du -sh "$CARRY" | cut -f1) + .whl $(du -sh .whl | cut -f1)"
+echo
+echo "Device command (from the repository root; carry [\"$CARRY\", \".whl\"]):"
+echo "  bash tests/gpu/run.sh"
