@@ -93,8 +93,13 @@ for t in "${targets[@]}"; do
       status=1
     fi
   fi
+  dict=()
+  case $t in
+    safetensors|config|model) dict=(-dict=tests/fuzz/json.dict) ;;
+    pickle|torch_zip) dict=(-dict=tests/fuzz/pickle.dict) ;;
+  esac
   rc=0
-  nice -n 10 "$exe" "$corpus/$t" -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$per_input" \
+  nice -n 10 "$exe" "${dict[@]}" "$corpus/$t" -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$per_input" \
     -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/$t/" >"$logs/$t.log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
   execs=${execs:-0}
