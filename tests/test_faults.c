@@ -442,8 +442,8 @@ test_limit_image (void)
   assert_untouched (out, 16);
   g_clear_error (&error);
 
-  /* One image just past physical memory on the CPU: 2^28 pixels x 8 channels x 4 bytes = 8 GiB per
-   * buffer; in a batch of 64 it is 512 GiB. */
+  /* A batch of 64 at the pixel limit: the widest buffer (an up-block concatenation, 2 x 4 channels) is
+   * 64 x 8 x 2^28 x 4 bytes = 512 GiB, past this machine's physical memory. */
   int64_t t[64] = { 0 };
   g_assert_false (ddpm_context_eps (ctx, out, t, 64, 16384, 16384, out, &error));
   assert_error (error, DDPM_ERROR_LIMIT, "batch 64 at 16384x16384", "GiB", NULL);
