@@ -5,8 +5,14 @@
  * X̂[(ci*k + ky)*k + kx][oy*Wo + ox] = x[ci][oy*stride - top + ky][ox*stride - left + kx] (0 outside), i.e.
  * PyTorch's weight layout flattened. Two ways:
  * - implicit GEMM (fp16/bf16, default): one kernel gathers X̂ tiles straight into shared memory, multiplies
- *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and adds the bias in its epilogue. No scratch,
- *   one launch per convolution.
+ *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and adds the bias in its epilogue: one launch,
+ *   no scratch. Tiles of 64 or 128 output channels x 64 output pixels (pixels run across the batch, so
+ *   deep 4x4 layers still fill tiles at batch > 1), K in slices of 32 with the next slice's loads in flight
+ *   while the tensor cores work on the current one (two shared-memory stages). When the tiles alone cannot
+ *   fill the GPU (batch 1, 4x4 .. 16x16 layers: a handful of tiles with K up to 9216), K is split over
+ *   up to 16 blocks that write float32 partial sums to scratch; the last block of each tile to finish (an
+ *   atomic counter per tile, reset by that block) adds them in a fixed order with the bias, so the split
+ *   costs no second launch and the result does not depend on timing.
  * - im2col + GEMM (fp32 always, or DDPM_CUDA_CONV=gemm): X̂ into scratch (in chunks of images that fit
  *   CONV_SCRATCH_CAP), cuBLAS (pedantic fp32 in fp32 mode, so results match the CPU to ~1e-6), then the
  *   bias. A 1x1 stride-1 unpadded convolution is a GEMM on x directly. */
@@ -64,15 +70,60 @@ im2col_chunk (int B, size_t per_image_bytes)
   return c < (size_t) B ? (int) c : B;
 }
 
+enum { TILE_SMALL, TILE_LARGE };       /* 64 x 64 or 128 x 64 (output channels x output pixels) */
+#define IG_BN 64
+#define IG_BK 32
+#define IG_MAX_SPLITS 16
+
+struct ConvPlan {
+  bool implicit;
+  int tile;
+  int splits;                           /* K split over this many blocks (1: no split) */
+  int kps;                              /* K tiles (of IG_BK) per split */
+  size_t scratch;                       /* bytes of scratch the convolution uses */
+};
+
+/* One decision used both by conv2d_scratch (planning) and conv2d (running), so they always agree. */
+static ConvPlan
+conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
+{
+  ConvPlan p = { use_implicit (cb), TILE_SMALL, 1, 0, 0 };
+  if (!p.implicit)
+    {
+      if (!is_pointwise (s.k, s.stride, pad))
+        {
+          const size_t per_image = (size_t) s.K * s.Ho * s.Wo * cb->act_size;
+          p.scratch = (size_t) im2col_chunk (s.B, per_image) * per_image;
+        }
+      return p;
+    }
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  const long long cols = (P + IG_BN - 1) / IG_BN;
+  const long long target = 2LL * cb->sm_count;          /* two blocks per SM */
+  const long long blocks_large = cols * ((s.Cout + 127) / 128);
+  p.tile = cb->conv_tile >= 0 ? cb->conv_tile : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
+  const long long blocks = cols * ((s.Cout + (p.tile == TILE_LARGE ? 127 : 63)) / (p.tile == TILE_LARGE ? 128 : 64));
+  const int ktiles = (s.K + IG_BK - 1) / IG_BK;
+  int splits = 1;
+  if (cb->conv_splitk > 0)
+    splits = cb->conv_splitk;
+  else if (blocks < cb->sm_count)
+    splits = (int) ((target + blocks - 1) / blocks);
+  splits = imin (imin (splits, IG_MAX_SPLITS), imax (ktiles / 2, 1));
+  splits = imax (splits, 1);
+  p.kps = (ktiles + splits - 1) / splits;
+  p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
+  if (p.splits > 1)
+    p.scratch = (size_t) p.splits * s.Cout * (size_t) P * sizeof (float);
+  return p;
+}
+
 size_t
 cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int k, int stride, const int pad[4])
 {
   CudaBackend *cb = cuda_backend (be);
-  if (use_implicit (cb) || is_pointwise (k, stride, pad))
-    return 0;
-  const int Ho = (H + pad[0] + pad[2] - k) / stride + 1, Wo = (W + pad[1] + pad[3] - k) / stride + 1;
-  const size_t per_image = (size_t) Cin * k * k * Ho * Wo * cb->act_size;
-  return (size_t) im2col_chunk (B, per_image) * per_image;
+  DdpmLinearW w = { NULL, NULL, Cout, Cin, k };
+  return conv_plan (cb, conv_shape (&w, B, H, W, stride, pad), pad).scratch;
 }
 
 /* ---- im2col + GEMM ---- */
@@ -141,37 +192,68 @@ conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, cons
 
 /* ---- implicit GEMM on the tensor cores (fp16 / bf16) ---- */
 
-#define IG_BM 64                        /* output channels per block */
-#define IG_BN 64                        /* output pixels per block (across images) */
-#define IG_BK 32                        /* reduction slice */
-#define IG_THREADS 128                  /* 4 warps, 2 x 2, each a 32 x 32 sub-tile */
-#define IG_LDA (IG_BK + 8)              /* smem row strides: multiples of 8 halves (WMMA), padded against */
-#define IG_LDB (IG_BN + 8)              /* bank conflicts */
-#define IG_LDC (IG_BN + 4)
-#define IG_SMEM_AB ((IG_BM * IG_LDA + IG_BK * IG_LDB) * 2)
-#define IG_SMEM_C (IG_BM * IG_LDC * 4)
-#define IG_SMEM (IG_SMEM_AB > IG_SMEM_C ? IG_SMEM_AB : IG_SMEM_C)
+/* (ci, ky, kx) of reduction index kk = (ci * k + ky) * k + kx; KS = k when known at compile time (1 or 3),
+ * so the divisions become multiplications, else 0. */
+template <int KS>
+__device__ __forceinline__ void
+split_kk (int kk, int k, int &ci, int &ky, int &kx)
+{
+  if (KS == 1)
+    {
+      ci = kk;
+      ky = kx = 0;
+    }
+  else
+    {
+      const int kw = KS > 0 ? KS : k;
+      ci = kk / (kw * kw);
+      const int r = kk - ci * kw * kw;
+      ky = r / kw;
+      kx = r - ky * kw;
+    }
+}
 
-template <typename T>
-__global__ void __launch_bounds__ (IG_THREADS)
+/* Tile geometry: BM output channels x IG_BN output pixels, 4 warps (2 x 2), each a (BM/2) x 32 sub-tile of
+ * 16 x 16 WMMA fragments. Shared memory: two stages of A (BM x BK weights) and B (BK x BN gathered input);
+ * the float C tile of the epilogue reuses them. Row strides are padded by 16 bytes against bank conflicts
+ * and stay multiples of 16 bytes (WMMA's ldm); every fragment pointer is 32-byte aligned. */
+template <int BM>
+struct IgTile {
+  static constexpr int THREADS = 128;
+  static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
+  static constexpr int LDA = IG_BK + 8, LDB = IG_BN + 8, LDC = IG_BN + 4;
+  static constexpr int A_STAGE = BM * LDA, B_STAGE = IG_BK * LDB;          /* elements */
+  static constexpr int SMEM_AB = 2 * (A_STAGE + B_STAGE) * 2;              /* bytes */
+  static constexpr int SMEM_C = BM * LDC * 4;
+  static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
+  static constexpr int A_VECS = BM * IG_BK / 8 / THREADS;                  /* 16-byte vectors per thread */
+  static constexpr int B_ROWS = THREADS / IG_BN;                           /* rows gathered per pass */
+  static constexpr int B_ELEMS = IG_BK / B_ROWS;                           /* elements per thread */
+};
+
+template <typename T, int KS, int BM>
+__global__ void __launch_bounds__ (128)
 conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
-                      T *__restrict__ y, ConvShape s)
+                      T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps)
 {
   using namespace nvcuda;
-  __shared__ __align__ (128) unsigned char smem[IG_SMEM];
-  T (*As)[IG_LDA] = reinterpret_cast<T (*)[IG_LDA]> (smem);                         /* [BM][LDA] */
-  T (*Bs)[IG_LDB] = reinterpret_cast<T (*)[IG_LDB]> (smem + IG_BM * IG_LDA * 2);    /* [BK][LDB] */
-  float (*Cs)[IG_LDC] = reinterpret_cast<float (*)[IG_LDC]> (smem);                 /* [BM][LDC], after the loop */
+  typedef IgTile<BM> G;
+  __shared__ __align__ (128) unsigned char smem[G::SMEM];
+  T *const As0 = reinterpret_cast<T *> (smem);                      /* stage st: As0 + st * A_STAGE */
+  T *const Bs0 = reinterpret_cast<T *> (smem) + 2 * G::A_STAGE;     /* stage st: Bs0 + st * B_STAGE */
+  float *const Cs = reinterpret_cast<float *> (smem);               /* [BM][LDC], after the K loop */
 
   const int tid = threadIdx.x, warp = tid >> 5;
   const int wm = warp >> 1, wn = warp & 1;
-  const int m0 = blockIdx.y * IG_BM;
+  const int m0 = blockIdx.y * BM;
   const long long p0 = (long long) blockIdx.x * IG_BN;
-  const int HoWo = s.Ho * s.Wo, kk2 = s.k * s.k;
+  const int HoWo = s.Ho * s.Wo;
   const long long P = (long long) s.B * HoWo;
+  const int ktiles = (s.K + IG_BK - 1) / IG_BK;
+  const int kt_begin = blockIdx.z * kps, kt_end = imin (kt_begin + kps, ktiles);
   const T zero = from_f32<T> (0.0f);
 
-  /* This thread gathers column pl of the X̂ tile (one output pixel), rows kr0, kr0 + 2, ... */
+  /* this thread gathers column pl of the B tile (one output pixel), rows kr0, kr0 + B_ROWS, ... */
   const int pl = tid % IG_BN, kr0 = tid / IG_BN;
   const long long p = p0 + pl;
   const bool p_ok = p < P;
@@ -186,104 +268,226 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   const T *xb = x + (size_t) b * s.Cin * s.H * s.W;
   const int iy0 = oy * s.stride - s.pad_top, ix0 = ox * s.stride - s.pad_left;
 
-  /* ... and 16 consecutive weights of row ar of the W tile: two 16-byte vectors (rows are 16-byte aligned
-   * and zero padded to ldw, a multiple of 8, so a vector is wholly inside or wholly past the row). */
-  const int ar = tid >> 1, ac = (tid & 1) * 16;
-  const int am = m0 + ar;
+  uint4 areg[G::A_VECS];
+  T breg[G::B_ELEMS];
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  /* global -> registers for K tile kt: A as 16-byte vectors (weight rows are 16-byte aligned and zero padded
+   * to ldw, a multiple of 8, so a vector lies wholly inside or wholly past its row), B gathered */
+  auto load_tile = [&] (int kt) {
+    const int k0 = kt * IG_BK;
 #pragma unroll
-  for (int i = 0; i < 2; i++)
+    for (int i = 0; i < G::A_VECS; i++)
+      {
+        const int v = tid + i * G::THREADS, r = v >> 2, kk = k0 + (v & 3) * 8, m = m0 + r;
+        areg[i] = make_uint4 (0u, 0u, 0u, 0u);
+        if (m < s.Cout && kk < s.ldw)
+          areg[i] = *reinterpret_cast<const uint4 *> (Wt + (size_t) m * s.ldw + kk);
+      }
 #pragma unroll
-    for (int j = 0; j < 2; j++)
+    for (int i = 0; i < G::B_ELEMS; i++)
+      {
+        const int kk = k0 + kr0 + G::B_ROWS * i;
+        T v = zero;
+        if (p_ok && kk < s.K)
+          {
+            int ci, ky, kx;
+            split_kk<KS> (kk, s.k, ci, ky, kx);
+            const int iy = iy0 + ky, ix = ix0 + kx;
+            if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
+              v = xb[((size_t) ci * s.H + iy) * s.W + ix];
+          }
+        breg[i] = v;
+      }
+  };
+  auto store_tile = [&] (int st) {
+    T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
+#pragma unroll
+    for (int i = 0; i < G::A_VECS; i++)
+      {
+        const int v = tid + i * G::THREADS;
+        *reinterpret_cast<uint4 *> (As + (v >> 2) * G::LDA + (v & 3) * 8) = areg[i];
+      }
+#pragma unroll
+    for (int i = 0; i < G::B_ELEMS; i++)
+      Bs[(kr0 + G::B_ROWS * i) * G::LDB + pl] = breg[i];
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[G::FM][G::FN];
+#pragma unroll
+  for (int i = 0; i < G::FM; i++)
+#pragma unroll
+    for (int j = 0; j < G::FN; j++)
       wmma::fill_fragment (acc[i][j], 0.0f);
 
-  for (int k0 = 0; k0 < s.K; k0 += IG_BK)
+  if (kt_begin < kt_end)
     {
-#pragma unroll
-      for (int v = 0; v < 2; v++)
-        {
-          const int kk = k0 + ac + 8 * v;
-          uint4 val = make_uint4 (0u, 0u, 0u, 0u);
-          if (am < s.Cout && kk < s.ldw)
-            val = *reinterpret_cast<const uint4 *> (Wt + (size_t) am * s.ldw + kk);
-          *reinterpret_cast<uint4 *> (&As[ar][ac + 8 * v]) = val;
-        }
-#pragma unroll 4
-      for (int i = 0; i < IG_BK / 2; i++)
-        {
-          const int kl = kr0 + 2 * i, kk = k0 + kl;
-          T v = zero;
-          if (p_ok && kk < s.K)
-            {
-              const int ci = kk / kk2, rem = kk - ci * kk2, ky = rem / s.k, kx = rem - ky * s.k;
-              const int iy = iy0 + ky, ix = ix0 + kx;
-              if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
-                v = xb[((size_t) ci * s.H + iy) * s.W + ix];
-            }
-          Bs[kl][pl] = v;
-        }
-      __syncthreads ();
+      load_tile (kt_begin);
+      store_tile (0);
+    }
+  __syncthreads ();
+  for (int kt = kt_begin; kt < kt_end; kt++)
+    {
+      const int cur = (kt - kt_begin) & 1;
+      const bool more = kt + 1 < kt_end;
+      if (more)
+        load_tile (kt + 1);              /* in flight while the tensor cores work */
+      const T *As = As0 + cur * G::A_STAGE, *Bs = Bs0 + cur * G::B_STAGE;
 #pragma unroll
       for (int ks = 0; ks < IG_BK; ks += 16)
         {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[2];
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bf[2];
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[G::FM];
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bf[G::FN];
 #pragma unroll
-          for (int i = 0; i < 2; i++)
-            wmma::load_matrix_sync (af[i], &As[wm * 32 + i * 16][ks], IG_LDA);
+          for (int i = 0; i < G::FM; i++)
+            wmma::load_matrix_sync (af[i], As + (wm * (BM / 2) + i * 16) * G::LDA + ks, G::LDA);
 #pragma unroll
-          for (int j = 0; j < 2; j++)
-            wmma::load_matrix_sync (bf[j], &Bs[ks][wn * 32 + j * 16], IG_LDB);
+          for (int j = 0; j < G::FN; j++)
+            wmma::load_matrix_sync (bf[j], Bs + ks * G::LDB + wn * (IG_BN / 2) + j * 16, G::LDB);
 #pragma unroll
-          for (int i = 0; i < 2; i++)
+          for (int i = 0; i < G::FM; i++)
 #pragma unroll
-            for (int j = 0; j < 2; j++)
+            for (int j = 0; j < G::FN; j++)
               wmma::mma_sync (acc[i][j], af[i], bf[j], acc[i][j]);
         }
+      if (more)
+        store_tile (cur ^ 1);            /* the other stage: nobody reads it in this iteration */
       __syncthreads ();
     }
 
-  /* epilogue: tile -> shared (reusing As/Bs), + bias, one rounding, coalesced NCHW stores */
+  /* epilogue: fragments -> shared (every warp is past the loop's last barrier), then coalesced stores */
 #pragma unroll
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < G::FM; i++)
 #pragma unroll
-    for (int j = 0; j < 2; j++)
-      wmma::store_matrix_sync (&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], IG_LDC, wmma::mem_row_major);
+    for (int j = 0; j < G::FN; j++)
+      wmma::store_matrix_sync (Cs + (wm * (BM / 2) + i * 16) * G::LDC + wn * (IG_BN / 2) + j * 16, acc[i][j], G::LDC,
+                               wmma::mem_row_major);
   __syncthreads ();
-  for (int e = tid; e < IG_BM * IG_BN; e += IG_THREADS)
+  if (partial == NULL)
     {
-      const int ml = e / IG_BN, pc = e % IG_BN;
-      const int m = m0 + ml;
+      for (int e = tid; e < BM * IG_BN; e += G::THREADS)
+        {
+          const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
+          const long long pp = p0 + pc;
+          if (m < s.Cout && pp < P)
+            {
+              const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+              y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (Cs[ml * G::LDC + pc] + (bias != NULL ? bias[m] : 0.0f));
+            }
+        }
+      return;
+    }
+
+  /* split K: this block's partial tile to scratch (splits, Cout, P) ... */
+  const size_t plane = (size_t) s.Cout * (size_t) P;
+  for (int e = tid; e < BM * IG_BN; e += G::THREADS)
+    {
+      const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
       const long long pp = p0 + pc;
       if (m < s.Cout && pp < P)
-        {
-          const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-          const float bv = bias != NULL ? bias[m] : 0.0f;
-          y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (Cs[ml][pc] + bv);
-        }
+        partial[(size_t) blockIdx.z * plane + (size_t) m * (size_t) P + (size_t) pp] = Cs[ml * G::LDC + pc];
+    }
+  if (counters == NULL)
+    return;                              /* conv_splitk_reduce_kernel finishes */
+  /* ... and the last of the tile's blocks to get here sums all of them (the pattern of CUDA's
+   * threadFenceReduction sample: stores, fence, counter; the last block fences and reads through L2) */
+  __shared__ int s_last;
+  __threadfence ();
+  __syncthreads ();
+  if (tid == 0)
+    {
+      const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+      const int arrived = atomicAdd (&counters[tile], 1);
+      s_last = arrived == (int) gridDim.z - 1;
+      if (s_last)
+        counters[tile] = 0;              /* every split has arrived: ready for the next launch */
+    }
+  __syncthreads ();
+  if (!s_last)
+    return;
+  __threadfence ();
+  for (int e = tid; e < BM * IG_BN; e += G::THREADS)
+    {
+      const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
+      const long long pp = p0 + pc;
+      if (m >= s.Cout || pp >= P)
+        continue;
+      float v = bias != NULL ? bias[m] : 0.0f;
+      const float *src = partial + (size_t) m * (size_t) P + (size_t) pp;
+      for (int z = 0; z < (int) gridDim.z; z++)
+        v += __ldcg (src + (size_t) z * plane);
+      const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+      y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (v);
     }
 }
 
+/* y = bias + the sum of the split-K partials (splits, Cout, P) float32, in a fixed order. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
+                           int splits, int Cout, int HoWo, long long P)
+{
+  const size_t n = (size_t) Cout * (size_t) P;
+  GRID_STRIDE (i, n)
+    {
+      const int m = (int) (i / (size_t) P);
+      const long long pp = (long long) (i % (size_t) P);
+      float v = bias != NULL ? bias[m] : 0.0f;
+      for (int z = 0; z < splits; z++)
+        v += partial[(size_t) z * n + i];
+      const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+      y[((size_t) bb * Cout + m) * HoWo + pix] = from_f32<T> (v);
+    }
+}
+
+template <typename T, int KS>
 static void
-conv2d_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s)
+launch_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const ConvPlan &p,
+                 float *partial, int *counters, dim3 grid)
+{
+  if (p.tile == TILE_LARGE)
+    launch (cb, "conv_implicit_128", grid, 128, 0, conv_implicit_kernel<T, KS, 128>, (const T *) w->weight,
+            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps);
+  else
+    launch (cb, "conv_implicit_64", grid, 128, 0, conv_implicit_kernel<T, KS, 64>, (const T *) w->weight,
+            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps);
+}
+
+template <typename T>
+static void
+conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, ConvPlan p)
 {
   const long long P = (long long) s.B * s.Ho * s.Wo;
+  if (p.scratch > cb->scratch_bytes)
+    {
+      /* planned with more scratch than was reserved: run unsplit rather than fail */
+      const int ktiles = (s.K + IG_BK - 1) / IG_BK;
+      p.splits = 1;
+      p.kps = ktiles;
+    }
   const long long gx = (P + IG_BN - 1) / IG_BN;
-  const int gy = ceil_div (s.Cout, IG_BM);
+  const int bm = p.tile == TILE_LARGE ? 128 : 64;
+  const int gy = ceil_div (s.Cout, bm);
   if (gx > 2147483647LL || gy > 65535)
     {
       cuda_fail (cb, DDPM_ERROR_LIMIT, "conv2d: output of %lld pixels x %d channels exceeds the grid", P, s.Cout);
       return;
     }
-  dim3 grid ((unsigned) gx, (unsigned) gy);
-  if (cb->act_type == CT_F16)
-    launch (cb, "conv_implicit", grid, IG_THREADS, 0, conv_implicit_kernel<__half>, (const __half *) w->weight,
-            (const float *) w->bias, (const __half *) x, (__half *) y, s);
+  float *partial = p.splits > 1 ? (float *) cb->scratch : NULL;
+  /* the in-kernel reduction needs a counter per tile; past the counters buffer, a second kernel reduces */
+  int *counters = partial != NULL && gx * gy <= CUDA_CONV_COUNTERS ? cb->conv_counters : NULL;
+  dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
+  if (s.k == 3)
+    launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid);
+  else if (s.k == 1)
+    launch_implicit<T, 1> (cb, w, x, y, s, p, partial, counters, grid);
   else
-    launch (cb, "conv_implicit", grid, IG_THREADS, 0, conv_implicit_kernel<__nv_bfloat16>,
-            (const __nv_bfloat16 *) w->weight, (const float *) w->bias, (const __nv_bfloat16 *) x,
-            (__nv_bfloat16 *) y, s);
+    launch_implicit<T, 0> (cb, w, x, y, s, p, partial, counters, grid);
+  if (partial != NULL && counters == NULL)
+    {
+      const size_t n = (size_t) s.Cout * (size_t) P;
+      launch (cb, "conv_splitk_reduce", elementwise_blocks (cb, n, 256), 256, 0, conv_splitk_reduce_kernel<T>,
+              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P);
+    }
 }
 
 void
@@ -294,8 +498,11 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
   const ConvShape s = conv_shape (w, B, H, W, stride, pad);
   if (s.B <= 0 || s.Ho <= 0 || s.Wo <= 0 || s.Cout <= 0)
     return;
-  if (use_implicit (cb))
-    conv2d_implicit (cb, w, x, y, s);
-  else
+  const ConvPlan p = conv_plan (cb, s, pad);
+  if (!p.implicit)
     conv2d_gemm (cb, w, x, y, s, pad);
+  else if (cb->act_type == CT_F16)
+    conv2d_implicit_t<__half> (cb, w, x, y, s, p);
+  else
+    conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p);
 }

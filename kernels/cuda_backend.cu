@@ -404,6 +404,7 @@ cuda_destroy (DdpmBackend *be)
   cudaFree (cb->scratch);
   cudaFree (cb->gn_stats);
   cudaFree (cb->counter);
+  cudaFree (cb->conv_counters);
   for (int i = 0; i < CUDA_STAGING_SLOTS; i++)
     if (cb->staging_events[i] != NULL)
       cudaEventDestroy (cb->staging_events[i]);
@@ -581,6 +582,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *conv = g_getenv ("DDPM_CUDA_CONV");
   cb->conv_algo = conv == NULL ? CONV_AUTO : strcmp (conv, "gemm") == 0 ? CONV_GEMM
                   : strcmp (conv, "implicit") == 0 ? CONV_IMPLICIT : CONV_AUTO;
+  const char *tile = g_getenv ("DDPM_CUDA_CONV_TILE");
+  cb->conv_tile = tile == NULL ? -1 : strcmp (tile, "small") == 0 ? 0 : strcmp (tile, "large") == 0 ? 1 : -1;
+  const char *splitk = g_getenv ("DDPM_CUDA_CONV_SPLITK");
+  cb->conv_splitk = splitk != NULL ? atoi (splitk) : 0;
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;
@@ -591,6 +596,9 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                                                  "statistics", &local)) == NULL
       || (cb->counter = (unsigned long long *) device_alloc (cb, sizeof (unsigned long long), "a counter",
                                                              &local)) == NULL
+      || (cb->conv_counters = (int *) device_alloc (cb, CUDA_CONV_COUNTERS * sizeof (int), "split-K counters",
+                                                    &local)) == NULL
+      || !cuda_ok (cb, cudaMemset (cb->conv_counters, 0, CUDA_CONV_COUNTERS * sizeof (int)), "cudaMemset")
       || !cuda_ok (cb, cudaMallocHost ((void **) &cb->staging, (size_t) CUDA_STAGING_SLOTS * CUDA_STAGING_SLOT_BYTES),
                    "cudaMallocHost"))
     {

@@ -26,6 +26,7 @@ enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 #define CUDA_STAGING_SLOT_BYTES (64 * 1024)
 #define CUDA_GN_STATS_ENTRIES (256 * 1024)   /* (mean, M2, count) partials for GroupNorm */
 #define CUDA_BLAS_WORKSPACE_BYTES ((size_t) 32 << 20)
+#define CUDA_CONV_COUNTERS 65536             /* split-K tile counters (conv2d.cu), zero between launches */
 
 struct CudaBackend {
   DdpmBackend base;                /* first member: the engine holds a DdpmBackend * */
@@ -42,6 +43,7 @@ struct CudaBackend {
   size_t scratch_bytes;
   float *gn_stats;                 /* CUDA_GN_STATS_ENTRIES * 3 floats */
   unsigned long long *counter;     /* count_nonfinite's result */
+  int *conv_counters;              /* CUDA_CONV_COUNTERS, zeroed once; each split-K launch leaves them 0 */
 
   /* Pinned host slots for small host->device copies (write_params, to_device), so the host never waits
    * for the GPU to copy them; an event per slot says when it may be reused. */
@@ -55,6 +57,8 @@ struct CudaBackend {
   void *blas_workspace;
 
   CudaConvAlgo conv_algo;
+  int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64 (tests) */
+  int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   CudaGnMode gn_mode;
   GError *error;                   /* first asynchronous failure, until reported */
 };

@@ -426,6 +426,13 @@ cudaMemcpyAsync (void *dst, const void *src, size_t n, enum cudaMemcpyKind kind,
 }
 
 cudaError_t
+cudaMemset (void *dst, int value, size_t n)
+{
+  memset (dst, value, n);
+  return cudaSuccess;
+}
+
+cudaError_t
 cudaMemsetAsync (void *dst, int value, size_t n, cudaStream_t stream)
 {
   emu_enqueue (stream, [dst, value, n] () { memset (dst, value, n); });

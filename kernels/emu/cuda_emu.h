@@ -68,6 +68,10 @@ __shfl_xor_sync (unsigned mask, T v, int lane_mask, int width = 32)
 static inline unsigned long long atomicAdd (unsigned long long *p, unsigned long long v) { unsigned long long o = *p; *p += v; return o; }
 static inline unsigned int atomicAdd (unsigned int *p, unsigned int v) { unsigned int o = *p; *p += v; return o; }
 static inline float atomicAdd (float *p, float v) { float o = *p; *p += v; return o; }
+static inline int atomicAdd (int *p, int v) { int o = *p; *p += v; return o; }
+/* Blocks run one after another: memory is always coherent. */
+static inline void __threadfence (void) {}
+template <typename T> static inline T __ldcg (const T *p) { return *p; }
 
 static inline float rsqrtf (float x) { return 1.0f / sqrtf (x); }
 /* IEEE single operations, each rounded (the build uses -ffp-contract=off, so nothing is fused). */

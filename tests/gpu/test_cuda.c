@@ -16,9 +16,10 @@
  * (the same float operations; Box-Muller's double log/cos may differ by an ulp). Whole-model bounds: see
  * model_checks.c.
  *
- * Variants (--variants, on by default): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
- * instead of the implicit-GEMM kernel), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and conv +
- * attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded).
+ * Variants (on unless --no-variants): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
+ * instead of the implicit-GEMM kernel), DDPM_CUDA_CONV_TILE=large and DDPM_CUDA_CONV_SPLITK=3 (the implicit
+ * GEMM's other tile and a forced K split), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
+ * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -143,7 +144,12 @@ main (int argc, char **argv)
           if (!no_variants)
             {
               if (p != DDPM_PRECISION_FP32)
-                run_ops_on (&env, p, "DDPM_CUDA_CONV", "gemm", OPS_CONV);
+                {
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV", "gemm", OPS_CONV);
+                  /* the implicit GEMM's other tile and a forced K split, whatever the shapes would pick */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "large", OPS_CONV);
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_CONV);
+                }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
               if (p != DDPM_PRECISION_BF16)
