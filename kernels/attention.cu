@@ -8,6 +8,11 @@
  * keys in float32 (max subtracted) into P (act type), O_h (d x queries) = V_h P^T, then
  * y = (Wo O + bo + residual) * scale in one elementwise pass.
  *
+ * When to_q, to_k and to_v lie next to each other in memory (the weight arena of cuda_backend.cu puts them
+ * there) they form one (3C x C) matrix: one GEMM gives [Q; K; V] (3C, HW) per image and one kernel adds the
+ * three biases. The score and PV GEMMs batch over b * heads + h with one stride, which that layout allows
+ * for one head (stride 3C*HW) or one image (stride d*HW); other cases take three GEMMs.
+ *
  * Scratch (attention_scratch): Q, K, V, O (B, C, HW) act + S (B*heads, HW, HW) f32 + P likewise in act.
  * At the UNets' attention resolutions (16x16 = 256 tokens; 4x4 and 8x8 in the mid blocks) S is 256 KiB per
  * image and head. */
@@ -82,6 +87,21 @@ attn_out_kernel (const T *__restrict__ proj, const float *__restrict__ bias, con
     }
 }
 
+/* [Q; K; V] (B, 3C, HW) += [bq; bk; bv] per row */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+qkv_bias_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const float *__restrict__ bk,
+                 const float *__restrict__ bv, int C, int HW, size_t n)
+{
+  GRID_STRIDE (i, n)
+    {
+      const int r = (int) ((i / (size_t) HW) % (size_t) (3 * C));
+      const float *bias = r < C ? bq : r < 2 * C ? bk : bv;
+      const int c = r < C ? r : r < 2 * C ? r - C : r - 2 * C;
+      qkv[i] = from_f32<T> (to_f32<T> (qkv[i]) + (bias != NULL ? bias[c] : 0.0f));
+    }
+}
+
 /* dst_b (C x HW) = W (C x C) src_b (C x HW) for every image b (bias added by the caller). */
 static void
 project (CudaBackend *cb, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
@@ -117,21 +137,47 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
   const int d = C / heads;
   const int BH = B * heads;
 
-  project (cb, &w->to_q, normed, Q, B, C, HW);
-  cuda_add_bias (cb, Q, (const float *) w->to_q.bias, B, C, HW);
-  project (cb, &w->to_k, normed, K, B, C, HW);
-  cuda_add_bias (cb, K, (const float *) w->to_k.bias, B, C, HW);
-  project (cb, &w->to_v, normed, V, B, C, HW);
-  cuda_add_bias (cb, V, (const float *) w->to_v.bias, B, C, HW);
+  /* Q_i, K_i, V_i of batch entry i = b * heads + h start at element i * stride (see the header) */
+  const int ld = weight_ld (&w->to_q);
+  const size_t wsize = (size_t) C * ld * cb->act_size;
+  const bool adjacent = w->to_q.in == C && w->to_k.in == C && w->to_v.in == C
+                        && (const char *) w->to_k.weight == (const char *) w->to_q.weight + wsize
+                        && (const char *) w->to_v.weight == (const char *) w->to_k.weight + wsize;
+  const bool fused = adjacent && (heads == 1 || B == 1);
+  g_debug ("attention B%d C%d HW%d heads %d: %s", B, C, HW, heads, fused ? "fused QKV" : "three projections");
+  long long stride;
+  if (fused)
+    {
+      /* [Q; K; V]_b (3C x HW) = [Wq; Wk; Wv] (3C x C) n_b (C x HW) */
+      cuda_gemm_rm (cb, false, false, 3 * C, HW, C, 1.0f, w->to_q.weight, ld, 0, normed, HW, (long long) C * HW, 0.0f,
+                    Q, HW, 3LL * C * HW, B, cb->act_type, cb->act_type);
+      const size_t n3 = (size_t) B * 3 * C * HW;
+      DISPATCH_ACT (cb, T, launch (cb, "qkv_bias", elementwise_blocks (cb, n3, 256), 256, 0, qkv_bias_kernel<T>, (T *) Q,
+                                   (const float *) w->to_q.bias, (const float *) w->to_k.bias,
+                                   (const float *) w->to_v.bias, C, HW, n3));
+      K = (char *) Q + (size_t) C * HW * cb->act_size;
+      V = (char *) Q + (size_t) 2 * C * HW * cb->act_size;
+      stride = heads == 1 ? 3LL * C * HW : (long long) d * HW;
+    }
+  else
+    {
+      project (cb, &w->to_q, normed, Q, B, C, HW);
+      cuda_add_bias (cb, Q, (const float *) w->to_q.bias, B, C, HW);
+      project (cb, &w->to_k, normed, K, B, C, HW);
+      cuda_add_bias (cb, K, (const float *) w->to_k.bias, B, C, HW);
+      project (cb, &w->to_v, normed, V, B, C, HW);
+      cuda_add_bias (cb, V, (const float *) w->to_v.bias, B, C, HW);
+      stride = (long long) d * HW;
+    }
 
-  /* S_i (HW x HW) = Q_i^T (HW x d) K_i (d x HW) / sqrt(d), i = b * heads + h at element offset i * d * HW */
+  /* S_i (HW x HW) = Q_i^T (HW x d) K_i (d x HW) / sqrt(d) */
   const float inv_sqrt_d = 1.0f / sqrtf ((float) d);
-  cuda_gemm_rm (cb, true, false, HW, HW, d, inv_sqrt_d, Q, HW, (long long) d * HW, K, HW, (long long) d * HW, 0.0f, S,
-                HW, (long long) HW * HW, BH, cb->act_type, CT_F32);
+  cuda_gemm_rm (cb, true, false, HW, HW, d, inv_sqrt_d, Q, HW, stride, K, HW, stride, 0.0f, S, HW,
+                (long long) HW * HW, BH, cb->act_type, CT_F32);
   DISPATCH_ACT (cb, T, launch (cb, "softmax_rows", (unsigned) ((size_t) BH * HW), 128, 0, softmax_rows_kernel<T>,
                                (const float *) S, (T *) P, HW));
-  /* O_i (d x HW) = V_i (d x HW) P_i^T (HW x HW) */
-  cuda_gemm_rm (cb, false, true, d, HW, HW, 1.0f, V, HW, (long long) d * HW, P, HW, (long long) HW * HW, 0.0f, O, HW,
+  /* O_i (d x HW) = V_i (d x HW) P_i^T (HW x HW), O in the plain (B, C, HW) layout */
+  cuda_gemm_rm (cb, false, true, d, HW, HW, 1.0f, V, HW, stride, P, HW, (long long) HW * HW, 0.0f, O, HW,
                 (long long) d * HW, BH, cb->act_type, cb->act_type);
   /* out projection into Q's space (free now), then bias + residual + scale */
   project (cb, &w->to_out, O, Q, B, C, HW);

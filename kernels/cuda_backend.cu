@@ -111,11 +111,58 @@ cuda_alloc_bytes (DdpmBackend *be, size_t n, GError **error)
   return device_alloc (cuda_backend (be), n, "a buffer", error);
 }
 
+static gboolean
+arena_owns (const CudaArena *a, const void *p)
+{
+  for (int i = 0; i < a->n; i++)
+    if ((const char *) p >= a->chunk[i] && (const char *) p < a->chunk[i] + a->size[i])
+      return TRUE;
+  return FALSE;
+}
+
+/* bytes from the arena, 256-byte aligned; a new chunk when the current one is full. */
+static void *
+arena_alloc (CudaBackend *cb, CudaArena *a, size_t bytes, const char *what, GError **error)
+{
+  bytes = (bytes + 255) & ~(size_t) 255;
+  if (a->n == 0 || a->used + bytes > a->size[a->n - 1])
+    {
+      if (a->n == CUDA_ARENA_MAX_CHUNKS)
+        {
+          g_set_error (error, DDPM_ERROR, DDPM_ERROR_LIMIT, "CUDA backend: more than %d weight chunks",
+                       CUDA_ARENA_MAX_CHUNKS);
+          return NULL;
+        }
+      size_t size = bytes > CUDA_ARENA_CHUNK_BYTES ? bytes : CUDA_ARENA_CHUNK_BYTES;
+      char *c = (char *) device_alloc (cb, size, what, error);
+      if (c == NULL)
+        return NULL;
+      a->chunk[a->n] = c;
+      a->size[a->n] = size;
+      a->n++;
+      a->used = 0;
+    }
+  void *p = a->chunk[a->n - 1] + a->used;
+  a->used += bytes;
+  return p;
+}
+
+static void
+arena_clear (CudaArena *a)
+{
+  for (int i = 0; i < a->n; i++)
+    cudaFree (a->chunk[i]);
+  a->n = 0;
+  a->used = 0;
+}
+
 static void
 cuda_free (DdpmBackend *be, void *ptr)
 {
-  if (ptr != NULL)
-    cuda_ok (cuda_backend (be), cudaFree (ptr), "cudaFree");
+  CudaBackend *cb = cuda_backend (be);
+  if (ptr == NULL || arena_owns (&cb->matrices, ptr) || arena_owns (&cb->vectors, ptr))
+    return;                        /* weights go with the backend */
+  cuda_ok (cb, cudaFree (ptr), "cudaFree");
 }
 
 /* Host float32 -> the element type of T (round to nearest even), on the host. */
@@ -139,12 +186,11 @@ cuda_upload_param (DdpmBackend *be, const float *host, DdpmParamKind kind, int n
   if (kind == DDPM_PARAM_VECTOR)
     {
       /* biases and norm parameters stay float32: the kernels add them in float */
-      void *d = device_alloc (cb, (size_t) numel * sizeof (float), "a weight vector", error);
+      void *d = arena_alloc (cb, &cb->vectors, (size_t) numel * sizeof (float), "weights", error);
       if (d == NULL)
         return NULL;
       if (!cuda_ok (cb, cudaMemcpy (d, host, (size_t) numel * sizeof (float), cudaMemcpyHostToDevice), "upload"))
         {
-          cudaFree (d);
           take_error (cb, error);
           return NULL;
         }
@@ -157,7 +203,7 @@ cuda_upload_param (DdpmBackend *be, const float *host, DdpmParamKind kind, int n
   const int64_t K = rows > 0 ? numel / rows : 0;
   const int64_t ld = (K + 7) & ~(int64_t) 7;
   const size_t bytes = (size_t) (rows * ld) * cb->act_size;
-  void *d = device_alloc (cb, bytes, "a weight matrix", error);
+  void *d = arena_alloc (cb, &cb->matrices, bytes, "weights", error);
   if (d == NULL)
     return NULL;
   float *padded = (float *) g_malloc0 ((size_t) (rows * ld) * sizeof (float));
@@ -170,7 +216,6 @@ cuda_upload_param (DdpmBackend *be, const float *host, DdpmParamKind kind, int n
   g_free (staged);
   if (!cuda_ok (cb, e, "upload"))
     {
-      cudaFree (d);
       take_error (cb, error);
       return NULL;
     }
@@ -402,6 +447,8 @@ cuda_destroy (DdpmBackend *be)
   ddpm_cublas_unload (&cb->blas);
   cudaFree (cb->blas_workspace);
   cudaFree (cb->scratch);
+  arena_clear (&cb->matrices);
+  arena_clear (&cb->vectors);
   cudaFree (cb->gn_stats);
   cudaFree (cb->counter);
   cudaFree (cb->conv_counters);

@@ -28,6 +28,19 @@ enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 #define CUDA_BLAS_WORKSPACE_BYTES ((size_t) 32 << 20)
 #define CUDA_CONV_COUNTERS 65536             /* split-K tile counters (conv2d.cu), zero between launches */
 
+/* Weights are carved from large device chunks: consecutive uploads of one kind land next to each other
+ * (attention.cu fuses to_q / to_k / to_v into one GEMM when they do), and a model is a few allocations
+ * rather than hundreds. Chunks live until the backend is destroyed; free() of a weight is a no-op. */
+#define CUDA_ARENA_CHUNK_BYTES ((size_t) 64 << 20)
+#define CUDA_ARENA_MAX_CHUNKS 256
+
+struct CudaArena {
+  char *chunk[CUDA_ARENA_MAX_CHUNKS];
+  size_t size[CUDA_ARENA_MAX_CHUNKS];
+  int n;
+  size_t used;                     /* bytes used in chunk[n - 1] */
+};
+
 struct CudaBackend {
   DdpmBackend base;                /* first member: the engine holds a DdpmBackend * */
   int device;
@@ -39,6 +52,7 @@ struct CudaBackend {
   cudaGraph_t graph;
   cudaGraphExec_t graph_exec;
 
+  CudaArena matrices, vectors;     /* conv / linear weights (act type), biases and norms (float32) */
   void *scratch;                   /* reserve_scratch's arena */
   size_t scratch_bytes;
   float *gn_stats;                 /* CUDA_GN_STATS_ENTRIES * 3 floats */

@@ -458,6 +458,7 @@ static const AttnCase attn_cases[] = {
   { "celebahq attention 16x16", 2, 512, 256, 1, 1.0f, FALSE, 256 },
   { "celebahq mid attention 8x8", 1, 512, 64, 1, 0.5f, TRUE, 256 },
   { "multi-head attention", 2, 256, 256, 8, 1.0f, FALSE, 32 },
+  { "multi-head attention one image", 1, 256, 256, 4, 1.0f, TRUE, 32 },
   { "attention 32x32", 1, 128, 1024, 1, 1.0f, FALSE, 32 },
   { "odd attention", 3, 24, 49, 3, 1.0f, FALSE, 0 },
 };
