@@ -95,6 +95,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=1, help="alternate torch/ours this many times per shape, keep the best")
     ap.add_argument("--ours", help="path of bench_cpu_ops (omit to time torch only)")
     ap.add_argument("--cpu-time", action="store_true", help="CPU time of the calling thread (needs --threads 1)")
     args = ap.parse_args()
@@ -106,18 +107,22 @@ def main():
     shapes = conv_shapes(*CONFIGS[args.config])
     total = sum(2.0 * co * ci * k * k * (h // s) ** 2 * n for (ci, co, h, k, s), n in shapes.items())
     print(f"# {args.config}: {total * 1e-9:.2f} GFLOP of convolutions per image; torch {torch.__version__}, "
-          f"{args.threads} threads, batch {args.batch}, best of {args.reps}"
+          f"{args.threads} threads, batch {args.batch}, best of {args.reps} x {args.rounds} rounds"
           + (" (CPU time)" if args.cpu_time else ""))
     print(f"{'shape':30s} {'torch ms':>9s} {'GFLOP/s':>8s} {'ours ms':>9s} {'GFLOP/s':>8s} {'ratio':>6s} {'count':>5s}")
     tot_t = tot_o = 0.0
     for shape, count in sorted(shapes.items(), key=lambda kv: (-kv[0][2], kv[0][3], kv[0][4], kv[0][:2])):
         cin, cout, h, k, stride = shape
         flop = 2.0 * cout * cin * k * k * (h // stride) ** 2 * args.batch
-        t = torch_ms(torch, F, shape, args.batch, args.reps, time.thread_time if args.cpu_time else time.perf_counter)
+        t = o = float("inf")
+        for _ in range(args.rounds):
+            t = min(t, torch_ms(torch, F, shape, args.batch, args.reps,
+                                time.thread_time if args.cpu_time else time.perf_counter))
+            if args.ours:
+                o = min(o, ours_ms(args.ours, shape, args.batch, args.reps, args.threads, args.cpu_time))
         tot_t += t * count
         line = f"{label(*shape):30s} {t:9.3f} {flop / t * 1e-6:8.1f}"
         if args.ours:
-            o = ours_ms(args.ours, shape, args.batch, args.reps, args.threads, args.cpu_time)
             tot_o += o * count
             line += f" {o:9.3f} {flop / o * 1e-6:8.1f} {t / o:6.2f}"
         print(line + f" {count:5d}", flush=True)
