@@ -2,8 +2,10 @@
  * pad = {top, left, bottom, right}, square kernel, stride; Ho = (H + top + bottom - k) / stride + 1.
  *
  * As a GEMM: Y_b (Cout x Ho*Wo) = W (Cout x K) X̂_b (K x Ho*Wo), K = Cin*k*k, where X̂ is the im2col matrix
- * X̂[(ci*k + ky)*k + kx][oy*Wo + ox] = x[ci][oy*stride - top + ky][ox*stride - left + kx] (0 outside), i.e.
- * PyTorch's weight layout flattened. Two ways:
+ * X̂[(ky*k + kx)*Cin + ci][oy*Wo + ox] = x[ci][oy*stride - top + ky][ox*stride - left + kx] (0 outside).
+ * The reduction index runs over channels fastest (upload_param stores conv weights (Cout, ky, kx, Cin), not
+ * PyTorch's (Cout, Cin, ky, kx)): a K slice of 32 then shares one filter tap, so the implicit GEMM checks
+ * the image border once per slice and gathers its 32 rows with one add each. Two ways:
  * - implicit GEMM (fp16/bf16, default): one kernel gathers X̂ tiles straight into shared memory, multiplies
  *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and adds the bias in its epilogue: one launch,
  *   no scratch. Tiles of 64 or 128 output channels x 64 output pixels (pixels run across the batch, so
@@ -133,7 +135,7 @@ __global__ void __launch_bounds__ (256)
 im2col_kernel (const T *__restrict__ x, T *__restrict__ col, ConvShape s, int b0, int nb)
 {
   /* col (nb, K, Ho*Wo): one thread per element, consecutive threads along output pixels */
-  const int N = s.Ho * s.Wo, kk2 = s.k * s.k;
+  const int N = s.Ho * s.Wo;
   const size_t n = (size_t) nb * s.K * N;
   GRID_STRIDE (idx, n)
     {
@@ -141,7 +143,7 @@ im2col_kernel (const T *__restrict__ x, T *__restrict__ col, ConvShape s, int b0
       const size_t r = idx / (size_t) N;
       const int kk = (int) (r % (size_t) s.K);
       const int b = b0 + (int) (r / (size_t) s.K);
-      const int ci = kk / kk2, rem = kk % kk2, ky = rem / s.k, kx = rem % s.k;
+      const int tap = kk / s.Cin, ci = kk % s.Cin, ky = tap / s.k, kx = tap % s.k;
       const int oy = p / s.Wo, ox = p % s.Wo;
       const int iy = oy * s.stride - s.pad_top + ky, ix = ox * s.stride - s.pad_left + kx;
       T v = from_f32<T> (0.0f);
@@ -192,24 +194,21 @@ conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, cons
 
 /* ---- implicit GEMM on the tensor cores (fp16 / bf16) ---- */
 
-/* (ci, ky, kx) of reduction index kk = (ci * k + ky) * k + kx; KS = k when known at compile time (1 or 3),
- * so the divisions become multiplications, else 0. */
+/* (ci, ky, kx) of reduction index kk = (ky * k + kx) * Cin + ci; KS = k when known at compile time (1 or 3),
+ * so the divisions by k become multiplications, else 0. */
 template <int KS>
 __device__ __forceinline__ void
-split_kk (int kk, int k, int &ci, int &ky, int &kx)
+split_kk (int kk, int k, int Cin, int &ci, int &ky, int &kx)
 {
+  const int tap = kk / Cin;
+  ci = kk - tap * Cin;
   if (KS == 1)
-    {
-      ci = kk;
-      ky = kx = 0;
-    }
+    ky = kx = 0;
   else
     {
       const int kw = KS > 0 ? KS : k;
-      ci = kk / (kw * kw);
-      const int r = kk - ci * kw * kw;
-      ky = r / kw;
-      kx = r - ky * kw;
+      ky = tap / kw;
+      kx = tap - ky * kw;
     }
 }
 
@@ -283,20 +282,36 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
         if (m < s.Cout && kk < s.ldw)
           areg[i] = *reinterpret_cast<const uint4 *> (Wt + (size_t) m * s.ldw + kk);
       }
-#pragma unroll
-    for (int i = 0; i < G::B_ELEMS; i++)
+    if (s.Cin % IG_BK == 0)
       {
-        const int kk = k0 + kr0 + G::B_ROWS * i;
-        T v = zero;
-        if (p_ok && kk < s.K)
+        /* the whole slice is one filter tap: one border check, then rows ci0 + kr0 + B_ROWS * i */
+        int ci0, ky, kx;
+        split_kk<KS> (k0, s.k, s.Cin, ci0, ky, kx);
+        const int iy = iy0 + ky, ix = ix0 + kx;
+        const bool ok = p_ok && k0 < s.K && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
+        const size_t plane = (size_t) s.H * s.W;
+        const T *src = xb + (size_t) (ci0 + kr0) * plane + (size_t) iy * s.W + ix;
+#pragma unroll
+        for (int i = 0; i < G::B_ELEMS; i++)
+          breg[i] = ok ? src[(size_t) (G::B_ROWS * i) * plane] : zero;
+      }
+    else
+      {
+#pragma unroll
+        for (int i = 0; i < G::B_ELEMS; i++)
           {
-            int ci, ky, kx;
-            split_kk<KS> (kk, s.k, ci, ky, kx);
-            const int iy = iy0 + ky, ix = ix0 + kx;
-            if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
-              v = xb[((size_t) ci * s.H + iy) * s.W + ix];
+            const int kk = k0 + kr0 + G::B_ROWS * i;
+            T v = zero;
+            if (p_ok && kk < s.K)
+              {
+                int ci, ky, kx;
+                split_kk<KS> (kk, s.k, s.Cin, ci, ky, kx);
+                const int iy = iy0 + ky, ix = ix0 + kx;
+                if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
+                  v = xb[((size_t) ci * s.H + iy) * s.W + ix];
+              }
+            breg[i] = v;
           }
-        breg[i] = v;
       }
   };
   auto store_tile = [&] (int st) {

@@ -198,7 +198,7 @@ cuda_upload_param (DdpmBackend *be, const float *host, DdpmParamKind kind, int n
     }
 
   /* conv (out, in, k, k) / linear (out, in): rows of in*k*k, stored with row stride weight_ld() in the
-   * activation type, zero padded */
+   * activation type, zero padded; conv rows in (ky, kx, in) order (conv2d.cu) */
   const int64_t rows = shape[0];
   const int64_t K = rows > 0 ? numel / rows : 0;
   const int64_t ld = (K + 7) & ~(int64_t) 7;
@@ -207,8 +207,18 @@ cuda_upload_param (DdpmBackend *be, const float *host, DdpmParamKind kind, int n
   if (d == NULL)
     return NULL;
   float *padded = (float *) g_malloc0 ((size_t) (rows * ld) * sizeof (float));
-  for (int64_t r = 0; r < rows; r++)
-    memcpy (padded + r * ld, host + r * K, (size_t) K * sizeof (float));
+  if (kind == DDPM_PARAM_CONV && ndim == 4 && shape[2] == shape[3] && shape[2] > 1)
+    {
+      /* (Cout, Cin, ky, kx) -> (Cout, ky, kx, Cin): conv2d.cu's reduction runs over channels fastest */
+      const int64_t cin = shape[1], taps = shape[2] * shape[3];
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t ci = 0; ci < cin; ci++)
+          for (int64_t t = 0; t < taps; t++)
+            padded[r * ld + t * cin + ci] = host[r * K + ci * taps + t];
+    }
+  else
+    for (int64_t r = 0; r < rows; r++)
+      memcpy (padded + r * ld, host + r * K, (size_t) K * sizeof (float));
   void *staged = g_malloc ((size_t) (rows * ld) * cb->act_size);
   DISPATCH_ACT (cb, T, convert_host<T> (padded, (T *) staged, (size_t) (rows * ld)));
   g_free (padded);

@@ -23,16 +23,16 @@
 
 /* ---- element types: storage type T, arithmetic always in float ---- */
 
-template <typename T> __device__ __forceinline__ float to_f32 (T v);
-template <> __device__ __forceinline__ float to_f32<float> (float v) { return v; }
-template <> __device__ __forceinline__ float to_f32<__half> (__half v) { return __half2float (v); }
-template <> __device__ __forceinline__ float to_f32<__nv_bfloat16> (__nv_bfloat16 v) { return __bfloat162float (v); }
+template <typename T> __host__ __device__ __forceinline__ float to_f32 (T v);
+template <> __host__ __device__ __forceinline__ float to_f32<float> (float v) { return v; }
+template <> __host__ __device__ __forceinline__ float to_f32<__half> (__half v) { return __half2float (v); }
+template <> __host__ __device__ __forceinline__ float to_f32<__nv_bfloat16> (__nv_bfloat16 v) { return __bfloat162float (v); }
 
 /* Round to nearest even, as PyTorch's .half() / .bfloat16(). */
-template <typename T> __device__ __forceinline__ T from_f32 (float v);
-template <> __device__ __forceinline__ float from_f32<float> (float v) { return v; }
-template <> __device__ __forceinline__ __half from_f32<__half> (float v) { return __float2half_rn (v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16> (float v) { return __float2bfloat16_rn (v); }
+template <typename T> __host__ __device__ __forceinline__ T from_f32 (float v);
+template <> __host__ __device__ __forceinline__ float from_f32<float> (float v) { return v; }
+template <> __host__ __device__ __forceinline__ __half from_f32<__half> (float v) { return __float2half_rn (v); }
+template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16> (float v) { return __float2bfloat16_rn (v); }
 
 __device__ __forceinline__ float silu_f (float v) { return v / (1.0f + expf (-v)); }
 

@@ -25,6 +25,9 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 fi
 nice ninja -C "$BUILD" cli/ddpm kernels/libddpm-cuda.so tests/gpu/test_cuda
 
+# static checks of the module (host code calling __device__ functions compiles to exit(1), ...)
+sh tests/gpu/check_module.sh "$BUILD/kernels/libddpm-cuda.so"
+
 rm -rf "$CARRY"
 mkdir -p "$CARRY/bin" "$CARRY/lib"
 cp "$BUILD/cli/ddpm" "$BUILD/tests/gpu/test_cuda" "$CARRY/bin/"

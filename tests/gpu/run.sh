@@ -60,6 +60,9 @@ export DDPM_RUN_LD_LIBRARY_PATH=$LIBS
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export PYTHONUNBUFFERED=1
 
+echo "== 0. module checks"
+sh tests/gpu/check_module.sh "$CARRY/lib/libddpm-cuda.so"
+
 echo "== 1. GPU tests"
 LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 240 "$CARRY/bin/test_cuda" --timing \
   --log "$OUT/tests.log" > "$OUT/tests-full.txt" 2>&1

@@ -1,0 +1,38 @@
+#!/bin/sh
+# check_module.sh MODULE: static checks of libddpm-cuda.so that need no GPU (suite 'cuda-build').
+#
+# 1. Host code must never call exit(): nvcc compiles a host-side call of a __device__-only function (one
+#    reached through a template, where it does not diagnose it) into a call of exit(1). Such a call made
+#    the module's weight upload quit the program on the first real GPU run while every emulator test
+#    passed (the emulator compiles everything as host code). Our own code never calls exit.
+# 2. The module exports exactly the create function the loader looks up (everything else is hidden).
+# 3. It carries machine code for sm_80, sm_86, sm_89, sm_90 and PTX for compute_90, when cuobjdump exists.
+set -u
+MODULE=$1
+fail=0
+calls=$(objdump -d "$MODULE" | grep -cE 'call.*<exit@plt>')
+if [ "$calls" -ne 0 ]; then
+  echo "FAIL: $calls call(s) of exit() in $MODULE: host code calls a __device__ function:"
+  objdump -d -C "$MODULE" | awk '/^[0-9a-f]+ <.*>:$/ { fn = $0 } /call.*<exit@plt>/ { print "  in " fn }'
+  fail=1
+else
+  echo "PASS: no exit() calls in host code"
+fi
+exports=$(nm -D --defined-only "$MODULE" | awk '$2 == "T" { print $3 }' | sort | tr '\n' ' ')
+if [ "$exports" != "ddpm_cuda_backend_create " ]; then
+  echo "FAIL: exported functions are '$exports', expected only ddpm_cuda_backend_create"
+  fail=1
+else
+  echo "PASS: exports only ddpm_cuda_backend_create"
+fi
+if command -v cuobjdump >/dev/null 2>&1; then
+  elfs=$(cuobjdump --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')
+  ptx=$(cuobjdump --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')
+  for sm in sm_80 sm_86 sm_89 sm_90; do
+    case " $elfs" in *" $sm "*) ;; *) echo "FAIL: no $sm machine code (have: $elfs)"; fail=1 ;; esac
+  done
+  case " $ptx" in *" sm_90 "*) echo "PASS: machine code $elfs, PTX $ptx" ;; *) echo "FAIL: no compute_90 PTX (have: $ptx)"; fail=1 ;; esac
+else
+  echo "SKIP: cuobjdump not found: architectures not checked"
+fi
+exit $fail
