@@ -34,6 +34,40 @@ template <> __host__ __device__ __forceinline__ float from_f32<float> (float v) 
 template <> __host__ __device__ __forceinline__ __half from_f32<__half> (float v) { return __float2half_rn (v); }
 template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16> (float v) { return __float2bfloat16_rn (v); }
 
+/* 16-byte vectors of T (8 halves or 4 floats) as floats; p must be 16-byte aligned. */
+template <typename T> struct Vec16 {
+  static constexpr int N = 16 / sizeof (T);
+};
+
+template <typename T>
+__device__ __forceinline__ void
+load16 (const T *p, float *f)
+{
+  const uint4 u = *reinterpret_cast<const uint4 *> (p);
+  const T *e = reinterpret_cast<const T *> (&u);
+#pragma unroll
+  for (int i = 0; i < Vec16<T>::N; i++)
+    f[i] = to_f32<T> (e[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void
+store16 (T *p, const float *f)
+{
+  uint4 u;
+  T *e = reinterpret_cast<T *> (&u);
+#pragma unroll
+  for (int i = 0; i < Vec16<T>::N; i++)
+    e[i] = from_f32<T> (f[i]);
+  *reinterpret_cast<uint4 *> (p) = u;
+}
+
+static inline bool
+aligned16 (const void *p)
+{
+  return ((uintptr_t) p & 15) == 0;
+}
+
 __device__ __forceinline__ float silu_f (float v) { return v / (1.0f + expf (-v)); }
 
 __host__ __device__ __forceinline__ int ceil_div (int a, int b) { return (a + b - 1) / b; }

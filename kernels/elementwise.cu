@@ -69,25 +69,54 @@ channel_add_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, s
     }
 }
 
+/* The same on 16-byte vectors (HW a multiple of Vec16<T>::N, so a vector lies in one channel plane). */
+template <typename T, typename V>
+__global__ void __launch_bounds__ (EW_THREADS)
+channel_add_vec_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t nv, bool per_image)
+{
+  constexpr int N = Vec16<T>::N;
+  GRID_STRIDE (k, nv)
+    {
+      const size_t i = k * N, plane = i / (size_t) HW;
+      const float add = to_f32<V> (v[per_image ? plane : plane % (size_t) C]);
+      float f[N];
+      load16<T> (h + i, f);
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        f[j] += add;
+      store16<T> (h + i, f);
+    }
+}
+
+template <typename T, typename V>
+static void
+channel_add (CudaBackend *cb, const char *name, T *h, const V *v, int B, int C, int HW, bool per_image)
+{
+  const size_t n = (size_t) B * C * HW;
+  constexpr int N = Vec16<T>::N;
+  if (HW % N == 0 && aligned16 (h))
+    launch (cb, name, elementwise_blocks (cb, n / N, EW_THREADS), EW_THREADS, 0, channel_add_vec_kernel<T, V>, h, v, C,
+            HW, n / N, per_image);
+  else
+    launch (cb, name, elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, channel_add_kernel<T, V>, h, v, C, HW, n,
+            per_image);
+}
+
 void
 cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW)
 {
   CudaBackend *cb = cuda_backend (be);
-  size_t n = (size_t) B * C * HW;
-  if (n == 0)
+  if ((size_t) B * C * HW == 0)
     return;
-  DISPATCH_ACT (cb, T, launch (cb, "add_channel_bias", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
-                               channel_add_kernel<T, T>, (T *) h, (const T *) v, C, HW, n, true));
+  DISPATCH_ACT (cb, T, channel_add<T, T> (cb, "add_channel_bias", (T *) h, (const T *) v, B, C, HW, true));
 }
 
 void
 cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, int HW)
 {
-  size_t n = (size_t) B * C * HW;
-  if (n == 0 || bias == NULL)
+  if ((size_t) B * C * HW == 0 || bias == NULL)
     return;
-  DISPATCH_ACT (cb, T, launch (cb, "add_bias", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
-                               channel_add_kernel<T, float>, (T *) y, bias, C, HW, n, false));
+  DISPATCH_ACT (cb, T, channel_add<T, float> (cb, "add_bias", (T *) y, bias, B, C, HW, false));
 }
 
 /* ---- y = (a + b) * scale ---- */
@@ -100,14 +129,39 @@ add_scaled_kernel (const T *a, const T *b, T *y, size_t n, float scale)
   GRID_STRIDE (i, n) y[i] = from_f32<T> ((to_f32<T> (a[i]) + to_f32<T> (b[i])) * scale);
 }
 
+/* The same on 16-byte vectors: nv = n / Vec16<T>::N vectors. */
+template <typename T>
+__global__ void __launch_bounds__ (EW_THREADS)
+add_scaled_vec_kernel (const T *a, const T *b, T *y, size_t nv, float scale)
+{
+  constexpr int N = Vec16<T>::N;
+  GRID_STRIDE (v, nv)
+    {
+      float fa[N], fb[N];
+      load16<T> (a + v * N, fa);
+      load16<T> (b + v * N, fb);
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        fa[j] = (fa[j] + fb[j]) * scale;
+      store16<T> (y + v * N, fa);
+    }
+}
+
 void
 cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale)
 {
   CudaBackend *cb = cuda_backend (be);
   if (n == 0)
     return;
-  DISPATCH_ACT (cb, T, launch (cb, "add_scaled", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0,
-                               add_scaled_kernel<T>, (const T *) a, (const T *) b, (T *) y, n, scale));
+  DISPATCH_ACT (cb, T, {
+    constexpr int N = Vec16<T>::N;
+    if (n % N == 0 && aligned16 (a) && aligned16 (b) && aligned16 (y))
+      launch (cb, "add_scaled", elementwise_blocks (cb, n / N, EW_THREADS), EW_THREADS, 0, add_scaled_vec_kernel<T>,
+              (const T *) a, (const T *) b, (T *) y, n / N, scale);
+    else
+      launch (cb, "add_scaled", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, add_scaled_kernel<T>,
+              (const T *) a, (const T *) b, (T *) y, n, scale);
+  });
 }
 
 /* ---- concatenation along channels ---- */

@@ -2,7 +2,8 @@
  * y = y * (1 + scale) + shift with scale_shift (B, 2C) = [scale, shift], then optionally SiLU.
  * x and y may alias.
  *
- * A group (b, g) is cpg * HW contiguous values (cpg = C / G). Statistics in float32, two-pass (mean, then
+ * A group (b, g) is cpg * HW contiguous values (cpg = C / G). When HW is a multiple of 8 and the buffers are
+ * 16-byte aligned (every UNet layer), threads move 16 bytes at a time (VEC), all in one channel. Statistics in float32, two-pass (mean, then
  * the sum of squared deviations around it: no cancellation), biased variance; rstd in double as the CPU.
  * The affine part follows the CPU's order: a = rstd * gamma[c], bias = beta[c] - mean * a, y = x * a + bias.
  *
@@ -17,53 +18,105 @@
 #define GN_THREADS 256
 #define GN_MAX_SPLIT 64
 
-/* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. */
-template <typename T>
+/* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. VEC: begin and
+ * end are multiples of Vec16<T>::N and v is 16-byte aligned. */
+template <typename T, bool VEC>
 __device__ __forceinline__ void
 block_stats (const T *__restrict__ v, size_t begin, size_t end, float *red, float *mean_out, float *m2_out)
 {
+  constexpr int N = VEC ? Vec16<T>::N : 1;
   float s = 0.0f;
-  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x)
-    s += to_f32<T> (v[i]);
+  for (size_t i = begin + threadIdx.x * N; i < end; i += blockDim.x * N)
+    {
+      if (VEC)
+        {
+          float f[Vec16<T>::N];
+          load16<T> (v + i, f);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            s += f[j];
+        }
+      else
+        s += to_f32<T> (v[i]);
+    }
   const float n = (float) (end - begin);
   const float mean = end > begin ? block_sum (s, red) / n : 0.0f;
   float q = 0.0f;
-  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+  for (size_t i = begin + threadIdx.x * N; i < end; i += blockDim.x * N)
     {
-      const float d = to_f32<T> (v[i]) - mean;
-      q += d * d;
+      if (VEC)
+        {
+          float f[Vec16<T>::N];
+          load16<T> (v + i, f);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            q += (f[j] - mean) * (f[j] - mean);
+        }
+      else
+        {
+          const float d = to_f32<T> (v[i]) - mean;
+          q += d * d;
+        }
     }
   const float m2 = block_sum (q, red);
   *mean_out = mean;
   *m2_out = m2;
 }
 
-/* Normalises v[begin, end) of group (b, g) into y. */
+/* y = x * a + bias, then * mul + add (scale_shift), then SiLU; one channel's constants. */
+struct GnChannel {
+  float a, bias, mul, add;
+};
+
 template <typename T>
+__device__ __forceinline__ GnChannel
+gn_channel (int b, int c, int C, float mean, float rstd, const float *__restrict__ gamma,
+            const float *__restrict__ beta, const T *__restrict__ ss)
+{
+  GnChannel k;
+  k.a = rstd * gamma[c];
+  k.bias = beta[c] - mean * k.a;
+  k.mul = ss != NULL ? 1.0f + to_f32<T> (ss[(size_t) b * 2 * C + c]) : 1.0f;
+  k.add = ss != NULL ? to_f32<T> (ss[(size_t) b * 2 * C + C + c]) : 0.0f;
+  return k;
+}
+
+__device__ __forceinline__ float
+gn_value (float x, const GnChannel &k, bool scale_shift, bool silu)
+{
+  float v = x * k.a + k.bias;
+  if (scale_shift)
+    v = v * k.mul + k.add;
+  return silu ? silu_f (v) : v;
+}
+
+/* Normalises v[begin, end) of group (b, g) into y. */
+template <typename T, bool VEC>
 __device__ __forceinline__ void
 block_apply (const T *xg, T *yg, size_t begin, size_t end, int b, int g, int cpg, int C, int HW, float mean,
              float rstd, const float *__restrict__ gamma, const float *__restrict__ beta, const T *__restrict__ ss,
              bool silu)
 {
-  for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+  constexpr int N = VEC ? Vec16<T>::N : 1;
+  for (size_t i = begin + threadIdx.x * N; i < end; i += blockDim.x * N)
     {
-      const int c = g * cpg + (int) (i / (size_t) HW);
-      const float a = rstd * gamma[c];
-      const float bias = beta[c] - mean * a;
-      float v = to_f32<T> (xg[i]) * a + bias;
-      if (ss != NULL)
+      const int c = g * cpg + (int) (i / (size_t) HW);   /* VEC: HW % N == 0, so one channel */
+      const GnChannel k = gn_channel<T> (b, c, C, mean, rstd, gamma, beta, ss);
+      if (VEC)
         {
-          const float mul = 1.0f + to_f32<T> (ss[(size_t) b * 2 * C + c]);
-          const float add = to_f32<T> (ss[(size_t) b * 2 * C + C + c]);
-          v = v * mul + add;
+          float f[Vec16<T>::N];
+          load16<T> (xg + i, f);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            f[j] = gn_value (f[j], k, ss != NULL, silu);
+          store16<T> (yg + i, f);
         }
-      if (silu)
-        v = silu_f (v);
-      yg[i] = from_f32<T> (v);
+      else
+        yg[i] = from_f32<T> (gn_value (to_f32<T> (xg[i]), k, ss != NULL, silu));
     }
 }
 
-template <typename T>
+template <typename T, bool VEC>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_fused_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
                  const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
@@ -74,9 +127,9 @@ gn_fused_kernel (const T *x, T *y, const float *__restrict__ gamma, const float 
   const T *xg = x + (size_t) bg * len;
   T *yg = y + (size_t) bg * len;
   float mean, m2;
-  block_stats<T> (xg, 0, len, red, &mean, &m2);
+  block_stats<T, VEC> (xg, 0, len, red, &mean, &m2);
   const float rstd = (float) (1.0 / sqrt ((double) (m2 / (float) len) + (double) eps));
-  block_apply<T> (xg, yg, 0, len, b, g, cpg, C, HW, mean, rstd, gamma, beta, ss, silu);
+  block_apply<T, VEC> (xg, yg, 0, len, b, g, cpg, C, HW, mean, rstd, gamma, beta, ss, silu);
 }
 
 /* Chunk s of S of a group of len values: [begin, end), chunk lengths multiples of 8. */
@@ -89,7 +142,7 @@ gn_chunk (size_t len, int S, int s, size_t *begin, size_t *end)
   *end = bgn + chunk < len ? bgn + chunk : len;
 }
 
-template <typename T>
+template <typename T, bool VEC>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int HW, int G, int S)
 {
@@ -99,7 +152,7 @@ gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int 
   size_t begin, end;
   gn_chunk (len, S, s, &begin, &end);
   float mean, m2;
-  block_stats<T> (x + (size_t) bg * len, begin, end, red, &mean, &m2);
+  block_stats<T, VEC> (x + (size_t) bg * len, begin, end, red, &mean, &m2);
   if (threadIdx.x == 0)
     {
       float *o = stats + ((size_t) bg * S + s) * 3;
@@ -109,7 +162,7 @@ gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int 
     }
 }
 
-template <typename T>
+template <typename T, bool VEC>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float *__restrict__ gamma,
                  const float *__restrict__ beta, const T *__restrict__ ss, int C, int HW, int G, int S, float eps,
@@ -139,8 +192,8 @@ gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float 
   __syncthreads ();
   size_t begin, end;
   gn_chunk (len, S, s, &begin, &end);
-  block_apply<T> (x + (size_t) bg * len, y + (size_t) bg * len, begin, end, b, g, cpg, C, HW, group_mean, group_rstd,
-                  gamma, beta, ss, silu);
+  block_apply<T, VEC> (x + (size_t) bg * len, y + (size_t) bg * len, begin, end, b, g, cpg, C, HW, group_mean,
+                       group_rstd, gamma, beta, ss, silu);
 }
 
 /* Chunks per group for the split path; 1 means fused. */
@@ -176,10 +229,19 @@ cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, in
   const size_t len = (size_t) (C / G) * HW;
   const int S = gn_split (cb, groups, len);
   const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
+  /* 16-byte vectors: HW % 8 == 0 keeps a vector in one channel and every group and chunk boundary on a
+   * multiple of 8 elements (chunks are multiples of 8) */
+  const bool vec = HW % 8 == 0 && aligned16 (x) && aligned16 (y);
   if (S <= 1)
     {
-      DISPATCH_ACT (cb, T, launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T>, (const T *) x, (T *) y,
-                                   gamma, beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu));
+      DISPATCH_ACT (cb, T, {
+        if (vec)
+          launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T, true>, (const T *) x, (T *) y, gamma,
+                  beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
+        else
+          launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T, false>, (const T *) x, (T *) y, gamma,
+                  beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
+      });
       return;
     }
   if (groups > 65535)
@@ -189,8 +251,19 @@ cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, in
     }
   dim3 grid (S, groups);
   DISPATCH_ACT (cb, T, {
-    launch (cb, "group_norm_stats", grid, GN_THREADS, 0, gn_stats_kernel<T>, (const T *) x, cb->gn_stats, C, HW, G, S);
-    launch (cb, "group_norm_apply", grid, GN_THREADS, 0, gn_apply_kernel<T>, (const T *) x, (T *) y, cb->gn_stats,
-            gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, (bool) silu);
+    if (vec)
+      {
+        launch (cb, "group_norm_stats", grid, GN_THREADS, 0, gn_stats_kernel<T, true>, (const T *) x, cb->gn_stats, C,
+                HW, G, S);
+        launch (cb, "group_norm_apply", grid, GN_THREADS, 0, gn_apply_kernel<T, true>, (const T *) x, (T *) y,
+                cb->gn_stats, gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, (bool) silu);
+      }
+    else
+      {
+        launch (cb, "group_norm_stats", grid, GN_THREADS, 0, gn_stats_kernel<T, false>, (const T *) x, cb->gn_stats,
+                C, HW, G, S);
+        launch (cb, "group_norm_apply", grid, GN_THREADS, 0, gn_apply_kernel<T, false>, (const T *) x, (T *) y,
+                cb->gn_stats, gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, (bool) silu);
+      }
   });
 }

@@ -503,16 +503,21 @@ check_elementwise (GpuEnv *env)
       g_free (x);
     }
 
-  /* add_channel_bias: h (B, C, HW) += v (B, C) */
-  g_snprintf (label, sizeof label, "add_channel_bias B%d C%d HW%d", B, C, HW);
-  if (check_selected (env, label))
+  /* add_channel_bias: h (B, C, HW) += v (B, C); a 16-byte-vector case and an odd one */
+  const int cbs[2][3] = { { B, C, HW }, { 3, 5, 7 } };
+  for (int k = 0; k < 2; k++)
     {
-      float *h = random_host (n, 52, 1.0f, 0.0f, env->precision), *v = random_host ((size_t) B * C, 53, 1.0f, 0.0f, env->precision);
+      const int bb = cbs[k][0], cc = cbs[k][1], hw = cbs[k][2];
+      const size_t nn = (size_t) bb * cc * hw;
+      g_snprintf (label, sizeof label, "add_channel_bias B%d C%d HW%d", bb, cc, hw);
+      if (!check_selected (env, label))
+        continue;
+      float *h = random_host (nn, 52, 1.0f, 0.0f, env->precision), *v = random_host ((size_t) bb * cc, 53, 1.0f, 0.0f, env->precision);
       Pair ph, pv;
-      if (pair_input (env, &ph, n, TRUE, h, label) && pair_input (env, &pv, (size_t) B * C, TRUE, v, label))
+      if (pair_input (env, &ph, nn, TRUE, h, label) && pair_input (env, &pv, (size_t) bb * cc, TRUE, v, label))
         {
-          env->cpu->ops->add_channel_bias (env->cpu, ph.c.ptr, pv.c.ptr, B, C, HW);
-          env->gpu->ops->add_channel_bias (env->gpu, ph.g.ptr, pv.g.ptr, B, C, HW);
+          env->cpu->ops->add_channel_bias (env->cpu, ph.c.ptr, pv.c.ptr, bb, cc, hw);
+          env->gpu->ops->add_channel_bias (env->gpu, ph.g.ptr, pv.g.ptr, bb, cc, hw);
           finish (env, "add_channel_bias", label, &ph, bound, -1.0);
         }
       pair_free (&ph);
@@ -521,22 +526,24 @@ check_elementwise (GpuEnv *env)
       g_free (v);
     }
 
-  /* add_scaled: separate output, and in place (y = a) */
-  const float scales[2] = { 1.0f, 0.70710678f };
-  for (int s = 0; s < 2; s++)
+  /* add_scaled: separate output, in place (y = a), and an odd length */
+  const float scales[3] = { 1.0f, 0.70710678f, 0.5f };
+  const size_t lens[3] = { n, n, 1001 };
+  for (int s = 0; s < 3; s++)
     {
-      g_snprintf (label, sizeof label, "add_scaled n%zu scale %.6g%s", n, scales[s], s == 1 ? " y=a" : "");
+      const size_t nn = lens[s];
+      g_snprintf (label, sizeof label, "add_scaled n%zu scale %.6g%s", nn, scales[s], s == 1 ? " y=a" : "");
       if (!check_selected (env, label))
         continue;
-      float *a = random_host (n, 54, 1.0f, 0.0f, env->precision), *b = random_host (n, 55, 1.0f, 0.0f, env->precision);
+      float *a = random_host (nn, 54, 1.0f, 0.0f, env->precision), *b = random_host (nn, 55, 1.0f, 0.0f, env->precision);
       Pair pa, pb, py;
       memset (&py, 0, sizeof py);
-      if (pair_input (env, &pa, n, TRUE, a, label) && pair_input (env, &pb, n, TRUE, b, label)
-          && (s == 1 || pair_output (env, &py, n, TRUE, label)))
+      if (pair_input (env, &pa, nn, TRUE, a, label) && pair_input (env, &pb, nn, TRUE, b, label)
+          && (s == 1 || pair_output (env, &py, nn, TRUE, label)))
         {
           Pair *y = s == 1 ? &pa : &py;
-          env->cpu->ops->add_scaled (env->cpu, pa.c.ptr, pb.c.ptr, y->c.ptr, n, scales[s]);
-          env->gpu->ops->add_scaled (env->gpu, pa.g.ptr, pb.g.ptr, y->g.ptr, n, scales[s]);
+          env->cpu->ops->add_scaled (env->cpu, pa.c.ptr, pb.c.ptr, y->c.ptr, nn, scales[s]);
+          env->gpu->ops->add_scaled (env->gpu, pa.g.ptr, pb.g.ptr, y->g.ptr, nn, scales[s]);
           finish (env, "add_scaled", label, y, bound, -1.0);
         }
       pair_free (&pa);
