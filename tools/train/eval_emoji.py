@@ -93,8 +93,10 @@ def main():
     if not a.no_mse:
         from diffusers import DDPMScheduler, UNet2DModel
         unet = UNet2DModel.from_pretrained(a.model, torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
-        abar = DDPMScheduler.from_pretrained(a.model).alphas_cumprod.float()
-        r = heldout_eps_mse(unet, to_model_space(data["heldout"]), abar, torch.device("cpu"))
+        sched = DDPMScheduler.from_pretrained(a.model)
+        abar = sched.alphas_cumprod.float()
+        r = heldout_eps_mse(unet, to_model_space(data["heldout"]), abar, torch.device("cpu"),
+                            prediction=sched.config.prediction_type)
         result["heldout_eps_mse"] = {str(t): v for t, v in r.items()}
         result["heldout_eps_mse_mean"] = sum(r.values()) / len(r)
         print(f"held-out eps-MSE ({len(data['heldout'])} images, fp32): "

@@ -15,6 +15,7 @@
 #   TRAIN_DEVICE=cpu   rehearse on a CPU (default cuda); TRAIN_BATCH, TRAIN_LR, TRAIN_EMA override defaults
 #   TRAIN_DATA=path    dataset (default .train-data/emoji32.npz or photo64.npz)
 #   TRAIN_EVAL_COUNT=N held-out images in the EMA eval (default 256)
+#   TRAIN_PREDICTION=v_prediction  train the v target instead of eps (scheduler_config.json says so)
 #   OUT=dir            output root (the device tool sets it; default /tmp/gpu-train-out)
 #   TRAIN_PACK=tar     one tar file instead of the folder (see above)
 # `gpu_train.sh MINUTES photo` trains the photo denoising prior instead (arch photo-64, RGB 64x64, dataset
@@ -55,7 +56,7 @@ export PYTHONUNBUFFERED=1
 "$py" tools/train/train.py \
   --data "$data" --arch "$arch" --device "$device" "${extra[@]}" \
   --batch-size "${TRAIN_BATCH:-$def_batch}" --lr "${TRAIN_LR:-$def_lr}" --lr-final-frac 0.1 --warmup-steps 300 \
-  --ema-decay "${TRAIN_EMA:-0.999}" --dropout 0.1 --eval-count "${TRAIN_EVAL_COUNT:-256}" \
+  --ema-decay "${TRAIN_EMA:-0.999}" --dropout 0.1 --prediction "${TRAIN_PREDICTION:-epsilon}" --eval-count "${TRAIN_EVAL_COUNT:-256}" \
   --time-budget-minutes "$minutes" --ckpt-minutes 2 --log-every 100 --print-every-s 20 \
   --out "$out_root/$name" --work-dir "$work/$name" 2>&1 | tee "$work/$name.log"
 

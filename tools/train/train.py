@@ -2,7 +2,8 @@
 """train.py: trains a pixel-space DDPM (diffusers UNet2DModel + DDPMScheduler) on a 32x32 RGBA .npz and
 writes a diffusers model folder that gimp-ddpm's C engine (and diffusers itself) loads.
 
-Objective: L = || eps - eps_theta(x_t, t) ||^2, t ~ U{0..999}, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
+Objective: L = || eps - eps_theta(x_t, t) ||^2 (or, with --prediction v_prediction, the v target), t ~ U{0..999},
+x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
 betas linear 1e-4..0.02 over 1000 steps (DDPM, Ho et al. 2020). AdamW, linear LR warm-up then a cosine
 decay to --lr-final-frac over the TIME budget (we stop on wall-clock, so the schedule runs on time too),
 EMA of the weights with warm-up (decay_n = min(decay, (1 + n) / (10 + n))); the EMA weights are exported.
@@ -105,6 +106,9 @@ def parse_args(argv=None):
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--ema-decay", type=float, default=0.999)
     ap.add_argument("--hflip", action="store_true", help="random horizontal flips (off: text, arrows, flags)")
+    ap.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon",
+                    help="training target: eps (DDPM) or v = sqrt(abar) eps - sqrt(1-abar) x0 (better "
+                         "conditioned near t = T, so DDIM behaves on under-trained models)")
     ap.add_argument("--dihedral", action="store_true",
                     help="random flips + 90-degree rotations, the 8 symmetries of a square (photo crops)")
     ap.add_argument("--time-budget-minutes", type=float, default=0.0, help="training wall time of this run (0: none)")
@@ -169,9 +173,17 @@ def ema_update(ema_params, params, decay):
     torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
 
 
+def eps_from_output(out, xt, a, prediction):
+    """The model's eps estimate: its output itself, or for v-prediction eps = sqrt(abar) v + sqrt(1-abar) x_t."""
+    if prediction == "v_prediction":
+        return a.sqrt() * out + (1 - a).sqrt() * xt
+    return out
+
+
 @torch.no_grad()
-def heldout_eps_mse(model, x0, abar, device, seed=1234, batch=256):
-    """Mean eps-MSE on fixed (t, noise): each image at t in {50, 250, 500, 750}; fp32. Returns dict."""
+def heldout_eps_mse(model, x0, abar, device, seed=1234, batch=256, prediction="epsilon"):
+    """Mean eps-MSE on fixed (t, noise): each image at t in {50, 250, 500, 750}; fp32. Returns dict.
+    For a v-prediction model the eps implied by its output is scored, so the numbers compare."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     model.eval()
@@ -184,7 +196,7 @@ def heldout_eps_mse(model, x0, abar, device, seed=1234, batch=256):
             a = abar[t]
             xt = a.sqrt() * xb + (1 - a).sqrt() * eps
             tt = torch.full((xb.shape[0],), t, device=device, dtype=torch.long)
-            pred = model(xt, tt).sample.float()
+            pred = eps_from_output(model(xt, tt).sample.float(), xt, a, prediction)
             tot += F.mse_loss(pred, eps, reduction="sum").item()
             n += eps.numel()
         out[t] = tot / n
@@ -216,7 +228,7 @@ def export_folder(args, ema_model, summary, out):
     half.load_state_dict(ema_model.state_dict())
     half = half.to(torch.float16)   # all of UNet2DModel is fine in fp16 (diffusers' keep-in-fp32 list is empty)
     half.save_pretrained(out, safe_serialization=True)
-    DDPMScheduler(**SCHEDULER).save_config(out)
+    DDPMScheduler(**dict(SCHEDULER, prediction_type=args.prediction)).save_config(out)
     with open(os.path.join(out, "gimp_ddpm.json"), "w") as f:
         json.dump(PIXEL_LAYOUTS[ema_model.config.in_channels], f, indent=1)
     with open(os.path.join(out, "training_summary.json"), "w") as f:
@@ -302,7 +314,7 @@ def main(argv=None):
     def run_eval(elapsed):
         if held_x is None:
             return None
-        r = heldout_eps_mse(ema, held_x, abar, device)
+        r = heldout_eps_mse(ema, held_x, abar, device, prediction=args.prediction)
         mean = sum(r.values()) / len(r)
         ew.writerow([step, f"{elapsed:.1f}", *(f"{r[t]:.6f}" for t in (50, 250, 500, 750)), f"{mean:.6f}"])
         ef.flush()
@@ -352,7 +364,8 @@ def main(argv=None):
         xt = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             pred = train_model(xt, t).sample
-        loss = F.mse_loss(pred.float(), eps)
+        target = eps if args.prediction == "epsilon" else a.sqrt() * eps - (1.0 - a).sqrt() * x0
+        loss = F.mse_loss(pred.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip > 0:
@@ -405,7 +418,7 @@ def main(argv=None):
         weight_decay=args.weight_decay, seed=args.seed, stop_reason=stop_reason,
         heldout_eps_mse={str(k): v for k, v in (final_eval or {}).items()}, eval_history=eval_history,
         final_loss_mean_last_10pct=tail_loss(loss_csv),
-        dataset=dict(path=os.path.basename(args.data), **meta), scheduler=SCHEDULER, pixel_layout=PIXEL_LAYOUTS[channels],
+        dataset=dict(path=os.path.basename(args.data), **meta), scheduler=dict(SCHEDULER, prediction_type=args.prediction), pixel_layout=PIXEL_LAYOUTS[channels],
         torch=torch.__version__, python=sys.version.split()[0])
     export_folder(args, ema, summary, args.out)
     print(f"wrote {args.out}", flush=True)

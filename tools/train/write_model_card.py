@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--work-dir", default=None, help="where eval_curve.csv is, when not in --model")
     ap.add_argument("--fallback", choices=["yes", "no"], required=True, help="CPU fallback model?")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--sampling-note", default=None, help="a measured line on which sampler/steps work best")
     a = ap.parse_args()
 
     s = json.load(open(os.path.join(a.model, "training_summary.json")))
@@ -69,7 +70,7 @@ def main():
                  "that the plug-in has a working default; a larger model trained on a GPU replaces it. Expect "
                  "emoji-like colour blobs and faces rather than clean glyphs.")
     else:
-        L.append(f"Trained on a GPU ({s.get('hardware')}) by `tools/train/gpu_train.sh`.")
+        L.append(f"Trained on {s.get('hardware')} by `tools/train/gpu_train.sh`.")
     L.append("")
     L.append("## Data")
     L.append(f"- Source: Noto Color Emoji, `NotoColorEmoji.ttf` from Debian 12's `fonts-noto-color-emoji` "
@@ -100,7 +101,9 @@ def main():
     L.append(f"- Scheduler (`scheduler_config.json`): DDPMScheduler, {sc.get('num_train_timesteps')} steps, "
              f"{sc.get('beta_schedule')} betas {sc.get('beta_start')}..{sc.get('beta_end')}, "
              f"prediction {sc.get('prediction_type')}, variance {sc.get('variance_type')}, "
-             f"clip_sample {sc.get('clip_sample')}. DDIM with 50-100 steps also works on this schedule.")
+             f"clip_sample {sc.get('clip_sample')}.")
+    if a.sampling_note:
+        L.append(f"- Sampling: {a.sampling_note}")
     L.append("- Pixels (`gimp_ddpm.json`): channels R, G, B, A with PREMULTIPLIED colour, each mapped [0, 1] -> "
              "[-1, 1]; fully transparent = (-1, -1, -1, -1). To a straight-alpha layer: a = (x3 + 1) / 2, "
              "c = clamp((x_rgb + 1) / 2, 0, a), rgb = c / a where a > 0.")
