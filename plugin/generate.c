@@ -145,6 +145,9 @@ insert_layers (GenerateJob *g, GimpImage *image, GError **error)
       if (!ok)
         return FALSE;
       gimp_drawable_update (GIMP_DRAWABLE (layer), 0, 0, g->W, g->H);
+      /* Transparent pictures stacked on each other would mix: show the first variation only. */
+      if (alpha && v > 0)
+        gimp_item_set_visible (GIMP_ITEM (layer), FALSE);
     }
   return TRUE;
 }

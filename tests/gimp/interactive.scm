@@ -25,8 +25,8 @@
 (report "images-after-cancel" (n-images))
 
 ; 2. A generated result, on display.
-(let* ((r (plug-in-ddpm-generate #:run-mode RUN-NONINTERACTIVE #:model model #:steps 50 #:seed 4
-                                 #:variations 4))
+(let* ((r (plug-in-ddpm-generate #:run-mode RUN-NONINTERACTIVE #:model model #:sampler result-sampler
+                                 #:steps result-steps #:seed 4 #:variations 4))
        (gen (car r)))
   (gimp-image-set-file gen (string-append out "/generated-result.xcf"))
   (gimp-display-new gen)

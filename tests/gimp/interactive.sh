@@ -7,8 +7,9 @@
 # Usage: interactive.sh PLUGIN_EXECUTABLE SOURCE_ROOT [SCREENSHOT_DIR]
 #   With SCREENSHOT_DIR it also saves PNG screenshots there: generate-dialog.png, progress-preview.png,
 #   generated-result.png, denoise-dialog.png, denoise-progress.png, noise-dialog.png.
-#   SCREENSHOT_MODEL: the model for the dialogs and the generated result (default: weights/emoji-32 when it
-#   exists, else the random test model tests/fixtures/models/cifar-like). CANCEL_AT: a regular expression
+#   SCREENSHOT_MODEL: the model for the dialogs and the generated result (default: the random test model
+#   tests/fixtures/models/cifar-like; for screenshots weights/emoji-32 when it exists). RESULT_SAMPLER and
+#   RESULT_STEPS: how the generated result is sampled (default ddim, 50). CANCEL_AT: a regular expression
 #   for the percentage at which the progress dialogs are photographed and cancelled (default 3[0-9]|4[0-9]:
 #   the progress dialog puts "(P%)" in its title).
 set -u
@@ -25,7 +26,7 @@ fast=$src/tests/fixtures/models/demo-tiny
 slow=${SCREENSHOT_MODEL:-}
 if [ -z "$slow" ]; then
   slow=$src/tests/fixtures/models/cifar-like
-  [ -f "$src/weights/emoji-32/config.json" ] && slow=$src/weights/emoji-32
+  [ -n "$shots" ] && [ -f "$src/weights/emoji-32/config.json" ] && slow=$src/weights/emoji-32
 fi
 # A 16-pixel random model samples too fast to be caught mid-run: make its canvas bigger.
 size=0
@@ -62,7 +63,7 @@ settings plug-in-ddpm-generate "model \"$slow_name\"" 'sampler "ddpm"' "steps 10
   'precision "auto"'
 settings plug-in-ddpm-denoise "model \"$slow_name\"" 'mode "strength"' "strength 0.8" "sigma 0" "timestep 100" \
   'sampler "ddpm"' "steps 1000" "eta 0" "seed 1" "random-seed no" "context 16" 'device "cpu"' 'precision "auto"'
-settings plug-in-ddpm-noise 'model "demo-tiny"'  "timestep 200" "seed 5" "random-seed no"
+settings plug-in-ddpm-noise "model \"$slow_name\"" "timestep 200" "seed 5" "random-seed no"
 
 n=0
 failed=0
@@ -76,17 +77,31 @@ tap () {
 # other chroots, which share the abstract X socket names.
 Xvfb -displayfd 3 -screen 0 1400x1000x24 -nolisten tcp 3> "$tmp/display" > "$tmp/xvfb.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do [ -s "$tmp/display" ] && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q '^[0-9][0-9]*$' "$tmp/display" 2>/dev/null && break; sleep 0.1; done
 export DISPLAY=:$(head -1 "$tmp/display")
 for _ in $(seq 50); do xdotool getdisplaygeometry >/dev/null 2>&1 && break; sleep 0.2; done
+if ! xdotool getdisplaygeometry >/dev/null 2>&1; then
+  echo "# Xvfb did not start (display '$DISPLAY'):"; sed 's/^/#   /' "$tmp/xvfb.log"
+  echo "1..0 # SKIP no X server"; exit 77
+fi
 
 log=$tmp/gimp.log
 t0=$SECONDS
-gimp-3.0 -n --no-splash --batch-interpreter=plug-in-script-fu-eval \
-  -b "(begin (define out \"$out\") (define model \"$slow\") (define fast-model \"$fast\")
-             (load \"$here/prelude.scm\") (load \"$here/interactive.scm\"))" > "$log" 2>&1 &
-gimp_pid=$!
-pids+=($gimp_pid)
+start_gimp () {
+  gimp-3.0 -n --no-splash --batch-interpreter=plug-in-script-fu-eval \
+    -b "(begin (define out \"$out\") (define model \"$slow\") (define fast-model \"$fast\")
+               (define result-sampler \"${RESULT_SAMPLER:-ddim}\") (define result-steps ${RESULT_STEPS:-50})
+               (load \"$here/prelude.scm\") (load \"$here/interactive.scm\"))" > "$log" 2>&1 &
+  gimp_pid=$!
+  pids+=($gimp_pid)
+}
+start_gimp
+# A GIMP that quits at once (seen once on a loaded machine, exit 1 within a second): say why, try again.
+sleep 3
+if ! kill -0 $gimp_pid 2>/dev/null; then
+  echo "# gimp-3.0 ended at once; its output:"; sed 's/^/#   /' "$log" | tail -15
+  start_gimp
+fi
 
 # wait_win TITLE-REGEX [SECONDS]: the id of the newest visible window whose title matches.
 wait_win () {

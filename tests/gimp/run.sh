@@ -66,7 +66,8 @@ else
 fi
 status=0
 chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-  GIMP_TEST_KEEP="${GIMP_TEST_KEEP:-}" SCREENSHOT_MODEL="${SCREENSHOT_MODEL:-}" /bin/bash -c "
+  GIMP_TEST_KEEP="${GIMP_TEST_KEEP:-}" SCREENSHOT_MODEL="${SCREENSHOT_MODEL:-}" CANCEL_AT="${CANCEL_AT:-}" \
+  RESULT_SAMPLER="${RESULT_SAMPLER:-}" RESULT_STEPS="${RESULT_STEPS:-}" /bin/bash -c "
     set -e
     cd $work
     [ -f build/build.ninja ] || meson setup build src $opts
