@@ -6,7 +6,7 @@
 #   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py).
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
 # the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
-# `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or ./gpu-out.
+# `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
 #
 # Without a GPU (a rehearsal) the tests exit 77 (skipped) and the benchmark reports what it could not run;
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
@@ -16,7 +16,7 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-OUT=${OUT:-$ROOT/gpu-out}
+OUT=${OUT:-$ROOT/build-gpu/gpu-out}
 mkdir -p "$OUT"
 CARRY=${DDPM_CARRY:-$ROOT/build-gpu/carry}
 exec > >(tee "$OUT/run.log") 2>&1
