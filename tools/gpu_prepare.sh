@@ -10,7 +10,8 @@
 #   bin/ddpm, bin/test_cuda        the CLI (bench, sample) and the GPU test program, stripped
 #   lib/libddpm-cuda.so            the CUDA backend module (sm_80/86/89/90 + compute_90 PTX), stripped
 #   lib/libglib-2.0.so.0 ...       what the binaries need and the GPU machine lacks (GLib, GObject, GIO,
-#                                  json-glib, pcre2, ffi, gomp)
+#                                  json-glib)
+#   lib-fallback/                  pcre2, ffi, gomp: used there only where the system has none
 #   MANIFEST                       what was built, from which commit, and the newest glibc symbol needed
 # Python wheels for tools/bench_gpu.py (diffusers and importlib_metadata; PyTorch is there) go to .whl/.
 #
@@ -36,22 +37,27 @@ strip "$CARRY/bin/ddpm" "$CARRY/bin/test_cuda"
 # --strip-unneeded keeps the dynamic symbol (ddpm_cuda_backend_create) and the .nv_fatbin section
 strip --strip-unneeded "$CARRY/lib/libddpm-cuda.so"
 
-# The shared libraries the GPU machine lacks: the GLib family and its own dependencies (libgomp too, in
-# case that image has no GCC runtime for OpenMP). OpenBLAS, libpng, zlib, libstdc++ and libc are there.
+# The shared libraries the GPU machine lacks: the GLib family and json-glib (lib/). OpenBLAS, libpng, zlib,
+# libstdc++ and libc are there. libgomp, pcre2 and ffi normally are too, in newer versions that our binaries
+# accept (and that a system OpenBLAS built with OpenMP may need): they go to lib-fallback/, which run.sh adds
+# only for those the machine lacks.
+mkdir -p "$CARRY/lib-fallback"
 for lib in $(ldd "$CARRY"/bin/* "$CARRY"/lib/libddpm-cuda.so | awk '/=>/ { print $3 }' | sort -u); do
   case "$(basename "$lib")" in
-    libglib-2.0.so*|libgobject-2.0.so*|libgio-2.0.so*|libgmodule-2.0.so*|libjson-glib-1.0.so*|libpcre2-8.so*|libffi.so*|libgomp.so*)
+    libglib-2.0.so*|libgobject-2.0.so*|libgio-2.0.so*|libgmodule-2.0.so*|libjson-glib-1.0.so*)
       cp -L "$lib" "$CARRY/lib/" ;;
+    libpcre2-8.so*|libffi.so*|libgomp.so*)
+      cp -L "$lib" "$CARRY/lib-fallback/" ;;
   esac
 done
 
 # Every binary must run on glibc 2.39: the newest versioned glibc symbol any of them needs.
-newest=$(for f in "$CARRY"/bin/* "$CARRY"/lib/*; do objdump -T "$f"; done | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
+newest=$(for f in "$CARRY"/bin/* "$CARRY"/lib/* "$CARRY"/lib-fallback/*; do objdump -T "$f"; done | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
 {
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
   echo "nvcc: $(nvcc --version | tail -1)"
   echo "newest glibc symbol: $newest (the GPU machine has 2.39)"
-  (cd "$CARRY" && ls -l bin lib)
+  (cd "$CARRY" && ls -l bin lib lib-fallback)
 } > "$CARRY/MANIFEST"
 
 # diffusers for the PyTorch side of the benchmark (pure-Python wheels; everything else is on that machine)

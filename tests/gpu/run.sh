@@ -52,6 +52,15 @@ if [ -z "$CUBLAS" ]; then
 fi
 echo "cuBLAS: ${CUBLAS:-not found (the backend will use its own, slow GEMM)}"
 LIBS=$CARRY/lib
+# pcre2, ffi, gomp: the system's where it has them (newer, and what its own libraries expect), else ours
+for f in "$CARRY"/lib-fallback/*; do
+  [ -e "$f" ] || continue
+  if ! ldconfig -p 2>/dev/null | grep -q "$(basename "$f")"; then
+    echo "using the carried $(basename "$f") (the system has none)"
+    mkdir -p "$CARRY/lib-used" && cp -f "$f" "$CARRY/lib-used/"
+  fi
+done
+[ -d "$CARRY/lib-used" ] && LIBS=$LIBS:$CARRY/lib-used
 [ -n "$CUBLAS" ] && LIBS=$LIBS:$(dirname "$CUBLAS")
 export DDPM_CUBLAS=$CUBLAS
 export DDPM_CUDA_MODULE=$CARRY/lib/libddpm-cuda.so
