@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# install-deps.sh: installs the Debian packages the engine, CLI and tests need (as root; idempotent).
+# install-deps.sh [--test]: installs the Debian packages that the build needs (as root; idempotent).
+# --test adds what the test stages need: clang (libFuzzer), valgrind, debootstrap (the Debian 13 tree
+# for GIMP 3 on a Debian 12 host) or, on Debian 13, GIMP 3 itself with Xvfb for the plug-in's tests.
 set -euo pipefail
 pkgs=(gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev libopenblas-dev libpng-dev python3)
+if [ "${1:-}" = --test ]; then
+  pkgs+=(clang valgrind)
+  if apt-cache policy libgimp-3.0-dev 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    pkgs+=(gimp libgimp-3.0-dev xvfb xdotool x11-apps)      # Debian 13: GIMP 3 on the host
+  else
+    pkgs+=(debootstrap)                                      # Debian 12: GIMP 3 in a Debian 13 tree
+  fi
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

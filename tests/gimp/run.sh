@@ -8,6 +8,9 @@
 #                    folder that stays in the tree (/root/gimp-ddpm/build), so reruns are incremental.
 #
 # Usage: tests/gimp/run.sh [meson test options...]     exit status: that of meson test
+#        tests/gimp/run.sh --generate OUT.png            the main job instead of the tests: installs the
+#                                                        plug-in and models for the user and runs Generate
+#                                                        in gimp-console-3.0 (tests/gimp/generate.sh)
 #        tests/gimp/run.sh --screenshots                 runs interactive.sh and puts its screenshots into
 #                                                        docs/screenshots/ (SCREENSHOT_MODEL: see there)
 # Environment: TRIXIE_DIR; GIMP_TEST_KEEP=1 keeps the test's temporary folders (their paths are printed).
@@ -16,13 +19,18 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 build_opts=(-Dgimp=enabled -Dcuda=disabled -Dbuildtype=release)
 
 screenshots=0
+generate=
 if [ "${1:-}" = --screenshots ]; then screenshots=1; shift; fi
+if [ "${1:-}" = --generate ]; then generate=$(realpath -m "$2"); shift 2; fi
 
 codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
 if [ "$codename" != bookworm ] && pkg-config --exists gimp-3.0 2>/dev/null; then
   cd "$repo"
   [ -f build-gimp/build.ninja ] || meson setup build-gimp "${build_opts[@]}"
   ninja -C build-gimp plugin/gimp-ddpm
+  if [ -n "$generate" ]; then
+    exec tests/gimp/generate.sh build-gimp/plugin/gimp-ddpm "$repo" "$generate"
+  fi
   if [ $screenshots = 1 ]; then
     exec tests/gimp/interactive.sh build-gimp/plugin/gimp-ddpm "$repo" "$repo/docs/screenshots"
   fi
@@ -59,7 +67,9 @@ mount_in_tree tmpfs tmpfs /tmp mode=1777
 
 opts=$(printf ' %q' "${build_opts[@]}")
 test_opts=$( [ $# -eq 0 ] || printf ' %q' "$@")
-if [ $screenshots = 1 ]; then
+if [ -n "$generate" ]; then
+  run_tests="GENERATE_MODEL=${GENERATE_MODEL:-} src/tests/gimp/generate.sh build/plugin/gimp-ddpm $work/src $work/generated.png"
+elif [ $screenshots = 1 ]; then
   run_tests="rm -rf $work/shots; src/tests/gimp/interactive.sh build/plugin/gimp-ddpm $work/src $work/shots"
 else
   run_tests="meson test -C build --no-rebuild --suite gimp --print-errorlogs $test_opts"
@@ -74,6 +84,10 @@ chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LAN
     # Only what the GIMP tests need: the plug-in (and the engine it links).
     ninja -C build plugin/gimp-ddpm
     $run_tests" || status=$?
+if [ -n "$generate" ] && [ $status = 0 ]; then
+  mkdir -p "$(dirname "$generate")"
+  cp "$tree$work/generated.png" "$generate"
+fi
 if [ $screenshots = 1 ]; then
   mkdir -p "$repo/docs/screenshots"
   cp "$tree$work"/shots/*.png "$repo/docs/screenshots/" && echo "run.sh: screenshots in $repo/docs/screenshots"
