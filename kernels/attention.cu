@@ -4,6 +4,9 @@
  *
  * Channel-major throughout, as the CPU: Q = Wq n + bq is (C, HW) per image, so projections are GEMMs like
  * 1x1 convolutions; head h is rows [h*d, (h+1)*d) of Q, K, V (c = h*d + i, as diffusers splits heads).
+ * fp16 / bf16 with tokens % 16 == 0 and d % 16 == 0, d <= 512: O_h = V_h softmax(Q_h^T K_h / sqrt(d))^T in one
+ * kernel (flash_attention_kernel below; scores never leave shared memory). Otherwise (fp32, odd shapes,
+ * $DDPM_CUDA_ATTN=cublas):
  * S (queries x keys) = Q_h^T K_h / sqrt(d) in float32 (cuBLAS writes fp32 from fp16 inputs), softmax over
  * keys in float32 (max subtracted) into P (act type), O_h (d x queries) = V_h P^T, then
  * y = (Wo O + bo + residual) * scale in one elementwise pass.
@@ -102,6 +105,146 @@ qkv_bias_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const float 
     }
 }
 
+/* ---- fused attention core (fp16 / bf16) ----
+ * O_h^T (queries x d) = softmax(Q_h^T K_h / sqrt(d)) V_h^T for one head, scores never in global memory.
+ * One block of 4 warps per (16-query tile, b * heads + h); keys in chunks of FA_KC with the online softmax
+ * (running row max m and sum l, O rescaled by exp(m_old - m_new) per chunk), so any token count works.
+ * Tensor cores (WMMA 16x16x16, fp32 accumulation) read Q, K, V fragments straight from global memory:
+ * Q_h^T is Q's (d x HW) rows read col-major with ldm = HW, and so on; this needs HW % 16 == 0 and
+ * d % 16 == 0 (32-byte aligned fragment pointers). Softmax in fp32; P rounded to T as the cuBLAS path does.
+ * Shared memory (static, < 48 KiB): O accumulator 16 x FA_DMAX f32 (32 KiB), one score chunk 16 x FA_KC
+ * f32 and its P in T. */
+#define FA_BQ 16
+#define FA_KC 128
+#define FA_DMAX 512
+#define FA_LDS (FA_KC + 4)   /* f32 ldm: multiple of 4 */
+#define FA_LDP (FA_KC + 8)   /* 16-bit ldm: multiple of 8 */
+
+template <typename T>
+__global__ void __launch_bounds__ (128)
+flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__restrict__ V, T *__restrict__ O,
+                        int HW, int d, int heads, int C, long long stride, float inv_sqrt_d)
+{
+  using namespace nvcuda;
+  __shared__ __align__ (128) float Os[FA_BQ * FA_DMAX];   /* row-major 16 x d, ld d */
+  __shared__ __align__ (128) float Ss[FA_BQ * FA_LDS];
+  __shared__ __align__ (128) T Ps[FA_BQ * FA_LDP];
+  __shared__ float row_c[FA_BQ], row_l[FA_BQ];
+  const int bh = blockIdx.y, q0 = blockIdx.x * FA_BQ;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const T *q = Q + (size_t) bh * stride + q0;   /* (query t, dim i) at q[i * HW + t] */
+  const T *k = K + (size_t) bh * stride;        /* (dim i, key j) at k[i * HW + j] */
+  const T *v = V + (size_t) bh * stride;
+  const int b = bh / heads, h = bh % heads;
+  T *o = O + ((size_t) b * C + (size_t) h * d) * HW + q0;
+  for (int i = threadIdx.x; i < FA_BQ * d; i += blockDim.x)
+    Os[i] = 0.0f;
+  /* warp w owns rows 4w .. 4w+3 of the softmax; m and l are the same in all its lanes */
+  float m_row[4], l_row[4];
+#pragma unroll
+  for (int rr = 0; rr < 4; rr++)
+    {
+      m_row[rr] = -INFINITY;
+      l_row[rr] = 0.0f;
+    }
+  __syncthreads ();
+  for (int k0 = 0; k0 < HW; k0 += FA_KC)
+    {
+      const int nk = imin (FA_KC, HW - k0);
+      /* S chunk (16 x nk) = Q^T (16 x d) K (d x nk), 16-key tiles over the warps */
+      for (int t = warp; t < nk / 16; t += 4)
+        {
+          wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
+          wmma::fill_fragment (s, 0.0f);
+          for (int i0 = 0; i0 < d; i0 += 16)
+            {
+              wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a;
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bk;
+              wmma::load_matrix_sync (a, q + (size_t) i0 * HW, HW);
+              wmma::load_matrix_sync (bk, k + (size_t) i0 * HW + k0 + t * 16, HW);
+              wmma::mma_sync (s, a, bk, s);
+            }
+          wmma::store_matrix_sync (Ss + t * 16, s, FA_LDS, wmma::mem_row_major);
+        }
+      __syncthreads ();
+      /* online softmax of the chunk's rows */
+#pragma unroll
+      for (int rr = 0; rr < 4; rr++)
+        {
+          const int r = warp * 4 + rr;
+          float mx = -INFINITY;
+          for (int j = lane; j < nk; j += 32)
+            mx = fmaxf (mx, Ss[r * FA_LDS + j] * inv_sqrt_d);
+          mx = warp_max (mx);
+          const float m_new = fmaxf (m_row[rr], mx);
+          float sum = 0.0f;
+          for (int j = lane; j < nk; j += 32)
+            {
+              const float p = expf (Ss[r * FA_LDS + j] * inv_sqrt_d - m_new);
+              Ps[r * FA_LDP + j] = from_f32<T> (p);
+              sum += p;
+            }
+          sum = warp_sum (sum);
+          const float c = expf (m_row[rr] - m_new);   /* 0 on the first chunk (m = -inf) */
+          l_row[rr] = l_row[rr] * c + sum;
+          m_row[rr] = m_new;
+          if (lane == 0)
+            row_c[r] = c;
+        }
+      __syncthreads ();
+      for (int i = threadIdx.x; i < FA_BQ * d; i += blockDim.x)
+        Os[i] *= row_c[i / d];
+      __syncthreads ();
+      /* O (16 x d) += P (16 x nk) V^T (nk x d), 16-dim tiles over the warps; V^T (key j, dim i) at
+       * v[i * HW + j]: col-major with ldm HW */
+      for (int t = warp; t < d / 16; t += 4)
+        {
+          wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+          wmma::load_matrix_sync (acc, Os + t * 16, d, wmma::mem_row_major);
+          for (int j0 = 0; j0 < nk; j0 += 16)
+            {
+              wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa;
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> vb;
+              wmma::load_matrix_sync (pa, Ps + j0, FA_LDP);
+              wmma::load_matrix_sync (vb, v + (size_t) t * 16 * HW + k0 + j0, HW);
+              wmma::mma_sync (acc, pa, vb, acc);
+            }
+          wmma::store_matrix_sync (Os + t * 16, acc, d, wmma::mem_row_major);
+        }
+      __syncthreads ();
+    }
+  if (lane == 0)
+    {
+#pragma unroll
+      for (int rr = 0; rr < 4; rr++)
+        row_l[warp * 4 + rr] = l_row[rr];
+    }
+  __syncthreads ();
+  /* O_h (d x HW) column q0 + r: 16 consecutive queries per dimension */
+  for (int idx = threadIdx.x; idx < FA_BQ * d; idx += blockDim.x)
+    {
+      const int r = idx % FA_BQ, i = idx / FA_BQ;
+      o[(size_t) i * HW + r] = from_f32<T> (Os[r * d + i] / row_l[r]);
+    }
+}
+
+/* The fused core applies: 16-bit activations, shapes the WMMA fragments allow, and not switched off. */
+static bool
+flash_fits (const CudaBackend *cb, int HW, int d)
+{
+  return cb->act_type != CT_F32 && cb->attn_mode != ATTN_CUBLAS && HW % 16 == 0 && HW <= 4096 && d % 16 == 0
+         && d <= FA_DMAX;
+}
+
+template <typename T>
+static void
+flash_launch (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, int BH, int HW, int d, int heads,
+              int C, long long stride, float inv_sqrt_d)
+{
+  launch (cb, "flash_attention", dim3 ((unsigned) (HW / FA_BQ), (unsigned) BH), 128, 0, flash_attention_kernel<T>,
+          (const T *) Q, (const T *) K, (const T *) V, (T *) O, HW, d, heads, C, stride, inv_sqrt_d);
+}
+
 /* dst_b (C x HW) = W (C x C) src_b (C x HW) for every image b (bias added by the caller). */
 static void
 project (CudaBackend *cb, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
@@ -144,7 +287,8 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
                         && (const char *) w->to_k.weight == (const char *) w->to_q.weight + wsize
                         && (const char *) w->to_v.weight == (const char *) w->to_k.weight + wsize;
   const bool fused = adjacent && (heads == 1 || B == 1);
-  g_debug ("attention B%d C%d HW%d heads %d: %s", B, C, HW, heads, fused ? "fused QKV" : "three projections");
+  g_debug ("attention B%d C%d HW%d heads %d: %s, %s core", B, C, HW, heads, fused ? "fused QKV" : "three projections",
+           flash_fits (cb, HW, C / heads) ? "fused" : "cuBLAS");
   long long stride;
   if (fused)
     {
@@ -170,15 +314,25 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
       stride = (long long) d * HW;
     }
 
-  /* S_i (HW x HW) = Q_i^T (HW x d) K_i (d x HW) / sqrt(d) */
   const float inv_sqrt_d = 1.0f / sqrtf ((float) d);
-  cuda_gemm_rm (cb, true, false, HW, HW, d, inv_sqrt_d, Q, HW, stride, K, HW, stride, 0.0f, S, HW,
-                (long long) HW * HW, BH, cb->act_type, CT_F32);
-  DISPATCH_ACT (cb, T, launch (cb, "softmax_rows", (unsigned) ((size_t) BH * HW), 128, 0, softmax_rows_kernel<T>,
-                               (const float *) S, (T *) P, HW));
-  /* O_i (d x HW) = V_i (d x HW) P_i^T (HW x HW), O in the plain (B, C, HW) layout */
-  cuda_gemm_rm (cb, false, true, d, HW, HW, 1.0f, V, HW, stride, P, HW, (long long) HW * HW, 0.0f, O, HW,
-                (long long) d * HW, BH, cb->act_type, cb->act_type);
+  if (flash_fits (cb, HW, d))
+    {
+      if (cb->act_type == CT_F16)
+        flash_launch<__half> (cb, Q, K, V, O, BH, HW, d, heads, C, stride, inv_sqrt_d);
+      else
+        flash_launch<__nv_bfloat16> (cb, Q, K, V, O, BH, HW, d, heads, C, stride, inv_sqrt_d);
+    }
+  else
+    {
+      /* S_i (HW x HW) = Q_i^T (HW x d) K_i (d x HW) / sqrt(d) */
+      cuda_gemm_rm (cb, true, false, HW, HW, d, inv_sqrt_d, Q, HW, stride, K, HW, stride, 0.0f, S, HW,
+                    (long long) HW * HW, BH, cb->act_type, CT_F32);
+      DISPATCH_ACT (cb, T, launch (cb, "softmax_rows", (unsigned) ((size_t) BH * HW), 128, 0, softmax_rows_kernel<T>,
+                                   (const float *) S, (T *) P, HW));
+      /* O_i (d x HW) = V_i (d x HW) P_i^T (HW x HW), O in the plain (B, C, HW) layout */
+      cuda_gemm_rm (cb, false, true, d, HW, HW, 1.0f, V, HW, stride, P, HW, (long long) HW * HW, 0.0f, O, HW,
+                    (long long) d * HW, BH, cb->act_type, cb->act_type);
+    }
   /* out projection into Q's space (free now), then bias + residual + scale */
   project (cb, &w->to_out, O, Q, B, C, HW);
   const size_t n = (size_t) B * C * HW;

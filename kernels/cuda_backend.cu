@@ -647,6 +647,8 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;
+  const char *attn = g_getenv ("DDPM_CUDA_ATTN");
+  cb->attn_mode = attn != NULL && strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS : ATTN_AUTO;
 
   GError *local = NULL;
   if (!cuda_ok (cb, cudaStreamCreateWithFlags (&cb->stream, cudaStreamNonBlocking), "cudaStreamCreate")

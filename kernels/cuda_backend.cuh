@@ -21,6 +21,8 @@ enum CudaType { CT_F32, CT_F16, CT_BF16 };
 enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_GEMM };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
+/* attention core: fused kernel where it fits (attention.cu), or the cuBLAS score / softmax / PV path */
+enum CudaAttnMode { ATTN_AUTO, ATTN_CUBLAS };
 
 #define CUDA_STAGING_SLOTS 64
 #define CUDA_STAGING_SLOT_BYTES (64 * 1024)
@@ -74,6 +76,7 @@ struct CudaBackend {
   int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64 (tests) */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   CudaGnMode gn_mode;
+  CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
   GError *error;                   /* first asynchronous failure, until reported */
 };
 

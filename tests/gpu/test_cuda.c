@@ -19,7 +19,8 @@
  * Variants (on unless --no-variants): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
  * instead of the implicit-GEMM kernel), DDPM_CUDA_CONV_TILE=large and DDPM_CUDA_CONV_SPLITK=3 (the implicit
  * GEMM's other tile and a forced K split), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
- * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded).
+ * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
+ * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -150,6 +151,9 @@ main (int argc, char **argv)
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "large", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_CONV);
                 }
+              if (p != DDPM_PRECISION_FP32)
+                /* the cuBLAS score / softmax / PV path where the fused attention kernel would run */
+                run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cublas", OPS_ATTENTION);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
               if (p != DDPM_PRECISION_BF16)
