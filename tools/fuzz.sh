@@ -25,7 +25,10 @@ regressions=$fixtures/fuzz-regressions
 
 command -v clang >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang)" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then
-  CC=clang meson setup "$build" -Dfuzz=true -Dcuda=disabled -Dgimp=disabled --buildtype=debugoptimized >/dev/null
+  log=$(mktemp)
+  CC=clang meson setup "$build" -Dfuzz=true -Dcuda=disabled -Dgimp=disabled --buildtype=debugoptimized \
+    >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
+  rm -f "$log"
 fi
 ninja -C "$build" $(for t in "${targets[@]}"; do echo "tests/fuzz/fuzz_$t"; done) >/dev/null
 

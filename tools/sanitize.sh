@@ -22,9 +22,11 @@ case "$mode" in
 esac
 
 if [ ! -f "$build/build.ninja" ]; then
+  log=${TMPDIR:-/tmp}/ddpm-setup-$$.log
   # -Db_lundef=false: meson's default -Wl,--no-undefined cannot link sanitizer runtimes into shared modules.
   meson setup "$build" -Db_sanitize="$sanitize" -Db_lundef=false --buildtype=debugoptimized \
-    -Dc_args="-fno-sanitize-recover=all -fno-omit-frame-pointer" -Dcuda=disabled -Dgimp=disabled >/dev/null
+    -Dc_args="-fno-sanitize-recover=all -fno-omit-frame-pointer" -Dcuda=disabled -Dgimp=disabled >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+  rm -f "$log"
 fi
 supp=$PWD/tools/lsan.supp
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1}

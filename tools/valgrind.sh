@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 build=${1:-build-valgrind}
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" --buildtype=debugoptimized -Dcuda=disabled -Dgimp=disabled >/dev/null
+  log=${TMPDIR:-/tmp}/ddpm-setup-$$.log
+  meson setup "$build" --buildtype=debugoptimized -Dcuda=disabled -Dgimp=disabled >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+  rm -f "$log"
 fi
 ninja -C "$build" cli/ddpm >/dev/null
 ddpm=$build/cli/ddpm
