@@ -23,12 +23,17 @@ per_input=${FUZZ_TIMEOUT:-10}
 fixtures=tests/fixtures
 regressions=$fixtures/fuzz-regressions
 
-command -v clang >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang)" >&2; exit 1; }
+command -v clang >/dev/null || { echo "fuzz.sh: clang is needed (apt-get install clang libclang-rt-dev libomp-dev)" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then
   log=$(mktemp)
   CC=clang meson setup "$build" -Dfuzz=true -Dcuda=disabled -Dgimp=disabled --buildtype=debugoptimized \
     >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
   rm -f "$log"
+fi
+if ! ninja -C "$build" -t targets all 2>/dev/null | grep -q '^tests/fuzz/fuzz_'; then
+  echo "fuzz.sh: $build has no fuzz targets: clang could not link libFuzzer + ASan/UBSan" \
+       "(apt-get install clang libclang-rt-dev libomp-dev; see $build/meson-logs/meson-log.txt)" >&2
+  exit 1
 fi
 ninja -C "$build" $(for t in "${targets[@]}"; do echo "tests/fuzz/fuzz_$t"; done) >/dev/null
 
