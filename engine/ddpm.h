@@ -75,7 +75,8 @@ const char *ddpm_context_device_name (const DdpmContext *ctx); /* e.g. "cpu (2 t
 DdpmPrecision ddpm_context_precision (const DdpmContext *ctx);
 /* preview_every: compute x0_preview every N steps (0 = never). */
 void ddpm_context_set_progress (DdpmContext *ctx, DdpmProgressFunc func, gpointer user_data, int preview_every);
-/* Thread-safe: may be called from any thread; the sampler stops before its next step. */
+/* Thread-safe: may be called from any thread; the sampler stops before its next step. A cancel issued
+ * before ddpm_sample starts stops that run at once; the flag is cleared when a run ends. */
 void ddpm_context_cancel (DdpmContext *ctx);
 gboolean ddpm_context_is_cancelled (const DdpmContext *ctx);
 

@@ -108,8 +108,20 @@ run_timesteps (const DdpmSchedule *s, const DdpmSampleParams *p, int num_steps, 
   return n;
 }
 
+static gboolean sample_run (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **error);
+
+/* The cancel flag is cleared when a run ENDS, not when it starts: a Cancel pressed just before the run
+ * begins (the plug-in's worker thread may not have started yet) must still stop it. */
 gboolean
 ddpm_sample (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **error)
+{
+  gboolean ok = sample_run (ctx, p, out, error);
+  g_atomic_int_set (&ctx->cancelled, 0);
+  return ok;
+}
+
+static gboolean
+sample_run (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **error)
 {
   const DdpmModel *model = ctx->model;
   const DdpmUNetConfig *cfg = &model->config;
@@ -181,7 +193,6 @@ ddpm_sample (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **e
     memcpy (x_start, p->x_init, n_x * sizeof (float));
   be->ops->to_device (be, ctx->x, x_start, n_x * sizeof (float));
 
-  g_atomic_int_set (&ctx->cancelled, 0);
   const gboolean injected = p->step_noise != NULL;
   const gboolean use_graph = be->ops->graph_begin != NULL;
   gboolean captured = FALSE;

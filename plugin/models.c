@@ -2,6 +2,7 @@
 #include "models.h"
 #include "plugin.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
 
@@ -182,6 +183,36 @@ ddpm_models_summary (const DdpmModel *model)
                           ddpm_model_size_multiple (model), ddpm_model_num_train_timesteps (model));
 }
 
+/* gimp_ddpm.json comes with downloaded models: json-glib recurses once per nesting level, so a small file
+ * of '[' could overflow the stack. Accept only small, shallow files (the real one is ~200 bytes, depth 1). */
+#define GIMP_DDPM_JSON_MAX_BYTES 65536
+#define GIMP_DDPM_JSON_MAX_DEPTH 16
+
+static gboolean
+json_text_is_shallow (const char *text, gsize len)
+{
+  int depth = 0;
+  gboolean in_string = FALSE;
+  for (gsize i = 0; i < len; i++)
+    {
+      char c = text[i];
+      if (in_string)
+        {
+          if (c == '\\')
+            i++;
+          else if (c == '"')
+            in_string = FALSE;
+        }
+      else if (c == '"')
+        in_string = TRUE;
+      else if ((c == '[' || c == '{') && ++depth > GIMP_DDPM_JSON_MAX_DEPTH)
+        return FALSE;
+      else if (c == ']' || c == '}')
+        depth--;
+    }
+  return TRUE;
+}
+
 gboolean
 ddpm_models_premultiplied (const char *arg)
 {
@@ -189,8 +220,14 @@ ddpm_models_premultiplied (const char *arg)
   if (dir == NULL)
     return TRUE;
   g_autofree char *path = g_build_filename (dir, "gimp_ddpm.json", NULL);
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  GStatBuf st;
+  if (g_stat (path, &st) != 0 || st.st_size > GIMP_DDPM_JSON_MAX_BYTES || !g_file_get_contents (path, &text, &len, NULL)
+      || len > GIMP_DDPM_JSON_MAX_BYTES || !json_text_is_shallow (text, len))
+    return TRUE;
   g_autoptr (JsonParser) parser = json_parser_new ();
-  if (!json_parser_load_from_file (parser, path, NULL))
+  if (!json_parser_load_from_data (parser, text, len, NULL))
     return TRUE;
   JsonNode *root = json_parser_get_root (parser);
   if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))

@@ -238,6 +238,18 @@ test_progress_and_cancel (void)
   memset (&log, 0, sizeof log);
   sample_once (ctx, &p, out);
   g_assert_cmpint (log.calls, ==, 10);
+
+  /* A cancel issued before the run starts stops it before its first step; the run after that completes. */
+  memset (&log, 0, sizeof log);
+  memcpy (out, sentinel, sizeof out);
+  g_clear_error (&error);
+  ddpm_context_cancel (ctx);
+  g_assert_false (ddpm_sample (ctx, &p, out, &error));
+  g_assert_error (error, DDPM_ERROR, DDPM_ERROR_CANCELLED);
+  g_assert_cmpint (log.calls, ==, 0);
+  g_assert_cmpmem (out, sizeof out, sentinel, sizeof sentinel);
+  sample_once (ctx, &p, out);
+  g_assert_cmpint (log.calls, ==, 10);
 }
 
 /* strength 0 returns the input unchanged; an already-noisy start at the first scheduled timestep is the

@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(gcc pkg-config meson ninja-build libglib2.0-dev libjson-glib-dev libopenblas-dev libpng-dev python3)
 if [ "${1:-}" = --test ]; then
-  pkgs+=(clang valgrind)
+  pkgs+=(clang libclang-rt-dev libomp-dev valgrind)   # libFuzzer runtime; OpenMP for clang builds
   if apt-cache policy libgimp-3.0-dev 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     pkgs+=(gimp libgimp-3.0-dev xvfb xdotool x11-apps)      # Debian 13: GIMP 3 on the host
   else
