@@ -3,7 +3,7 @@
 # (~/.config/GIMP/3.0/plug-ins/gimp-ddpm/) and the shipped models (~/.local/share/gimp-ddpm/models/),
 # then runs Filters > Diffusion > Generate through gimp-console-3.0 in batch mode on the default model
 # and saves the result as OUT.png. Environment: GENERATE_MODEL (default emoji-32), GENERATE_SAMPLER
-# (default ddpm), GENERATE_STEPS (default 1000), GENERATE_SEED (default 7).
+# (default ddpm), GENERATE_STEPS (default 250), GENERATE_SEED (default 7).
 set -euo pipefail
 plugin=$1 repo=$2 out=$3
 gimpdir=${GIMP3_DIRECTORY:-$HOME/.config/GIMP/3.0}
@@ -16,10 +16,10 @@ for m in "$repo"/weights/*/; do
 done
 mkdir -p "$(dirname "$out")"
 model=${GENERATE_MODEL:-emoji-32}
-echo "generate.sh: Generate with $model (${GENERATE_SAMPLER:-ddpm}, ${GENERATE_STEPS:-1000} steps, seed ${GENERATE_SEED:-7}) in gimp-console-3.0"
+echo "generate.sh: Generate with $model (${GENERATE_SAMPLER:-ddpm}, ${GENERATE_STEPS:-250} steps, seed ${GENERATE_SEED:-7}) in gimp-console-3.0"
 gimp-console-3.0 -i -n -c --batch-interpreter=plug-in-script-fu-eval -b "
   (let* ((r (plug-in-ddpm-generate #:run-mode RUN-NONINTERACTIVE #:model \"$model\"
-                                   #:sampler \"${GENERATE_SAMPLER:-ddpm}\" #:steps ${GENERATE_STEPS:-1000}
+                                   #:sampler \"${GENERATE_SAMPLER:-ddpm}\" #:steps ${GENERATE_STEPS:-250}
                                    #:seed ${GENERATE_SEED:-7} #:variations 1))
          (image (car r)))
     (gimp-file-save RUN-NONINTERACTIVE image \"$out\" #f))" --quit
