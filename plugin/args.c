@@ -125,3 +125,21 @@ ddpm_args_check (const DdpmCommonArgs *args, const DdpmModel *model, GError **er
     }
   return TRUE;
 }
+
+GimpDrawable *
+ddpm_args_single_drawable (GimpDrawable **drawables, GError **error)
+{
+  if (drawables == NULL || drawables[0] == NULL || drawables[1] != NULL)
+    {
+      g_set_error (error, DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
+                   "argument \"drawables\": give exactly one drawable");
+      return NULL;
+    }
+  if (gimp_item_is_group (GIMP_ITEM (drawables[0])))
+    {
+      g_set_error (error, DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
+                   "argument \"drawables\": a layer group has no pixels of its own; choose a layer");
+      return NULL;
+    }
+  return drawables[0];
+}

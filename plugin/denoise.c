@@ -411,14 +411,10 @@ denoise_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, G
              GimpProcedureConfig *config, gpointer run_data)
 {
   gegl_init (NULL, NULL);
-  if (drawables == NULL || drawables[0] == NULL || drawables[1] != NULL)
-    return ddpm_return_error (procedure, g_error_new (DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
-                                                      "argument \"drawables\": give exactly one drawable"));
-  GimpDrawable *drawable = drawables[0];
-  if (gimp_item_is_group (GIMP_ITEM (drawable)))
-    return ddpm_return_error (procedure, g_error_new (DDPM_PLUGIN_ERROR, DDPM_PLUGIN_ERROR_CALLING,
-                                                      "argument \"drawables\": a layer group has no pixels of "
-                                                      "its own; choose a layer"));
+  GError *drawable_error = NULL;
+  GimpDrawable *drawable = ddpm_args_single_drawable (drawables, &drawable_error);
+  if (drawable == NULL)
+    return ddpm_return_error (procedure, drawable_error);
   g_auto (DdpmModelCache) cache = { 0 };
 
   if (run_mode == GIMP_RUN_INTERACTIVE)

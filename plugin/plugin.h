@@ -37,6 +37,8 @@ void ddpm_args_add_model (GimpProcedure *procedure);
 void ddpm_args_add_sampler (GimpProcedure *procedure);
 /* "seed" and "random-seed"; the seed used comes back as the return value "seed". */
 void ddpm_args_add_seed (GimpProcedure *procedure);
+/* The one drawable (not a layer group) a filter works on, or NULL with a calling error naming "drawables". */
+GimpDrawable *ddpm_args_single_drawable (GimpDrawable **drawables, GError **error);
 /* "device" (auto/cpu/cuda) and "precision" (auto/fp32/fp16/bf16). */
 void ddpm_args_add_device (GimpProcedure *procedure);
 
