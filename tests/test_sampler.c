@@ -20,17 +20,6 @@
 #define SAMPLE_BOUND 1e-3
 #define STEP_BOUND 1e-4
 
-static DdpmNpyArray *
-load_ref (const char *model, const char *file)
-{
-  g_autofree char *rel = g_strdup_printf ("models/%s/ref/%s", model, file);
-  g_autofree char *path = fixture_path (rel);
-  g_autoptr (GError) error = NULL;
-  DdpmNpyArray *a = ddpm_npy_load (path, &error);
-  g_assert_no_error (error);
-  return a;
-}
-
 static DdpmModel *
 load_model (const char *name)
 {
@@ -70,10 +59,10 @@ test_run (gconstpointer data)
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
-  g_autoptr (DdpmNpyArray) x_t = load_ref (c->model, "init_noise.npy");
-  g_autoptr (DdpmNpyArray) want = load_ref (c->model, c->want_file);
-  g_autoptr (DdpmNpyArray) ts = load_ref (c->model, c->timesteps_file);
-  g_autoptr (DdpmNpyArray) z = c->noise_file ? load_ref (c->model, c->noise_file) : NULL;
+  g_autoptr (DdpmNpyArray) x_t = fixture_ref_npy (c->model, "init_noise.npy");
+  g_autoptr (DdpmNpyArray) want = fixture_ref_npy (c->model, c->want_file);
+  g_autoptr (DdpmNpyArray) ts = fixture_ref_npy (c->model, c->timesteps_file);
+  g_autoptr (DdpmNpyArray) z = c->noise_file ? fixture_ref_npy (c->model, c->noise_file) : NULL;
 
   /* The run's timestep list is the scheduler's. */
   g_autofree int *mine = g_new (int, ts->numel);
@@ -115,8 +104,8 @@ test_ddim_stepwise (void)
   g_autoptr (DdpmModel) model = load_model ("cifar-like");
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
-  g_autoptr (DdpmNpyArray) x_t = load_ref ("cifar-like", "init_noise.npy");
-  g_autoptr (DdpmNpyArray) traj = load_ref ("cifar-like", "traj_ddim20.npy");
+  g_autoptr (DdpmNpyArray) x_t = fixture_ref_npy ("cifar-like", "init_noise.npy");
+  g_autoptr (DdpmNpyArray) traj = fixture_ref_npy ("cifar-like", "traj_ddim20.npy");
   const int n = traj->shape[0], B = x_t->shape[0], H = x_t->shape[2], W = x_t->shape[3];
   const size_t nx = x_t->numel;
   int ts[20];
@@ -259,8 +248,8 @@ test_starts (void)
 {
   g_autoptr (DdpmModel) model = load_model ("fp16-4ch");
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, NULL);
-  g_autoptr (DdpmNpyArray) x_t = load_ref ("fp16-4ch", "init_noise.npy");
-  g_autoptr (DdpmNpyArray) ts = load_ref ("fp16-4ch", "timesteps_ddim20.npy");
+  g_autoptr (DdpmNpyArray) x_t = fixture_ref_npy ("fp16-4ch", "init_noise.npy");
+  g_autoptr (DdpmNpyArray) ts = fixture_ref_npy ("fp16-4ch", "timesteps_ddim20.npy");
   const size_t n = x_t->numel;
   DdpmSampleParams p;
   ddpm_sample_params_init (&p);

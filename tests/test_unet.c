@@ -14,17 +14,6 @@
 static const char *const MODELS[] = { "cifar-like", "celebahq-like", "fp16-4ch", "bf16-tiny" };
 static const char *const PAIRS[] = { "t0_999", "t10_500", "t250_750" };
 
-static DdpmNpyArray *
-load_ref (const char *model, const char *file)
-{
-  g_autofree char *rel = g_strdup_printf ("models/%s/ref/%s", model, file);
-  g_autofree char *path = fixture_path (rel);
-  g_autoptr (GError) error = NULL;
-  DdpmNpyArray *a = ddpm_npy_load (path, &error);
-  g_assert_no_error (error);
-  return a;
-}
-
 static void
 test_model_eps (gconstpointer data)
 {
@@ -37,7 +26,7 @@ test_model_eps (gconstpointer data)
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
 
-  g_autoptr (DdpmNpyArray) x = load_ref (name, "x.npy");
+  g_autoptr (DdpmNpyArray) x = fixture_ref_npy (name, "x.npy");
   g_assert_cmpint (x->type, ==, DDPM_NPY_F32);
   g_assert_cmpint (x->ndim, ==, 4);
   const int B = x->shape[0], H = x->shape[2], W = x->shape[3];
@@ -45,8 +34,8 @@ test_model_eps (gconstpointer data)
     {
       g_autofree char *t_file = g_strdup_printf ("t_%s.npy", PAIRS[p]);
       g_autofree char *eps_file = g_strdup_printf ("eps_%s.npy", PAIRS[p]);
-      g_autoptr (DdpmNpyArray) t = load_ref (name, t_file);
-      g_autoptr (DdpmNpyArray) want = load_ref (name, eps_file);
+      g_autoptr (DdpmNpyArray) t = fixture_ref_npy (name, t_file);
+      g_autoptr (DdpmNpyArray) want = fixture_ref_npy (name, eps_file);
       g_assert_cmpint (t->type, ==, DDPM_NPY_I64);
       g_autofree float *eps = g_new (float, want->numel);
       g_assert_true (ddpm_context_eps (ctx, x->data, t->data, B, H, W, eps, &error));
@@ -69,8 +58,8 @@ test_two_contexts (void)
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmModel) model = ddpm_model_load (dir, &error);
   g_assert_no_error (error);
-  g_autoptr (DdpmNpyArray) x = load_ref ("cifar-like", "x.npy");
-  g_autoptr (DdpmNpyArray) t = load_ref ("cifar-like", "t_t10_500.npy");
+  g_autoptr (DdpmNpyArray) x = fixture_ref_npy ("cifar-like", "x.npy");
+  g_autoptr (DdpmNpyArray) t = fixture_ref_npy ("cifar-like", "t_t10_500.npy");
   float *out[2];
   for (int k = 0; k < 2; k++)
     {
@@ -94,8 +83,8 @@ test_batch_independence (void)
   g_assert_no_error (error);
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
-  g_autoptr (DdpmNpyArray) x = load_ref ("celebahq-like", "x.npy");
-  g_autoptr (DdpmNpyArray) t = load_ref ("celebahq-like", "t_t250_750.npy");
+  g_autoptr (DdpmNpyArray) x = fixture_ref_npy ("celebahq-like", "x.npy");
+  g_autoptr (DdpmNpyArray) t = fixture_ref_npy ("celebahq-like", "t_t250_750.npy");
   const int H = x->shape[2], W = x->shape[3];
   const size_t per = x->numel / 2;
   g_autofree float *both = g_new (float, x->numel);

@@ -11,6 +11,17 @@ fixture_path (const char *name)
   return g_build_filename (dir ? dir : "tests/fixtures", name, NULL);
 }
 
+DdpmNpyArray *
+fixture_ref_npy (const char *model, const char *file)
+{
+  g_autofree char *rel = g_strdup_printf ("models/%s/ref/%s", model, file);
+  g_autofree char *path = fixture_path (rel);
+  g_autoptr (GError) error = NULL;
+  DdpmNpyArray *a = ddpm_npy_load (path, &error);
+  g_assert_no_error (error);
+  return a;
+}
+
 static void
 compare_step (CompareResult *r, size_t i, double a, double b)
 {

@@ -2,10 +2,14 @@
 #pragma once
 
 #include <glib.h>
+#include "npy.h"
 #include <stddef.h>
 
 /* $DDPM_FIXTURES/<name> (tests/fixtures in the source tree). g_free the result. */
 char *fixture_path (const char *name);
+
+/* models/<model>/ref/<file> of the diffusers fixtures, loaded (asserts on failure). */
+DdpmNpyArray *fixture_ref_npy (const char *model, const char *file);
 
 typedef struct {
   double max_abs;                  /* worst |a - b| */
