@@ -145,6 +145,13 @@ ddpm_context_is_cancelled (const DdpmContext *ctx)
 }
 
 gboolean
+ddpm_context_check_device (DdpmContext *ctx, GError **error)
+{
+  DdpmBackend *be = ctx->be;
+  return be->ops->check_error == NULL || be->ops->check_error (be, error);
+}
+
+gboolean
 ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch, int height, int width,
                   float *eps, GError **error)
 {
@@ -165,6 +172,8 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
   be->ops->to_device (be, ctx->x, x, ctx->n_x * sizeof (float));
   be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
   ddpm_unet_forward (ctx->unet, ctx->x, ctx->t, ctx->eps);
+  if (!ddpm_context_check_device (ctx, error))
+    return FALSE;
   size_t bad = be->ops->count_nonfinite (be, ctx->eps, ctx->n_eps);
   if (bad != 0)
     {

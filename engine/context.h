@@ -28,5 +28,9 @@ struct DdpmContext {
   gint cancelled;                  /* atomic */
 };
 
+/* Waits for queued device work and returns its first failure (a no-op on backends without deferred errors),
+ * so a failed kernel is reported as itself rather than as non-finite output. */
+gboolean ddpm_context_check_device (DdpmContext *ctx, GError **error);
+
 /* Plans the UNet and the sampler buffers for (B, H, W). */
 gboolean ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **error);

@@ -269,6 +269,8 @@ sample_run (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **er
       return FALSE;
     }
 
+  if (!ddpm_context_check_device (ctx, error))
+    return FALSE;
   size_t bad = be->ops->count_nonfinite (be, ctx->x, n_x);
   if (bad != 0)
     {

@@ -22,7 +22,6 @@
 typedef enum { WALK_PLAN, WALK_RUN } WalkMode;
 
 struct DdpmUNet {
-  const DdpmModel *model;
   const DdpmUNetConfig *cfg;
   DdpmBackend *be;
   DdpmUNetWeights w;               /* backend copy: pointers are backend handles */
@@ -104,7 +103,6 @@ DdpmUNet *
 ddpm_unet_new (const DdpmModel *model, DdpmBackend *be, GError **error)
 {
   DdpmUNet *u = g_new0 (DdpmUNet, 1);
-  u->model = model;
   u->cfg = &model->config;
   u->be = be;
   u->act_size = ddpm_backend_act_size (be);
