@@ -8,7 +8,8 @@
 # Usage: tools/fuzz.sh [SECONDS per target, default 60] [TARGET...]
 #   targets: safetensors torch_zip pickle config npy png model (default: all)
 # Environment: FUZZ_BUILD (build dir, default build-fuzz), FUZZ_RSS_MB (default 2048),
-#   FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_KEEP_CORPUS=1 (keep the grown corpus between runs).
+#   FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_KEEP_CORPUS=1 (keep the grown corpus between runs),
+#   FUZZ_SEED (libFuzzer -seed; default 1 under CI=true so a CI failure replays, else 0 = a new one each run).
 # A failing input is written to $FUZZ_BUILD/fuzz-artifacts/<target>/: to keep it as a regression test,
 # copy it to tests/fixtures/fuzz-regressions/<target>/ (test_faults replays that folder in the CPU suite).
 set -euo pipefail
@@ -20,6 +21,7 @@ targets=("${@:-${all_targets[@]}}")
 build=${FUZZ_BUILD:-build-fuzz}
 rss_mb=${FUZZ_RSS_MB:-2048}
 per_input=${FUZZ_TIMEOUT:-10}
+fuzz_seed=${FUZZ_SEED:-$([ "${CI:-}" = true ] && echo 1 || echo 0)}
 fixtures=tests/fixtures
 regressions=$fixtures/fuzz-regressions
 
@@ -30,7 +32,8 @@ if [ ! -f "$build/build.ninja" ]; then
     >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
   rm -f "$log"
 fi
-if ! ninja -C "$build" -t targets all 2>/dev/null | grep -q '^tests/fuzz/fuzz_'; then
+# No grep -q after a pipe under pipefail: grep quitting early kills the writer with SIGPIPE (141).
+if ! ninja -C "$build" -t targets all 2>/dev/null | grep '^tests/fuzz/fuzz_' >/dev/null; then
   echo "fuzz.sh: $build has no fuzz targets: clang could not link libFuzzer + ASan/UBSan" \
        "(apt-get install clang libclang-rt-dev libomp-dev; see $build/meson-logs/meson-log.txt)" >&2
   exit 1
@@ -107,7 +110,7 @@ for t in "${targets[@]}"; do
     pickle|torch_zip) dict=(-dict=tests/fuzz/pickle.dict) ;;
   esac
   rc=0
-  nice -n 10 "$exe" "${dict[@]}" "$corpus/$t" -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -timeout="$per_input" \
+  nice -n 10 "$exe" "${dict[@]}" "$corpus/$t" -max_total_time="$seconds" -seed="$fuzz_seed" -rss_limit_mb="$rss_mb" -timeout="$per_input" \
     -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/$t/" >"$logs/$t.log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
   execs=${execs:-0}
@@ -123,5 +126,5 @@ for t in "${targets[@]}"; do
   fi
 done
 printf '%s' "$summary"
-echo "fuzz: $total executions in ${#targets[@]} targets, $([ $status = 0 ] && echo 'no failures' || echo FAILURES)"
+echo "fuzz: $total executions in ${#targets[@]} targets (seed ${fuzz_seed/#0/random}), $([ $status = 0 ] && echo 'no failures' || echo FAILURES)"
 exit $status

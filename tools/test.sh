@@ -16,11 +16,14 @@ stages=${TEST_STAGES:-meson gimp fuzz asan tsan valgrind}
 tools/install-deps.sh --test || exit 1
 
 passed=0 failed=0 skipped=0 failures=()
-stage() {  # stage NAME COMMAND...: runs one stage, counts it, times it
+logs=$build-stage-logs
+mkdir -p "$logs"
+stage() {  # stage NAME COMMAND...: runs one stage, counts it, times it, keeps its output in $logs/NAME.log
   local name=$1; shift
   local start=$SECONDS
   echo "=== $name: $*"
-  if "$@"; then
+  "$@" 2>&1 | tee "$logs/$name.log"
+  if [ "${PIPESTATUS[0]}" -eq 0 ]; then
     passed=$((passed + 1)); echo "=== $name: passed ($((SECONDS - start)) s)"
   else
     failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($((SECONDS - start)) s)"
@@ -55,6 +58,12 @@ if has asan; then stage asan tools/sanitize.sh asan; fi
 if has tsan; then stage tsan tools/sanitize.sh tsan; fi
 if has valgrind; then stage valgrind tools/valgrind.sh; fi
 
+# A failed stage's last lines again, at the end, where a log that keeps only its tail still shows them.
+for name in "${failures[@]}"; do
+  [ -f "$logs/$name.log" ] || continue
+  echo "=== last lines of the failed stage $name ($logs/$name.log):"
+  tail -n 30 "$logs/$name.log"
+done
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

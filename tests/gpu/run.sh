@@ -55,7 +55,7 @@ LIBS=$CARRY/lib
 # pcre2, ffi, gomp: the system's where it has them (newer, and what its own libraries expect), else ours
 for f in "$CARRY"/lib-fallback/*; do
   [ -e "$f" ] || continue
-  if ! ldconfig -p 2>/dev/null | grep -q "$(basename "$f")"; then
+  if ! ldconfig -p 2>/dev/null | grep "$(basename "$f")" >/dev/null; then
     echo "using the carried $(basename "$f") (the system has none)"
     mkdir -p "$CARRY/lib-used" && cp -f "$f" "$CARRY/lib-used/"
   fi
