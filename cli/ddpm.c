@@ -850,6 +850,7 @@ cmd_denoise (int argc, char **argv)
   RunOptions r = { 0 };
   SamplerOptions so = { 0 };
   double strength = -1, noisy_sigma = -1;
+  int ensemble = 1;
   g_autofree char *out_path = NULL;
   GOptionEntry entries[] = {
     { "strength", 's', 0, G_OPTION_ARG_DOUBLE, &strength,
@@ -857,6 +858,9 @@ cmd_denoise (int argc, char **argv)
     { "noisy-sigma", 0, 0, G_OPTION_ARG_DOUBLE, &noisy_sigma,
       "the picture already holds Gaussian noise of this sigma in 8-bit units: denoise it from the matching timestep",
       "S" },
+    { "ensemble", 0, 0, G_OPTION_ARG_INT, &ensemble,
+      "with --noisy-sigma: average the results over K flips/transposes of the picture (1 = off, 4, 8; K times the "
+      "time)", "K" },
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out_path, "result (.png, 8-bit, the input's channel layout)", "OUT.png" },
     { NULL },
   };
@@ -884,6 +888,10 @@ cmd_denoise (int argc, char **argv)
     rc = usage_error (cmd, "--strength must be in [0, 1]");
   if (rc == EXIT_OK && noisy_sigma != -1 && !(noisy_sigma >= 0 && noisy_sigma <= 1e4))
     rc = usage_error (cmd, "--noisy-sigma must be >= 0");
+  if (rc == EXIT_OK && !(ensemble >= 1 && ensemble <= DDPM_ENSEMBLE_MAX))
+    rc = usage_error (cmd, "--ensemble must be in 1..8");
+  if (rc == EXIT_OK && ensemble > 1 && noisy_sigma == -1)
+    rc = usage_error (cmd, "--ensemble needs --noisy-sigma (it averages denoised versions of a noisy picture)");
   if (rc == EXIT_OK && (!out_path || !has_suffix_ci (out_path, ".png")))
     rc = usage_error (cmd, "--out OUT.png is required");
   if (rc == EXIT_OK && argc != 2)
@@ -953,6 +961,7 @@ cmd_denoise (int argc, char **argv)
       double sigma = 2.0 * noisy_sigma / 255.0;
       p.start = DDPM_START_NOISY;
       p.start_timestep = ddpm_timestep_for_sigma (model, sigma);
+      p.ensemble = ensemble;
       float scale = (float) sqrt (ddpm_model_alpha_bar (model, p.start_timestep));
       for (size_t i = 0; i < plane_p * c; i++)
         xpad[i] *= scale;

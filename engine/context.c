@@ -156,6 +156,12 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
                   float *eps, GError **error)
 {
   const int N = ctx->model->schedule.num_train_timesteps;
+  if (batch < 1 || height < 1 || width < 1)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT, "batch %d at %dx%d: give a positive batch and size",
+                   batch, width, height);
+      return FALSE;
+    }
   for (int b = 0; b < batch; b++)
     if (t[b] < 0 || t[b] >= N)
       {

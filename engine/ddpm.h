@@ -109,7 +109,11 @@ typedef struct {
   const float *init_noise; /* optional (B, C, H, W): replaces the RNG's x_T (or the STRENGTH noise) */
   const float *step_noise; /* optional (K, B, C, H, W): slice k is the noise of the k-th step that draws noise */
   int step_noise_count;    /* K */
+  int ensemble;            /* NOISY only: average the denoised picture over this many of the 8 flips and
+                            * transposes of x_init (1: off, 4: flips, 8: all; ensemble.c) */
 } DdpmSampleParams;
+
+#define DDPM_ENSEMBLE_MAX 8
 
 void ddpm_sample_params_init (DdpmSampleParams *params);
 

@@ -5,6 +5,7 @@
  * writes its timestep and coefficients to backend memory, then runs UNet forward + scheduler update; on
  * backends with graphs that pair is captured once per run and replayed. */
 #include "context.h"
+#include "ensemble.h"
 
 #include <math.h>
 #include <string.h>
@@ -17,6 +18,7 @@ ddpm_sample_params_init (DdpmSampleParams *p)
   p->batch = 1;
   p->start = DDPM_START_NOISE;
   p->strength = 1.0;
+  p->ensemble = 1;
 }
 
 /* x = sqrt(abar_t) x0 + sqrt(1 - abar_t) z, as diffusers' add_noise (float32 coefficients). */
@@ -115,7 +117,7 @@ static gboolean sample_run (DdpmContext *ctx, const DdpmSampleParams *p, float *
 gboolean
 ddpm_sample (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **error)
 {
-  gboolean ok = sample_run (ctx, p, out, error);
+  gboolean ok = ddpm_ensemble_run (ctx, p, sample_run, out, error);
   g_atomic_int_set (&ctx->cancelled, 0);
   return ok;
 }

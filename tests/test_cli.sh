@@ -186,6 +186,13 @@ check_png "$TMP/d_rgba.png" 5 3 6
 run "denoise --noisy-sigma (gray)" 0 "$DDPM" denoise --model "$MODEL" --noisy-sigma 20 --sampler ddim --steps 10 -q \
   "$FIX/png/gray8.png" --out "$TMP/d_gray.png"
 check_png "$TMP/d_gray.png" 5 3 0
+run "denoise --noisy-sigma --ensemble 8 (gray, non-square)" 0 "$DDPM" denoise --model "$MODEL" --noisy-sigma 20 \
+  --sampler ddim --steps 10 --ensemble 8 -q "$FIX/png/gray8.png" --out "$TMP/d_gray8.png"
+check_png "$TMP/d_gray8.png" 5 3 0
+run "denoise --ensemble without --noisy-sigma" 2 "$DDPM" denoise --model "$MODEL" --strength 0.3 --ensemble 4 \
+  "$FIX/png/gray8.png" --out "$TMP/d.png"
+run "denoise --ensemble 9" 2 "$DDPM" denoise --model "$MODEL" --noisy-sigma 20 --ensemble 9 \
+  "$FIX/png/gray8.png" --out "$TMP/d.png"
 run "noise with the model's schedule" 0 "$DDPM" noise --model "$MODEL" --t 500 "$FIX/png/rgb8.png" --out "$TMP/n_m.png"
 check_png "$TMP/n_m.png" 5 3 2
 

@@ -3,7 +3,7 @@
 
 For each photo: the centre 256x256 RGB crop (8-bit), plus Gaussian noise of sigma S in 8-bit units
 (fixed seed, rounded, clipped to 0..255), saved as noisy.png; then
-  - ours:            ddpm denoise --model MODEL --noisy-sigma S --sampler ddpm --steps N noisy.png
+  - ours:            ddpm denoise --model MODEL --noisy-sigma S --sampler SAMPLER --steps N noisy.png
   - denoise-dct:     gegl noisy.png -o out.png -- gegl:denoise-dct sigma=S
   - noise-reduction: gegl noisy.png -o out.png -- gegl:noise-reduction iterations=K, best K of --nr-iters
 PSNR (dB, 8-bit, all three channels) against the clean crop is printed as a Markdown table.
@@ -72,7 +72,9 @@ def main():
     ap.add_argument("--sigmas", default="15,25,50")
     ap.add_argument("--photos", default="coffee,LadyBird,Storm,astronaut,chelsea,rocket")
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=1000, help="DDPM inference steps over 1000 (1000: every t)")
+    ap.add_argument("--sampler", default="ddim", choices=("ddpm", "ddim"),
+                    help="ddim (eta 0, deterministic: the plug-in's default for already-noisy pixels) or ddpm")
+    ap.add_argument("--steps", type=int, default=1000, help="inference steps over 1000 (1000: every t)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--nr-iters", default="4,8,16")
     ap.add_argument("--seed", type=int, default=0)
@@ -99,7 +101,7 @@ def main():
             base = f"{a.work}/{name}_s{s}"
             Image.fromarray(noisy).save(f"{base}_noisy.png")
             t0 = time.time()
-            run([a.ddpm, "denoise", "-q", "--model", a.model, "--noisy-sigma", str(s), "--sampler", "ddpm",
+            run([a.ddpm, "denoise", "-q", "--model", a.model, "--noisy-sigma", str(s), "--sampler", a.sampler,
                  "--steps", str(a.steps), "--threads", str(a.threads), "--seed", str(a.seed),
                  f"{base}_noisy.png", "--out", f"{base}_ours.png"])
             t_ours = time.time() - t0
@@ -117,7 +119,7 @@ def main():
             print(f"{name} sigma {s}: noisy {row['noisy']:.2f} ours {row['ours']:.2f} ({t_ours:.0f} s) "
                   f"dct {row['dct']:.2f} nr(k={kbest}) {row['nr']:.2f}", file=sys.stderr, flush=True)
     print(f"\nPSNR (dB) vs the clean {a.size}x{a.size} centre crop; ours = ddpm denoise --noisy-sigma S "
-          f"--sampler ddpm --steps {a.steps}\n")
+          f"--sampler {a.sampler} --steps {a.steps}\n")
     print("| photo | in training? | sigma | noisy input | ours (photo-64) | gegl:denoise-dct | "
           "gegl:noise-reduction (best K) |")
     print("|---|---|---|---|---|---|---|")

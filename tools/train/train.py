@@ -119,6 +119,12 @@ def parse_args(argv=None):
     ap.add_argument("--eval-count", type=int, default=256, help="held-out images in the eval (0: no eval)")
     ap.add_argument("--resume", action="store_true", help="continue from --work-dir/checkpoint.pt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", default="", help="start from the weights of this diffusers folder (its arch; "
+                    "fresh optimiser and schedule): fine-tuning a shipped model")
+    ap.add_argument("--t-max", type=int, default=0,
+                    help="with --t-max-frac: draw t from U{0..t_max-1} for that fraction of each batch, "
+                         "U{0..999} for the rest (a denoising prior only ever runs at small t)")
+    ap.add_argument("--t-max-frac", type=float, default=0.0)
     ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA; costs start time)")
     a = ap.parse_args(argv)
     if a.time_budget_minutes <= 0 and a.max_steps <= 0:
@@ -265,6 +271,14 @@ def main(argv=None):
 
     model = build_unet(args.arch, args.dropout, channels, size).to(device)
     ema = build_unet(args.arch, args.dropout, channels, size).to(device)
+    init_summary = None
+    if args.init_from and not (args.resume and os.path.exists(ckpt_path)):
+        from diffusers import UNet2DModel
+        src = UNet2DModel.from_pretrained(args.init_from, torch_dtype=torch.float32)
+        model.load_state_dict(src.state_dict())      # raises on any arch mismatch
+        sp = os.path.join(args.init_from, "training_summary.json")
+        init_summary = json.load(open(sp)) if os.path.exists(sp) else None
+        print(f"initialised from {args.init_from}", flush=True)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     ema.eval()
@@ -359,6 +373,9 @@ def main(argv=None):
         if args.dihedral:
             x0 = dihedral(x0)
         t = torch.randint(0, SCHEDULER["num_train_timesteps"], (args.batch_size,), device=device)
+        if args.t_max > 0 and args.t_max_frac > 0:
+            low = torch.rand(args.batch_size, device=device) < args.t_max_frac
+            t = torch.where(low, torch.randint(0, args.t_max, (args.batch_size,), device=device), t)
         eps = torch.randn_like(x0)
         a = abar[t][:, None, None, None]
         xt = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
@@ -416,6 +433,8 @@ def main(argv=None):
         ema_decay=args.ema_decay, dropout=args.dropout, hflip=args.hflip, dihedral=args.dihedral,
         grad_clip=args.grad_clip, channels=channels, sample_size=size,
         weight_decay=args.weight_decay, seed=args.seed, stop_reason=stop_reason,
+        t_max=args.t_max, t_max_frac=args.t_max_frac, init_from=args.init_from or None,
+        init_from_summary=init_summary,
         heldout_eps_mse={str(k): v for k, v in (final_eval or {}).items()}, eval_history=eval_history,
         final_loss_mean_last_10pct=tail_loss(loss_csv),
         dataset=dict(path=os.path.basename(args.data), **meta), scheduler=dict(SCHEDULER, prediction_type=args.prediction), pixel_layout=PIXEL_LAYOUTS[channels],
