@@ -6,27 +6,25 @@
 #include <string.h>
 
 void
-ddpm_args_add_model (GimpProcedure *procedure)
+ddpm_args_add_model (GimpProcedure *procedure, const char *default_model)
 {
   gimp_procedure_add_string_argument (procedure, "model", "Mo_del",
                                       "Diffusion model: a diffusers UNet2DModel folder (config.json + "
                                       "diffusion_pytorch_model.safetensors or .bin) or a pipeline folder "
                                       "(unet/ + scheduler/), a file inside one, or the name of a folder in "
                                       "~/.local/share/gimp-ddpm/models or the installed models folder",
-                                      DDPM_DEFAULT_MODEL, G_PARAM_READWRITE);
+                                      default_model, G_PARAM_READWRITE);
 }
 
 void
-ddpm_args_add_sampler (GimpProcedure *procedure)
+ddpm_args_add_sampler (GimpProcedure *procedure, const char *default_sampler)
 {
   gimp_procedure_add_choice_argument (procedure, "sampler", "Sa_mpler", "Reverse-diffusion sampler",
                                       gimp_choice_new_with_values (
                                         "ddim", DDPM_SAMPLER_DDIM, "DDIM", "Deterministic for eta 0; few steps suffice",
                                         "ddpm", DDPM_SAMPLER_DDPM, "DDPM", "Ancestral sampling; wants many steps",
                                         NULL),
-                                      /* DDPM by default: the shipped short-trained models give clean pictures
-                                       * with DDPM at 100-250 steps and speckle with DDIM (see their cards). */
-                                      "ddpm", G_PARAM_READWRITE);
+                                      default_sampler, G_PARAM_READWRITE);
   gimp_procedure_add_int_argument (procedure, "steps", "S_teps",
                                    "Inference steps over the whole schedule (at most the model's training "
                                    "timesteps, usually 1000)",

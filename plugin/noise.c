@@ -171,7 +171,7 @@ ddpm_noise_procedure_new (GimpPlugIn *plug_in)
     NULL);
   gimp_procedure_set_attribution (p, "gimp-ddpm authors", "gimp-ddpm authors", "2026");
 
-  ddpm_args_add_model (p);
+  ddpm_args_add_model (p, DDPM_DEFAULT_MODEL);
   gimp_procedure_add_int_argument (p, "timestep", "_Timestep t",
                                    "Training timestep to noise to (0 to the model's timesteps - 1; larger is "
                                    "noisier)", 0, MAX_TIMESTEP, 100, G_PARAM_READWRITE);

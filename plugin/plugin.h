@@ -15,7 +15,8 @@ G_BEGIN_DECLS
 #define DDPM_PROC_NOISE "plug-in-ddpm-noise"
 #define DDPM_PROC_DENOISE "plug-in-ddpm-denoise"
 #define DDPM_MENU_PATH "<Image>/Filters/Diffusion"
-#define DDPM_DEFAULT_MODEL "emoji-32"
+#define DDPM_DEFAULT_MODEL "emoji-32"          /* Generate, Noise; and for an empty "model" */
+#define DDPM_DEFAULT_DENOISE_MODEL "photo-64" /* the photo prior (weights/photo-64/MODEL_CARD.md) */
 
 /* Errors raised by the plug-in itself. CALLING marks a bad argument (GIMP_PDB_CALLING_ERROR: exit 64 in
  * batch mode); every other failure is an execution error (exit 70). */
@@ -32,9 +33,9 @@ GimpProcedure *ddpm_denoise_procedure_new (GimpPlugIn *plug_in);
 /* ---- shared arguments (args.c) ------------------------------------------------------------------- */
 
 /* "model": a folder path, a file inside it, or the name of a folder in the model search path. */
-void ddpm_args_add_model (GimpProcedure *procedure);
-/* "sampler" (ddpm/ddim), "steps", "eta". */
-void ddpm_args_add_sampler (GimpProcedure *procedure);
+void ddpm_args_add_model (GimpProcedure *procedure, const char *default_model);
+/* "sampler" (ddpm/ddim, default_sampler by its nick), "steps", "eta". */
+void ddpm_args_add_sampler (GimpProcedure *procedure, const char *default_sampler);
 /* "seed" and "random-seed"; the seed used comes back as the return value "seed". */
 void ddpm_args_add_seed (GimpProcedure *procedure);
 /* The one drawable (not a layer group) a filter works on, or NULL with a calling error naming "drawables". */

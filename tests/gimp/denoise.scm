@@ -84,6 +84,22 @@
     (report "xt-t" (num (cadr r))))
   (save img "den-xt.png"))
 
+; Already noisy with a flip ensemble of 8 (a 20 x 12 selection, not square): only the selection changes,
+; and the result differs from the single run on the same pixels (the same noise seed makes them the same).
+(define (noisy-for-ensemble)
+  (let ((img (make-test-image 64 48 RGB-IMAGE)))
+    (plug-in-ddpm-noise #:run-mode RUN-NONINTERACTIVE #:image img #:drawables (vector (first-layer img))
+                        #:model model #:timestep 30 #:seed 2)
+    (gimp-image-select-rectangle img CHANNEL-OP-REPLACE 20 12 20 12)
+    img))
+(let ((img (noisy-for-ensemble)))
+  (save img "den-ens-in.png")
+  (denoise img #:mode "already-noisy" #:sigma 20.0 #:ensemble 1)
+  (save img "den-ens1.png"))
+(let ((img (noisy-for-ensemble)))
+  (denoise img #:mode "already-noisy" #:sigma 20.0 #:ensemble 8)
+  (save img "den-ens8.png"))
+
 ; A 4-channel model on an RGBA layer: the layer's alpha is kept.
 (let ((img (make-test-image 64 48 RGBA-IMAGE)))
   (add-transparency img)

@@ -149,6 +149,9 @@ png changed-only "$out/den-m4-clean.png" "$out/den-m4.png" 4 4 40 30 0 -- \
 expect denoise xt-t 30
 png changed-only "$out/den-xt-in.png" "$out/den-xt.png" 20 12 16 16 0 -- \
   "denoise: diffusion-xt after Noise to step 30 changes only the selection"
+png changed-only "$out/den-ens-in.png" "$out/den-ens8.png" 20 12 20 12 0 -- \
+  "denoise: already-noisy with ensemble 8 changes only the selection"
+png differ "$out/den-ens1.png" "$out/den-ens8.png" -- "denoise: ensemble 8 differs from the single run"
 
 # ---- Errors ------------------------------------------------------------------------------------------
 gimp_run broken_model 70
