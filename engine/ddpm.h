@@ -55,6 +55,9 @@ int ddpm_model_out_channels (const DdpmModel *model);
 int ddpm_model_sample_size (const DdpmModel *model);        /* 0 when the config has none */
 int ddpm_model_size_multiple (const DdpmModel *model);      /* H and W must be multiples of this */
 int ddpm_model_num_train_timesteps (const DdpmModel *model);
+/* FALSE for a fully convolutional UNet (no attention anywhere): it computes the same function at any size,
+ * so a picture larger than sample_size can run in one piece instead of in sample_size tiles. */
+gboolean ddpm_model_has_attention (const DdpmModel *model);
 /* Forward-process quantities at train timestep t (0-based): abar_t, for UIs and the noise filter. */
 double ddpm_model_alpha_bar (const DdpmModel *model, int t);
 

@@ -422,6 +422,16 @@ ddpm_model_size_multiple (const DdpmModel *model)
   return 1 << (model->config.n_levels - 1);
 }
 
+gboolean
+ddpm_model_has_attention (const DdpmModel *model)
+{
+  const DdpmUNetConfig *c = &model->config;
+  gboolean any = c->add_attention;
+  for (int i = 0; i < c->n_levels; i++)
+    any = any || c->down_attn[i] || c->up_attn[i];
+  return any;
+}
+
 int
 ddpm_model_num_train_timesteps (const DdpmModel *model)
 {

@@ -9,7 +9,8 @@
  *   diffusion-xt   the pixels are x_t at timestep t exactly as "Noise to Step t" writes them (no scaling).
  *
  * What runs: a window of the model's native size around the selection's bounding box when the box fits
- * in it; else the box plus `context` pixels on each side, cut into overlapping native-size tiles
+ * in it; else the box plus `context` pixels on each side, cut into overlapping native-size tiles (up to
+ * CONV_TILE for a model without attention, which computes the same at any size)
  * (tiling.h; tiles that do not touch the box are skipped), each sampled with seed + its index and blended
  * back. The window is padded by mirroring to a multiple of the model's size multiple where the drawable
  * is smaller. Only the bounding box is written, through the shadow buffer, so the
@@ -30,6 +31,9 @@ enum { MODE_STRENGTH, MODE_NOISY, MODE_XT };
 
 #define MAX_TIMESTEP 9999
 #define TILE_OVERLAP_DIV 4   /* tiles overlap by a quarter of their side */
+/* Tile side for a model without attention (it computes the same at any size): more context per tile and
+ * fewer overlapping pixels than native-size tiles. 256: 2-3 GiB of activations at most for photo-64. */
+#define CONV_TILE 256
 
 typedef struct {
   DdpmCommonArgs args;
@@ -109,7 +113,9 @@ denoise_work (DdpmJob *job, gpointer data, GError **error)
         area[i] *= scale;
     }
 
-  const int tile = native > 0 ? ddpm_round_up (native, m) : MAX (pw, ph);
+  int tile = native > 0 ? ddpm_round_up (native, m) : MAX (pw, ph);
+  if (native > 0 && !ddpm_model_has_attention (dn->model))
+    tile = MAX (tile, ddpm_round_up (CONV_TILE, m));
   DdpmTiling tiling;
   ddpm_tiling_plan (&tiling, pw, ph, tile, tile, tile / TILE_OVERLAP_DIV);
   const int n_tiles = ddpm_tiling_count (&tiling), tw = tiling.tile_w, th = tiling.tile_h;

@@ -584,6 +584,20 @@ test_random (void)
   g_assert_true (memcmp (a->arena, d->arena, a->n_params * 4) != 0);
   g_assert_cmpstr (a->weights_format, ==, "random");
   g_assert_null (a->path);
+  g_assert_true (ddpm_model_has_attention (a));       /* cifar10-32: attention at 16x16 and mid */
+
+  /* Without any attention block (down, up, mid) the UNet is fully convolutional. */
+  DdpmUNetConfig conv = c;
+  conv.add_attention = FALSE;
+  for (int i = 0; i < conv.n_levels; i++)
+    conv.down_attn[i] = conv.up_attn[i] = FALSE;
+  g_autoptr (DdpmModel) no_attn = ddpm_model_new_random (&conv, 42, &error);
+  g_assert_no_error (error);
+  g_assert_false (ddpm_model_has_attention (no_attn));
+  conv.up_attn[conv.n_levels - 1] = TRUE;
+  g_autoptr (DdpmModel) one_attn = ddpm_model_new_random (&conv, 42, &error);
+  g_assert_no_error (error);
+  g_assert_true (ddpm_model_has_attention (one_attn));
 
   /* Weight std ~ 1/sqrt(fan_in); norm gammas ~ 1. */
   const float *w = a->weights.down[1].resnets[0].conv1.weight;   /* (64, 32, 3, 3): fan_in 288 */

@@ -13,6 +13,8 @@
 #                                                        in gimp-console-3.0 (tests/gimp/generate.sh)
 #        tests/gimp/run.sh --screenshots                 runs interactive.sh and puts its screenshots into
 #                                                        docs/screenshots/ (SCREENSHOT_MODEL: see there)
+#        tests/gimp/run.sh --denoise-dir DIR             Denoise Selection (already-noisy) on DIR/*_sS_noisy.png
+#                                                        -> DIR/*_sS_gimp.png (denoise_files.sh; DENOISE_* env)
 # Environment: TRIXIE_DIR; GIMP_TEST_KEEP=1 keeps the test's temporary folders (their paths are printed).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,7 +22,9 @@ build_opts=(-Dgimp=enabled -Dcuda=disabled -Dbuildtype=release)
 
 screenshots=0
 generate=
+denoise_dir=
 if [ "${1:-}" = --screenshots ]; then screenshots=1; shift; fi
+if [ "${1:-}" = --denoise-dir ]; then denoise_dir=$(realpath "$2"); shift 2; fi
 if [ "${1:-}" = --generate ]; then generate=$(realpath -m "$2"); shift 2; fi
 
 codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
@@ -30,6 +34,9 @@ if [ "$codename" != bookworm ] && pkg-config --exists gimp-3.0 2>/dev/null; then
   ninja -C build-gimp plugin/gimp-ddpm
   if [ -n "$generate" ]; then
     exec tests/gimp/generate.sh build-gimp/plugin/gimp-ddpm "$repo" "$generate"
+  fi
+  if [ -n "$denoise_dir" ]; then
+    exec tests/gimp/denoise_files.sh build-gimp/plugin/gimp-ddpm "$repo" "$denoise_dir"
   fi
   if [ $screenshots = 1 ]; then
     exec tests/gimp/interactive.sh build-gimp/plugin/gimp-ddpm "$repo" "$repo/docs/screenshots"
@@ -69,6 +76,10 @@ opts=$(printf ' %q' "${build_opts[@]}")
 test_opts=$( [ $# -eq 0 ] || printf ' %q' "$@")
 if [ -n "$generate" ]; then
   run_tests="GENERATE_MODEL=${GENERATE_MODEL:-} src/tests/gimp/generate.sh build/plugin/gimp-ddpm $work/src $work/generated.png"
+elif [ -n "$denoise_dir" ]; then
+  rm -rf "$tree$work/denoise" && mkdir -p "$tree$work/denoise"
+  cp "$denoise_dir"/*_s*_noisy.png "$tree$work/denoise/"
+  run_tests="src/tests/gimp/denoise_files.sh build/plugin/gimp-ddpm $work/src $work/denoise"
 elif [ $screenshots = 1 ]; then
   run_tests="rm -rf $work/shots; src/tests/gimp/interactive.sh build/plugin/gimp-ddpm $work/src $work/shots"
 else
@@ -77,7 +88,9 @@ fi
 status=0
 chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
   GIMP_TEST_KEEP="${GIMP_TEST_KEEP:-}" SCREENSHOT_MODEL="${SCREENSHOT_MODEL:-}" CANCEL_AT="${CANCEL_AT:-}" \
-  RESULT_SAMPLER="${RESULT_SAMPLER:-}" RESULT_STEPS="${RESULT_STEPS:-}" /bin/bash -c "
+  RESULT_SAMPLER="${RESULT_SAMPLER:-}" RESULT_STEPS="${RESULT_STEPS:-}" DENOISE_MODEL="${DENOISE_MODEL:-}" \
+  DENOISE_STEPS="${DENOISE_STEPS:-}" DENOISE_ENSEMBLE="${DENOISE_ENSEMBLE:-}" DENOISE_SAMPLER="${DENOISE_SAMPLER:-}" \
+  /bin/bash -c "
     set -e
     cd $work
     [ -f build/build.ninja ] || meson setup build src $opts
@@ -87,6 +100,9 @@ chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LAN
 if [ -n "$generate" ] && [ $status = 0 ]; then
   mkdir -p "$(dirname "$generate")"
   cp "$tree$work/generated.png" "$generate"
+fi
+if [ -n "$denoise_dir" ] && [ $status = 0 ]; then
+  cp "$tree$work"/denoise/*_gimp.png "$denoise_dir/"
 fi
 if [ $screenshots = 1 ]; then
   mkdir -p "$repo/docs/screenshots"

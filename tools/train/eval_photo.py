@@ -3,7 +3,9 @@
 
 For each photo: the centre 256x256 RGB crop (8-bit), plus Gaussian noise of sigma S in 8-bit units
 (fixed seed, rounded, clipped to 0..255), saved as noisy.png; then
-  - ours:            ddpm denoise --model MODEL --noisy-sigma S --sampler SAMPLER --steps N noisy.png
+  - ours:            ddpm denoise --model MODEL --noisy-sigma S --sampler SAMPLER --steps N --ensemble K noisy.png
+  - ours via GIMP:   (--via-gimp) the plug-in's Denoise Selection, already-noisy, sigma S, in gimp-console-3.0
+                     (tests/gimp/run.sh --denoise-dir: the same model, sampler, steps and ensemble)
   - denoise-dct:     gegl noisy.png -o out.png -- gegl:denoise-dct sigma=S
   - noise-reduction: gegl noisy.png -o out.png -- gegl:noise-reduction iterations=K, best K of --nr-iters
 PSNR (dB, 8-bit, all three channels) against the clean crop is printed as a Markdown table.
@@ -76,6 +78,9 @@ def main():
                     help="ddim (eta 0, deterministic: the plug-in's default for already-noisy pixels) or ddpm")
     ap.add_argument("--steps", type=int, default=1000, help="inference steps over 1000 (1000: every t)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ensemble", type=int, default=1, help="flips/transposes averaged (ddpm denoise --ensemble)")
+    ap.add_argument("--via-gimp", action="store_true",
+                    help="also run the GIMP plug-in on every noisy picture and report its PSNR")
     ap.add_argument("--nr-iters", default="4,8,16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--roots", default="/work/cache/debs/x", help="unpacked .deb trees to look in, comma-separated")
@@ -103,6 +108,7 @@ def main():
             t0 = time.time()
             run([a.ddpm, "denoise", "-q", "--model", a.model, "--noisy-sigma", str(s), "--sampler", a.sampler,
                  "--steps", str(a.steps), "--threads", str(a.threads), "--seed", str(a.seed),
+                 "--ensemble", str(a.ensemble),
                  f"{base}_noisy.png", "--out", f"{base}_ours.png"])
             t_ours = time.time() - t0
             run([a.gegl, f"{base}_noisy.png", "-o", f"{base}_dct.png", "--", "gegl:denoise-dct", f"sigma={s}"])
@@ -118,22 +124,35 @@ def main():
             rows.append(row)
             print(f"{name} sigma {s}: noisy {row['noisy']:.2f} ours {row['ours']:.2f} ({t_ours:.0f} s) "
                   f"dct {row['dct']:.2f} nr(k={kbest}) {row['nr']:.2f}", file=sys.stderr, flush=True)
+    if a.via_gimp:
+        env = dict(os.environ, DENOISE_STEPS=str(a.steps), DENOISE_ENSEMBLE=str(a.ensemble),
+                   DENOISE_SAMPLER=a.sampler, DENOISE_MODEL=os.path.basename(os.path.normpath(a.model)))
+        t0 = time.time()
+        r = subprocess.run(["tests/gimp/run.sh", "--denoise-dir", a.work], env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"eval_photo: tests/gimp/run.sh --denoise-dir failed ({r.returncode}): {r.stderr[-800:]}")
+        print(f"GIMP plug-in: {len(rows)} pictures in {time.time() - t0:.0f} s", file=sys.stderr)
+        for row in rows:
+            clean = load(f"{a.work}/{row['photo']}_clean.png")
+            row["gimp"] = psnr(load(f"{a.work}/{row['photo']}_s{row['sigma']}_gimp.png"), clean)
+    cols = ["noisy", "ours"] + (["gimp"] if a.via_gimp else []) + ["dct", "nr"]
+    heads = {"noisy": "noisy input", "ours": f"ours ({os.path.basename(os.path.normpath(a.model))}, CLI)",
+             "gimp": "ours (GIMP plug-in)", "dct": "gegl:denoise-dct", "nr": "gegl:noise-reduction (best K)"}
     print(f"\nPSNR (dB) vs the clean {a.size}x{a.size} centre crop; ours = ddpm denoise --noisy-sigma S "
-          f"--sampler {a.sampler} --steps {a.steps}\n")
-    print("| photo | in training? | sigma | noisy input | ours (photo-64) | gegl:denoise-dct | "
-          "gegl:noise-reduction (best K) |")
-    print("|---|---|---|---|---|---|---|")
+          f"--sampler {a.sampler} --steps {a.steps} --ensemble {a.ensemble}\n")
+    print("| photo | in training? | sigma | " + " | ".join(heads[c] for c in cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
     for r in rows:
-        print(f"| {r['photo']} | {'no (held out)' if r['held'] else 'yes'} | {r['sigma']} | {r['noisy']:.2f} | "
-              f"{r['ours']:.2f} | {r['dct']:.2f} | {r['nr']:.2f} (K={r['nr_k']}) |")
+        cells = [f"{r[c]:.2f}" + (f" (K={r['nr_k']})" if c == "nr" else "") for c in cols]
+        print(f"| {r['photo']} | {'no (held out)' if r['held'] else 'yes'} | {r['sigma']} | " + " | ".join(cells) + " |")
     for held in (True, False):
         sel = [r for r in rows if r["held"] == held]
         for s in sigmas:
             ss = [r for r in sel if r["sigma"] == s]
             if ss:
-                m = {k: np.mean([r[k] for r in ss]) for k in ("noisy", "ours", "dct", "nr")}
-                print(f"| mean, {'held out' if held else 'in training'} ({len(ss)}) | | {s} | {m['noisy']:.2f} | "
-                      f"{m['ours']:.2f} | {m['dct']:.2f} | {m['nr']:.2f} |")
+                m = {k: np.mean([r[k] for r in ss]) for k in cols}
+                print(f"| mean, {'held out' if held else 'in training'} ({len(ss)}) | | {s} | "
+                      + " | ".join(f"{m[c]:.2f}" for c in cols) + " |")
 
 
 if __name__ == "__main__":
