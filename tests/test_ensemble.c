@@ -15,17 +15,6 @@
 
 #define MEAN_BOUND 1e-6
 
-static DdpmModel *
-load_model (const char *name)
-{
-  g_autofree char *rel = g_strdup_printf ("models/%s", name);
-  g_autofree char *dir = fixture_path (rel);
-  g_autoptr (GError) error = NULL;
-  DdpmModel *model = ddpm_model_load (dir, &error);
-  g_assert_no_error (error);
-  return model;
-}
-
 static void
 test_symmetry_round_trip (void)
 {
@@ -64,7 +53,7 @@ typedef struct {
 static void
 setup_init (Setup *s)
 {
-  s->model = load_model ("bf16-tiny");
+  s->model = fixture_model_load ("models/bf16-tiny");
   g_autoptr (GError) error = NULL;
   s->ctx = ddpm_context_new (s->model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
@@ -127,26 +116,6 @@ test_mean_of_runs (void)
   setup_clear (&s);
 }
 
-typedef struct {
-  int calls, last_step, total, previews, cancel_at;
-} ProgressLog;
-
-static gboolean
-on_progress (int step, int num_steps, const float *x0_preview, gpointer user_data)
-{
-  ProgressLog *log = user_data;
-  g_assert_cmpint (step, ==, log->last_step + 1);
-  log->calls++;
-  log->last_step = step;
-  log->total = num_steps;
-  if (x0_preview != NULL)
-    {
-      log->previews++;
-      g_assert_true (isfinite (x0_preview[0]));
-    }
-  return log->cancel_at == 0 || step < log->cancel_at;
-}
-
 static void
 test_progress_and_cancel (void)
 {
@@ -156,7 +125,7 @@ test_progress_and_cancel (void)
   g_autofree float *out = g_new (float, s.n);
   g_autofree float *sentinel = g_new (float, s.n);
   ProgressLog log = { 0 };
-  ddpm_context_set_progress (s.ctx, on_progress, &log, 2);
+  ddpm_context_set_progress (s.ctx, progress_log_callback, &log, 2);
   g_autoptr (GError) error = NULL;
   g_assert_true (ddpm_sample (s.ctx, &s.p, out, &error));
   /* Start timestep 95 with 50 DDIM steps (stride 20): 95, 80, 60, 40, 20, 0 -> 6 steps a run. */

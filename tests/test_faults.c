@@ -34,16 +34,6 @@
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
 
-static DdpmModel *
-load_model (const char *rel)
-{
-  g_autofree char *dir = fixture_path (rel);
-  g_autoptr (GError) error = NULL;
-  DdpmModel *model = ddpm_model_load (dir, &error);
-  g_assert_no_error (error);
-  return model;
-}
-
 static float *
 sentinel_buffer (size_t n)
 {
@@ -421,7 +411,7 @@ test_limit_model_params (void)
 static void
 test_limit_image (void)
 {
-  g_autoptr (DdpmModel) model = load_model (TINY);
+  g_autoptr (DdpmModel) model = fixture_model_load (TINY);
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
@@ -498,7 +488,7 @@ canceller (gpointer data)
 static void
 test_cancel_step (void)
 {
-  g_autoptr (DdpmModel) model = load_model (TINY);
+  g_autoptr (DdpmModel) model = fixture_model_load (TINY);
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
@@ -554,7 +544,7 @@ free_canceller (gpointer data)
 static void
 test_cancel_free (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("models/demo-tiny");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/demo-tiny");
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
@@ -619,7 +609,7 @@ engine_run (DdpmModel *model, float *out, size_t n, GError **error)
 static void
 test_alloc_failures (void)
 {
-  g_autoptr (DdpmModel) model = load_model (TINY);
+  g_autoptr (DdpmModel) model = fixture_model_load (TINY);
   const size_t n = 64;             /* >= 2 x 1 x 4 x 4 and 1 x 1 x 8 x 8 */
   g_autoptr (GError) error = NULL;
 
@@ -826,7 +816,7 @@ test_numeric_file (gconstpointer data)
 static void
 test_numeric_huge (void)
 {
-  g_autoptr (DdpmModel) model = load_model (TINY);
+  g_autoptr (DdpmModel) model = fixture_model_load (TINY);
   const DdpmLinearW *w = &model->weights.conv_out;
   float *weight = w->weight;
   for (int i = 0; i < w->out * w->in * w->k * w->k; i++)
@@ -874,7 +864,7 @@ thread_run (gpointer data)
 static void
 test_two_threads (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("models/demo-tiny");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/demo-tiny");
   ThreadRun runs[2][2];            /* [sequential, concurrent][thread] */
   for (int mode = 0; mode < 2; mode++)
     for (int k = 0; k < 2; k++) {

@@ -20,15 +20,12 @@
 #define SAMPLE_BOUND 1e-3
 #define STEP_BOUND 1e-4
 
+/* models/<name> of the fixtures. */
 static DdpmModel *
-load_model (const char *name)
+sampler_model (const char *name)
 {
   g_autofree char *rel = g_strdup_printf ("models/%s", name);
-  g_autofree char *dir = fixture_path (rel);
-  g_autoptr (GError) error = NULL;
-  DdpmModel *model = ddpm_model_load (dir, &error);
-  g_assert_no_error (error);
-  return model;
+  return fixture_model_load (rel);
 }
 
 typedef struct {
@@ -55,7 +52,7 @@ static void
 test_run (gconstpointer data)
 {
   const RunCase *c = data;
-  g_autoptr (DdpmModel) model = load_model (c->model);
+  g_autoptr (DdpmModel) model = sampler_model (c->model);
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_assert_no_error (error);
@@ -101,7 +98,7 @@ test_run (gconstpointer data)
 static void
 test_ddim_stepwise (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("cifar-like");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/cifar-like");
   g_autoptr (GError) error = NULL;
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, &error);
   g_autoptr (DdpmNpyArray) x_t = fixture_ref_npy ("cifar-like", "init_noise.npy");
@@ -145,7 +142,7 @@ sample_once (DdpmContext *ctx, DdpmSampleParams *p, float *out)
 static void
 test_seed_per_image (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("bf16-tiny");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/bf16-tiny");
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, NULL);
   DdpmSampleParams p;
   ddpm_sample_params_init (&p);
@@ -173,37 +170,17 @@ test_seed_per_image (void)
   g_assert_true (memcmp (one, both, sizeof one) != 0);
 }
 
-typedef struct {
-  int calls, previews, cancel_at, last_step, total;
-} ProgressLog;
-
-static gboolean
-on_progress (int step, int num_steps, const float *x0_preview, gpointer user_data)
-{
-  ProgressLog *log = user_data;
-  g_assert_cmpint (step, ==, log->last_step + 1);
-  log->calls++;
-  log->last_step = step;
-  log->total = num_steps;
-  if (x0_preview != NULL)
-    {
-      log->previews++;
-      g_assert_true (isfinite (x0_preview[0]));
-    }
-  return log->cancel_at == 0 || step < log->cancel_at;
-}
-
 static void
 test_progress_and_cancel (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("bf16-tiny");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/bf16-tiny");
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, NULL);
   DdpmSampleParams p;
   ddpm_sample_params_init (&p);
   p.sampler = DDPM_SAMPLER_DDIM;
   p.num_steps = 10;
   ProgressLog log = { 0 };
-  ddpm_context_set_progress (ctx, on_progress, &log, 3);
+  ddpm_context_set_progress (ctx, progress_log_callback, &log, 3);
   float out[3 * 16 * 16];
   sample_once (ctx, &p, out);
   g_assert_cmpint (log.calls, ==, 10);
@@ -246,7 +223,7 @@ test_progress_and_cancel (void)
 static void
 test_starts (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("fp16-4ch");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/fp16-4ch");
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, NULL);
   g_autoptr (DdpmNpyArray) x_t = fixture_ref_npy ("fp16-4ch", "init_noise.npy");
   g_autoptr (DdpmNpyArray) ts = fixture_ref_npy ("fp16-4ch", "timesteps_ddim20.npy");
@@ -295,7 +272,7 @@ test_starts (void)
 static void
 test_bad_params (void)
 {
-  g_autoptr (DdpmModel) model = load_model ("bf16-tiny");
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/bf16-tiny");
   g_autoptr (DdpmContext) ctx = ddpm_context_new (model, DDPM_DEVICE_CPU, DDPM_PRECISION_FP32, NULL);
   DdpmSampleParams p;
   float out[3 * 16 * 16];

@@ -11,6 +11,32 @@ fixture_path (const char *name)
   return g_build_filename (dir ? dir : "tests/fixtures", name, NULL);
 }
 
+DdpmModel *
+fixture_model_load (const char *rel)
+{
+  g_autofree char *dir = fixture_path (rel);
+  g_autoptr (GError) error = NULL;
+  DdpmModel *model = ddpm_model_load (dir, &error);
+  g_assert_no_error (error);
+  return model;
+}
+
+gboolean
+progress_log_callback (int step, int num_steps, const float *x0_preview, gpointer user_data)
+{
+  ProgressLog *log = user_data;
+  g_assert_cmpint (step, ==, log->last_step + 1);
+  log->calls++;
+  log->last_step = step;
+  log->total = num_steps;
+  if (x0_preview != NULL)
+    {
+      log->previews++;
+      g_assert_true (isfinite (x0_preview[0]));
+    }
+  return log->cancel_at == 0 || step < log->cancel_at;
+}
+
 DdpmNpyArray *
 fixture_ref_npy (const char *model, const char *file)
 {
