@@ -88,6 +88,7 @@ ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **
   DdpmBackend *be = ctx->be;
   if (be->ops->graph_reset != NULL)
     be->ops->graph_reset (be);
+  ctx->eps_graph = FALSE;
   free_buffers (ctx);
   if (!ddpm_unet_plan (ctx->unet, batch, height, width, error))
     return FALSE;
@@ -151,6 +152,30 @@ ddpm_context_check_device (DdpmContext *ctx, GError **error)
   return be->ops->check_error == NULL || be->ops->check_error (be, error);
 }
 
+/* One forward from ctx->x, ctx->t into ctx->eps. On backends with graphs it is captured once per plan and
+ * replayed: a forward is ~100-300 small launches, whose CPU cost is the run time at small batches. */
+static gboolean
+eps_forward (DdpmContext *ctx, GError **error)
+{
+  DdpmBackend *be = ctx->be;
+  if (be->ops->graph_begin == NULL)
+    {
+      ddpm_unet_forward (ctx->unet, ctx->x, ctx->t, ctx->eps);
+      return TRUE;
+    }
+  if (!ctx->eps_graph)
+    {
+      be->ops->graph_reset (be);
+      if (!be->ops->graph_begin (be, error))
+        return FALSE;
+      ddpm_unet_forward (ctx->unet, ctx->x, ctx->t, ctx->eps);
+      if (!be->ops->graph_end (be, error))
+        return FALSE;
+      ctx->eps_graph = TRUE;
+    }
+  return be->ops->graph_launch (be, error);
+}
+
 gboolean
 ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch, int height, int width,
                   float *eps, GError **error)
@@ -177,7 +202,8 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
     t_f32[b] = (float) t[b];
   be->ops->to_device (be, ctx->x, x, ctx->n_x * sizeof (float));
   be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
-  ddpm_unet_forward (ctx->unet, ctx->x, ctx->t, ctx->eps);
+  if (!eps_forward (ctx, error))
+    return FALSE;
   if (!ddpm_context_check_device (ctx, error))
     return FALSE;
   size_t bad = be->ops->count_nonfinite (be, ctx->eps, ctx->n_eps);

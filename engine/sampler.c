@@ -200,6 +200,7 @@ sample_run (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **er
   gboolean captured = FALSE;
   if (use_graph)
     be->ops->graph_reset (be);
+  ctx->eps_graph = FALSE;       /* the graph slot now holds this run's forward + step */
   g_autofree float *t_host = g_new (float, B);
   int noisy_steps = 0;
 

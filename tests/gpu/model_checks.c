@@ -262,7 +262,12 @@ check_random_cifar (GpuEnv *env)
   g_snprintf (label, sizeof label, "random cifar10-32%s eps B%d %dx%d t=10,500 vs CPU", env->quick ? "/8" : "", B, S, S);
   char slabel[160];
   g_snprintf (slabel, sizeof slabel, "random cifar10-32%s DDPM 10 steps seed 99 vs CPU", env->quick ? "/8" : "");
-  if (!check_selected (env, label) && !check_selected (env, slabel))
+  /* ddpm_context_eps replays a captured forward: after the sampler has used the graph slot, with new inputs
+   * in the same plan, and again with the first inputs (which must give the first result exactly). */
+  char rlabel[160];
+  g_snprintf (rlabel, sizeof rlabel, "random cifar10-32%s eps graph replay (eps, sample, new x and t, first x) vs CPU",
+              env->quick ? "/8" : "");
+  if (!check_selected (env, label) && !check_selected (env, slabel) && !check_selected (env, rlabel))
     return;
   DdpmUNetConfig cfg;
   if (!cifar_config (env, &cfg))
@@ -317,6 +322,34 @@ check_random_cifar (GpuEnv *env)
       else
         report_abs (env, "sample", slabel, got, want, ns, sample_bound (env->precision, 10.0), -1.0);
     }
+  if (check_selected (env, rlabel))
+    {
+      float *x2 = random_host (n, 72, 1.0f, 0.0f, DDPM_PRECISION_FP32);
+      float *first = g_new (float, n), *again = g_new (float, n);
+      const int64_t t2[2] = { 999, 0 };
+      DdpmSampleParams p;
+      ddpm_sample_params_init (&p);
+      p.sampler = DDPM_SAMPLER_DDIM;
+      p.num_steps = 3;
+      p.batch = B;
+      p.height = p.width = S;
+      gboolean ok = ddpm_context_eps (gpu, x, t, B, S, S, first, &error) && ddpm_sample (gpu, &p, got, &error)
+                    && ddpm_context_eps (gpu, x2, t2, B, S, S, got, &error)
+                    && ddpm_context_eps (cpu, x2, t2, B, S, S, want, &error)
+                    && ddpm_context_eps (gpu, x, t, B, S, S, again, &error);
+      if (!ok)
+        {
+          report_plain (env, FALSE, "eps", rlabel, error->message);
+          g_clear_error (&error);
+        }
+      else if (memcmp (first, again, n * sizeof (float)) != 0)
+        report_plain (env, FALSE, "eps", rlabel, "the first inputs gave another result the second time");
+      else
+        report_abs (env, "eps", rlabel, got, want, n, eps_bound (env->precision) * max_abs (want, n), -1.0);
+      g_free (x2);
+      g_free (first);
+      g_free (again);
+    }
   g_free (x);
   g_free (want);
   g_free (got);
@@ -362,7 +395,7 @@ time_forward (GpuEnv *env, const char *config_name, int B)
   for (int i = 0; i < iters && ok; i++)
     ok = ddpm_context_eps (ctx, x, t, B, S, S, eps, &error);
   double ms = (g_get_monotonic_time () - t0) / 1000.0 / iters;
-  char *detail = ok ? g_strdup_printf ("%.3f ms per ddpm_context_eps (eager ops, copies included) on %s", ms,
+  char *detail = ok ? g_strdup_printf ("%.3f ms per ddpm_context_eps (a replayed CUDA graph, copies included) on %s", ms,
                                        ddpm_context_device_name (ctx))
                     : g_strdup (error->message);
   report_plain (env, ok, "time", label, detail);
