@@ -1,12 +1,13 @@
 #!/bin/sh
 # test_cli.sh: the ddpm command-line tool end to end, without Python.
-# Usage: test_cli.sh PATH/TO/ddpm FIXTURES_DIR
+# Usage: test_cli.sh PATH/TO/ddpm FIXTURES_DIR [WEIGHTS_DIR]   (WEIGHTS_DIR: the shipped models, weights/)
 # Numbers are checked with `ddpm compare` against references from tools/make_fixtures.py (diffusers);
 # PNGs by their header bytes. Prints TAP-like "ok N - ..." / "not ok N - ..." lines; exits 1 on any failure.
 set -u
 
 DDPM=$1
 FIX=$2
+WEIGHTS=${3:-}
 MODEL=$FIX/models/cifar-like
 REF=$MODEL/ref
 # cifar-like: sum of the tensor sizes in its safetensors file (tools/make_fixtures.py architecture).
@@ -234,6 +235,19 @@ run "bench --model (2 iterations)" 0 "$DDPM" bench --model "$MODEL" --iters 2 --
 grep -Eq '^bench config=cifar-like batch=1 .*device=cpu .*median_ms=[0-9.]+ .*images_per_s=' "$TMP/out" &&
   ok "bench prints the machine-readable line" || { not_ok "bench line: $(cat "$TMP/out")"; }
 sed 's/^/#   /' "$TMP/out"
+
+# The shipped models (weights/): each loads, and 2 DDIM steps from noise stay finite (the sampler refuses a
+# non-finite result with exit 1); a 3-channel model also denoises an already-noisy picture.
+for m in "$WEIGHTS"/*/; do
+  [ -n "$WEIGHTS" ] && [ -f "$m/config.json" ] || continue
+  mname=$(basename "$m")
+  run "shipped $mname: info" 0 "$DDPM" info --model "$m"
+  run "shipped $mname: 2 DDIM steps from noise" 0 "$DDPM" sample --model "$m" --sampler ddim --steps 2 --seed 1 \
+    --device cpu -q --out "$TMP/w_$mname.png"
+  grep -q '"in_channels": 3' "$m/config.json" &&
+    run "shipped $mname: denoise --noisy-sigma 25" 0 "$DDPM" denoise --model "$m" --noisy-sigma 25 --sampler ddim \
+      --steps 100 --device cpu -q "$FIX/png/rgb8.png" --out "$TMP/w_${mname}_den.png"
+done
 
 echo "1..$n"
 [ "$failed" -eq 0 ] || { echo "# $failed of $n checks failed"; exit 1; }
