@@ -272,12 +272,13 @@ def main(argv=None):
     model = build_unet(args.arch, args.dropout, channels, size).to(device)
     ema = build_unet(args.arch, args.dropout, channels, size).to(device)
     init_summary = None
-    if args.init_from and not (args.resume and os.path.exists(ckpt_path)):
+    if args.init_from:
+        sp = os.path.join(args.init_from, "training_summary.json")
+        init_summary = json.load(open(sp)) if os.path.exists(sp) else None
+    if args.init_from and not (args.resume and os.path.exists(ckpt_path)):   # a resumed run has its own weights
         from diffusers import UNet2DModel
         src = UNet2DModel.from_pretrained(args.init_from, torch_dtype=torch.float32)
         model.load_state_dict(src.state_dict())      # raises on any arch mismatch
-        sp = os.path.join(args.init_from, "training_summary.json")
-        init_summary = json.load(open(sp)) if os.path.exists(sp) else None
         print(f"initialised from {args.init_from}", flush=True)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
