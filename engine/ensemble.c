@@ -1,7 +1,8 @@
 /* ensemble.c: self-ensemble denoising. A noisy picture is denoised under K of the 8 symmetries of the square
  * (flips and transposes; the "x8 self-ensemble" of image restoration), each result is mapped back, and the K
  * results are averaged. The model's errors differ between orientations while the picture does not, so the
- * average is closer to the clean picture (about +0.5 to +0.8 dB PSNR at K = 8 on photo-64; the card says).
+ * average is closer to the clean picture (at K = 8: +0.1 to +0.4 dB PSNR with the shipped photo-64, +0.8 dB
+ * with its less trained first version; weights/photo-64/MODEL_CARD.md).
  *
  * Symmetry k (0..7): bit 0 flips columns, bit 1 flips rows, then bit 2 transposes (H x W -> W x H).
  * Pixel (i, j) of the original lands at position pos(i, j) of the transformed picture; the forward map

@@ -520,7 +520,7 @@ ddpm_denoise_procedure_new (GimpPlugIn *plug_in)
   gimp_procedure_add_int_argument (p, "ensemble", "Flip _ensemble",
                                    "Already-noisy and diffusion-xt modes: denoise under this many flips and "
                                    "transposes of the selection and average the results (1 = off; 8 = best, "
-                                   "+0.5-0.8 dB PSNR on photos, 8 times the time)",
+                                   "+0.1-0.4 dB PSNR on photos with photo-64, 8 times the time)",
                                    1, DDPM_ENSEMBLE_MAX, 1, G_PARAM_READWRITE);
   ddpm_args_add_seed (p);
   gimp_procedure_add_int_return_value (p, "timestep", "Timestep",
