@@ -130,7 +130,7 @@ ddpm_ensemble_run (DdpmContext *ctx, const DdpmSampleParams *p, DdpmSampleRunFun
       ok = run (ctx, &pk, y_k, error);
       if (ok)
         ddpm_symmetry_accumulate_inverse (k, y_k, acc, B * C, H, W);
-      else if (K > 1)
+      else
         g_prefix_error (error, "ensemble run %d of %d: ", k + 1, K);
     }
   if (ep.func != NULL)

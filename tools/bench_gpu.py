@@ -108,6 +108,21 @@ def time_cuda(torch, fn, iters, warmup=3):
     return times[len(times) // 2]
 
 
+def capture_graph(torch, unet, x, t):
+    """unet(x, t) captured as a CUDA graph after 3 warm-up calls on a side stream (PyTorch's recipe).
+    Returns (graph, output tensor that each replay rewrites)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            unet(x, t)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = unet(x, t).sample
+    return g, y
+
+
 def torch_forward(torch, config, batch, iters, results):
     """diffusers fp16 eager and CUDA-graph forward of one batch, device tensors only (median ms)."""
     unet = torch_unet(torch, config).half().cuda().eval()
@@ -116,15 +131,7 @@ def torch_forward(torch, config, batch, iters, results):
     t = torch.full((batch,), 500, device="cuda", dtype=torch.long)
     with torch.no_grad():
         eager = time_cuda(torch, lambda: unet(x, t).sample, iters)
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                unet(x, t)
-        torch.cuda.current_stream().wait_stream(s)
-        with torch.cuda.graph(g):
-            y = unet(x, t).sample
+        g, y = capture_graph(torch, unet, x, t)
         graph = time_cuda(torch, g.replay, iters)
     del unet, g, y
     torch.cuda.empty_cache()
@@ -183,15 +190,7 @@ def torch_sample_ms(torch, unet, sampler, steps, use_graph, results):
         if use_graph:
             xs = torch.zeros(1, 3, 32, 32, device="cuda", dtype=torch.float16)
             ts = torch.zeros(1, device="cuda", dtype=torch.long)
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    unet(xs, ts)
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                eps_s = unet(xs, ts).sample
+            g, eps_s = capture_graph(torch, unet, xs, ts)
 
             def model(x, t):
                 xs.copy_(x)
