@@ -12,9 +12,10 @@
  *   deep 4x4 layers still fill tiles at batch > 1), K in slices of 32 with the next slice's loads in flight
  *   while the tensor cores work on the current one (two shared-memory stages). When the tiles alone cannot
  *   fill the GPU (batch 1, 4x4 .. 16x16 layers: a handful of tiles with K up to 9216), K is split over
- *   up to 16 blocks that write float32 partial sums to scratch; the last block of each tile to finish (an
- *   atomic counter per tile, reset by that block) adds them in a fixed order with the bias, so the split
- *   costs no second launch and the result does not depend on timing.
+ *   up to 16 blocks that write float32 partial tiles to scratch (each tile's splits contiguous); the last
+ *   block of each tile to finish (an atomic counter per tile, reset by that block) adds them in a fixed
+ *   order with the bias, with many 16-byte loads in flight (that sum is latency-bound), so the split costs
+ *   no second launch and the result does not depend on timing.
  * - im2col + GEMM (fp32 always, or DDPM_CUDA_CONV=gemm): X̂ into scratch (in chunks of images that fit
  *   CONV_SCRATCH_CAP), cuBLAS (pedantic fp32 in fp32 mode, so results match the CPU to ~1e-6), then the
  *   bias. A 1x1 stride-1 unpadded convolution is a GEMM on x directly. */
@@ -115,8 +116,11 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   splits = imax (splits, 1);
   p.kps = (ktiles + splits - 1) / splits;
   p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
-  if (p.splits > 1)
-    p.scratch = (size_t) p.splits * s.Cout * (size_t) P * sizeof (float);
+  if (p.splits > 1)   /* whole tiles, [tile][split][BM * IG_BN] */
+    {
+      const int bm = p.tile == TILE_LARGE ? 128 : 64;
+      p.scratch = (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
+    }
   return p;
 }
 
@@ -392,14 +396,18 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
       return;
     }
 
-  /* split K: this block's partial tile to scratch (splits, Cout, P) ... */
-  const size_t plane = (size_t) s.Cout * (size_t) P;
-  for (int e = tid; e < BM * IG_BN; e += G::THREADS)
+  /* split K: this block's whole tile, padding included, to its own contiguous slot of scratch
+   * [tile][split][BM * IG_BN] (float4 stores) ... */
+  constexpr int V4 = BM * IG_BN / 4;                         /* float4 per tile */
+  constexpr int V4_PER_THREAD = V4 / G::THREADS;             /* 8 (BM 64) or 16 (BM 128) */
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  const int splits = (int) gridDim.z;
+  float4 *const tile_partials = reinterpret_cast<float4 *> (partial) + (size_t) tile * splits * V4;
+#pragma unroll
+  for (int i = 0; i < V4_PER_THREAD; i++)
     {
-      const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
-      const long long pp = p0 + pc;
-      if (m < s.Cout && pp < P)
-        partial[(size_t) blockIdx.z * plane + (size_t) m * (size_t) P + (size_t) pp] = Cs[ml * G::LDC + pc];
+      const int v = tid + i * G::THREADS, ml = v / (IG_BN / 4), pc = (v % (IG_BN / 4)) * 4;
+      tile_partials[(size_t) blockIdx.z * V4 + v] = *reinterpret_cast<const float4 *> (Cs + ml * G::LDC + pc);
     }
   if (counters == NULL)
     return;                              /* conv_splitk_reduce_kernel finishes */
@@ -410,9 +418,8 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   __syncthreads ();
   if (tid == 0)
     {
-      const int tile = blockIdx.y * gridDim.x + blockIdx.x;
       const int arrived = atomicAdd (&counters[tile], 1);
-      s_last = arrived == (int) gridDim.z - 1;
+      s_last = arrived == splits - 1;
       if (s_last)
         counters[tile] = 0;              /* every split has arrived: ready for the next launch */
     }
@@ -420,35 +427,86 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   if (!s_last)
     return;
   __threadfence ();
-  for (int e = tid; e < BM * IG_BN; e += G::THREADS)
+  /* The sum is latency-bound (one block reads splits x 16 or 32 KiB from L2): each thread keeps 8 float4 sums
+   * and has two splits' loads in flight at once (16 independent 16-byte loads), instead of one scalar load at
+   * a time. Splits are added in order 0, 1, ..., so the result does not depend on which block came last. */
+  constexpr int CHUNK = 8;
+#pragma unroll 1
+  for (int c0 = 0; c0 < V4_PER_THREAD; c0 += CHUNK)
     {
-      const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
-      const long long pp = p0 + pc;
-      if (m >= s.Cout || pp >= P)
-        continue;
-      float v = bias != NULL ? bias[m] : 0.0f;
-      const float *src = partial + (size_t) m * (size_t) P + (size_t) pp;
-      for (int z = 0; z < (int) gridDim.z; z++)
-        v += __ldcg (src + (size_t) z * plane);
-      const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-      y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (v);
+      float4 sum[CHUNK];
+#pragma unroll
+      for (int i = 0; i < CHUNK; i++)
+        {
+          const int m = m0 + (tid + (c0 + i) * G::THREADS) / (IG_BN / 4);
+          const float b0 = bias != NULL && m < s.Cout ? bias[m] : 0.0f;
+          sum[i] = make_float4 (b0, b0, b0, b0);
+        }
+      int z = 0;
+      for (; z + 2 <= splits; z += 2)
+        {
+          float4 a[CHUNK], b[CHUNK];
+#pragma unroll
+          for (int i = 0; i < CHUNK; i++)
+            {
+              const int v = tid + (c0 + i) * G::THREADS;
+              a[i] = __ldcg (tile_partials + (size_t) z * V4 + v);
+              b[i] = __ldcg (tile_partials + (size_t) (z + 1) * V4 + v);
+            }
+#pragma unroll
+          for (int i = 0; i < CHUNK; i++)
+            {
+              sum[i] = add4 (sum[i], a[i]);
+              sum[i] = add4 (sum[i], b[i]);
+            }
+        }
+      if (z < splits)
+        {
+#pragma unroll
+          for (int i = 0; i < CHUNK; i++)
+            sum[i] = add4 (sum[i], __ldcg (tile_partials + (size_t) z * V4 + tid + (c0 + i) * G::THREADS));
+        }
+#pragma unroll
+      for (int i = 0; i < CHUNK; i++)
+        {
+          const int v = tid + (c0 + i) * G::THREADS, m = m0 + v / (IG_BN / 4);
+          const long long pp0 = p0 + (v % (IG_BN / 4)) * 4;
+          if (m >= s.Cout)
+            continue;
+          const float out[4] = { sum[i].x, sum[i].y, sum[i].z, sum[i].w };
+#pragma unroll
+          for (int j = 0; j < 4; j++)
+            {
+              const long long pp = pp0 + j;
+              if (pp < P)
+                {
+                  const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+                  y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (out[j]);
+                }
+            }
+        }
     }
 }
 
-/* y = bias + the sum of the split-K partials (splits, Cout, P) float32, in a fixed order. */
+/* y = bias + the sum of the split-K partials ([tile][split][BM * IG_BN] float32, tiles gx wide), in split
+ * order: the second launch used when there are more tiles than counters. */
 template <typename T>
 __global__ void __launch_bounds__ (256)
 conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
-                           int splits, int Cout, int HoWo, long long P)
+                           int splits, int Cout, int HoWo, long long P, int BM, int gx)
 {
   const size_t n = (size_t) Cout * (size_t) P;
+  const size_t tile_elems = (size_t) BM * IG_BN;
   GRID_STRIDE (i, n)
     {
       const int m = (int) (i / (size_t) P);
       const long long pp = (long long) (i % (size_t) P);
+      const size_t tile = (size_t) (m / BM) * gx + (size_t) (pp / IG_BN);
+      const size_t e = (size_t) (m % BM) * IG_BN + (size_t) (pp % IG_BN);
+      const float *src = partial + tile * splits * tile_elems + e;
       float v = bias != NULL ? bias[m] : 0.0f;
       for (int z = 0; z < splits; z++)
-        v += partial[(size_t) z * n + i];
+        v += src[(size_t) z * tile_elems];
       const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
       y[((size_t) bb * Cout + m) * HoWo + pix] = from_f32<T> (v);
     }
@@ -489,7 +547,8 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     }
   float *partial = p.splits > 1 ? (float *) cb->scratch : NULL;
   /* the in-kernel reduction needs a counter per tile; past the counters buffer, a second kernel reduces */
-  int *counters = partial != NULL && gx * gy <= CUDA_CONV_COUNTERS ? cb->conv_counters : NULL;
+  int *counters = partial != NULL && gx * gy <= CUDA_CONV_COUNTERS && !cb->conv_reduce_kernel ? cb->conv_counters
+                  : NULL;
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
   if (s.k == 3)
     launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid);
@@ -501,7 +560,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     {
       const size_t n = (size_t) s.Cout * (size_t) P;
       launch (cb, "conv_splitk_reduce", elementwise_blocks (cb, n, 256), 256, 0, conv_splitk_reduce_kernel<T>,
-              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P);
+              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx);
     }
 }
 

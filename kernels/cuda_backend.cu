@@ -644,6 +644,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->conv_tile = tile == NULL ? -1 : strcmp (tile, "small") == 0 ? 0 : strcmp (tile, "large") == 0 ? 1 : -1;
   const char *splitk = g_getenv ("DDPM_CUDA_CONV_SPLITK");
   cb->conv_splitk = splitk != NULL ? atoi (splitk) : 0;
+  cb->conv_reduce_kernel = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_REDUCE"), "kernel") == 0;
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;

@@ -75,6 +75,7 @@ struct CudaBackend {
   CudaConvAlgo conv_algo;
   int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64 (tests) */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
+  gboolean conv_reduce_kernel;     /* $DDPM_CUDA_CONV_REDUCE=kernel: split-K sums in a second launch (tests) */
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
   GError *error;                   /* first asynchronous failure, until reported */

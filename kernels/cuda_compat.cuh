@@ -70,6 +70,7 @@ aligned16 (const void *p)
 
 __device__ __forceinline__ float silu_f (float v) { return v / (1.0f + expf (-v)); }
 
+__device__ __forceinline__ float4 add4 (float4 a, float4 b) { return make_float4 (a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
 __host__ __device__ __forceinline__ int ceil_div (int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ __forceinline__ int imin (int a, int b) { return a < b ? a : b; }
 __host__ __device__ __forceinline__ int imax (int a, int b) { return a > b ? a : b; }

@@ -18,7 +18,8 @@
  *
  * Variants (on unless --no-variants): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
  * instead of the implicit-GEMM kernel), DDPM_CUDA_CONV_TILE=large and DDPM_CUDA_CONV_SPLITK=3 (the implicit
- * GEMM's other tile and a forced K split), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
+ * GEMM's other tile and a forced K split) and DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second
+ * launch), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel).
  *
@@ -150,6 +151,8 @@ main (int argc, char **argv)
                   /* the implicit GEMM's other tile and a forced K split, whatever the shapes would pick */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "large", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_CONV);
+                  /* split-K sums in a second launch (what more tiles than counters take) */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
                 /* the cuBLAS score / softmax / PV path where the fused attention kernel would run */
