@@ -278,6 +278,8 @@ cuda_to_host (DdpmBackend *be, void *dst, const void *src, size_t n)
     }
   gboolean ok = cuda_ok (cb, cudaMemcpyAsync (dst, src, n, cudaMemcpyDeviceToHost, cb->stream), "cudaMemcpyAsync");
   ok = cuda_ok (cb, cudaStreamSynchronize (cb->stream), "to_host") && ok;
+  if (cb->profile != NULL)
+    cuda_profile_flush (cb);
   if (!ok || cb->error != NULL)
     {
       /* The device failed: hand back NaN rather than stale bytes, so a caller that only checks values
@@ -330,6 +332,8 @@ cuda_synchronize (DdpmBackend *be)
       return;
     }
   cuda_ok (cb, cudaStreamSynchronize (cb->stream), "synchronize");
+  if (cb->profile != NULL)
+    cuda_profile_flush (cb);
 }
 
 /* ---- sampler parameters ---- */
@@ -451,6 +455,7 @@ cuda_destroy (DdpmBackend *be)
     }
   if (cb->stream != NULL)
     cudaStreamSynchronize (cb->stream);
+  cuda_profile_report_and_free (cb);
   cuda_graph_reset (be);
   if (cb->blas_handle != NULL)
     cb->blas.destroy (cb->blas_handle);
@@ -473,39 +478,53 @@ cuda_destroy (DdpmBackend *be)
   g_free (cb);
 }
 
+/* The ops table, without and with graphs: profiling ($DDPM_CUDA_PROFILE) times kernels one by one, so it
+ * leaves graph_* NULL and the engine runs every forward eagerly. */
+#define CUDA_OPS_COMMON \
+  .name = "cuda", \
+  .destroy = cuda_destroy, \
+  .alloc_act = cuda_alloc_act, \
+  .alloc_f32 = cuda_alloc_f32, \
+  .alloc_bytes = cuda_alloc_bytes, \
+  .free = cuda_free, \
+  .upload_param = cuda_upload_param, \
+  .to_device = cuda_to_device, \
+  .to_host = cuda_to_host, \
+  .reserve_scratch = cuda_reserve_scratch, \
+  .synchronize = cuda_synchronize, \
+  .conv2d_scratch = cuda_conv2d_scratch, \
+  .attention_scratch = cuda_attention_scratch, \
+  .cast_in = cuda_cast_in, \
+  .cast_out = cuda_cast_out, \
+  .timestep_embedding = cuda_timestep_embedding, \
+  .linear = cuda_linear, \
+  .conv2d = cuda_conv2d, \
+  .group_norm = cuda_group_norm, \
+  .add_channel_bias = cuda_add_channel_bias, \
+  .add_scaled = cuda_add_scaled, \
+  .concat_channels = cuda_concat_channels, \
+  .upsample_nearest2x = cuda_upsample_nearest2x, \
+  .attention = cuda_attention, \
+  .write_params = cuda_write_params, \
+  .scheduler_step = cuda_scheduler_step, \
+  .randn = cuda_randn, \
+  .count_nonfinite = cuda_count_nonfinite
+
 static const DdpmBackendOps cuda_ops = {
-  .name = "cuda",
-  .destroy = cuda_destroy,
-  .alloc_act = cuda_alloc_act,
-  .alloc_f32 = cuda_alloc_f32,
-  .alloc_bytes = cuda_alloc_bytes,
-  .free = cuda_free,
-  .upload_param = cuda_upload_param,
-  .to_device = cuda_to_device,
-  .to_host = cuda_to_host,
-  .reserve_scratch = cuda_reserve_scratch,
-  .synchronize = cuda_synchronize,
-  .conv2d_scratch = cuda_conv2d_scratch,
-  .attention_scratch = cuda_attention_scratch,
-  .cast_in = cuda_cast_in,
-  .cast_out = cuda_cast_out,
-  .timestep_embedding = cuda_timestep_embedding,
-  .linear = cuda_linear,
-  .conv2d = cuda_conv2d,
-  .group_norm = cuda_group_norm,
-  .add_channel_bias = cuda_add_channel_bias,
-  .add_scaled = cuda_add_scaled,
-  .concat_channels = cuda_concat_channels,
-  .upsample_nearest2x = cuda_upsample_nearest2x,
-  .attention = cuda_attention,
-  .write_params = cuda_write_params,
-  .scheduler_step = cuda_scheduler_step,
-  .randn = cuda_randn,
-  .count_nonfinite = cuda_count_nonfinite,
+  CUDA_OPS_COMMON,
   .graph_begin = cuda_graph_begin,
   .graph_end = cuda_graph_end,
   .graph_launch = cuda_graph_launch,
   .graph_reset = cuda_graph_reset,
+  .check_error = cuda_check_error,
+};
+
+static const DdpmBackendOps cuda_ops_eager = {
+  CUDA_OPS_COMMON,
+  .graph_begin = NULL,
+  .graph_end = NULL,
+  .graph_launch = NULL,
+  .graph_reset = NULL,
   .check_error = cuda_check_error,
 };
 
@@ -676,6 +695,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
         cuda_destroy (&cb->base);
         return NULL;
       }
+
+  cuda_profile_init (cb);
+  if (cb->profile != NULL)
+    cb->base.ops = &cuda_ops_eager;
 
   char *blas_note = NULL;
   cb->have_blas = setup_blas (cb, &blas_note);

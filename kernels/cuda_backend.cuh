@@ -43,6 +43,8 @@ struct CudaArena {
   size_t used;                     /* bytes used in chunk[n - 1] */
 };
 
+struct CudaProfile;                /* profile.cu */
+
 struct CudaBackend {
   DdpmBackend base;                /* first member: the engine holds a DdpmBackend * */
   int device;
@@ -79,6 +81,7 @@ struct CudaBackend {
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
   GError *error;                   /* first asynchronous failure, until reported */
+  CudaProfile *profile;            /* $DDPM_CUDA_PROFILE: per-kernel event times, else NULL */
 };
 
 static inline CudaBackend *
@@ -94,12 +97,20 @@ gboolean cuda_ok (CudaBackend *cb, cudaError_t e, const char *what);
 /* The fallback for an allocation failure: NOMEM with sizes and the advice users need. */
 void cuda_set_nomem (CudaBackend *cb, GError **error, size_t bytes, const char *what);
 
+/* profile.cu: with $DDPM_CUDA_PROFILE set, events around every kernel (begin/end), one round's times
+ * collected after each host wait (flush), a table on stderr at destroy. */
+void cuda_profile_init (CudaBackend *cb);
+void cuda_profile_begin (CudaBackend *cb, const char *name);
+void cuda_profile_end (CudaBackend *cb);
+void cuda_profile_flush (CudaBackend *cb);
+void cuda_profile_report_and_free (CudaBackend *cb);
+
 /* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and checks the
  * launch. Arguments are converted to the kernel's parameter types. */
 template <typename... KArgs, typename... Args>
 static inline void
-launch (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
-        Args... args)
+launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
+            Args... args)
 {
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
 #ifdef DDPM_CUDA_EMU
@@ -110,6 +121,19 @@ launch (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, v
   cudaError_t e = cudaGetLastError ();
   if (e != cudaSuccess)
     cuda_ok (cb, e, name);
+}
+
+/* launch_raw, timed when profiling; `name` (a string literal) labels the kernel in the profile. */
+template <typename... KArgs, typename... Args>
+static inline void
+launch (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
+        Args... args)
+{
+  if (G_UNLIKELY (cb->profile != NULL))
+    cuda_profile_begin (cb, name);
+  launch_raw (cb, name, grid, block, smem, kernel, args...);
+  if (G_UNLIKELY (cb->profile != NULL))
+    cuda_profile_end (cb);
 }
 
 /* Blocks for a grid-stride elementwise kernel of n elements with `threads` per block. */

@@ -103,6 +103,8 @@ cuda_gemm_rm (CudaBackend *cb, bool ta, bool tb, int M, int N, int K, float alph
                                                                                  : DDPM_CUBLAS_COMPUTE_32F;
       const int opA = ta ? DDPM_CUBLAS_OP_T : DDPM_CUBLAS_OP_N, opB = tb ? DDPM_CUBLAS_OP_T : DDPM_CUBLAS_OP_N;
       cublasStatus_t st;
+      if (G_UNLIKELY (cb->profile != NULL))
+        cuda_profile_begin (cb, batch == 1 ? "cublas_gemm" : "cublas_gemm_batched");
       /* swapped: column-major C^T (N x M) = op(B)^T (N x K) op(A)^T (K x M) */
       if (batch == 1)
         st = cb->blas.gemm_ex (cb->blas_handle, opB, opA, N, M, K, &alpha, B, cuda_data_type (ab), ldb, A,
@@ -112,6 +114,8 @@ cuda_gemm_rm (CudaBackend *cb, bool ta, bool tb, int M, int N, int K, float alph
         st = cb->blas.gemm_strided_batched_ex (cb->blas_handle, opB, opA, N, M, K, &alpha, B, cuda_data_type (ab), ldb,
                                                sB, A, cuda_data_type (ab), lda, sA, &beta, C, cuda_data_type (c), ldc,
                                                sC, batch, compute, DDPM_CUBLAS_GEMM_DEFAULT);
+      if (G_UNLIKELY (cb->profile != NULL))
+        cuda_profile_end (cb);
       if (st != DDPM_CUBLAS_STATUS_SUCCESS)
         cuda_fail (cb, DDPM_ERROR_DEVICE,
                    "cuBLAS GEMM failed: %s (status %d; row-major M=%d N=%d K=%d batch=%d ta=%d tb=%d lda=%d ldb=%d "

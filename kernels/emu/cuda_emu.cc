@@ -9,6 +9,8 @@
  * total, to test out-of-memory paths. */
 #include "cuda_emu.h"
 
+#include <time.h>
+
 #include <sys/mman.h>
 
 #include <cstdio>
@@ -530,26 +532,39 @@ cudaGraphDestroy (cudaGraph_t graph)
   return cudaSuccess;
 }
 
+/* An event is the host time (ms) at which the stream reached it: the emulator runs work in order, so
+ * cudaEventElapsedTime gives emulated (CPU) times. */
 cudaError_t
 cudaEventCreateWithFlags (cudaEvent_t *event, unsigned int flags)
 {
   (void) flags;
-  *event = reinterpret_cast<cudaEvent_t> (new int (0));
+  *event = reinterpret_cast<cudaEvent_t> (new double (0.0));
   return cudaSuccess;
 }
 
 cudaError_t
 cudaEventDestroy (cudaEvent_t event)
 {
-  delete reinterpret_cast<int *> (event);
+  delete reinterpret_cast<double *> (event);
   return cudaSuccess;
 }
 
 cudaError_t
 cudaEventRecord (cudaEvent_t event, cudaStream_t stream)
 {
-  (void) event;
-  (void) stream;
+  double *when = reinterpret_cast<double *> (event);
+  emu_enqueue (stream, [when] () {
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    *when = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+  });
+  return cudaSuccess;
+}
+
+cudaError_t
+cudaEventElapsedTime (float *ms, cudaEvent_t start, cudaEvent_t end)
+{
+  *ms = (float) (*reinterpret_cast<double *> (end) - *reinterpret_cast<double *> (start));
   return cudaSuccess;
 }
 

@@ -3,7 +3,8 @@
 #   1. the GPU test program (every CUDA op against the CPU backend at cifar10-32 / celebahq-256 layer shapes,
 #      in fp32, fp16 and bf16, the backend variants, whole-model checks against diffusers' float64
 #      references, op timings);
-#   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py).
+#   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py);
+#   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
 # the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
 # `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
@@ -12,7 +13,7 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks (limits: 200 s, 45 + 25 s and 220 s).
+# benchmarks, ~20 s of per-kernel profiles (limits: 200 s, 45 + 25 s, 220 s and 3 x 60 s).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -118,6 +119,19 @@ fi
 timeout 220 python3 tools/bench_gpu.py --ddpm "$CARRY/bin/ddpm" --conv "$CONVS" --json "$OUT/bench.json"
 brc=$?
 [ $brc -ne 0 ] && echo "benchmark: exit $brc"
+
+# Where the time goes: every kernel timed with events in eager forwards (kernels/profile.cu), fp16.
+echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.txt)"
+: > "$OUT/profile.txt"
+[ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
+[ $rc -eq 77 ] || for shape in "cifar10-32 1" "cifar10-32 128" "celebahq-256 1"; do
+  set -- $shape
+  echo "---- $1 batch $2" >> "$OUT/profile.txt"
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_PROFILE=1 timeout 60 "$CARRY/bin/ddpm" bench \
+    --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 1 --iters 5 --quiet >> "$OUT/profile.txt" 2>&1 \
+    || echo "profile of $1 batch $2: exit $?" >> "$OUT/profile.txt"
+done
+awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
 
 echo "== done $(date -u)"
 [ $rc -eq 77 ] && exit 0

@@ -1,0 +1,30 @@
+#!/bin/sh
+# profile_check.sh DDPM MODULE FIXTURES: $DDPM_CUDA_PROFILE end to end on the CUDA emulator (suite gpu-emu).
+# `ddpm bench` with the profiler must still give its result line, and the table on stderr must count what
+# the model has: one conv kernel launch per 4-dimensional weight in its safetensors header, per round (one
+# forward), over the timed rounds after the cold one.
+set -u
+DDPM=$1 MODULE=$2 FIXTURES=$3
+MODEL=$FIXTURES/models/cifar-like
+ERR=$(mktemp) OUT=$(mktemp)
+trap 'rm -f "$ERR" "$OUT"' EXIT
+fail=0
+check () { if [ "$1" = ok ]; then echo "PASS: $2"; else echo "FAIL: $2"; fail=1; fi; }
+
+DDPM_CUDA_MODULE=$MODULE DDPM_CUDA_PROFILE=1 "$DDPM" bench --model "$MODEL" --device cuda --precision fp16 \
+  --warmup 1 --iters 3 --quiet > "$OUT" 2> "$ERR"
+rc=$?
+[ $rc -eq 0 ] && grep -q '^bench .*median_ms=' "$OUT" && r=ok || r=no
+check $r "bench with DDPM_CUDA_PROFILE=1 exits 0 with its result line (exit $rc)"
+grep -q '3 rounds after 1 cold one' "$ERR" && r=ok || r=no
+check $r "profile header: 3 timed rounds after the cold one"
+convs=$(head -c 65536 "$MODEL/diffusion_pytorch_model.safetensors" | grep -ao '"shape":\[[0-9]*,[0-9]*,[0-9]*,[0-9]*\]' | wc -l)
+profiled=$(awk '$1 ~ /^conv_implicit/ { n += $2 } END { printf "%g", n }' "$ERR")
+[ "$convs" -gt 0 ] && [ "$profiled" = "$convs" ] && r=ok || r=no
+check $r "conv launches per round: profile $profiled, model $convs conv weights"
+kernels=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "in" && $(i + 1) == "kernels,") print $(i - 2) }' "$ERR")
+span=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "first") print $(i - 4) }' "$ERR")
+awk -v k="$kernels" -v s="$span" 'BEGIN { exit !(k + 0 > 0 && s + 0 >= k + 0) }' && r=ok || r=no
+check $r "kernel time per round $kernels ms > 0 and <= first-to-last span $span ms"
+[ $fail -ne 0 ] && cat "$ERR"
+exit $fail
