@@ -21,6 +21,16 @@
 
 typedef struct DdpmBackend DdpmBackend;
 
+/* What conv2d adds after conv + bias, in this order (a NULL member adds nothing):
+ *   y += channel_bias[b][c]                 act (B, Cout): a resnet's time-embedding projection;
+ *   y = (residual + y) * residual_scale     act (B, Cout, Ho, Wo), never aliasing y: a resnet's shortcut.
+ * Fused into the convolution's epilogue on CUDA (one launch and one pass over y instead of three). */
+typedef struct {
+  const void *channel_bias;
+  const void *residual;
+  float residual_scale;
+} DdpmConvEpilogue;
+
 typedef struct {
   const char *name;
   void (*destroy) (DdpmBackend *be);
@@ -53,10 +63,10 @@ typedef struct {
                               float freq_shift);
   /* y (M, N) = act(x (M, K)) W^T + b; act = SiLU when silu_in. W (N, K). */
   void (*linear) (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int M, gboolean silu_in);
-  /* y (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W)) + bias; square kernel k, stride, zero padding
-   * pad = {top, left, bottom, right}; Ho = (H + top + bottom - k) / stride + 1. */
+  /* y (B, Cout, Ho, Wo) = conv(x (B, Cin, H, W)) + bias, then epi (NULL: nothing); square kernel k, stride,
+   * zero padding pad = {top, left, bottom, right}; Ho = (H + top + bottom - k) / stride + 1. */
   void (*conv2d) (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
-                  const int pad[4]);
+                  const int pad[4], const DdpmConvEpilogue *epi);
   /* y = GroupNorm(x) * gamma + beta over (B, C, HW) with G groups (stats in float32, biased variance);
    * then, when scale_shift (B, 2C) is given, y = y * (1 + scale) + shift; then SiLU when silu.
    * x and y may alias. */

@@ -502,7 +502,7 @@ cpu_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int
 
 void
 cpu_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
-            const int pad[4])
+            const int pad[4], const DdpmConvEpilogue *epi)
 {
   CpuBackend *cpu = cpu_backend (be);
   ConvPlan p;
@@ -512,4 +512,15 @@ cpu_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B
     conv_winograd (&p, w->weight, w->bias, x, y, cpu->scratch);
   else
     conv_columns (&p, w->weight, w->bias, x, y, cpu->scratch);
+  /* the epilogue as separate passes: the same float operations, in the same order, as the fused CUDA one */
+  if (epi == NULL)
+    return;
+  const int HWo = p.Ho * p.Wo;
+  if (epi->channel_bias != NULL)
+    cpu_add_channel_bias (be, y, epi->channel_bias, B, w->out, HWo);
+  if (epi->residual != NULL)
+    {
+      g_return_if_fail (epi->residual != y);
+      cpu_add_scaled (be, epi->residual, y, y, (size_t) B * w->out * HWo, epi->residual_scale);
+    }
 }

@@ -138,7 +138,7 @@ void cpu_conv_pack_weight (const float *w, int out, int in, int k, float *u);
 size_t cpu_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int k, int stride,
                            const int pad[4]);
 void cpu_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
-                 const int pad[4]);
+                 const int pad[4], const DdpmConvEpilogue *epi);
 
 /* ---- cpu_attention.c ---- */
 size_t cpu_attention_scratch (DdpmBackend *be, int B, int C, int HW, int heads);

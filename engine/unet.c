@@ -173,7 +173,8 @@ pop_skip (DdpmUNet *u)
 }
 
 static void
-conv (DdpmUNet *u, const DdpmLinearW *w, const void *x, void *y, int h, int wd, int stride, const int pad[4])
+conv (DdpmUNet *u, const DdpmLinearW *w, const void *x, void *y, int h, int wd, int stride, const int pad[4],
+      const DdpmConvEpilogue *epi)
 {
   DdpmBackend *be = u->be;
   if (u->mode == WALK_PLAN)
@@ -181,7 +182,7 @@ conv (DdpmUNet *u, const DdpmLinearW *w, const void *x, void *y, int h, int wd, 
       need_scratch (u, be->ops->conv2d_scratch (be, u->B, w->in, h, wd, w->out, w->k, stride, pad));
       return;
     }
-  be->ops->conv2d (be, w, x, y, u->B, h, wd, stride, pad);
+  be->ops->conv2d (be, w, x, y, u->B, h, wd, stride, pad, epi);
 }
 
 static const int PAD_SAME[4] = { 1, 1, 1, 1 };
@@ -196,7 +197,8 @@ group_norm (DdpmUNet *u, const DdpmNormW *w, const void *x, void *y, int C, int 
 }
 
 /* ResnetBlock2D (diffusers models/resnet.py): out = (shortcut(x) + conv2(act(GN2(conv1(act(GN1(x))) + proj(temb))))) * scale.
- * x (B, in, h, w) -> out (B, out, h, w); out may alias x. Uses tmp1, tmp2, tproj. */
+ * x (B, in, h, w) -> out (B, out, h, w); out must not alias x. Uses tmp1, tmp2, tproj. The time projection
+ * (without scale_shift), the shortcut and the scale ride in the convolutions' epilogues (DdpmConvEpilogue). */
 static void
 resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int wd, double output_scale_factor)
 {
@@ -208,27 +210,21 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
       need_work (u, (size_t) u->B * MAX (r->in, r->out) * hw);
       u->tproj_elems = MAX (u->tproj_elems, (size_t) u->B * r->time_emb_proj.out);
     }
+  g_assert (u->mode == WALK_PLAN || out != x);
   group_norm (u, &r->norm1, x, u->tmp1, r->in, hw, G, NULL, TRUE);
-  conv (u, &r->conv1, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME);
   if (u->mode == WALK_RUN)
     be->ops->linear (be, &r->time_emb_proj, u->temb, u->tproj, u->B, TRUE);
-  if (u->cfg->scale_shift)
-    group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, u->tproj, TRUE);
-  else
-    {
-      if (u->mode == WALK_RUN)
-        be->ops->add_channel_bias (be, u->tmp2, u->tproj, u->B, r->out, hw);
-      group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, NULL, TRUE);
-    }
-  conv (u, &r->conv2, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME);
+  const DdpmConvEpilogue add_temb = { u->cfg->scale_shift ? NULL : u->tproj, NULL, 1.0f };
+  conv (u, &r->conv1, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME, &add_temb);
+  group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, u->cfg->scale_shift ? u->tproj : NULL, TRUE);
   const void *shortcut = x;
   if (r->conv_shortcut.weight != NULL)
     {
-      conv (u, &r->conv_shortcut, x, u->tmp1, h, wd, 1, PAD_NONE);
-      shortcut = u->tmp1;
+      conv (u, &r->conv_shortcut, x, u->tmp2, h, wd, 1, PAD_NONE, NULL);   /* tmp2 is free after GN2 */
+      shortcut = u->tmp2;
     }
-  if (u->mode == WALK_RUN)
-    be->ops->add_scaled (be, shortcut, u->tmp2, out, (size_t) u->B * r->out * hw, (float) (1.0 / output_scale_factor));
+  const DdpmConvEpilogue add_shortcut = { NULL, shortcut, (float) (1.0 / output_scale_factor) };
+  conv (u, &r->conv2, u->tmp1, out, h, wd, 1, PAD_SAME, &add_shortcut);
 }
 
 /* Attention block (diffusers attention_processor.py, residual connection on): x (B, C, h, w) updated in
@@ -284,7 +280,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
       if (cfg->center_input_sample)
         be->ops->add_scaled (be, u->tmp2, u->neg_half, u->tmp2, n_in, 2.0f); /* 2 (x - 0.5) = 2x - 1 */
     }
-  conv (u, &w->conv_in, u->tmp2, h0, h, wd, 1, PAD_SAME);
+  conv (u, &w->conv_in, u->tmp2, h0, h, wd, 1, PAD_SAME, NULL);
 
   /* 3. down path: each resnet/attention result and each downsample is a skip */
   void *hidden = h0;
@@ -305,7 +301,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
           static const int pad0[4] = { 0, 0, 1, 1 };
           const int *pad = cfg->downsample_padding == 0 ? pad0 : PAD_SAME;
           void *dst = push_skip (u, blk->resample.out, h / 2, wd / 2);
-          conv (u, &blk->resample, hidden, dst, h, wd, 2, pad);
+          conv (u, &blk->resample, hidden, dst, h, wd, 2, pad, NULL);
           h /= 2;
           wd /= 2;
           hidden = dst;
@@ -318,7 +314,11 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   resnet (u, &w->mid_resnets[0], hidden, u->cur, h, wd, cfg->mid_block_scale_factor);
   if (cfg->add_attention)
     attention (u, &w->mid_attention, u->cur, h * wd, cfg->attn_norm_num_groups, cfg->mid_block_scale_factor);
-  resnet (u, &w->mid_resnets[1], u->cur, u->cur, h, wd, cfg->mid_block_scale_factor);
+  /* out must not alias x: the second resnet writes cat, which then becomes cur (both work buffers) */
+  resnet (u, &w->mid_resnets[1], u->cur, u->cat, h, wd, cfg->mid_block_scale_factor);
+  void *mid_out = u->cat;
+  u->cat = u->cur;
+  u->cur = mid_out;
 
   /* 5. up path: each resnet eats one skip, concatenated after the hidden state */
   int C_cur = Cmid;
@@ -345,7 +345,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
             be->ops->upsample_nearest2x (be, u->cur, u->tmp1, B, C_cur, h, wd);
           h *= 2;
           wd *= 2;
-          conv (u, &blk->resample, u->tmp1, u->cur, h, wd, 1, PAD_SAME);
+          conv (u, &blk->resample, u->tmp1, u->cur, h, wd, 1, PAD_SAME, NULL);
         }
     }
   g_assert (u->sp == 0);
@@ -353,9 +353,11 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   /* 6. head: GN + SiLU, conv_out, cast to f32 */
   group_norm (u, &w->conv_norm_out, u->cur, u->tmp1, C_cur, h * wd, cfg->norm_num_groups, NULL, TRUE);
   need_work (u, (size_t) B * cfg->out_channels * h * wd);
-  conv (u, &w->conv_out, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME);
+  conv (u, &w->conv_out, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME, NULL);
   if (u->mode == WALK_RUN)
     be->ops->cast_out (be, u->tmp2, eps, (size_t) B * cfg->out_channels * h * wd);
+  u->cur = u->cat;                 /* undo the mid block's swap: every forward uses the same buffers */
+  u->cat = mid_out;
 }
 
 /* ---- planning ---------------------------------------------------------------------------------- */

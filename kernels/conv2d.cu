@@ -158,7 +158,8 @@ im2col_kernel (const T *__restrict__ x, T *__restrict__ col, ConvShape s, int b0
 }
 
 static void
-conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const int pad[4])
+conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const int pad[4],
+             const DdpmConvEpilogue *epi)
 {
   const int N = s.Ho * s.Wo;
   const size_t es = cb->act_size;
@@ -194,6 +195,10 @@ conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, cons
         }
     }
   cuda_add_bias (cb, y, (const float *) w->bias, s.B, s.Cout, N);
+  if (epi != NULL && epi->channel_bias != NULL)
+    cuda_add_channel_bias (&cb->base, y, epi->channel_bias, s.B, s.Cout, N);
+  if (epi != NULL && epi->residual != NULL)
+    cuda_add_scaled (&cb->base, epi->residual, y, y, (size_t) s.B * s.Cout * N, epi->residual_scale);
 }
 
 /* ---- implicit GEMM on the tensor cores (fp16 / bf16) ---- */
@@ -234,10 +239,32 @@ struct IgTile {
   static constexpr int B_ELEMS = IG_BK / B_ROWS;                           /* elements per thread */
 };
 
+/* DdpmConvEpilogue, typed: what the implicit GEMM adds to conv + bias (in float) before its one rounding. */
+template <typename T>
+struct ConvEpi {
+  const T *channel_bias;                /* (B, Cout) or NULL */
+  const T *residual;                    /* (B, Cout, Ho, Wo) or NULL; never y */
+  float scale;
+};
+
+/* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale. */
+template <typename T>
+__device__ __forceinline__ void
+conv_store (T *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, int m, int pix)
+{
+  const size_t i = ((size_t) bb * Cout + m) * HoWo + pix;
+  if (epi.channel_bias != NULL)
+    v = __fadd_rn (v, to_f32<T> (epi.channel_bias[(size_t) bb * Cout + m]));
+  if (epi.residual != NULL)
+    v = __fmul_rn (__fadd_rn (to_f32<T> (epi.residual[i]), v), epi.scale);
+  y[i] = from_f32<T> (v);
+}
+
 template <typename T, int KS, int BM>
 __global__ void __launch_bounds__ (128)
 conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
-                      T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps)
+                      T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
+                      ConvEpi<T> epi)
 {
   using namespace nvcuda;
   typedef IgTile<BM> G;
@@ -390,7 +417,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
           if (m < s.Cout && pp < P)
             {
               const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-              y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (Cs[ml * G::LDC + pc] + (bias != NULL ? bias[m] : 0.0f));
+              conv_store (y, epi, Cs[ml * G::LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, bb, m, pix);
             }
         }
       return;
@@ -481,7 +508,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
               if (pp < P)
                 {
                   const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-                  y[((size_t) bb * s.Cout + m) * HoWo + pix] = from_f32<T> (out[j]);
+                  conv_store (y, epi, out[j], s.Cout, HoWo, bb, m, pix);
                 }
             }
         }
@@ -493,7 +520,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
 template <typename T>
 __global__ void __launch_bounds__ (256)
 conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
-                           int splits, int Cout, int HoWo, long long P, int BM, int gx)
+                           int splits, int Cout, int HoWo, long long P, int BM, int gx, ConvEpi<T> epi)
 {
   const size_t n = (size_t) Cout * (size_t) P;
   const size_t tile_elems = (size_t) BM * IG_BN;
@@ -508,27 +535,31 @@ conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__res
       for (int z = 0; z < splits; z++)
         v += src[(size_t) z * tile_elems];
       const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-      y[((size_t) bb * Cout + m) * HoWo + pix] = from_f32<T> (v);
+      conv_store (y, epi, v, Cout, HoWo, bb, m, pix);
     }
 }
 
 template <typename T, int KS>
 static void
 launch_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const ConvPlan &p,
-                 float *partial, int *counters, dim3 grid)
+                 float *partial, int *counters, dim3 grid, const ConvEpi<T> &epi)
 {
   if (p.tile == TILE_LARGE)
     launch (cb, "conv_implicit_128", grid, 128, 0, conv_implicit_kernel<T, KS, 128>, (const T *) w->weight,
-            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps);
+            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps, epi);
   else
     launch (cb, "conv_implicit_64", grid, 128, 0, conv_implicit_kernel<T, KS, 64>, (const T *) w->weight,
-            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps);
+            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps, epi);
 }
 
 template <typename T>
 static void
-conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, ConvPlan p)
+conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, ConvPlan p,
+                   const DdpmConvEpilogue *e)
 {
+  ConvEpi<T> epi = { NULL, NULL, 1.0f };
+  if (e != NULL)
+    epi = { (const T *) e->channel_bias, (const T *) e->residual, e->residual_scale };
   const long long P = (long long) s.B * s.Ho * s.Wo;
   if (p.scratch > cb->scratch_bytes)
     {
@@ -551,22 +582,22 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
                   : NULL;
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
   if (s.k == 3)
-    launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid);
+    launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid, epi);
   else if (s.k == 1)
-    launch_implicit<T, 1> (cb, w, x, y, s, p, partial, counters, grid);
+    launch_implicit<T, 1> (cb, w, x, y, s, p, partial, counters, grid, epi);
   else
-    launch_implicit<T, 0> (cb, w, x, y, s, p, partial, counters, grid);
+    launch_implicit<T, 0> (cb, w, x, y, s, p, partial, counters, grid, epi);
   if (partial != NULL && counters == NULL)
     {
       const size_t n = (size_t) s.Cout * (size_t) P;
       launch (cb, "conv_splitk_reduce", elementwise_blocks (cb, n, 256), 256, 0, conv_splitk_reduce_kernel<T>,
-              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx);
+              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx, epi);
     }
 }
 
 void
 cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
-             const int pad[4])
+             const int pad[4], const DdpmConvEpilogue *epi)
 {
   CudaBackend *cb = cuda_backend (be);
   const ConvShape s = conv_shape (w, B, H, W, stride, pad);
@@ -574,9 +605,9 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
     return;
   const ConvPlan p = conv_plan (cb, s, pad);
   if (!p.implicit)
-    conv2d_gemm (cb, w, x, y, s, pad);
+    conv2d_gemm (cb, w, x, y, s, pad, epi);
   else if (cb->act_type == CT_F16)
-    conv2d_implicit_t<__half> (cb, w, x, y, s, p);
+    conv2d_implicit_t<__half> (cb, w, x, y, s, p, epi);
   else
-    conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p);
+    conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p, epi);
 }

@@ -187,7 +187,7 @@ void cuda_linear (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y,
 size_t cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int k, int stride,
                             const int pad[4]);
 void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
-                  const int pad[4]);
+                  const int pad[4], const DdpmConvEpilogue *epi);
 void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
                       float eps, const void *scale_shift, gboolean silu);
 void cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);

@@ -208,7 +208,7 @@ run_conv (const char *label, int B, int Cin, int H, int W, int Cout, int k, int 
                      k };
   reserve (be->ops->conv2d_scratch (be, B, Cin, H, W, Cout, k, stride, pad));
   Guarded y = guarded_new (ny);
-  be->ops->conv2d (be, &lw, x, y.data, B, H, W, stride, pad);
+  be->ops->conv2d (be, &lw, x, y.data, B, H, W, stride, pad, NULL);
   double *want = g_new (double, ny);
   conv_ref (x, w, bias, want, B, Cin, H, W, Cout, k, stride, pad, Ho, Wo);
   check_close (label, y.data, want, ny, 1e-4);

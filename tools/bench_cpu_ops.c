@@ -88,7 +88,7 @@ static void
 run_conv (void *data)
 {
   Job *j = data;
-  j->be->ops->conv2d (j->be, &j->w, j->x, j->y, j->B, j->H, j->W, j->stride, j->pad);
+  j->be->ops->conv2d (j->be, &j->w, j->x, j->y, j->B, j->H, j->W, j->stride, j->pad, NULL);
 }
 
 static void

@@ -176,8 +176,10 @@ typedef struct {
   int full_size;
 } ConvCase;
 
+/* epilogue: also add a per-image channel bias and a residual scaled by 1/sqrt(2) (DdpmConvEpilogue, what a
+ * resnet's conv1 and conv2 carry), fused on the GPU, separate passes on the CPU. */
 static void
-check_conv (GpuEnv *env, const ConvCase *cc)
+check_conv (GpuEnv *env, const ConvCase *cc, gboolean epilogue)
 {
   ConvCase c = *cc;
   if (c.full_size != 0)
@@ -188,26 +190,38 @@ check_conv (GpuEnv *env, const ConvCase *cc)
   c.H = qs (env, c.H, c.full_size);
   c.W = qs (env, c.W, c.full_size);
   char label[160];
-  g_snprintf (label, sizeof label, "%s B%d %d->%d k%d s%d pad(%d,%d,%d,%d) @%dx%d", c.name, c.B, c.Cin, c.Cout, c.k,
-              c.stride, c.pad[0], c.pad[1], c.pad[2], c.pad[3], c.H, c.W);
+  g_snprintf (label, sizeof label, "%s B%d %d->%d k%d s%d pad(%d,%d,%d,%d) @%dx%d%s", c.name, c.B, c.Cin, c.Cout,
+              c.k, c.stride, c.pad[0], c.pad[1], c.pad[2], c.pad[3], c.H, c.W, epilogue ? " +temb +res/sqrt2" : "");
   if (!check_selected (env, label))
     return;
   const int Ho = (c.H + c.pad[0] + c.pad[2] - c.k) / c.stride + 1, Wo = (c.W + c.pad[1] + c.pad[3] - c.k) / c.stride + 1;
   const size_t n_in = (size_t) c.B * c.Cin * c.H * c.W, n_out = (size_t) c.B * c.Cout * Ho * Wo;
   float *x = random_host (n_in, 11, 1.0f, 0.0f, env->precision);
+  float *cb = random_host ((size_t) c.B * c.Cout, 13, 1.0f, 0.0f, env->precision);
+  float *res = random_host (n_out, 14, 2.0f, 0.0f, env->precision);
   LinPair w;
-  Pair in, out;
-  if (lin_new (env, &w, c.Cout, c.Cin, c.k, 12) && pair_input (env, &in, n_in, TRUE, x, label)
-      && pair_output (env, &out, n_out, TRUE, label)
+  Pair in, out, chan = { 0 }, resid = { 0 };
+  DdpmConvEpilogue ec = { NULL, NULL, 1.0f }, eg = { NULL, NULL, 1.0f };
+  gboolean ok = lin_new (env, &w, c.Cout, c.Cin, c.k, 12) && pair_input (env, &in, n_in, TRUE, x, label)
+                && pair_output (env, &out, n_out, TRUE, label);
+  if (ok && epilogue)
+    {
+      ok = pair_input (env, &chan, (size_t) c.B * c.Cout, TRUE, cb, label)
+           && pair_input (env, &resid, n_out, TRUE, res, label);
+      ec = (DdpmConvEpilogue) { chan.c.ptr, resid.c.ptr, (float) M_SQRT1_2 };
+      eg = (DdpmConvEpilogue) { chan.g.ptr, resid.g.ptr, (float) M_SQRT1_2 };
+    }
+  if (ok
       && reserve (env, env->cpu, env->cpu->ops->conv2d_scratch (env->cpu, c.B, c.Cin, c.H, c.W, c.Cout, c.k, c.stride, c.pad), label)
       && reserve (env, env->gpu, env->gpu->ops->conv2d_scratch (env->gpu, c.B, c.Cin, c.H, c.W, c.Cout, c.k, c.stride, c.pad), label))
     {
-      env->cpu->ops->conv2d (env->cpu, &w.c, in.c.ptr, out.c.ptr, c.B, c.H, c.W, c.stride, c.pad);
-      env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad);
+      const DdpmConvEpilogue *epc = epilogue ? &ec : NULL, *epg = epilogue ? &eg : NULL;
+      env->cpu->ops->conv2d (env->cpu, &w.c, in.c.ptr, out.c.ptr, c.B, c.H, c.W, c.stride, c.pad, epc);
+      env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad, epg);
       double ms;
       if (finish (env, "conv2d", label, &out, op_bound (env->precision), -1.0))
         {
-          TIME_GPU (env, ms, env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad));
+          TIME_GPU (env, ms, env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad, epg));
           if (ms >= 0.0)
             printf ("     %-18s %-4s %-58s %9.4f ms  %.1f TFLOP/s\n", "  time", precision_name (env->precision), label,
                     ms, 2.0 * n_out * c.Cin * c.k * c.k / (ms * 1e9));
@@ -215,8 +229,12 @@ check_conv (GpuEnv *env, const ConvCase *cc)
     }
   pair_free (&in);
   pair_free (&out);
+  pair_free (&chan);
+  pair_free (&resid);
   lin_free (env, &w);
   g_free (x);
+  g_free (cb);
+  g_free (res);
 }
 
 static const ConvCase conv_cases[] = {
@@ -776,7 +794,11 @@ run_op_checks (GpuEnv *env, unsigned which)
       check_group_norm (env, &norm_cases[i]);
   if (which & OPS_CONV)
     for (size_t i = 0; i < G_N_ELEMENTS (conv_cases); i++)
-      check_conv (env, &conv_cases[i]);
+      {
+        check_conv (env, &conv_cases[i], FALSE);
+        if (conv_cases[i].stride == 1)
+          check_conv (env, &conv_cases[i], TRUE);
+      }
   if (which & OPS_ATTENTION)
     for (size_t i = 0; i < G_N_ELEMENTS (attn_cases); i++)
       check_attention (env, &attn_cases[i]);
