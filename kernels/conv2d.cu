@@ -19,15 +19,10 @@
  * - im2col + GEMM (fp32 always, or DDPM_CUDA_CONV=gemm): X̂ into scratch (in chunks of images that fit
  *   CONV_SCRATCH_CAP), cuBLAS (pedantic fp32 in fp32 mode, so results match the CPU to ~1e-6), then the
  *   bias. A 1x1 stride-1 unpadded convolution is a GEMM on x directly. */
-#include "cuda_backend.cuh"
+#include "conv2d.cuh"
 
 #define CONV_SCRATCH_CAP ((size_t) 256 << 20)
 
-struct ConvShape {
-  int B, Cin, H, W, Cout, k, stride, pad_top, pad_left, Ho, Wo;
-  int K;                                /* Cin * k * k */
-  int ldw;                              /* weight row stride (weight_ld) */
-};
 
 static ConvShape
 conv_shape (const DdpmLinearW *w, int B, int H, int W, int stride, const int pad[4])
@@ -74,12 +69,11 @@ im2col_chunk (int B, size_t per_image_bytes)
 }
 
 enum { TILE_SMALL, TILE_LARGE };       /* 64 x 64 or 128 x 64 (output channels x output pixels) */
-#define IG_BN 64
-#define IG_BK 32
 #define IG_MAX_SPLITS 16
 
 struct ConvPlan {
   bool implicit;
+  bool nhwc;                            /* the channels-last kernel (conv2d_nhwc.cu) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
   int kps;                              /* K tiles (of IG_BK) per split */
@@ -90,7 +84,13 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), TILE_SMALL, 1, 0, 0 };
+  ConvPlan p = { use_implicit (cb), false, TILE_SMALL, 1, 0, 0 };
+  if (p.implicit && cb->conv_algo == CONV_NHWC && cuda_conv_nhwc_fits (cb, s))
+    {
+      p.nhwc = true;
+      p.scratch = cuda_conv_nhwc_scratch (cb, s);
+      return p;
+    }
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -238,27 +238,6 @@ struct IgTile {
   static constexpr int B_ROWS = THREADS / IG_BN;                           /* rows gathered per pass */
   static constexpr int B_ELEMS = IG_BK / B_ROWS;                           /* elements per thread */
 };
-
-/* DdpmConvEpilogue, typed: what the implicit GEMM adds to conv + bias (in float) before its one rounding. */
-template <typename T>
-struct ConvEpi {
-  const T *channel_bias;                /* (B, Cout) or NULL */
-  const T *residual;                    /* (B, Cout, Ho, Wo) or NULL; never y */
-  float scale;
-};
-
-/* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale. */
-template <typename T>
-__device__ __forceinline__ void
-conv_store (T *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, int m, int pix)
-{
-  const size_t i = ((size_t) bb * Cout + m) * HoWo + pix;
-  if (epi.channel_bias != NULL)
-    v = __fadd_rn (v, to_f32<T> (epi.channel_bias[(size_t) bb * Cout + m]));
-  if (epi.residual != NULL)
-    v = __fmul_rn (__fadd_rn (to_f32<T> (epi.residual[i]), v), epi.scale);
-  y[i] = from_f32<T> (v);
-}
 
 template <typename T, int KS, int BM>
 __global__ void __launch_bounds__ (128)
@@ -606,6 +585,8 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
   const ConvPlan p = conv_plan (cb, s, pad);
   if (!p.implicit)
     conv2d_gemm (cb, w, x, y, s, pad, epi);
+  else if (p.nhwc)
+    cuda_conv_nhwc (cb, w, x, y, s, epi);
   else if (cb->act_type == CT_F16)
     conv2d_implicit_t<__half> (cb, w, x, y, s, p, epi);
   else

@@ -6,7 +6,7 @@
  *   every kernel on the CPU (one fiber per CUDA thread, real barriers) so that the GPU test program can
  *   check the kernels' index math against the CPU backend on a machine without a GPU.
  * So kernels use only what the emulator provides: __syncthreads, __shfl_xor_sync, atomicAdd, the WMMA
- * API, the math below, and launch() (never <<<>>> directly). */
+ * API, the __pipeline_* copies, the math below, and launch() (never <<<>>> directly). */
 #pragma once
 
 #ifdef DDPM_CUDA_EMU
@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <mma.h>
+#include <cuda_pipeline.h>             /* __pipeline_memcpy_async: cp.async on sm_80+ */
 #endif
 
 #include <stdint.h>

@@ -223,8 +223,9 @@ check_conv (GpuEnv *env, const ConvCase *cc, gboolean epilogue)
         {
           TIME_GPU (env, ms, env->gpu->ops->conv2d (env->gpu, &w.g, in.g.ptr, out.g.ptr, c.B, c.H, c.W, c.stride, c.pad, epg));
           if (ms >= 0.0)
-            printf ("     %-18s %-4s %-58s %9.4f ms  %.1f TFLOP/s\n", "  time", precision_name (env->precision), label,
-                    ms, 2.0 * n_out * c.Cin * c.k * c.k / (ms * 1e9));
+            printf ("     %-18s %-4s %-58s %9.4f ms  %.1f TFLOP/s%s%s\n", "  time", precision_name (env->precision), label,
+                    ms, 2.0 * n_out * c.Cin * c.k * c.k / (ms * 1e9), env->variant ? "  " : "",
+                    env->variant ? env->variant : "");
         }
     }
   pair_free (&in);
@@ -262,6 +263,11 @@ static const ConvCase conv_cases[] = {
   /* odd sizes: partial tiles everywhere */
   { "odd conv", 3, 5, 7, 9, 13, 3, 1, { 1, 1, 1, 1 }, 0 },
   { "odd conv s2 symmetric", 2, 6, 9, 11, 10, 3, 2, { 1, 1, 1, 1 }, 0 },
+  /* odd sizes where the channels-last kernel applies (Cin % 32 == 0): stride 2, partial tiles, 18 K slices */
+  { "odd conv s2 Cin32", 3, 32, 9, 11, 40, 3, 2, { 0, 0, 1, 1 }, 0 },
+  { "odd conv Cin64", 2, 64, 7, 5, 72, 3, 1, { 1, 1, 1, 1 }, 0 },
+  /* 128-channel tiles even on the emulator's 4 SMs (8 blocks), a partial second one */
+  { "odd conv Cin32 Cout136", 2, 32, 12, 10, 136, 3, 1, { 1, 1, 1, 1 }, 0 },
 };
 
 /* ---- group norm ---- */

@@ -13,7 +13,7 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~20 s of per-kernel profiles (limits: 200 s, 45 + 25 s, 220 s and 3 x 60 s).
+# benchmarks, ~20 s of per-kernel profiles (limits: 200 s, 45 + 25 + 25 s, 220 s and 6 x 60 s).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -98,15 +98,25 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 25 "$SAN" --tool memcheck --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp32 --only conv >> "$OUT/memcheck.txt" 2>&1
   mrc2=$?
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV=nhwc timeout 25 "$SAN" --tool memcheck \
+    --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
+    >> "$OUT/memcheck.txt" 2>&1
+  mrc3=$?
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
-  echo "memcheck: exit $mrc / $mrc2 (0 clean, 3 errors found, 124 timed out; memcheck.txt)"
+  echo "memcheck: exit $mrc / $mrc2 / $mrc3 (fp16 ops, fp32 conv, fp16 channels-last conv; 0 clean, 3 errors" \
+    "found, 124 timed out; memcheck.txt)"
 fi
 
-# If the implicit-GEMM conv failed its checks but im2col + cuBLAS passed, benchmark (and report) that path.
-CONVS=implicit,gemm
+# Benchmark the conv paths that passed their checks: the NCHW implicit GEMM (default), the channels-last one
+# (DDPM_CUDA_CONV=nhwc), and im2col + cuBLAS only when the implicit one failed.
+CONVS=implicit,nhwc
 if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
-  echo "the implicit-GEMM conv failed a check: benchmarking the im2col + cuBLAS path only"
+  echo "the implicit-GEMM conv failed a check: benchmarking the im2col + cuBLAS path"
   CONVS=gemm
+fi
+if grep -q '^FAIL conv2d\[conv=nhwc\]' "$OUT/tests-full.txt"; then
+  echo "the channels-last conv failed a check: not benchmarked"
+  CONVS=${CONVS/,nhwc/}
 fi
 
 echo "== 2. Benchmarks against PyTorch"
@@ -124,10 +134,11 @@ brc=$?
 echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.txt)"
 : > "$OUT/profile.txt"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for shape in "cifar10-32 1" "cifar10-32 128" "celebahq-256 1"; do
+[ $rc -eq 77 ] || for shape in "cifar10-32 1 implicit" "cifar10-32 128 implicit" "celebahq-256 1 implicit" "cifar10-32 128 nhwc" \
+             "celebahq-256 1 nhwc" "celebahq-256 4 nhwc"; do
   set -- $shape
-  echo "---- $1 batch $2" >> "$OUT/profile.txt"
-  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_PROFILE=1 timeout 60 "$CARRY/bin/ddpm" bench \
+  echo "---- $1 batch $2 conv=$3" >> "$OUT/profile.txt"
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV=$3 DDPM_CUDA_PROFILE=1 timeout 60 "$CARRY/bin/ddpm" bench \
     --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 1 --iters 5 --quiet >> "$OUT/profile.txt" 2>&1 \
     || echo "profile of $1 batch $2: exit $?" >> "$OUT/profile.txt"
 done

@@ -17,7 +17,7 @@
  * model_checks.c.
  *
  * Variants (on unless --no-variants): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
- * instead of the implicit-GEMM kernel), DDPM_CUDA_CONV_TILE=large and DDPM_CUDA_CONV_SPLITK=3 (the implicit
+ * instead of the implicit-GEMM kernel) and =nhwc (the channels-last kernel), DDPM_CUDA_CONV_TILE=large and DDPM_CUDA_CONV_SPLITK=3 (the implicit
  * GEMM's other tile and a forced K split) and DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second
  * launch), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
@@ -148,6 +148,11 @@ main (int argc, char **argv)
               if (p != DDPM_PRECISION_FP32)
                 {
                   run_ops_on (&env, p, "DDPM_CUDA_CONV", "gemm", OPS_CONV);
+                  /* the channels-last kernel wherever the shape allows it (Cin % 32 == 0, k 1 or 3), timed
+                   * like the default path so the two compare shape by shape */
+                  env.timing = timing && p == DDPM_PRECISION_FP16;
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV", "nhwc", OPS_CONV);
+                  env.timing = FALSE;
                   /* the implicit GEMM's other tile and a forced K split, whatever the shapes would pick */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "large", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_CONV);

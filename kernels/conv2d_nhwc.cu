@@ -1,0 +1,236 @@
+/* conv2d_nhwc.cu: implicit-GEMM convolution on a channels-last copy of the input (fp16 / bf16), for the
+ * large shapes where the NCHW kernel's gather limits it ($DDPM_CUDA_CONV=nhwc; conv2d.cu decides).
+ *
+ * Why channels last: in NCHW the K slice of one filter tap is 32 channel planes apart, so conv2d.cu gathers
+ * it one 2-byte element at a time through registers. In NHWC those 32 channels of one pixel are 64
+ * contiguous bytes: four 16-byte asynchronous copies (cp.async) straight into shared memory, zero-filled
+ * at the image border, with no registers in between. That allows a three-stage pipeline: the copies of
+ * K slices kt + 1 and kt + 2 are in flight while the tensor cores multiply slice kt.
+ *
+ * Cost: one transpose of x (B, Cin, H, W) -> xh (B, H, W, Cin) into scratch per convolution (one read and
+ * one write of x), and y stays NCHW (the epilogue stages the tile in shared memory and stores along
+ * pixels), so nothing else in the backend changes.
+ *
+ * Tile: BM output channels x IG_BN (64) pixels, 4 warps (2 x 2) of (BM/2) x 32, K slices of IG_BK (32);
+ * needs Cin % 32 == 0 (a slice is one tap, every copy 16-byte aligned). The reduction order per output is
+ * the same as conv2d.cu's (K slices in order, WMMA in float), and so is the epilogue (conv_store). */
+#include "conv2d.cuh"
+
+#define NHWC_STAGES 3
+#define NHWC_LD (IG_BK + 8)              /* shared row stride (elements) of A rows and B columns: 80 bytes */
+
+template <int BM>
+struct NhwcTile {
+  static constexpr int THREADS = 128;
+  static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
+  static constexpr int A_STAGE = BM * NHWC_LD, B_STAGE = IG_BN * NHWC_LD;             /* elements */
+  static constexpr int SMEM_AB = NHWC_STAGES * (A_STAGE + B_STAGE) * 2;               /* bytes */
+  static constexpr int LDC = IG_BN + 4;
+  static constexpr int SMEM_C = BM * LDC * 4;
+  static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
+  static constexpr int A_COPIES = BM * IG_BK / 8 / THREADS;                          /* 16-byte copies */
+  static constexpr int B_COPIES = IG_BN * IG_BK / 8 / THREADS;
+  static_assert (SMEM <= 48 * 1024, "static shared memory");
+};
+
+/* xh (B, HW, C) = x (B, C, HW): 32 x 32 tiles through shared memory, both sides coalesced. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+nchw_to_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, int C, int HW)
+{
+  __shared__ T tile[32][33];
+  const int b = blockIdx.z, c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
+  const T *xb = x + (size_t) b * C * HW;
+  T *ob = xh + (size_t) b * C * HW;
+  for (int r = threadIdx.y; r < 32; r += 8)
+    {
+      const int c = c0 + r, p = p0 + threadIdx.x;
+      if (c < C && p < HW)
+        tile[r][threadIdx.x] = xb[(size_t) c * HW + p];
+    }
+  __syncthreads ();
+  for (int r = threadIdx.y; r < 32; r += 8)
+    {
+      const int p = p0 + r, c = c0 + threadIdx.x;
+      if (c < C && p < HW)
+        ob[(size_t) p * C + c] = tile[threadIdx.x][r];
+    }
+}
+
+template <typename T, int BM>
+__global__ void __launch_bounds__ (128)
+conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
+                  T *__restrict__ y, ConvShape s, ConvEpi<T> epi)
+{
+  using namespace nvcuda;
+  typedef NhwcTile<BM> G;
+  __shared__ __align__ (128) unsigned char smem[G::SMEM];
+  T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][NHWC_LD] */
+  T *const Bs0 = reinterpret_cast<T *> (smem) + NHWC_STAGES * G::A_STAGE; /* [stage][IG_BN][NHWC_LD] */
+  float *const Cs = reinterpret_cast<float *> (smem);                   /* [BM][LDC], after the K loop */
+
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int m0 = blockIdx.y * BM;
+  const long long p0 = (long long) blockIdx.x * IG_BN;
+  const int HoWo = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HoWo;
+  const int ktiles = s.K / IG_BK;
+
+  /* B copies of this thread: channels c8 .. c8 + 7 of the slice, for pixels n = tid / 4 + 32 i */
+  const int c8 = (tid & 3) * 8;
+  const T *pix_image[G::B_COPIES];
+  int iy0[G::B_COPIES], ix0[G::B_COPIES];
+  bool p_ok[G::B_COPIES];
+#pragma unroll
+  for (int i = 0; i < G::B_COPIES; i++)
+    {
+      const long long p = p0 + (tid >> 2) + 32 * i;
+      p_ok[i] = p < P;
+      const int b = p_ok[i] ? (int) (p / HoWo) : 0, pix = p_ok[i] ? (int) (p % HoWo) : 0;
+      pix_image[i] = xh + (size_t) b * s.H * s.W * s.Cin;
+      iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
+      ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
+    }
+
+  /* K slice kt into stage st: weights as 16-byte copies of rows, inputs as 16-byte copies of pixels'
+   * channel runs; outside the image or past Cout, zero fill (nothing is read from the source then) */
+  auto load_stage = [&] (int st, int kt) {
+    const int k0 = kt * IG_BK;
+    T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
+#pragma unroll
+    for (int i = 0; i < G::A_COPIES; i++)
+      {
+        const int v = tid + i * G::THREADS, r = v >> 2, col = (v & 3) * 8, m = m0 + r;
+        const bool ok = m < s.Cout;
+        __pipeline_memcpy_async (As + r * NHWC_LD + col, ok ? Wt + (size_t) m * s.ldw + k0 + col : Wt, 16, ok ? 0 : 16);
+      }
+    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
+#pragma unroll
+    for (int i = 0; i < G::B_COPIES; i++)
+      {
+        const int n = (tid >> 2) + 32 * i, iy = iy0[i] + ky, ix = ix0[i] + kx;
+        const bool ok = p_ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
+        const T *src = ok ? pix_image[i] + ((size_t) iy * s.W + ix) * s.Cin + ci0 + c8 : xh;
+        __pipeline_memcpy_async (Bs + n * NHWC_LD + c8, src, 16, ok ? 0 : 16);
+      }
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[G::FM][G::FN];
+#pragma unroll
+  for (int i = 0; i < G::FM; i++)
+#pragma unroll
+    for (int j = 0; j < G::FN; j++)
+      wmma::fill_fragment (acc[i][j], 0.0f);
+
+  /* prologue: slices 0 .. STAGES-2 in flight; every iteration then commits exactly one group (maybe empty),
+   * so "all but the newest STAGES-2 groups done" always means "slice kt has landed" */
+#pragma unroll
+  for (int st = 0; st < NHWC_STAGES - 1; st++)
+    {
+      if (st < ktiles)
+        load_stage (st, st);
+      __pipeline_commit ();
+    }
+  for (int kt = 0; kt < ktiles; kt++)
+    {
+      __pipeline_wait_prior (NHWC_STAGES - 2);
+      __syncthreads ();                  /* slice kt visible to all; everyone is done with slice kt - 1 */
+      const int next = kt + NHWC_STAGES - 1;
+      if (next < ktiles)
+        load_stage (next % NHWC_STAGES, next);       /* the stage slice kt - 1 used */
+      __pipeline_commit ();
+      const T *As = As0 + (kt % NHWC_STAGES) * G::A_STAGE, *Bs = Bs0 + (kt % NHWC_STAGES) * G::B_STAGE;
+#pragma unroll
+      for (int ks = 0; ks < IG_BK; ks += 16)
+        {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[G::FM];
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bf[G::FN];
+#pragma unroll
+          for (int i = 0; i < G::FM; i++)
+            wmma::load_matrix_sync (af[i], As + (wm * (BM / 2) + i * 16) * NHWC_LD + ks, NHWC_LD);
+#pragma unroll
+          for (int j = 0; j < G::FN; j++)
+            wmma::load_matrix_sync (bf[j], Bs + (wn * (IG_BN / 2) + j * 16) * NHWC_LD + ks, NHWC_LD);
+#pragma unroll
+          for (int i = 0; i < G::FM; i++)
+#pragma unroll
+            for (int j = 0; j < G::FN; j++)
+              wmma::mma_sync (acc[i][j], af[i], bf[j], acc[i][j]);
+        }
+    }
+  __pipeline_wait_prior (0);
+  __syncthreads ();                      /* the C tile reuses the stages */
+
+#pragma unroll
+  for (int i = 0; i < G::FM; i++)
+#pragma unroll
+    for (int j = 0; j < G::FN; j++)
+      wmma::store_matrix_sync (Cs + (wm * (BM / 2) + i * 16) * G::LDC + wn * (IG_BN / 2) + j * 16, acc[i][j], G::LDC,
+                               wmma::mem_row_major);
+  __syncthreads ();
+  for (int e = tid; e < BM * IG_BN; e += G::THREADS)
+    {
+      const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
+      const long long pp = p0 + pc;
+      if (m < s.Cout && pp < P)
+        conv_store (y, epi, Cs[ml * G::LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, (int) (pp / HoWo),
+                    m, (int) (pp % HoWo));
+    }
+}
+
+bool
+cuda_conv_nhwc_fits (const CudaBackend *cb, const ConvShape &s)
+{
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  return cb->act_type != CT_F32 && s.Cin % IG_BK == 0 && (s.k == 1 || s.k == 3) && s.ldw == s.K && s.B <= 65535
+         && (P + IG_BN - 1) / IG_BN <= 2147483647LL && (s.Cout + 63) / 64 <= 65535;
+}
+
+size_t
+cuda_conv_nhwc_scratch (const CudaBackend *cb, const ConvShape &s)
+{
+  return (size_t) s.B * s.Cin * s.H * s.W * cb->act_size;
+}
+
+template <typename T>
+static void
+conv_nhwc_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
+             const DdpmConvEpilogue *e)
+{
+  ConvEpi<T> epi = { NULL, NULL, 1.0f };
+  if (e != NULL)
+    epi = { (const T *) e->channel_bias, (const T *) e->residual, e->residual_scale };
+  const int HW = s.H * s.W;
+  T *xh = (T *) cb->scratch;
+  launch (cb, "conv_nhwc_transpose", dim3 ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B),
+          dim3 (32, 8), 0, nchw_to_nhwc_kernel<T>, (const T *) x, xh, s.Cin, HW);
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  const long long gx = (P + IG_BN - 1) / IG_BN;
+  /* 128-channel tiles when they alone give two blocks per SM (as conv2d.cu decides), else 64 */
+  const bool large = cb->conv_tile >= 0 ? cb->conv_tile == 1
+                                        : s.Cout >= 128 && gx * ((s.Cout + 127) / 128) >= 2LL * cb->sm_count;
+  if (large)
+    launch (cb, "conv_nhwc_128", dim3 ((unsigned) gx, (unsigned) ceil_div (s.Cout, 128)), 128, 0,
+            conv_nhwc_kernel<T, 128>, (const T *) w->weight, (const float *) w->bias, (const T *) xh, (T *) y, s, epi);
+  else
+    launch (cb, "conv_nhwc_64", dim3 ((unsigned) gx, (unsigned) ceil_div (s.Cout, 64)), 128, 0,
+            conv_nhwc_kernel<T, 64>, (const T *) w->weight, (const float *) w->bias, (const T *) xh, (T *) y, s, epi);
+}
+
+void
+cuda_conv_nhwc (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
+                const DdpmConvEpilogue *epi)
+{
+  if (cuda_conv_nhwc_scratch (cb, s) > cb->scratch_bytes)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "conv2d (channels last): scratch of %zu bytes is smaller than the %zu the "
+                 "transposed input needs (reserve_scratch was not given conv2d_scratch's size)", cb->scratch_bytes,
+                 cuda_conv_nhwc_scratch (cb, s));
+      return;
+    }
+  if (cb->act_type == CT_F16)
+    conv_nhwc_t<__half> (cb, w, x, y, s, epi);
+  else
+    conv_nhwc_t<__nv_bfloat16> (cb, w, x, y, s, epi);
+}
