@@ -22,12 +22,14 @@
 typedef struct DdpmBackend DdpmBackend;
 
 /* What conv2d adds after conv + bias, in this order (a NULL member adds nothing):
- *   y += channel_bias[b][c]                 act (B, Cout): a resnet's time-embedding projection;
+ *   y += channel_bias[b * stride + c]       act, stride = channel_bias_stride or Cout when 0: a resnet's
+ *                                           time-embedding projection (a slice of all resnets' projections);
  *   y = (residual + y) * residual_scale     act (B, Cout, Ho, Wo), never aliasing y: a resnet's shortcut.
  * Fused into the convolution's epilogue on CUDA (one launch and one pass over y instead of three). */
 typedef struct {
   const void *channel_bias;
   const void *residual;
+  int channel_bias_stride;
   float residual_scale;
 } DdpmConvEpilogue;
 

@@ -515,9 +515,10 @@ cpu_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B
   /* the epilogue as separate passes: the same float operations, in the same order, as the fused CUDA one */
   if (epi == NULL)
     return;
-  const int HWo = p.Ho * p.Wo;
+  const int HWo = p.Ho * p.Wo, C = w->out;
   if (epi->channel_bias != NULL)
-    cpu_add_channel_bias (be, y, epi->channel_bias, B, w->out, HWo);
+    cpu_add_channel_bias_strided (y, epi->channel_bias, B, C, HWo,
+                                  epi->channel_bias_stride > 0 ? epi->channel_bias_stride : C);
   if (epi->residual != NULL)
     {
       g_return_if_fail (epi->residual != y);

@@ -48,22 +48,27 @@ cpu_timestep_embedding (DdpmBackend *be, const float *t, void *y_, int B, int di
     }
 }
 
-/* h (B, C, HW) += v (B, C) */
+/* h (B, C, HW) += v[b * stride + c] */
 void
-cpu_add_channel_bias (DdpmBackend *be, void *h_, const void *v_, int B, int C, int HW)
+cpu_add_channel_bias_strided (float *h, const float *v, int B, int C, int HW, int stride)
 {
-  float *h = h_;
-  const float *v = v_;
   int64_t rows = (int64_t) B * C;
 #pragma omp parallel for schedule (static) if (rows * HW >= PAR_MIN)
   for (int64_t r = 0; r < rows; r++)
     {
       float *p = h + r * HW;
-      float add = v[r];
+      float add = v[(r / C) * stride + r % C];
 #pragma omp simd
       for (int i = 0; i < HW; i++)
         p[i] += add;
     }
+}
+
+/* h (B, C, HW) += v (B, C) */
+void
+cpu_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW)
+{
+  cpu_add_channel_bias_strided (h, v, B, C, HW, C);
 }
 
 /* y = (a + b) * scale; y may alias a or b (elementwise, so in place is safe). */

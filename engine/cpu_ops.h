@@ -117,6 +117,8 @@ void cpu_cast_out (DdpmBackend *be, const void *x, float *y, size_t n);
 void cpu_timestep_embedding (DdpmBackend *be, const float *t, void *y, int B, int dim, gboolean flip,
                              float freq_shift);
 void cpu_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);
+/* h (B, C, HW) += v[b * stride + c]: per image, a C-vector from rows stride apart */
+void cpu_add_channel_bias_strided (float *h, const float *v, int B, int C, int HW, int stride);
 void cpu_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale);
 void cpu_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);
 void cpu_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define MAX_SKIPS (1 + DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1))
+#define MAX_RESNETS (2 * DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1) + 2)
 #define ALIGN_BYTES 256
 
 typedef enum { WALK_PLAN, WALK_RUN } WalkMode;
@@ -26,6 +27,14 @@ struct DdpmUNet {
   DdpmBackend *be;
   DdpmUNetWeights w;               /* backend copy: pointers are backend handles */
   int n_uploaded;                  /* parameter slots holding backend handles */
+
+  /* Every resnet's time_emb_proj stacked into one linear layer (rows in walk order), so a forward projects
+   * the time embedding with one launch instead of one per resnet; resnet i reads columns
+   * tproj_offset[i] .. + out of tproj_all (B, temb_proj_all.out). Weight NULL with scale_shift, whose
+   * GroupNorm takes its (B, 2C) projection contiguous: those resnets project one by one. */
+  DdpmLinearW temb_proj_all;
+  int tproj_offset[MAX_RESNETS];
+  int n_resnets;
 
   int B, H, W;                     /* planned shape; B = 0 before the first plan */
   void *arena;
@@ -40,12 +49,13 @@ struct DdpmUNet {
 
   void *skips[MAX_SKIPS];
   void *cur, *cat, *tmp1, *tmp2;
-  void *temb_sin, *temb_hidden, *temb, *tproj;
+  void *temb_sin, *temb_hidden, *temb, *tproj, *tproj_all;
   void *neg_half;                  /* constant -0.5 of (B, Cin, H, W), for center_input_sample */
 
   /* Walk state. */
   WalkMode mode;
   int sp;                          /* skip stack pointer */
+  int ri;                          /* resnets walked so far */
 };
 
 size_t
@@ -99,6 +109,64 @@ free_uploaded (DdpmUNet *u, int count)
   ddpm_unet_weights_foreach (&u->w, u->cfg, free_visitor, &st, NULL);
 }
 
+/* The resnets in the order walk() visits them: down blocks, the two mid resnets, up blocks. */
+static int
+resnets_in_walk_order (const DdpmUNetWeights *w, const DdpmUNetConfig *cfg, const DdpmResnetW **out)
+{
+  int n = 0;
+  for (int i = 0; i < cfg->n_levels; i++)
+    for (int j = 0; j < w->down[i].n_layers; j++)
+      out[n++] = &w->down[i].resnets[j];
+  out[n++] = &w->mid_resnets[0];
+  out[n++] = &w->mid_resnets[1];
+  for (int i = 0; i < cfg->n_levels; i++)
+    for (int j = 0; j < w->up[i].n_layers; j++)
+      out[n++] = &w->up[i].resnets[j];
+  return n;
+}
+
+/* Uploads the host time_emb_proj weights of every resnet stacked into u->temb_proj_all. Each output row
+ * keeps its own weights and bias, so the math per value is unchanged. Not with scale_shift, and not on the
+ * CPU: a launch costs it nothing, and OpenBLAS sums a (batch, 5000)-wide GEMM in an order that depends on
+ * the batch, where the per-layer ones give every image the same bits alone or in a batch. */
+static gboolean
+stack_time_projections (DdpmUNet *u, const DdpmModel *model, GError **error)
+{
+  const DdpmResnetW *rs[MAX_RESNETS];
+  u->n_resnets = resnets_in_walk_order (&model->weights, u->cfg, rs);
+  if (u->cfg->scale_shift || strcmp (u->be->ops->name, "cpu") == 0)
+    return TRUE;
+  const int D = u->cfg->time_embedding_dim;
+  int rows = 0;
+  for (int i = 0; i < u->n_resnets; i++)
+    {
+      g_assert (rs[i]->time_emb_proj.in == D);
+      u->tproj_offset[i] = rows;
+      rows += rs[i]->time_emb_proj.out;
+    }
+  float *wt = g_new (float, (size_t) rows * D), *bias = g_new (float, rows);
+  for (int i = 0; i < u->n_resnets; i++)
+    {
+      const DdpmLinearW *l = &rs[i]->time_emb_proj;
+      memcpy (wt + (size_t) u->tproj_offset[i] * D, l->weight, (size_t) l->out * D * sizeof (float));
+      memcpy (bias + u->tproj_offset[i], l->bias, (size_t) l->out * sizeof (float));
+    }
+  DdpmBackend *be = u->be;
+  const int64_t wshape[2] = { rows, D }, bshape[1] = { rows };
+  u->temb_proj_all = (DdpmLinearW) { NULL, NULL, rows, D, 0 };
+  u->temb_proj_all.weight = be->ops->upload_param (be, wt, DDPM_PARAM_LINEAR, 2, wshape, error);
+  if (u->temb_proj_all.weight != NULL)
+    u->temb_proj_all.bias = be->ops->upload_param (be, bias, DDPM_PARAM_VECTOR, 1, bshape, error);
+  g_free (wt);
+  g_free (bias);
+  if (u->temb_proj_all.bias == NULL)
+    {
+      g_prefix_error (error, "uploading the stacked time_emb_proj weights (%d x %d): ", rows, D);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 DdpmUNet *
 ddpm_unet_new (const DdpmModel *model, DdpmBackend *be, GError **error)
 {
@@ -116,6 +184,11 @@ ddpm_unet_new (const DdpmModel *model, DdpmBackend *be, GError **error)
       return NULL;
     }
   u->n_uploaded = st.done;
+  if (!stack_time_projections (u, model, error))
+    {
+      ddpm_unet_free (u);
+      return NULL;
+    }
   return u;
 }
 
@@ -135,6 +208,10 @@ ddpm_unet_free (DdpmUNet *u)
     return;
   free_activations (u);
   free_uploaded (u, u->n_uploaded);
+  if (u->temb_proj_all.weight != NULL)
+    u->be->ops->free (u->be, u->temb_proj_all.weight);
+  if (u->temb_proj_all.bias != NULL)
+    u->be->ops->free (u->be, u->temb_proj_all.bias);
   g_free (u);
 }
 
@@ -208,13 +285,26 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
   if (u->mode == WALK_PLAN)
     {
       need_work (u, (size_t) u->B * MAX (r->in, r->out) * hw);
-      u->tproj_elems = MAX (u->tproj_elems, (size_t) u->B * r->time_emb_proj.out);
+      if (u->temb_proj_all.weight == NULL)
+        u->tproj_elems = MAX (u->tproj_elems, (size_t) u->B * r->time_emb_proj.out);
     }
   g_assert (u->mode == WALK_PLAN || out != x);
+  g_assert (u->ri < u->n_resnets);
+  const int ri = u->ri++;
   group_norm (u, &r->norm1, x, u->tmp1, r->in, hw, G, NULL, TRUE);
-  if (u->mode == WALK_RUN)
-    be->ops->linear (be, &r->time_emb_proj, u->temb, u->tproj, u->B, TRUE);
-  const DdpmConvEpilogue add_temb = { u->cfg->scale_shift ? NULL : u->tproj, NULL, 1.0f };
+  /* the time projection: a slice of tproj_all (projected once per forward), else this resnet's own */
+  DdpmConvEpilogue add_temb = { NULL, NULL, 0, 1.0f };
+  if (u->temb_proj_all.weight != NULL)
+    {
+      add_temb.channel_bias = u->mode == WALK_RUN ? (char *) u->tproj_all + (size_t) u->tproj_offset[ri] * u->act_size
+                                                  : NULL;
+      add_temb.channel_bias_stride = u->temb_proj_all.out;
+    }
+  else if (u->mode == WALK_RUN)
+    {
+      be->ops->linear (be, &r->time_emb_proj, u->temb, u->tproj, u->B, TRUE);
+      add_temb.channel_bias = u->cfg->scale_shift ? NULL : u->tproj;
+    }
   conv (u, &r->conv1, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME, &add_temb);
   group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, u->cfg->scale_shift ? u->tproj : NULL, TRUE);
   const void *shortcut = x;
@@ -223,7 +313,7 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
       conv (u, &r->conv_shortcut, x, u->tmp2, h, wd, 1, PAD_NONE, NULL);   /* tmp2 is free after GN2 */
       shortcut = u->tmp2;
     }
-  const DdpmConvEpilogue add_shortcut = { NULL, shortcut, (float) (1.0 / output_scale_factor) };
+  const DdpmConvEpilogue add_shortcut = { NULL, shortcut, 0, (float) (1.0 / output_scale_factor) };
   conv (u, &r->conv2, u->tmp1, out, h, wd, 1, PAD_SAME, &add_shortcut);
 }
 
@@ -261,6 +351,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   const int C0 = cfg->block_out_channels[0];
   const int levels = cfg->n_levels;
   u->sp = 0;
+  u->ri = 0;
 
   /* 1. time embedding (B, C0) -> (B, D) */
   if (u->mode == WALK_RUN)
@@ -268,6 +359,8 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
       be->ops->timestep_embedding (be, t, u->temb_sin, B, C0, cfg->flip_sin_to_cos, (float) cfg->freq_shift);
       be->ops->linear (be, &w->time_linear_1, u->temb_sin, u->temb_hidden, B, FALSE);
       be->ops->linear (be, &w->time_linear_2, u->temb_hidden, u->temb, B, TRUE);
+      if (u->temb_proj_all.weight != NULL)
+        be->ops->linear (be, &u->temb_proj_all, u->temb, u->tproj_all, B, TRUE);
     }
 
   /* 2. input: cast (+ centre), conv_in into skip 0 */
@@ -457,8 +550,8 @@ ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
   const size_t es = u->act_size;
   const int D = cfg->time_embedding_dim;
   const size_t n_in = (size_t) batch * cfg->in_channels * height * width;
-  size_t sizes[MAX_SKIPS + 8];
-  void **slots[MAX_SKIPS + 8];
+  size_t sizes[MAX_SKIPS + 12];
+  void **slots[MAX_SKIPS + 12];
   int n = 0;
   for (int k = 0; k < u->n_skips; k++)
     {
@@ -479,8 +572,11 @@ ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
   slots[n++] = &u->temb;
   sizes[n] = u->tproj_elems;
   slots[n++] = &u->tproj;
+  sizes[n] = (size_t) batch * u->temb_proj_all.out;
+  slots[n++] = &u->tproj_all;
   sizes[n] = cfg->center_input_sample ? n_in : 0;
   slots[n++] = &u->neg_half;
+  g_assert (n <= (int) G_N_ELEMENTS (sizes));
 
   size_t total = 0;
   for (int k = 0; k < n; k++)

@@ -196,7 +196,8 @@ conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, cons
     }
   cuda_add_bias (cb, y, (const float *) w->bias, s.B, s.Cout, N);
   if (epi != NULL && epi->channel_bias != NULL)
-    cuda_add_channel_bias (&cb->base, y, epi->channel_bias, s.B, s.Cout, N);
+    cuda_add_channel_bias_strided (cb, y, epi->channel_bias, s.B, s.Cout, N,
+                                   epi->channel_bias_stride > 0 ? epi->channel_bias_stride : s.Cout);
   if (epi != NULL && epi->residual != NULL)
     cuda_add_scaled (&cb->base, epi->residual, y, y, (size_t) s.B * s.Cout * N, epi->residual_scale);
 }
@@ -536,9 +537,7 @@ static void
 conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, ConvPlan p,
                    const DdpmConvEpilogue *e)
 {
-  ConvEpi<T> epi = { NULL, NULL, 1.0f };
-  if (e != NULL)
-    epi = { (const T *) e->channel_bias, (const T *) e->residual, e->residual_scale };
+  const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
   const long long P = (long long) s.B * s.Ho * s.Wo;
   if (p.scratch > cb->scratch_bytes)
     {

@@ -17,10 +17,22 @@ struct ConvShape {
 /* DdpmConvEpilogue, typed: what the implicit GEMM adds to conv + bias (in float) before its one rounding. */
 template <typename T>
 struct ConvEpi {
-  const T *channel_bias;                /* (B, Cout) or NULL */
+  const T *channel_bias;                /* image b's Cout values at b * cb_stride, or NULL */
   const T *residual;                    /* (B, Cout, Ho, Wo) or NULL; never y */
+  int cb_stride;
   float scale;
 };
+
+/* The typed epilogue of e (NULL: none). */
+template <typename T>
+static inline ConvEpi<T>
+conv_epi (const DdpmConvEpilogue *e, int Cout)
+{
+  if (e == NULL)
+    return ConvEpi<T> { NULL, NULL, Cout, 1.0f };
+  return ConvEpi<T> { (const T *) e->channel_bias, (const T *) e->residual,
+                      e->channel_bias_stride > 0 ? e->channel_bias_stride : Cout, e->residual_scale };
+}
 
 /* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale. */
 template <typename T>
@@ -29,7 +41,7 @@ conv_store (T *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, in
 {
   const size_t i = ((size_t) bb * Cout + m) * HoWo + pix;
   if (epi.channel_bias != NULL)
-    v = __fadd_rn (v, to_f32<T> (epi.channel_bias[(size_t) bb * Cout + m]));
+    v = __fadd_rn (v, to_f32<T> (epi.channel_bias[(size_t) bb * epi.cb_stride + m]));
   if (epi.residual != NULL)
     v = __fmul_rn (__fadd_rn (to_f32<T> (epi.residual[i]), v), epi.scale);
   y[i] = from_f32<T> (v);

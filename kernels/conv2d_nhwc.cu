@@ -198,9 +198,7 @@ static void
 conv_nhwc_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
              const DdpmConvEpilogue *e)
 {
-  ConvEpi<T> epi = { NULL, NULL, 1.0f };
-  if (e != NULL)
-    epi = { (const T *) e->channel_bias, (const T *) e->residual, e->residual_scale };
+  const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
   const int HW = s.H * s.W;
   T *xh = (T *) cb->scratch;
   launch (cb, "conv_nhwc_transpose", dim3 ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B),

@@ -178,6 +178,8 @@ void cuda_gemm_rm (CudaBackend *cb, bool ta, bool tb, int M, int N, int K, float
 
 /* y (B, C, HW) += bias (C) (float32), in place on act y. */
 void cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, int HW);
+/* h (B, C, HW) += v[b * stride + c] (act) */
+void cuda_add_channel_bias_strided (CudaBackend *cb, void *h, const void *v, int B, int C, int HW, int stride);
 
 /* ---- ops (one file per operation) ---- */
 void cuda_cast_in (DdpmBackend *be, const float *x, void *y, size_t n);

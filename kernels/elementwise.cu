@@ -55,16 +55,23 @@ cuda_cast_out (DdpmBackend *be, const void *x, float *y, size_t n)
 
 /* ---- per-channel additions ---- */
 
-/* h (B, C, HW) += v[b * C + c]; v of type V (act for add_channel_bias, float for conv biases with
- * per_image = false, i.e. v (C) shared by all images). */
+/* Index into v of channel plane b * C + c: per image, C values stride apart; else v (C) shared by all. */
+__device__ __forceinline__ size_t
+channel_index (size_t plane, int C, bool per_image, int stride)
+{
+  return per_image ? plane / (size_t) C * (size_t) stride + plane % (size_t) C : plane % (size_t) C;
+}
+
+/* h (B, C, HW) += v[channel_index]; v of type V (act for add_channel_bias, float for conv biases with
+ * per_image = false). */
 template <typename T, typename V>
 __global__ void __launch_bounds__ (EW_THREADS)
-channel_add_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t n, bool per_image)
+channel_add_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t n, bool per_image, int stride)
 {
   GRID_STRIDE (i, n)
     {
       size_t plane = i / (size_t) HW;                 /* b * C + c */
-      size_t vi = per_image ? plane : plane % (size_t) C;
+      size_t vi = channel_index (plane, C, per_image, stride);
       h[i] = from_f32<T> (to_f32<T> (h[i]) + to_f32<V> (v[vi]));
     }
 }
@@ -72,13 +79,14 @@ channel_add_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, s
 /* The same on 16-byte vectors (HW a multiple of Vec16<T>::N, so a vector lies in one channel plane). */
 template <typename T, typename V>
 __global__ void __launch_bounds__ (EW_THREADS)
-channel_add_vec_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t nv, bool per_image)
+channel_add_vec_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t nv, bool per_image,
+                        int stride)
 {
   constexpr int N = Vec16<T>::N;
   GRID_STRIDE (k, nv)
     {
       const size_t i = k * N, plane = i / (size_t) HW;
-      const float add = to_f32<V> (v[per_image ? plane : plane % (size_t) C]);
+      const float add = to_f32<V> (v[channel_index (plane, C, per_image, stride)]);
       float f[N];
       load16<T> (h + i, f);
 #pragma unroll
@@ -90,16 +98,16 @@ channel_add_vec_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int H
 
 template <typename T, typename V>
 static void
-channel_add (CudaBackend *cb, const char *name, T *h, const V *v, int B, int C, int HW, bool per_image)
+channel_add (CudaBackend *cb, const char *name, T *h, const V *v, int B, int C, int HW, bool per_image, int stride)
 {
   const size_t n = (size_t) B * C * HW;
   constexpr int N = Vec16<T>::N;
   if (HW % N == 0 && aligned16 (h))
     launch (cb, name, elementwise_blocks (cb, n / N, EW_THREADS), EW_THREADS, 0, channel_add_vec_kernel<T, V>, h, v, C,
-            HW, n / N, per_image);
+            HW, n / N, per_image, stride);
   else
     launch (cb, name, elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, channel_add_kernel<T, V>, h, v, C, HW, n,
-            per_image);
+            per_image, stride);
 }
 
 void
@@ -108,7 +116,15 @@ cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, in
   CudaBackend *cb = cuda_backend (be);
   if ((size_t) B * C * HW == 0)
     return;
-  DISPATCH_ACT (cb, T, channel_add<T, T> (cb, "add_channel_bias", (T *) h, (const T *) v, B, C, HW, true));
+  DISPATCH_ACT (cb, T, channel_add<T, T> (cb, "add_channel_bias", (T *) h, (const T *) v, B, C, HW, true, C));
+}
+
+void
+cuda_add_channel_bias_strided (CudaBackend *cb, void *h, const void *v, int B, int C, int HW, int stride)
+{
+  if ((size_t) B * C * HW == 0)
+    return;
+  DISPATCH_ACT (cb, T, channel_add<T, T> (cb, "add_channel_bias", (T *) h, (const T *) v, B, C, HW, true, stride));
 }
 
 void
@@ -116,7 +132,7 @@ cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, int HW
 {
   if ((size_t) B * C * HW == 0 || bias == NULL)
     return;
-  DISPATCH_ACT (cb, T, channel_add<T, float> (cb, "add_bias", (T *) y, bias, B, C, HW, false));
+  DISPATCH_ACT (cb, T, channel_add<T, float> (cb, "add_bias", (T *) y, bias, B, C, HW, false, C));
 }
 
 /* ---- y = (a + b) * scale ---- */

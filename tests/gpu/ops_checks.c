@@ -176,8 +176,9 @@ typedef struct {
   int full_size;
 } ConvCase;
 
-/* epilogue: also add a per-image channel bias and a residual scaled by 1/sqrt(2) (DdpmConvEpilogue, what a
- * resnet's conv1 and conv2 carry), fused on the GPU, separate passes on the CPU. */
+/* epilogue: also add a per-image channel bias (a strided slice, as the stacked time projections give it) and
+ * a residual scaled by 1/sqrt(2) (DdpmConvEpilogue, what a resnet's conv1 and conv2 carry), fused on the
+ * GPU, separate passes on the CPU. */
 static void
 check_conv (GpuEnv *env, const ConvCase *cc, gboolean epilogue)
 {
@@ -197,19 +198,20 @@ check_conv (GpuEnv *env, const ConvCase *cc, gboolean epilogue)
   const int Ho = (c.H + c.pad[0] + c.pad[2] - c.k) / c.stride + 1, Wo = (c.W + c.pad[1] + c.pad[3] - c.k) / c.stride + 1;
   const size_t n_in = (size_t) c.B * c.Cin * c.H * c.W, n_out = (size_t) c.B * c.Cout * Ho * Wo;
   float *x = random_host (n_in, 11, 1.0f, 0.0f, env->precision);
-  float *cb = random_host ((size_t) c.B * c.Cout, 13, 1.0f, 0.0f, env->precision);
+  const int cb_stride = c.Cout + 5;     /* the channel bias as a slice of a wider (B, Cout + 5) array */
+  float *cb = random_host ((size_t) c.B * cb_stride, 13, 1.0f, 0.0f, env->precision);
   float *res = random_host (n_out, 14, 2.0f, 0.0f, env->precision);
   LinPair w;
   Pair in, out, chan = { 0 }, resid = { 0 };
-  DdpmConvEpilogue ec = { NULL, NULL, 1.0f }, eg = { NULL, NULL, 1.0f };
+  DdpmConvEpilogue ec = { NULL, NULL, 0, 1.0f }, eg = { NULL, NULL, 0, 1.0f };
   gboolean ok = lin_new (env, &w, c.Cout, c.Cin, c.k, 12) && pair_input (env, &in, n_in, TRUE, x, label)
                 && pair_output (env, &out, n_out, TRUE, label);
   if (ok && epilogue)
     {
-      ok = pair_input (env, &chan, (size_t) c.B * c.Cout, TRUE, cb, label)
+      ok = pair_input (env, &chan, (size_t) c.B * cb_stride, TRUE, cb, label)
            && pair_input (env, &resid, n_out, TRUE, res, label);
-      ec = (DdpmConvEpilogue) { chan.c.ptr, resid.c.ptr, (float) M_SQRT1_2 };
-      eg = (DdpmConvEpilogue) { chan.g.ptr, resid.g.ptr, (float) M_SQRT1_2 };
+      ec = (DdpmConvEpilogue) { chan.c.ptr, resid.c.ptr, cb_stride, (float) M_SQRT1_2 };
+      eg = (DdpmConvEpilogue) { chan.g.ptr, resid.g.ptr, cb_stride, (float) M_SQRT1_2 };
     }
   if (ok
       && reserve (env, env->cpu, env->cpu->ops->conv2d_scratch (env->cpu, c.B, c.Cin, c.H, c.W, c.Cout, c.k, c.stride, c.pad), label)
