@@ -93,12 +93,14 @@ typedef struct {
   int last_bucket;                 /* last 5% bucket printed */
   gint64 t0;                       /* monotonic us */
   gboolean quiet;
+  int steps;                       /* steps done so far */
 } Progress;
 
 static gboolean
 on_progress (int step, int num_steps, const float *x0_preview, gpointer user_data)
 {
   Progress *p = user_data;
+  p->steps = step;
   int bucket = num_steps > 0 ? step * 20 / num_steps : 20;
   if (!p->quiet && (bucket > p->last_bucket || step == num_steps || step == 1))
     {
@@ -601,9 +603,12 @@ cmd_sample (int argc, char **argv)
   RunOptions r = { 0 };
   SamplerOptions so = { 0 };
   int batch = 0, height = 0, width = 0;
+  gboolean report_time = FALSE;
   g_autofree char *init_path = NULL, *step_path = NULL, *out_path = NULL;
   GOptionEntry entries[] = {
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "images to sample (default 1, or the batch of --init-noise)", "B" },
+    { "time", 0, 0, G_OPTION_ARG_NONE, &report_time, "print 'sample_ms=X steps=N' on stdout: the time of the whole "
+      "sampling call (planning, graph capture, every step, the copy back), without loading or start-up", NULL },
     { "height", 'H', 0, G_OPTION_ARG_INT, &height, "image height (default: the model's sample_size)", "H" },
     { "width", 'W', 0, G_OPTION_ARG_INT, &width, "image width (default: the model's sample_size)", "W" },
     { "init-noise", 0, 0, G_OPTION_ARG_FILENAME, &init_path, "x_T instead of the RNG, float32 (B, C, H, W)", "XT.npy" },
@@ -739,13 +744,20 @@ cmd_sample (int argc, char **argv)
     }
   if (!(ctx = new_context (model, &r, &error)))
     goto fail;
-  Progress prog = { "sample", -1, g_get_monotonic_time (), r.quiet };
+  Progress prog = { "sample", -1, g_get_monotonic_time (), r.quiet, 0 };
   ddpm_context_set_progress (ctx, on_progress, &prog, 0);
   install_sigint (ctx);
+  const gint64 t_sample = g_get_monotonic_time ();
   gboolean ok = ddpm_sample (ctx, &p, out, &error);
+  const double sample_ms = (g_get_monotonic_time () - t_sample) / 1e3;
   uninstall_sigint ();
   if (!ok)
     goto fail;
+  if (report_time)
+    {
+      printf ("sample_ms=%.3f steps=%d\n", sample_ms, prog.steps);
+      fflush (stdout);
+    }
   if (to_png ? !save_png_batch (out_path, out, batch, channels, height, width, &error)
              : !ddpm_npy_save_f32 (out_path, out, 4, out_shape, &error))
     goto fail;
@@ -971,7 +983,7 @@ cmd_denoise (int argc, char **argv)
 
   if (!(ctx = new_context (model, &r, &error)))
     goto fail;
-  Progress prog = { "denoise", -1, g_get_monotonic_time (), r.quiet };
+  Progress prog = { "denoise", -1, g_get_monotonic_time (), r.quiet, 0 };
   ddpm_context_set_progress (ctx, on_progress, &prog, 0);
   install_sigint (ctx);
   gboolean ok = ddpm_sample (ctx, &p, ypad, &error);

@@ -174,6 +174,10 @@ run "sample to .png (B = 1)" 0 "$DDPM" sample --model "$MODEL" --sampler ddim --
 check_png "$TMP/s.png" 16 16 2
 grep -q 'step 5/5' "$TMP/err" && ok "sample reports progress on stderr" || not_ok "no progress line on stderr"
 run "sample to .png (B = 2)" 0 "$DDPM" sample --model "$MODEL" --sampler ddim --steps 3 --batch 2 -q --out "$TMP/b.png"
+if grep -q . "$TMP/out"; then not_ok "sample without --time printed on stdout"; else ok "sample is silent on stdout"; fi
+run "sample --time" 0 "$DDPM" sample --model "$MODEL" --sampler ddim --steps 3 -q --time --out "$TMP/t.npy"
+grep -Eq '^sample_ms=[0-9]+\.[0-9]{3} steps=3$' "$TMP/out" && [ "$(wc -l <"$TMP/out")" -eq 1 ] \
+  && ok "--time prints one 'sample_ms=X steps=3' line" || not_ok "--time output: $(cat "$TMP/out")"
 check_png "$TMP/b-0.png" 16 16 2
 check_png "$TMP/b-1.png" 16 16 2
 run "sample with --init-noise of the wrong shape" 1 "$DDPM" sample --model "$MODEL" --steps 2 \
