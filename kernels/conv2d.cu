@@ -77,20 +77,15 @@ struct ConvPlan {
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
   int kps;                              /* K tiles (of IG_BK) per split */
-  size_t scratch;                       /* bytes of scratch the convolution uses */
+  size_t xh_bytes;                      /* nhwc: the channels-last copy of x at the start of scratch */
+  size_t scratch;                       /* bytes of scratch the convolution uses (xh, then split partials) */
 };
 
 /* One decision used both by conv2d_scratch (planning) and conv2d (running), so they always agree. */
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, TILE_SMALL, 1, 0, 0 };
-  if (p.implicit && cb->conv_algo == CONV_NHWC && cuda_conv_nhwc_fits (cb, s))
-    {
-      p.nhwc = true;
-      p.scratch = cuda_conv_nhwc_scratch (cb, s);
-      return p;
-    }
+  ConvPlan p = { use_implicit (cb), false, TILE_SMALL, 1, 0, 0, 0 };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -116,10 +111,14 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   splits = imax (splits, 1);
   p.kps = (ktiles + splits - 1) / splits;
   p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
+  p.nhwc = cb->conv_algo == CONV_NHWC && cuda_conv_nhwc_fits (cb, s);
+  if (p.nhwc)
+    p.xh_bytes = (cuda_conv_nhwc_bytes (cb, s) + 255) / 256 * 256;
+  p.scratch = p.xh_bytes;
   if (p.splits > 1)   /* whole tiles, [tile][split][BM * IG_BN] */
     {
       const int bm = p.tile == TILE_LARGE ? 128 : 64;
-      p.scratch = (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
+      p.scratch += (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
     }
   return p;
 }
@@ -388,111 +387,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
       wmma::store_matrix_sync (Cs + (wm * (BM / 2) + i * 16) * G::LDC + wn * (IG_BN / 2) + j * 16, acc[i][j], G::LDC,
                                wmma::mem_row_major);
   __syncthreads ();
-  if (partial == NULL)
-    {
-      for (int e = tid; e < BM * IG_BN; e += G::THREADS)
-        {
-          const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
-          const long long pp = p0 + pc;
-          if (m < s.Cout && pp < P)
-            {
-              const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-              conv_store (y, epi, Cs[ml * G::LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, bb, m, pix);
-            }
-        }
-      return;
-    }
-
-  /* split K: this block's whole tile, padding included, to its own contiguous slot of scratch
-   * [tile][split][BM * IG_BN] (float4 stores) ... */
-  constexpr int V4 = BM * IG_BN / 4;                         /* float4 per tile */
-  constexpr int V4_PER_THREAD = V4 / G::THREADS;             /* 8 (BM 64) or 16 (BM 128) */
-  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-  const int splits = (int) gridDim.z;
-  float4 *const tile_partials = reinterpret_cast<float4 *> (partial) + (size_t) tile * splits * V4;
-#pragma unroll
-  for (int i = 0; i < V4_PER_THREAD; i++)
-    {
-      const int v = tid + i * G::THREADS, ml = v / (IG_BN / 4), pc = (v % (IG_BN / 4)) * 4;
-      tile_partials[(size_t) blockIdx.z * V4 + v] = *reinterpret_cast<const float4 *> (Cs + ml * G::LDC + pc);
-    }
-  if (counters == NULL)
-    return;                              /* conv_splitk_reduce_kernel finishes */
-  /* ... and the last of the tile's blocks to get here sums all of them (the pattern of CUDA's
-   * threadFenceReduction sample: stores, fence, counter; the last block fences and reads through L2) */
-  __shared__ int s_last;
-  __threadfence ();
-  __syncthreads ();
-  if (tid == 0)
-    {
-      const int arrived = atomicAdd (&counters[tile], 1);
-      s_last = arrived == splits - 1;
-      if (s_last)
-        counters[tile] = 0;              /* every split has arrived: ready for the next launch */
-    }
-  __syncthreads ();
-  if (!s_last)
-    return;
-  __threadfence ();
-  /* The sum is latency-bound (one block reads splits x 16 or 32 KiB from L2): each thread keeps 8 float4 sums
-   * and has two splits' loads in flight at once (16 independent 16-byte loads), instead of one scalar load at
-   * a time. Splits are added in order 0, 1, ..., so the result does not depend on which block came last. */
-  constexpr int CHUNK = 8;
-#pragma unroll 1
-  for (int c0 = 0; c0 < V4_PER_THREAD; c0 += CHUNK)
-    {
-      float4 sum[CHUNK];
-#pragma unroll
-      for (int i = 0; i < CHUNK; i++)
-        {
-          const int m = m0 + (tid + (c0 + i) * G::THREADS) / (IG_BN / 4);
-          const float b0 = bias != NULL && m < s.Cout ? bias[m] : 0.0f;
-          sum[i] = make_float4 (b0, b0, b0, b0);
-        }
-      int z = 0;
-      for (; z + 2 <= splits; z += 2)
-        {
-          float4 a[CHUNK], b[CHUNK];
-#pragma unroll
-          for (int i = 0; i < CHUNK; i++)
-            {
-              const int v = tid + (c0 + i) * G::THREADS;
-              a[i] = __ldcg (tile_partials + (size_t) z * V4 + v);
-              b[i] = __ldcg (tile_partials + (size_t) (z + 1) * V4 + v);
-            }
-#pragma unroll
-          for (int i = 0; i < CHUNK; i++)
-            {
-              sum[i] = add4 (sum[i], a[i]);
-              sum[i] = add4 (sum[i], b[i]);
-            }
-        }
-      if (z < splits)
-        {
-#pragma unroll
-          for (int i = 0; i < CHUNK; i++)
-            sum[i] = add4 (sum[i], __ldcg (tile_partials + (size_t) z * V4 + tid + (c0 + i) * G::THREADS));
-        }
-#pragma unroll
-      for (int i = 0; i < CHUNK; i++)
-        {
-          const int v = tid + (c0 + i) * G::THREADS, m = m0 + v / (IG_BN / 4);
-          const long long pp0 = p0 + (v % (IG_BN / 4)) * 4;
-          if (m >= s.Cout)
-            continue;
-          const float out[4] = { sum[i].x, sum[i].y, sum[i].z, sum[i].w };
-#pragma unroll
-          for (int j = 0; j < 4; j++)
-            {
-              const long long pp = pp0 + j;
-              if (pp < P)
-                {
-                  const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-                  conv_store (y, epi, out[j], s.Cout, HoWo, bb, m, pix);
-                }
-            }
-        }
-    }
+  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
 }
 
 /* y = bias + the sum of the split-K partials ([tile][split][BM * IG_BN] float32, tiles gx wide), in split
@@ -541,10 +436,12 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
   const long long P = (long long) s.B * s.Ho * s.Wo;
   if (p.scratch > cb->scratch_bytes)
     {
-      /* planned with more scratch than was reserved: run unsplit rather than fail */
+      /* planned with more scratch than was reserved: the NCHW kernel unsplit needs none, rather than fail */
       const int ktiles = (s.K + IG_BK - 1) / IG_BK;
       p.splits = 1;
       p.kps = ktiles;
+      p.nhwc = false;
+      p.xh_bytes = 0;
     }
   const long long gx = (P + IG_BN - 1) / IG_BN;
   const int bm = p.tile == TILE_LARGE ? 128 : 64;
@@ -554,12 +451,17 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       cuda_fail (cb, DDPM_ERROR_LIMIT, "conv2d: output of %lld pixels x %d channels exceeds the grid", P, s.Cout);
       return;
     }
-  float *partial = p.splits > 1 ? (float *) cb->scratch : NULL;
+  float *partial = p.splits > 1 ? (float *) ((char *) cb->scratch + p.xh_bytes) : NULL;
   /* the in-kernel reduction needs a counter per tile; past the counters buffer, a second kernel reduces */
   int *counters = partial != NULL && gx * gy <= CUDA_CONV_COUNTERS && !cb->conv_reduce_kernel ? cb->conv_counters
                   : NULL;
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
-  if (s.k == 3)
+  if (p.nhwc)
+    {
+      cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
+      cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, partial, counters, s, p.kps, e);
+    }
+  else if (s.k == 3)
     launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid, epi);
   else if (s.k == 1)
     launch_implicit<T, 1> (cb, w, x, y, s, p, partial, counters, grid, epi);
@@ -584,8 +486,6 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
   const ConvPlan p = conv_plan (cb, s, pad);
   if (!p.implicit)
     conv2d_gemm (cb, w, x, y, s, pad, epi);
-  else if (p.nhwc)
-    cuda_conv_nhwc (cb, w, x, y, s, epi);
   else if (cb->act_type == CT_F16)
     conv2d_implicit_t<__half> (cb, w, x, y, s, p, epi);
   else

@@ -47,9 +47,131 @@ conv_store (T *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, in
   y[i] = from_f32<T> (v);
 }
 
+/* The end of an implicit-GEMM block: its BM x IG_BN float tile is in shared memory Cs (row stride LDC,
+ * written and synchronised). Without a K split (partial NULL): y = epilogue(tile + bias), coalesced along
+ * pixels. With one: the tile, padding included, goes to its own contiguous slot of partial
+ * [tile][split][BM * IG_BN] (float4 stores); then, with counters, the last of the tile's blocks to arrive
+ * sums the splits (in split order, so timing does not change the result) and stores y; without counters
+ * conv_splitk_reduce_kernel does that in a second launch. */
+template <typename T, int BM, int THREADS, int LDC>
+__device__ __forceinline__ void
+conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
+                    float *__restrict__ partial, int *__restrict__ counters, const ConvShape &s, int m0, long long p0)
+{
+  const int tid = threadIdx.x;
+  const int HoWo = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HoWo;
+  if (partial == NULL)
+    {
+      for (int e = tid; e < BM * IG_BN; e += THREADS)
+        {
+          const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
+          const long long pp = p0 + pc;
+          if (m < s.Cout && pp < P)
+            {
+              const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+              conv_store (y, epi, Cs[ml * LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, bb, m, pix);
+            }
+        }
+      return;
+    }
+
+  /* split K: the partial tile to scratch ... */
+  constexpr int V4 = BM * IG_BN / 4;                         /* float4 per tile */
+  constexpr int V4_PER_THREAD = V4 / THREADS;                /* 8 (BM 64) or 16 (BM 128) */
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  const int splits = (int) gridDim.z;
+  float4 *const tile_partials = reinterpret_cast<float4 *> (partial) + (size_t) tile * splits * V4;
+#pragma unroll
+  for (int i = 0; i < V4_PER_THREAD; i++)
+    {
+      const int v = tid + i * THREADS, ml = v / (IG_BN / 4), pc = (v % (IG_BN / 4)) * 4;
+      tile_partials[(size_t) blockIdx.z * V4 + v] = *reinterpret_cast<const float4 *> (Cs + ml * LDC + pc);
+    }
+  if (counters == NULL)
+    return;                              /* conv_splitk_reduce_kernel finishes */
+  /* ... and the last of the tile's blocks to get here sums all of them (the pattern of CUDA's
+   * threadFenceReduction sample: stores, fence, counter; the last block fences and reads through L2) */
+  __shared__ int s_last;
+  __threadfence ();
+  __syncthreads ();
+  if (tid == 0)
+    {
+      const int arrived = atomicAdd (&counters[tile], 1);
+      s_last = arrived == splits - 1;
+      if (s_last)
+        counters[tile] = 0;              /* every split has arrived: ready for the next launch */
+    }
+  __syncthreads ();
+  if (!s_last)
+    return;
+  __threadfence ();
+  /* The sum is latency-bound (one block reads splits x 16 or 32 KiB from L2): each thread keeps 8 float4 sums
+   * and has two splits' loads in flight at once (16 independent 16-byte loads), instead of one scalar load at
+   * a time. Splits are added in order 0, 1, ..., so the result does not depend on which block came last. */
+  constexpr int CHUNK = 8;
+#pragma unroll 1
+  for (int c0 = 0; c0 < V4_PER_THREAD; c0 += CHUNK)
+    {
+      float4 sum[CHUNK];
+#pragma unroll
+      for (int i = 0; i < CHUNK; i++)
+        {
+          const int m = m0 + (tid + (c0 + i) * THREADS) / (IG_BN / 4);
+          const float b0 = bias != NULL && m < s.Cout ? bias[m] : 0.0f;
+          sum[i] = make_float4 (b0, b0, b0, b0);
+        }
+      int z = 0;
+      for (; z + 2 <= splits; z += 2)
+        {
+          float4 a[CHUNK], b[CHUNK];
+#pragma unroll
+          for (int i = 0; i < CHUNK; i++)
+            {
+              const int v = tid + (c0 + i) * THREADS;
+              a[i] = __ldcg (tile_partials + (size_t) z * V4 + v);
+              b[i] = __ldcg (tile_partials + (size_t) (z + 1) * V4 + v);
+            }
+#pragma unroll
+          for (int i = 0; i < CHUNK; i++)
+            {
+              sum[i] = add4 (sum[i], a[i]);
+              sum[i] = add4 (sum[i], b[i]);
+            }
+        }
+      if (z < splits)
+        {
+#pragma unroll
+          for (int i = 0; i < CHUNK; i++)
+            sum[i] = add4 (sum[i], __ldcg (tile_partials + (size_t) z * V4 + tid + (c0 + i) * THREADS));
+        }
+#pragma unroll
+      for (int i = 0; i < CHUNK; i++)
+        {
+          const int v = tid + (c0 + i) * THREADS, m = m0 + v / (IG_BN / 4);
+          const long long pp0 = p0 + (v % (IG_BN / 4)) * 4;
+          if (m >= s.Cout)
+            continue;
+          const float out[4] = { sum[i].x, sum[i].y, sum[i].z, sum[i].w };
+#pragma unroll
+          for (int j = 0; j < 4; j++)
+            {
+              const long long pp = pp0 + j;
+              if (pp < P)
+                {
+                  const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+                  conv_store (y, epi, out[j], s.Cout, HoWo, bb, m, pix);
+                }
+            }
+        }
+    }
+}
+
 /* conv2d_nhwc.cu: whether the channels-last kernel takes this shape (fp16/bf16, Cin a multiple of IG_BK, k 1
- * or 3), the scratch it needs (the channels-last copy of x), and the convolution itself. */
+ * or 3); the bytes of its channels-last copy of x; that copy (x (B, Cin, H, W) -> xh (B, H, W, Cin)); and
+ * the kernel on grid (P / 64, Cout / BM, splits), BM 128 when large, with split K as conv2d.cu's. */
 bool cuda_conv_nhwc_fits (const CudaBackend *cb, const ConvShape &s);
-size_t cuda_conv_nhwc_scratch (const CudaBackend *cb, const ConvShape &s);
-void cuda_conv_nhwc (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
-                     const DdpmConvEpilogue *epi);
+size_t cuda_conv_nhwc_bytes (const CudaBackend *cb, const ConvShape &s);
+void cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const ConvShape &s);
+void cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
+                            float *partial, int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *epi);

@@ -12,8 +12,8 @@
  * pixels), so nothing else in the backend changes.
  *
  * Tile: BM output channels x IG_BN (64) pixels, 4 warps (2 x 2) of (BM/2) x 32, K slices of IG_BK (32);
- * needs Cin % 32 == 0 (a slice is one tap, every copy 16-byte aligned). The reduction order per output is
- * the same as conv2d.cu's (K slices in order, WMMA in float), and so is the epilogue (conv_store). */
+ * needs Cin % 32 == 0 (a slice is one tap, every copy 16-byte aligned). conv2d.cu plans it (tile, K
+ * splits, scratch) as its own kernel, and the end of a block is the same (conv_tile_epilogue). */
 #include "conv2d.cuh"
 
 #define NHWC_STAGES 3
@@ -60,7 +60,8 @@ nchw_to_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, int C, int HW)
 template <typename T, int BM>
 __global__ void __launch_bounds__ (128)
 conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
-                  T *__restrict__ y, ConvShape s, ConvEpi<T> epi)
+                  T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
+                  ConvEpi<T> epi)
 {
   using namespace nvcuda;
   typedef NhwcTile<BM> G;
@@ -75,7 +76,8 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   const long long p0 = (long long) blockIdx.x * IG_BN;
   const int HoWo = s.Ho * s.Wo;
   const long long P = (long long) s.B * HoWo;
-  const int ktiles = s.K / IG_BK;
+  const int kt_begin = blockIdx.z * kps, kt_end = imin (kt_begin + kps, s.K / IG_BK);  /* this split's slices */
+  const int nkt = imax (kt_end - kt_begin, 0);
 
   /* B copies of this thread: channels c8 .. c8 + 7 of the slice, for pixels n = tid / 4 + 32 i */
   const int c8 = (tid & 3) * 8;
@@ -128,19 +130,19 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
 #pragma unroll
   for (int st = 0; st < NHWC_STAGES - 1; st++)
     {
-      if (st < ktiles)
-        load_stage (st, st);
+      if (st < nkt)
+        load_stage (st, kt_begin + st);
       __pipeline_commit ();
     }
-  for (int kt = 0; kt < ktiles; kt++)
+  for (int i = 0; i < nkt; i++)          /* slice kt_begin + i lives in stage i % STAGES */
     {
       __pipeline_wait_prior (NHWC_STAGES - 2);
-      __syncthreads ();                  /* slice kt visible to all; everyone is done with slice kt - 1 */
-      const int next = kt + NHWC_STAGES - 1;
-      if (next < ktiles)
-        load_stage (next % NHWC_STAGES, next);       /* the stage slice kt - 1 used */
+      __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
+      const int next = i + NHWC_STAGES - 1;
+      if (next < nkt)
+        load_stage (next % NHWC_STAGES, kt_begin + next);   /* the stage slice i - 1 used */
       __pipeline_commit ();
-      const T *As = As0 + (kt % NHWC_STAGES) * G::A_STAGE, *Bs = Bs0 + (kt % NHWC_STAGES) * G::B_STAGE;
+      const T *As = As0 + (i % NHWC_STAGES) * G::A_STAGE, *Bs = Bs0 + (i % NHWC_STAGES) * G::B_STAGE;
 #pragma unroll
       for (int ks = 0; ks < IG_BK; ks += 16)
         {
@@ -169,14 +171,7 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
       wmma::store_matrix_sync (Cs + (wm * (BM / 2) + i * 16) * G::LDC + wn * (IG_BN / 2) + j * 16, acc[i][j], G::LDC,
                                wmma::mem_row_major);
   __syncthreads ();
-  for (int e = tid; e < BM * IG_BN; e += G::THREADS)
-    {
-      const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
-      const long long pp = p0 + pc;
-      if (m < s.Cout && pp < P)
-        conv_store (y, epi, Cs[ml * G::LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, (int) (pp / HoWo),
-                    m, (int) (pp % HoWo));
-    }
+  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
 }
 
 bool
@@ -188,47 +183,40 @@ cuda_conv_nhwc_fits (const CudaBackend *cb, const ConvShape &s)
 }
 
 size_t
-cuda_conv_nhwc_scratch (const CudaBackend *cb, const ConvShape &s)
+cuda_conv_nhwc_bytes (const CudaBackend *cb, const ConvShape &s)
 {
   return (size_t) s.B * s.Cin * s.H * s.W * cb->act_size;
 }
 
+void
+cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const ConvShape &s)
+{
+  const int HW = s.H * s.W;
+  const dim3 grid ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B);
+  DISPATCH_ACT (cb, T, launch (cb, "conv_nhwc_transpose", grid, dim3 (32, 8), 0, nchw_to_nhwc_kernel<T>, (const T *) x,
+                               (T *) xh, s.Cin, HW));
+}
+
 template <typename T>
 static void
-conv_nhwc_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
-             const DdpmConvEpilogue *e)
+launch_t (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y, float *partial,
+          int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *e)
 {
   const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
-  const int HW = s.H * s.W;
-  T *xh = (T *) cb->scratch;
-  launch (cb, "conv_nhwc_transpose", dim3 ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B),
-          dim3 (32, 8), 0, nchw_to_nhwc_kernel<T>, (const T *) x, xh, s.Cin, HW);
-  const long long P = (long long) s.B * s.Ho * s.Wo;
-  const long long gx = (P + IG_BN - 1) / IG_BN;
-  /* 128-channel tiles when they alone give two blocks per SM (as conv2d.cu decides), else 64 */
-  const bool large = cb->conv_tile >= 0 ? cb->conv_tile == 1
-                                        : s.Cout >= 128 && gx * ((s.Cout + 127) / 128) >= 2LL * cb->sm_count;
   if (large)
-    launch (cb, "conv_nhwc_128", dim3 ((unsigned) gx, (unsigned) ceil_div (s.Cout, 128)), 128, 0,
-            conv_nhwc_kernel<T, 128>, (const T *) w->weight, (const float *) w->bias, (const T *) xh, (T *) y, s, epi);
+    launch (cb, "conv_nhwc_128", grid, 128, 0, conv_nhwc_kernel<T, 128>, (const T *) w->weight,
+            (const float *) w->bias, (const T *) xh, (T *) y, partial, counters, s, kps, epi);
   else
-    launch (cb, "conv_nhwc_64", dim3 ((unsigned) gx, (unsigned) ceil_div (s.Cout, 64)), 128, 0,
-            conv_nhwc_kernel<T, 64>, (const T *) w->weight, (const float *) w->bias, (const T *) xh, (T *) y, s, epi);
+    launch (cb, "conv_nhwc_64", grid, 128, 0, conv_nhwc_kernel<T, 64>, (const T *) w->weight,
+            (const float *) w->bias, (const T *) xh, (T *) y, partial, counters, s, kps, epi);
 }
 
 void
-cuda_conv_nhwc (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
-                const DdpmConvEpilogue *epi)
+cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
+                       float *partial, int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *epi)
 {
-  if (cuda_conv_nhwc_scratch (cb, s) > cb->scratch_bytes)
-    {
-      cuda_fail (cb, DDPM_ERROR_DEVICE, "conv2d (channels last): scratch of %zu bytes is smaller than the %zu the "
-                 "transposed input needs (reserve_scratch was not given conv2d_scratch's size)", cb->scratch_bytes,
-                 cuda_conv_nhwc_scratch (cb, s));
-      return;
-    }
   if (cb->act_type == CT_F16)
-    conv_nhwc_t<__half> (cb, w, x, y, s, epi);
+    launch_t<__half> (cb, large, grid, w, xh, y, partial, counters, s, kps, epi);
   else
-    conv_nhwc_t<__nv_bfloat16> (cb, w, x, y, s, epi);
+    launch_t<__nv_bfloat16> (cb, large, grid, w, xh, y, partial, counters, s, kps, epi);
 }

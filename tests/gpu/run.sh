@@ -114,7 +114,7 @@ if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[co
   echo "the implicit-GEMM conv failed a check: benchmarking the im2col + cuBLAS path"
   CONVS=gemm
 fi
-if grep -q '^FAIL conv2d\[conv=nhwc\]' "$OUT/tests-full.txt"; then
+if grep -q '^FAIL conv2d\[conv=nhwc' "$OUT/tests-full.txt"; then
   echo "the channels-last conv failed a check: not benchmarked"
   CONVS=${CONVS/,nhwc/}
 fi

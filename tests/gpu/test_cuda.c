@@ -45,23 +45,34 @@ parse_precision (const char *s)
   return DDPM_PRECISION_DEFAULT;
 }
 
-/* Runs the op checks `which` on a fresh GPU backend made with env_name=env_value (NULL: plain). */
+/* Runs the op checks `which` on a fresh GPU backend made with the space-separated NAME=VALUE settings (NULL:
+ * plain); the variant label is each setting without DDPM_CUDA_, its name in lower case ("conv=nhwc"). */
 static void
-run_ops_on (GpuEnv *env, DdpmPrecision p, const char *env_name, const char *env_value, unsigned which)
+run_ops_with (GpuEnv *env, DdpmPrecision p, const char *settings, unsigned which)
 {
-  if (env_name != NULL)
-    g_setenv (env_name, env_value, TRUE);
+  char **set = settings != NULL ? g_strsplit (settings, " ", -1) : NULL;
+  GString *label = g_string_new (NULL);
+  for (char **s = set; s != NULL && *s != NULL; s++)
+    {
+      char **kv = g_strsplit (*s, "=", 2);
+      g_setenv (kv[0], kv[1], TRUE);
+      const char *short_name = strstr (kv[0], "CUDA_") ? strstr (kv[0], "CUDA_") + 5 : kv[0];
+      char *lower = g_ascii_strdown (short_name, -1);
+      g_string_append_printf (label, "%s%s=%s", label->len ? " " : "", lower, kv[1]);
+      g_free (lower);
+      g_strfreev (kv);
+    }
   GError *error = NULL;
   env->gpu = ddpm_backend_cuda_new (p, &error);
-  if (env_name != NULL)
-    g_unsetenv (env_name);
+  for (char **s = set; s != NULL && *s != NULL; s++)
+    {
+      char **kv = g_strsplit (*s, "=", 2);
+      g_unsetenv (kv[0]);
+      g_strfreev (kv);
+    }
+  g_strfreev (set);
   env->precision = p;
-  char *variant = env_name ? g_strdup_printf ("%s=%s", strstr (env_name, "CUDA_") ? strstr (env_name, "CUDA_") + 5 : env_name,
-                                              env_value)
-                           : NULL;
-  if (variant)
-    for (char *c = variant; *c && *c != '='; c++)
-      *c = g_ascii_tolower (*c);
+  char *variant = label->len ? g_string_free (label, FALSE) : (g_string_free (label, TRUE), NULL);
   env->variant = variant;
   if (env->gpu == NULL)
     {
@@ -78,6 +89,15 @@ run_ops_on (GpuEnv *env, DdpmPrecision p, const char *env_name, const char *env_
     }
   env->variant = NULL;
   g_free (variant);
+}
+
+/* run_ops_with one setting env_name=env_value (env_name NULL: plain). */
+static void
+run_ops_on (GpuEnv *env, DdpmPrecision p, const char *env_name, const char *env_value, unsigned which)
+{
+  char *setting = env_name != NULL ? g_strdup_printf ("%s=%s", env_name, env_value) : NULL;
+  run_ops_with (env, p, setting, which);
+  g_free (setting);
 }
 
 int
@@ -153,6 +173,9 @@ main (int argc, char **argv)
                   env.timing = timing && p == DDPM_PRECISION_FP16;
                   run_ops_on (&env, p, "DDPM_CUDA_CONV", "nhwc", OPS_CONV);
                   env.timing = FALSE;
+                  /* ... with a forced K split and 128-channel tiles, whatever the shapes would pick */
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV=nhwc DDPM_CUDA_CONV_SPLITK=3 DDPM_CUDA_CONV_TILE=large",
+                                OPS_CONV);
                   /* the implicit GEMM's other tile and a forced K split, whatever the shapes would pick */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "large", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_CONV);
