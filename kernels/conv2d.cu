@@ -245,7 +245,6 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
                       T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
                       ConvEpi<T> epi)
 {
-  using namespace nvcuda;
   typedef IgTile<BM> G;
   __shared__ __align__ (128) unsigned char smem[G::SMEM];
   T *const As0 = reinterpret_cast<T *> (smem);                      /* stage st: As0 + st * A_STAGE */
@@ -337,12 +336,8 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
       Bs[(kr0 + G::B_ROWS * i) * G::LDB + pl] = breg[i];
   };
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[G::FM][G::FN];
-#pragma unroll
-  for (int i = 0; i < G::FM; i++)
-#pragma unroll
-    for (int j = 0; j < G::FN; j++)
-      wmma::fill_fragment (acc[i][j], 0.0f);
+  ConvAccFrag acc[G::FM][G::FN];
+  warp_acc_zero (acc);
 
   if (kt_begin < kt_end)
     {
@@ -357,35 +352,15 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
       if (more)
         load_tile (kt + 1);              /* in flight while the tensor cores work */
       const T *As = As0 + cur * G::A_STAGE, *Bs = Bs0 + cur * G::B_STAGE;
-#pragma unroll
-      for (int ks = 0; ks < IG_BK; ks += 16)
-        {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[G::FM];
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bf[G::FN];
-#pragma unroll
-          for (int i = 0; i < G::FM; i++)
-            wmma::load_matrix_sync (af[i], As + (wm * (BM / 2) + i * 16) * G::LDA + ks, G::LDA);
-#pragma unroll
-          for (int j = 0; j < G::FN; j++)
-            wmma::load_matrix_sync (bf[j], Bs + ks * G::LDB + wn * (IG_BN / 2) + j * 16, G::LDB);
-#pragma unroll
-          for (int i = 0; i < G::FM; i++)
-#pragma unroll
-            for (int j = 0; j < G::FN; j++)
-              wmma::mma_sync (acc[i][j], af[i], bf[j], acc[i][j]);
-        }
+      warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * G::LDA, G::LDA,
+                                                                Bs + wn * (IG_BN / 2), G::LDB, 1, G::LDB);
       if (more)
         store_tile (cur ^ 1);            /* the other stage: nobody reads it in this iteration */
       __syncthreads ();
     }
 
   /* epilogue: fragments -> shared (every warp is past the loop's last barrier), then coalesced stores */
-#pragma unroll
-  for (int i = 0; i < G::FM; i++)
-#pragma unroll
-    for (int j = 0; j < G::FN; j++)
-      wmma::store_matrix_sync (Cs + (wm * (BM / 2) + i * 16) * G::LDC + wn * (IG_BN / 2) + j * 16, acc[i][j], G::LDC,
-                               wmma::mem_row_major);
+  warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
   __syncthreads ();
   conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
 }

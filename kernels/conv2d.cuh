@@ -47,6 +47,60 @@ conv_store (T *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, in
   y[i] = from_f32<T> (v);
 }
 
+/* ---- the tensor-core part shared by both implicit GEMMs: a warp owns an (FM*16) x (FN*16) sub-tile ---- */
+
+typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> ConvAccFrag;
+
+template <int FM, int FN>
+__device__ __forceinline__ void
+warp_acc_zero (ConvAccFrag (&acc)[FM][FN])
+{
+#pragma unroll
+  for (int i = 0; i < FM; i++)
+#pragma unroll
+    for (int j = 0; j < FN; j++)
+      nvcuda::wmma::fill_fragment (acc[i][j], 0.0f);
+}
+
+/* acc += A B over one K slice (IG_BK) in shared memory. A: the warp's rows, row-major, row stride lda.
+ * B: fragment j, k at B + j * 16 * b_col + k * b_k with stride ldb, in layout LB (row_major: K down the rows,
+ * b_col 1, b_k ldb; col_major: a pixel's K values contiguous, b_col ldb, b_k 1). */
+template <typename T, int FM, int FN, typename LB>
+__device__ __forceinline__ void
+warp_mma_slice (ConvAccFrag (&acc)[FM][FN], const T *A, int lda, const T *B, int ldb, int b_col, int b_k)
+{
+  using namespace nvcuda;
+#pragma unroll
+  for (int ks = 0; ks < IG_BK; ks += 16)
+    {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[FM];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LB> bf[FN];
+#pragma unroll
+      for (int i = 0; i < FM; i++)
+        wmma::load_matrix_sync (af[i], A + i * 16 * lda + ks, lda);
+#pragma unroll
+      for (int j = 0; j < FN; j++)
+        wmma::load_matrix_sync (bf[j], B + j * 16 * b_col + ks * b_k, ldb);
+#pragma unroll
+      for (int i = 0; i < FM; i++)
+#pragma unroll
+        for (int j = 0; j < FN; j++)
+          wmma::mma_sync (acc[i][j], af[i], bf[j], acc[i][j]);
+    }
+}
+
+/* The warp's sub-tile into the float tile C (row stride ldc) at its top-left corner. */
+template <int FM, int FN>
+__device__ __forceinline__ void
+warp_acc_store (float *C, int ldc, const ConvAccFrag (&acc)[FM][FN])
+{
+#pragma unroll
+  for (int i = 0; i < FM; i++)
+#pragma unroll
+    for (int j = 0; j < FN; j++)
+      nvcuda::wmma::store_matrix_sync (C + i * 16 * ldc + j * 16, acc[i][j], ldc, nvcuda::wmma::mem_row_major);
+}
+
 /* The end of an implicit-GEMM block: its BM x IG_BN float tile is in shared memory Cs (row stride LDC,
  * written and synchronised). Without a K split (partial NULL): y = epilogue(tile + bias), coalesced along
  * pixels. With one: the tile, padding included, goes to its own contiguous slot of partial

@@ -63,7 +63,6 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
                   T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
                   ConvEpi<T> epi)
 {
-  using namespace nvcuda;
   typedef NhwcTile<BM> G;
   __shared__ __align__ (128) unsigned char smem[G::SMEM];
   T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][NHWC_LD] */
@@ -118,12 +117,8 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
       }
   };
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[G::FM][G::FN];
-#pragma unroll
-  for (int i = 0; i < G::FM; i++)
-#pragma unroll
-    for (int j = 0; j < G::FN; j++)
-      wmma::fill_fragment (acc[i][j], 0.0f);
+  ConvAccFrag acc[G::FM][G::FN];
+  warp_acc_zero (acc);
 
   /* prologue: slices 0 .. STAGES-2 in flight; every iteration then commits exactly one group (maybe empty),
    * so "all but the newest STAGES-2 groups done" always means "slice kt has landed" */
@@ -143,33 +138,13 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
         load_stage (next % NHWC_STAGES, kt_begin + next);   /* the stage slice i - 1 used */
       __pipeline_commit ();
       const T *As = As0 + (i % NHWC_STAGES) * G::A_STAGE, *Bs = Bs0 + (i % NHWC_STAGES) * G::B_STAGE;
-#pragma unroll
-      for (int ks = 0; ks < IG_BK; ks += 16)
-        {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> af[G::FM];
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bf[G::FN];
-#pragma unroll
-          for (int i = 0; i < G::FM; i++)
-            wmma::load_matrix_sync (af[i], As + (wm * (BM / 2) + i * 16) * NHWC_LD + ks, NHWC_LD);
-#pragma unroll
-          for (int j = 0; j < G::FN; j++)
-            wmma::load_matrix_sync (bf[j], Bs + (wn * (IG_BN / 2) + j * 16) * NHWC_LD + ks, NHWC_LD);
-#pragma unroll
-          for (int i = 0; i < G::FM; i++)
-#pragma unroll
-            for (int j = 0; j < G::FN; j++)
-              wmma::mma_sync (acc[i][j], af[i], bf[j], acc[i][j]);
-        }
+      warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * NHWC_LD, NHWC_LD,
+                                                                Bs + wn * (IG_BN / 2) * NHWC_LD, NHWC_LD, NHWC_LD, 1);
     }
   __pipeline_wait_prior (0);
   __syncthreads ();                      /* the C tile reuses the stages */
 
-#pragma unroll
-  for (int i = 0; i < G::FM; i++)
-#pragma unroll
-    for (int j = 0; j < G::FN; j++)
-      wmma::store_matrix_sync (Cs + (wm * (BM / 2) + i * 16) * G::LDC + wn * (IG_BN / 2) + j * 16, acc[i][j], G::LDC,
-                               wmma::mem_row_major);
+  warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
   __syncthreads ();
   conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
 }
