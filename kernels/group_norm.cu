@@ -7,9 +7,13 @@
  * the sum of squared deviations around it: no cancellation), biased variance; rstd in double as the CPU.
  * The affine part follows the CPU's order: a = rstd * gamma[c], bias = beta[c] - mean * a, y = x * a + bias.
  *
- * Two shapes of launch:
+ * Three shapes of launch:
+ * - in registers: one block per group of at most GN_THREADS * 4 vectors (every cifar10-32 layer): the group
+ *   is read once into registers and both statistics and the output come from there (one read and one
+ *   write of the tensor instead of three reads and one write). The default where it fits.
  * - fused: one block per group computes the statistics and normalises (groups read 3 times, from L2 after
- *   the first); right when there are enough groups to fill the GPU or the groups are small.
+ *   the first); right when there are enough groups to fill the GPU or the groups are small
+ *   ($DDPM_CUDA_GN=fused forces it, also where the register kernel would fit).
  * - split: a group is cut into S chunks; a statistics kernel writes (mean, M2, n) per chunk, then the apply
  *   kernel's blocks each merge the S partials (Chan et al.'s parallel variance) and normalise their chunk.
  *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image). */
@@ -132,6 +136,59 @@ gn_fused_kernel (const T *x, T *y, const float *__restrict__ gamma, const float 
   block_apply<T, VEC> (xg, yg, 0, len, b, g, cpg, C, HW, mean, rstd, gamma, beta, ss, silu);
 }
 
+/* gn_fused_kernel with the group (len <= GN_THREADS * R * Vec16<T>::N values, 16-byte vectors) held in R
+ * vectors per thread: the same operations in the same order as block_stats and block_apply, so the same
+ * bits, from one read of x. */
+template <typename T, int R>
+__global__ void __launch_bounds__ (GN_THREADS)
+gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
+                const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
+{
+  constexpr int N = Vec16<T>::N;
+  __shared__ float red[32];
+  const int bg = blockIdx.x, b = bg / G, g = bg % G, cpg = C / G;
+  const size_t len = (size_t) cpg * HW;
+  const T *xg = x + (size_t) bg * len;
+  T *yg = y + (size_t) bg * len;
+  float f[R][N] = {};                   /* zeros only quiet the compiler: every use is guarded like the load */
+  float s = 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    {
+      const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
+      if (i < len)
+        {
+          load16<T> (xg + i, f[r]);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            s += f[r][j];
+        }
+    }
+  const float mean = block_sum (s, red) / (float) len;
+  float q = 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    if (((size_t) threadIdx.x + (size_t) r * blockDim.x) * N < len)
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        q += (f[r][j] - mean) * (f[r][j] - mean);
+  const float m2 = block_sum (q, red);
+  const float rstd = (float) (1.0 / sqrt ((double) (m2 / (float) len) + (double) eps));
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    {
+      const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
+      if (i < len)
+        {
+          const GnChannel k = gn_channel<T> (b, g * cpg + (int) (i / (size_t) HW), C, mean, rstd, gamma, beta, ss);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
+          store16<T> (yg + i, f[r]);
+        }
+    }
+}
+
 /* Chunk s of S of a group of len values: [begin, end), chunk lengths multiples of 8. */
 __device__ __forceinline__ void
 gn_chunk (size_t len, int S, int s, size_t *begin, size_t *end)
@@ -235,7 +292,20 @@ cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, in
   if (S <= 1)
     {
       DISPATCH_ACT (cb, T, {
-        if (vec)
+        constexpr size_t per_pass = (size_t) GN_THREADS * Vec16<T>::N;   /* values per vector per thread */
+        if (vec && cb->gn_mode != GN_FUSED && len <= 4 * per_pass)
+          {
+            if (len <= per_pass)
+              launch (cb, "group_norm", groups, GN_THREADS, 0, gn_regs_kernel<T, 1>, (const T *) x, (T *) y, gamma,
+                      beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
+            else if (len <= 2 * per_pass)
+              launch (cb, "group_norm", groups, GN_THREADS, 0, gn_regs_kernel<T, 2>, (const T *) x, (T *) y, gamma,
+                      beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
+            else
+              launch (cb, "group_norm", groups, GN_THREADS, 0, gn_regs_kernel<T, 4>, (const T *) x, (T *) y, gamma,
+                      beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
+          }
+        else if (vec)
           launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T, true>, (const T *) x, (T *) y, gamma,
                   beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
         else

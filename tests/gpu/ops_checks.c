@@ -355,6 +355,9 @@ static const NormCase norm_cases[] = {
   { "celebahq attention norm", 2, 512, 256, 32, FALSE, FALSE, FALSE, 256 },
   { "celebahq up norm (cat)", 2, 1024, 64, 32, FALSE, TRUE, FALSE, 256 },
   { "odd norm", 3, 12, 49, 4, TRUE, TRUE, FALSE, 0 },
+  /* groups of 6144 and 2560 values: the register kernel with 4 and 2 vectors per thread (fp16), a partial pass */
+  { "regs norm", 2, 24, 512, 2, FALSE, TRUE, TRUE, 0 },
+  { "regs norm", 1, 40, 256, 4, TRUE, TRUE, FALSE, 0 },
 };
 
 /* ---- linear ---- */
