@@ -12,6 +12,7 @@
  *   copies, adds, upsample, concat, bias: exact. */
 #include "test_util.h"
 #include "backend.h"
+#include "cpu_ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -232,6 +233,62 @@ test_conv_cifar (void)
   run_conv ("conv 1x1 shortcut 384->256 16x16 B=2", 2, 384, 16, 16, 256, 1, 1, 0, 0, 0, 0);
   run_conv ("conv_in 3->128 3x3 32x32 B=1", 1, 3, 32, 32, 128, 3, 1, 1, 1, 1, 1);
   run_conv ("conv_out 128->3 3x3 32x32 B=1", 1, 128, 32, 32, 3, 3, 1, 1, 1, 1, 1);
+}
+
+/* conv2d with an epilogue (a strided per-image channel bias and a scaled residual, as a resnet's convs carry
+ * them) must give exactly the bits of conv2d followed by the separate ops, in backend.h's order, on every
+ * algorithm (Winograd wide and narrow rows, DIRECT9, 1x1 GEMM). */
+static void
+run_conv_epilogue (const char *label, int B, int Cin, int H, int W, int Cout, int k, int stride, int pad_all,
+                   float scale)
+{
+  const int pad[4] = { pad_all, pad_all, pad_all, pad_all };
+  int Ho = (H + 2 * pad_all - k) / stride + 1, Wo = (W + 2 * pad_all - k) / stride + 1;
+  size_t nx = (size_t) B * Cin * H * W, ny = (size_t) B * Cout * Ho * Wo, nw = (size_t) Cout * Cin * k * k;
+  const int stride_cb = Cout + 3;
+  float *x = rand_floats (nx, 1.0, 0.0);
+  float *w = rand_floats (nw, sqrt (3.0 / (Cin * k * k)), 0.0);
+  float *bias = rand_floats (Cout, 0.5, 0.0);
+  float *cb = rand_floats ((size_t) B * stride_cb, 1.0, 0.0);
+  float *res = rand_floats (ny, 2.0, 0.0);
+  DdpmBackend *shared = fresh_backend_begin ();
+  int64_t wshape[4] = { Cout, Cin, k, k }, bshape[1] = { Cout };
+  DdpmLinearW lw = { upload (w, DDPM_PARAM_CONV, 4, wshape), upload (bias, DDPM_PARAM_VECTOR, 1, bshape), Cout, Cin,
+                     k };
+  reserve (be->ops->conv2d_scratch (be, B, Cin, H, W, Cout, k, stride, pad));
+  float *fused = g_new (float, ny), *separate = g_new (float, ny);
+  const DdpmConvEpilogue epis[3] = {
+    { cb, NULL, stride_cb, 1.0f }, { NULL, res, 0, scale }, { cb, res, stride_cb, scale },
+  };
+  for (int e = 0; e < 3; e++)
+    {
+      be->ops->conv2d (be, &lw, x, fused, B, H, W, stride, pad, &epis[e]);
+      be->ops->conv2d (be, &lw, x, separate, B, H, W, stride, pad, NULL);
+      if (epis[e].channel_bias != NULL)
+        cpu_add_channel_bias_strided (separate, cb, B, Cout, Ho * Wo, stride_cb);
+      if (epis[e].residual != NULL)
+        be->ops->add_scaled (be, res, separate, separate, ny, scale);
+      size_t differ = 0;
+      for (size_t i = 0; i < ny; i++)
+        differ += memcmp (&fused[i], &separate[i], sizeof (float)) != 0;
+      g_test_message ("%s epilogue %s%s: %zu of %zu values differ in their bits", label,
+                      epis[e].channel_bias ? "+channel bias" : "", epis[e].residual ? " +residual" : "", differ, ny);
+      g_assert_cmpuint (differ, ==, 0);
+    }
+  be->ops->free (be, lw.weight);
+  be->ops->free (be, lw.bias);
+  fresh_backend_end (shared);
+  g_free (fused), g_free (separate), g_free (x), g_free (w), g_free (bias), g_free (cb), g_free (res);
+}
+
+static void
+test_conv_epilogue (void)
+{
+  rng_state = 5;
+  run_conv_epilogue ("winograd 3x3 32x32 B=2 (wide rows)", 2, 32, 32, 32, 24, 3, 1, 1, 0.70710678f);
+  run_conv_epilogue ("winograd 3x3 7x9 B=3 (narrow, odd)", 3, 8, 7, 9, 5, 3, 1, 1, 1.0f);
+  run_conv_epilogue ("direct9 3x3 s2 B=2", 2, 16, 10, 10, 12, 3, 2, 1, 0.5f);
+  run_conv_epilogue ("1x1 B=2", 2, 16, 8, 8, 12, 1, 1, 0, 0.70710678f);
 }
 
 static void
@@ -655,6 +712,7 @@ main (int argc, char **argv)
   printf ("# backend: %s\n", be->description);
   g_test_add_func ("/cpu-ops/conv2d/cifar-shapes", test_conv_cifar);
   g_test_add_func ("/cpu-ops/conv2d/edges", test_conv_edges);
+  g_test_add_func ("/cpu-ops/conv2d/epilogue", test_conv_epilogue);
   g_test_add_func ("/cpu-ops/linear", test_linear);
   g_test_add_func ("/cpu-ops/group-norm", test_group_norm);
   g_test_add_func ("/cpu-ops/attention", test_attention);
