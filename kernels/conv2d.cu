@@ -5,10 +5,10 @@
  * X̂[(ky*k + kx)*Cin + ci][oy*Wo + ox] = x[ci][oy*stride - top + ky][ox*stride - left + kx] (0 outside).
  * The reduction index runs over channels fastest (upload_param stores conv weights (Cout, ky, kx, Cin), not
  * PyTorch's (Cout, Cin, ky, kx)): a K slice of 32 then shares one filter tap, so the implicit GEMM checks
- * the image border once per slice and gathers its 32 rows with one add each. Two ways:
+ * the image border once per slice and gathers its 32 rows with one add each. Three ways:
  * - implicit GEMM (fp16/bf16, default): one kernel gathers X̂ tiles straight into shared memory, multiplies
- *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and adds the bias in its epilogue: one launch,
- *   no scratch. Tiles of 64 or 128 output channels x 64 output pixels (pixels run across the batch, so
+ *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and applies the epilogue in its stores (bias,
+ *   then DdpmConvEpilogue's channel bias and scaled residual, one rounding): one launch, no scratch. Tiles of 64 or 128 output channels x 64 output pixels (pixels run across the batch, so
  *   deep 4x4 layers still fill tiles at batch > 1), K in slices of 32 with the next slice's loads in flight
  *   while the tensor cores work on the current one (two shared-memory stages). When the tiles alone cannot
  *   fill the GPU (batch 1, 4x4 .. 16x16 layers: a handful of tiles with K up to 9216), K is split over
@@ -16,9 +16,11 @@
  *   block of each tile to finish (an atomic counter per tile, reset by that block) adds them in a fixed
  *   order with the bias, with many 16-byte loads in flight (that sum is latency-bound), so the split costs
  *   no second launch and the result does not depend on timing.
+ * - the same on a channels-last copy of x (DDPM_CUDA_CONV=nhwc, Cin % 32 == 0; conv2d_nhwc.cu): the same
+ *   plan (tiles, splits) and block end (conv2d.cuh), loads by cp.async.
  * - im2col + GEMM (fp32 always, or DDPM_CUDA_CONV=gemm): X̂ into scratch (in chunks of images that fit
  *   CONV_SCRATCH_CAP), cuBLAS (pedantic fp32 in fp32 mode, so results match the CPU to ~1e-6), then the
- *   bias. A 1x1 stride-1 unpadded convolution is a GEMM on x directly. */
+ *   bias and the epilogue as separate passes. A 1x1 stride-1 unpadded convolution is a GEMM on x directly. */
 #include "conv2d.cuh"
 
 #define CONV_SCRATCH_CAP ((size_t) 256 << 20)
