@@ -2,7 +2,7 @@
 # profile_check.sh DDPM MODULE FIXTURES: $DDPM_CUDA_PROFILE end to end on the CUDA emulator (suite gpu-emu).
 # `ddpm bench` with the profiler must still give its result line, and the table on stderr must count what
 # the model has: one conv kernel launch per 4-dimensional weight in its safetensors header, per round (one
-# forward), over the timed rounds after the cold one.
+# forward), over the timed rounds after the cold one; and the launches the fusions removed must stay gone.
 set -u
 DDPM=$1 MODULE=$2 FIXTURES=$3
 MODEL=$FIXTURES/models/cifar-like
@@ -22,6 +22,13 @@ convs=$(head -c 65536 "$MODEL/diffusion_pytorch_model.safetensors" | grep -ao '"
 profiled=$(awk '$1 ~ /^conv_implicit/ { n += $2 } END { printf "%g", n }' "$ERR")
 [ "$convs" -gt 0 ] && [ "$profiled" = "$convs" ] && r=ok || r=no
 check $r "conv launches per round: profile $profiled, model $convs conv weights"
+# the fusions: all resnets' time projections in one launch (plus the time MLP's two), and no separate
+# channel-bias or residual passes (they ride in the convolutions' epilogues)
+linears=$(awk '$1 == "linear" { printf "%g", $2 }' "$ERR")
+[ "$linears" = 3 ] && r=ok || r=no
+check $r "linear launches per round: $linears, expected 3 (time MLP 2 + stacked time projections 1)"
+grep -Eq '^  (add_channel_bias|add_scaled) ' "$ERR" && r=no || r=ok
+check $r "no add_channel_bias / add_scaled launches (fused into the conv epilogues)"
 kernels=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "in" && $(i + 1) == "kernels,") print $(i - 2) }' "$ERR")
 span=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "first") print $(i - 4) }' "$ERR")
 awk -v k="$kernels" -v s="$span" 'BEGIN { exit !(k + 0 > 0 && s + 0 >= k + 0) }' && r=ok || r=no
