@@ -11,7 +11,7 @@ trap 'rm -f "$ERR" "$OUT"' EXIT
 fail=0
 check () { if [ "$1" = ok ]; then echo "PASS: $2"; else echo "FAIL: $2"; fail=1; fi; }
 
-DDPM_CUDA_MODULE=$MODULE DDPM_CUDA_PROFILE=1 "$DDPM" bench --model "$MODEL" --device cuda --precision fp16 \
+env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE -u DDPM_CUDA_CONV_SPLITK DDPM_CUDA_MODULE=$MODULE DDPM_CUDA_PROFILE=1 "$DDPM" bench --model "$MODEL" --device cuda --precision fp16 \
   --warmup 1 --iters 3 --quiet > "$OUT" 2> "$ERR"
 rc=$?
 [ $rc -eq 0 ] && grep -q '^bench .*median_ms=' "$OUT" && r=ok || r=no
