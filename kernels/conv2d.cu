@@ -99,7 +99,7 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
     }
   const long long P = (long long) s.B * s.Ho * s.Wo;
   const long long cols = (P + IG_BN - 1) / IG_BN;
-  const long long target = 2LL * cb->sm_count;          /* two blocks per SM */
+  const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;   /* 2 blocks per SM */
   const long long blocks_large = cols * ((s.Cout + 127) / 128);
   p.tile = cb->conv_tile >= 0 ? cb->conv_tile : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
   const long long blocks = cols * ((s.Cout + (p.tile == TILE_LARGE ? 127 : 63)) / (p.tile == TILE_LARGE ? 128 : 64));
@@ -109,7 +109,7 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
     splits = cb->conv_splitk;
   else if (blocks < cb->sm_count)
     splits = (int) ((target + blocks - 1) / blocks);
-  splits = imin (imin (splits, IG_MAX_SPLITS), imax (ktiles / 2, 1));
+  splits = imin (imin (splits, IG_MAX_SPLITS), imax (ktiles / cb->conv_split_min_slices, 1));
   splits = imax (splits, 1);
   p.kps = (ktiles + splits - 1) / splits;
   p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */

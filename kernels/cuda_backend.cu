@@ -665,6 +665,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *splitk = g_getenv ("DDPM_CUDA_CONV_SPLITK");
   cb->conv_splitk = splitk != NULL ? atoi (splitk) : 0;
   cb->conv_reduce_kernel = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_REDUCE"), "kernel") == 0;
+  /* the split-K rule's two numbers, for tuning runs on a GPU (conv2d.cu conv_plan) */
+  const char *bps = g_getenv ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), *mks = g_getenv ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
+  cb->conv_split_blocks_per_sm = bps != NULL && atoi (bps) > 0 ? atoi (bps) : 2;
+  cb->conv_split_min_slices = mks != NULL && atoi (mks) > 0 ? atoi (mks) : 2;
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;

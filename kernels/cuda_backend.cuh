@@ -79,6 +79,8 @@ struct CudaBackend {
   int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64 (tests) */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   gboolean conv_reduce_kernel;     /* $DDPM_CUDA_CONV_REDUCE=kernel: split-K sums in a second launch (tests) */
+  int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
+  int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
   GError *error;                   /* first asynchronous failure, until reported */
