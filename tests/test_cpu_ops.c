@@ -193,6 +193,15 @@ conv_ref (const float *x, const float *w, const float *bias, double *y, int B, i
           }
 }
 
+/* A conv layer's weights (Cout, Cin, k, k) and bias (Cout) in the backend. */
+static DdpmLinearW
+upload_conv (const float *w, const float *bias, int Cout, int Cin, int k)
+{
+  int64_t wshape[4] = { Cout, Cin, k, k }, bshape[1] = { Cout };
+  return (DdpmLinearW) { upload (w, DDPM_PARAM_CONV, 4, wshape), upload (bias, DDPM_PARAM_VECTOR, 1, bshape), Cout, Cin,
+                         k };
+}
+
 static void
 run_conv (const char *label, int B, int Cin, int H, int W, int Cout, int k, int stride, int t, int l, int bo, int r)
 {
@@ -204,9 +213,7 @@ run_conv (const char *label, int B, int Cin, int H, int W, int Cout, int k, int 
   float *w = rand_floats (nw, sqrt (3.0 / (Cin * k * k)), 0.0);
   float *bias = rand_floats (Cout, 0.5, 0.0);
   DdpmBackend *shared = fresh_backend_begin ();
-  int64_t wshape[4] = { Cout, Cin, k, k }, bshape[1] = { Cout };
-  DdpmLinearW lw = { upload (w, DDPM_PARAM_CONV, 4, wshape), upload (bias, DDPM_PARAM_VECTOR, 1, bshape), Cout, Cin,
-                     k };
+  DdpmLinearW lw = upload_conv (w, bias, Cout, Cin, k);
   reserve (be->ops->conv2d_scratch (be, B, Cin, H, W, Cout, k, stride, pad));
   Guarded y = guarded_new (ny);
   be->ops->conv2d (be, &lw, x, y.data, B, H, W, stride, pad, NULL);
@@ -252,9 +259,7 @@ run_conv_epilogue (const char *label, int B, int Cin, int H, int W, int Cout, in
   float *cb = rand_floats ((size_t) B * stride_cb, 1.0, 0.0);
   float *res = rand_floats (ny, 2.0, 0.0);
   DdpmBackend *shared = fresh_backend_begin ();
-  int64_t wshape[4] = { Cout, Cin, k, k }, bshape[1] = { Cout };
-  DdpmLinearW lw = { upload (w, DDPM_PARAM_CONV, 4, wshape), upload (bias, DDPM_PARAM_VECTOR, 1, bshape), Cout, Cin,
-                     k };
+  DdpmLinearW lw = upload_conv (w, bias, Cout, Cin, k);
   reserve (be->ops->conv2d_scratch (be, B, Cin, H, W, Cout, k, stride, pad));
   float *fused = g_new (float, ny), *separate = g_new (float, ny);
   const DdpmConvEpilogue epis[3] = {
