@@ -148,6 +148,7 @@ awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
 # The split-K rule (conv2d.cu conv_plan) at batch 1, where every conv is split: blocks per SM it aims for,
 # and the fewest K slices a split may get. Defaults 2 and 2.
 echo "== 4. Split-K rule at cifar10-32 batch 1 (ddpm bench median ms; also in profile.txt)"
+[ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
 [ $rc -eq 77 ] || for rule in "2 2" "1 2" "4 2" "2 4" "2 8"; do
   set -- $rule
   ms=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=$1 \
