@@ -70,6 +70,50 @@ const std::function<void ()> *current_body;
 unsigned long launches;
 bool in_kernel;
 
+/* cp.async copies of one thread: committed groups (oldest first) and the open one; used in "late" mode */
+struct AsyncCopy {
+  void *dst;
+  const void *src;
+  size_t size, zfill;
+};
+struct ThreadCopies {
+  std::vector<std::vector<AsyncCopy>> committed;
+  std::vector<AsyncCopy> open;
+};
+std::vector<ThreadCopies> thread_copies;     /* per fiber, emptied at every block start */
+
+bool
+copies_late (void)
+{
+  static int late = -1;
+  if (late < 0)
+    {
+      const char *s = getenv ("DDPM_CUDA_EMU_CP_ASYNC");
+      late = s != nullptr && strcmp (s, "late") == 0;
+    }
+  return late == 1;
+}
+
+void
+do_copy (const AsyncCopy &c)
+{
+  memcpy (c.dst, c.src, c.size - c.zfill);
+  memset ((char *) c.dst + (c.size - c.zfill), 0, c.zfill);
+}
+
+/* Lands every committed group of the current thread but the newest `keep`. */
+void
+land_groups (size_t keep)
+{
+  ThreadCopies &t = thread_copies[(size_t) current_fiber];
+  while (t.committed.size () > keep)
+    {
+      for (const AsyncCopy &c : t.committed.front ())
+        do_copy (c);
+      t.committed.erase (t.committed.begin ());
+    }
+}
+
 struct EmuStream {
   bool capturing = false;
   std::vector<std::function<void ()>> recorded;
@@ -110,6 +154,11 @@ set_thread_index (int linear)
 fiber_main (void)
 {
   (*current_body) ();
+  /* copies still in flight at the thread's end land then (committed ones, then the open group) */
+  land_groups (0);
+  for (const AsyncCopy &c : thread_copies[(size_t) current_fiber].open)
+    do_copy (c);
+  thread_copies[(size_t) current_fiber].open.clear ();
   Fiber &f = fibers[current_fiber];
   f.state = FIBER_DONE;
   emu_ctx_switch (&f.sp, scheduler_sp);
@@ -166,10 +215,14 @@ run_block (const std::function<void ()> &body)
       shuffle_slots.resize (((size_t) n + 31) & ~(size_t) 31);
     }
   current_body = &body;
+  if ((int) thread_copies.size () < n)
+    thread_copies.resize (n);
   for (int i = 0; i < n; i++)
     {
       fiber_init (fibers[i]);
       fibers[i].state = FIBER_RUN;
+      thread_copies[i].committed.clear ();
+      thread_copies[i].open.clear ();
     }
   for (int round = 0;; round++)
     {
@@ -252,6 +305,35 @@ void
 emu_warp_barrier (void)
 {
   yield_to_scheduler (FIBER_AT_WARP);
+}
+
+void
+__pipeline_memcpy_async (void *dst, const void *src, size_t size, size_t zfill)
+{
+  if (!in_kernel)
+    emu_abort ("__pipeline_memcpy_async outside a kernel");
+  if ((size != 4 && size != 8 && size != 16) || ((uintptr_t) dst % size) != 0 || ((uintptr_t) src % size) != 0
+      || zfill > size)
+    emu_abort ("__pipeline_memcpy_async: size not 4, 8 or 16, a misaligned address, or zfill > size");
+  const AsyncCopy c = { dst, src, size, zfill };
+  if (copies_late ())
+    thread_copies[(size_t) current_fiber].open.push_back (c);
+  else
+    do_copy (c);
+}
+
+void
+__pipeline_commit (void)
+{
+  ThreadCopies &t = thread_copies[(size_t) current_fiber];
+  t.committed.push_back (std::move (t.open));
+  t.open.clear ();
+}
+
+void
+__pipeline_wait_prior (size_t prior)
+{
+  land_groups (prior);
 }
 
 uint64_t *

@@ -104,23 +104,16 @@ static inline float emu_to_float (float v) { return v; }
 static inline float emu_to_float (__half v) { return __half2float (v); }
 static inline float emu_to_float (__nv_bfloat16 v) { return __bfloat162float (v); }
 
-/* cp.async through the pipeline primitives: the emulator copies at once (size - zfill bytes, then zeros),
- * so commit / wait have nothing to wait for. A stage overwritten while others still read it (a missing
- * barrier) still shows up as a wrong result; a wait_prior count that is too small cannot. */
-static inline void
-__pipeline_memcpy_async (void *dst, const void *src, size_t size, size_t zfill = 0)
-{
-  if (((uintptr_t) dst % size) != 0 || ((uintptr_t) src % size) != 0 || zfill > size)
-    {
-      fprintf (stderr, "emulated CUDA: __pipeline_memcpy_async of %zu bytes: misaligned address or zfill %zu\n", size,
-               zfill);
-      abort ();
-    }
-  memcpy (dst, src, size - zfill);
-  memset ((char *) dst + (size - zfill), 0, zfill);
-}
-static inline void __pipeline_commit (void) {}
-static inline void __pipeline_wait_prior (size_t prior) { (void) prior; }
+/* cp.async through the pipeline primitives (size - zfill bytes copied, then zfill zeros). Each thread's
+ * copies form groups at __pipeline_commit; $DDPM_CUDA_EMU_CP_ASYNC says when a copy lands, at one of the
+ * two ends of what the hardware may do:
+ * - "early" (default): at issue, so a stage refilled while other threads still read it (a missing barrier)
+ *   gives wrong results;
+ * - "late": only when __pipeline_wait_prior (or the thread's end) makes it due, so a wait that lets too
+ *   many groups stay in flight reads stale shared memory and gives wrong results. */
+void __pipeline_memcpy_async (void *dst, const void *src, size_t size, size_t zfill = 0);
+void __pipeline_commit (void);
+void __pipeline_wait_prior (size_t prior);
 
 namespace nvcuda {
 namespace wmma {
