@@ -60,6 +60,7 @@ free_buffers (DdpmContext *ctx)
   ctx->x = ctx->eps = ctx->noise = ctx->x0 = ctx->t = NULL;
   ctx->params = NULL;
   g_clear_pointer (&ctx->preview_host, g_free);
+  g_clear_pointer (&ctx->eps_host, g_free);
   ctx->B = ctx->H = ctx->W = 0;
 }
 
@@ -107,6 +108,7 @@ ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **
       return FALSE;
     }
   ctx->preview_host = g_new (float, (size_t) cfg->in_channels * height * width);
+  ctx->eps_host = g_new (float, ctx->n_eps);
   ctx->B = batch;
   ctx->H = height;
   ctx->W = width;
@@ -204,9 +206,14 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
   be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
   if (!eps_forward (ctx, error))
     return FALSE;
+  /* One wait for the device (the copy back), then its deferred errors and a count of non-finite values on the
+   * host: a device-side count would cost a launch and a second wait per call. eps stays untouched on failure. */
+  be->ops->to_host (be, ctx->eps_host, ctx->eps, ctx->n_eps * sizeof (float));
   if (!ddpm_context_check_device (ctx, error))
     return FALSE;
-  size_t bad = be->ops->count_nonfinite (be, ctx->eps, ctx->n_eps);
+  size_t bad = 0;
+  for (size_t i = 0; i < ctx->n_eps; i++)
+    bad += !isfinite (ctx->eps_host[i]);
   if (bad != 0)
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_NUMERIC,
@@ -214,6 +221,6 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
                    be->precision == DDPM_PRECISION_FP16 ? "; try --precision fp32 or bf16" : "");
       return FALSE;
     }
-  be->ops->to_host (be, eps, ctx->eps, ctx->n_eps * sizeof (float));
+  memcpy (eps, ctx->eps_host, ctx->n_eps * sizeof (float));
   return TRUE;
 }

@@ -21,6 +21,7 @@ struct DdpmContext {
   float *t;                        /* (B,) timestep per image */
   void *params;                    /* DdpmStepParams */
   float *preview_host;             /* (C, H, W) host copy of x0[0] */
+  float *eps_host;                 /* (B, Cout, H, W) ddpm_context_eps' output, checked before the caller's copy */
   gboolean eps_graph;              /* the backend's graph holds ddpm_context_eps' forward for this plan */
 
   DdpmProgressFunc progress;
