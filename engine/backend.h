@@ -33,6 +33,13 @@ typedef struct {
   float residual_scale;
 } DdpmConvEpilogue;
 
+/* The elements from one image's channel_bias to the next's, for a convolution with Cout outputs. */
+static inline int
+ddpm_conv_epilogue_stride (const DdpmConvEpilogue *epi, int Cout)
+{
+  return epi->channel_bias_stride > 0 ? epi->channel_bias_stride : Cout;
+}
+
 typedef struct {
   const char *name;
   void (*destroy) (DdpmBackend *be);

@@ -517,11 +517,10 @@ cpu_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B
     return;
   const int HWo = p.Ho * p.Wo, C = w->out;
   if (epi->channel_bias != NULL)
-    cpu_add_channel_bias_strided (y, epi->channel_bias, B, C, HWo,
-                                  epi->channel_bias_stride > 0 ? epi->channel_bias_stride : C);
+    cpu_add_channel_bias_strided (y, epi->channel_bias, B, C, HWo, ddpm_conv_epilogue_stride (epi, C));
   if (epi->residual != NULL)
     {
       g_return_if_fail (epi->residual != y);
-      cpu_add_scaled (be, epi->residual, y, y, (size_t) B * w->out * HWo, epi->residual_scale);
+      cpu_add_scaled (be, epi->residual, y, y, (size_t) B * C * HWo, epi->residual_scale);
     }
 }

@@ -8,8 +8,9 @@
  * the image border once per slice and gathers its 32 rows with one add each. Three ways:
  * - implicit GEMM (fp16/bf16, default): one kernel gathers X̂ tiles straight into shared memory, multiplies
  *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and applies the epilogue in its stores (bias,
- *   then DdpmConvEpilogue's channel bias and scaled residual, one rounding): one launch, no scratch. Tiles of 64 or 128 output channels x 64 output pixels (pixels run across the batch, so
- *   deep 4x4 layers still fill tiles at batch > 1), K in slices of 32 with the next slice's loads in flight
+ *   then DdpmConvEpilogue's channel bias and scaled residual, one rounding): one launch, no scratch. Tiles
+ *   of 64 or 128 output channels x 64 output pixels (pixels run across the batch, so deep 4x4 layers still
+ *   fill tiles at batch > 1), K in slices of 32 with the next slice's loads in flight
  *   while the tensor cores work on the current one (two shared-memory stages). When the tiles alone cannot
  *   fill the GPU (batch 1, 4x4 .. 16x16 layers: a handful of tiles with K up to 9216), K is split over
  *   up to 16 blocks that write float32 partial tiles to scratch (each tile's splits contiguous); the last
@@ -71,6 +72,13 @@ im2col_chunk (int B, size_t per_image_bytes)
 }
 
 enum { TILE_SMALL, TILE_LARGE };       /* 64 x 64 or 128 x 64 (output channels x output pixels) */
+
+/* Output channels per tile. */
+static int
+tile_rows (int tile)
+{
+  return tile == TILE_LARGE ? 128 : 64;
+}
 #define IG_MAX_SPLITS 16
 
 struct ConvPlan {
@@ -102,7 +110,7 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;   /* 2 blocks per SM */
   const long long blocks_large = cols * ((s.Cout + 127) / 128);
   p.tile = cb->conv_tile >= 0 ? cb->conv_tile : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
-  const long long blocks = cols * ((s.Cout + (p.tile == TILE_LARGE ? 127 : 63)) / (p.tile == TILE_LARGE ? 128 : 64));
+  const long long blocks = cols * ceil_div (s.Cout, tile_rows (p.tile));
   const int ktiles = (s.K + IG_BK - 1) / IG_BK;
   int splits = 1;
   if (cb->conv_splitk > 0)
@@ -119,7 +127,7 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   p.scratch = p.xh_bytes;
   if (p.splits > 1)   /* whole tiles, [tile][split][BM * IG_BN] */
     {
-      const int bm = p.tile == TILE_LARGE ? 128 : 64;
+      const int bm = tile_rows (p.tile);
       p.scratch += (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
     }
   return p;
@@ -197,8 +205,7 @@ conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, cons
     }
   cuda_add_bias (cb, y, (const float *) w->bias, s.B, s.Cout, N);
   if (epi != NULL && epi->channel_bias != NULL)
-    cuda_add_channel_bias_strided (cb, y, epi->channel_bias, s.B, s.Cout, N,
-                                   epi->channel_bias_stride > 0 ? epi->channel_bias_stride : s.Cout);
+    cuda_add_channel_bias_strided (cb, y, epi->channel_bias, s.B, s.Cout, N, ddpm_conv_epilogue_stride (epi, s.Cout));
   if (epi != NULL && epi->residual != NULL)
     cuda_add_scaled (&cb->base, epi->residual, y, y, (size_t) s.B * s.Cout * N, epi->residual_scale);
 }
@@ -421,7 +428,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       p.xh_bytes = 0;
     }
   const long long gx = (P + IG_BN - 1) / IG_BN;
-  const int bm = p.tile == TILE_LARGE ? 128 : 64;
+  const int bm = tile_rows (p.tile);
   const int gy = ceil_div (s.Cout, bm);
   if (gx > 2147483647LL || gy > 65535)
     {
@@ -448,7 +455,8 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     {
       const size_t n = (size_t) s.Cout * (size_t) P;
       launch (cb, "conv_splitk_reduce", elementwise_blocks (cb, n, 256), 256, 0, conv_splitk_reduce_kernel<T>,
-              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx, epi);
+              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx,
+              epi);
     }
 }
 

@@ -31,7 +31,7 @@ conv_epi (const DdpmConvEpilogue *e, int Cout)
   if (e == NULL)
     return ConvEpi<T> { NULL, NULL, Cout, 1.0f };
   return ConvEpi<T> { (const T *) e->channel_bias, (const T *) e->residual,
-                      e->channel_bias_stride > 0 ? e->channel_bias_stride : Cout, e->residual_scale };
+                      ddpm_conv_epilogue_stride (e, Cout), e->residual_scale };
 }
 
 /* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale. */

@@ -111,20 +111,17 @@ channel_add (CudaBackend *cb, const char *name, T *h, const V *v, int B, int C, 
 }
 
 void
-cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW)
-{
-  CudaBackend *cb = cuda_backend (be);
-  if ((size_t) B * C * HW == 0)
-    return;
-  DISPATCH_ACT (cb, T, channel_add<T, T> (cb, "add_channel_bias", (T *) h, (const T *) v, B, C, HW, true, C));
-}
-
-void
 cuda_add_channel_bias_strided (CudaBackend *cb, void *h, const void *v, int B, int C, int HW, int stride)
 {
   if ((size_t) B * C * HW == 0)
     return;
   DISPATCH_ACT (cb, T, channel_add<T, T> (cb, "add_channel_bias", (T *) h, (const T *) v, B, C, HW, true, stride));
+}
+
+void
+cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW)
+{
+  cuda_add_channel_bias_strided (cuda_backend (be), h, v, B, C, HW, C);
 }
 
 void
