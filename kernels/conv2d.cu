@@ -121,7 +121,10 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   splits = imax (splits, 1);
   p.kps = (ktiles + splits - 1) / splits;
   p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
-  p.nhwc = cb->conv_algo == CONV_NHWC && cuda_conv_nhwc_fits (cb, s);
+  /* channels last wherever it fits, unless $DDPM_CUDA_CONV=implicit: on the H200 (2026-11-26) it was as fast at
+   * cifar10-32 batch 1 (1.80 against 1.84 ms) and faster at batch 128 (17.9 / 21.8 ms) and celebahq-256
+   * batch 1 and 4 (8.0 / 9.3 and 22.5 / 27.9 ms) */
+  p.nhwc = cb->conv_algo != CONV_IMPLICIT && cuda_conv_nhwc_fits (cb, s);
   if (p.nhwc)
     p.xh_bytes = (cuda_conv_nhwc_bytes (cb, s) + 255) / 256 * 256;
   p.scratch = p.xh_bytes;

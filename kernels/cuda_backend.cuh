@@ -16,9 +16,10 @@
 /* Element types of GEMM operands. */
 enum CudaType { CT_F32, CT_F16, CT_BF16 };
 
-/* How conv2d runs in fp16/bf16 ($DDPM_CUDA_CONV): the fused implicit-GEMM tensor-core kernel on NCHW
- * (conv2d.cu), the same on a channels-last copy of the input where the shape allows (conv2d_nhwc.cu, "nhwc"),
- * or im2col + cuBLAS GEMM + bias. fp32 always takes the GEMM path (exact reference mode). */
+/* How conv2d runs in fp16/bf16 ($DDPM_CUDA_CONV): the fused implicit-GEMM tensor-core kernel on a
+ * channels-last copy of the input where the shape allows (conv2d_nhwc.cu; the default, or "nhwc"), else on
+ * NCHW (conv2d.cu; "implicit" forces it everywhere), or im2col + cuBLAS GEMM + bias ("gemm"). fp32 always
+ * takes the GEMM path (exact reference mode). */
 enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };

@@ -109,8 +109,8 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     "found, 124 timed out; memcheck.txt)"
 fi
 
-# Benchmark the conv paths that passed their checks: the NCHW implicit GEMM (default), the channels-last one
-# (DDPM_CUDA_CONV=nhwc), and im2col + cuBLAS only when the implicit one failed.
+# Benchmark the conv paths that passed their checks: the NCHW implicit GEMM everywhere (implicit), the
+# channels-last one where it fits (nhwc, the default), and im2col + cuBLAS only when the default failed.
 CONVS=implicit,nhwc
 if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
   echo "the implicit-GEMM conv failed a check: benchmarking the im2col + cuBLAS path"

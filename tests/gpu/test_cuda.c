@@ -17,9 +17,10 @@
  * model_checks.c.
  *
  * Variants (on unless --no-variants): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
- * instead of the implicit-GEMM kernel) and =nhwc (the channels-last kernel), DDPM_CUDA_CONV_TILE=large and DDPM_CUDA_CONV_SPLITK=3 (the implicit
- * GEMM's other tile and a forced K split) and DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second
- * launch), the GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
+ * instead of the implicit-GEMM kernels) and =implicit (the NCHW kernel, also where the default takes the
+ * channels-last one), with each kernel's other tile and a forced K split (DDPM_CUDA_CONV_TILE=large,
+ * DDPM_CUDA_CONV_SPLITK=3), and with DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second launch); the
+ * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel).
  *
@@ -168,17 +169,18 @@ main (int argc, char **argv)
               if (p != DDPM_PRECISION_FP32)
                 {
                   run_ops_on (&env, p, "DDPM_CUDA_CONV", "gemm", OPS_CONV);
-                  /* the channels-last kernel wherever the shape allows it (Cin % 32 == 0, k 1 or 3), timed
-                   * like the default path so the two compare shape by shape */
+                  /* the NCHW implicit GEMM everywhere (the default takes the channels-last kernel where the
+                   * shape allows it: Cin % 32 == 0, k 1 or 3), timed like the default so the two compare
+                   * shape by shape */
                   env.timing = timing && p == DDPM_PRECISION_FP16;
-                  run_ops_on (&env, p, "DDPM_CUDA_CONV", "nhwc", OPS_CONV);
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV", "implicit", OPS_CONV);
                   env.timing = FALSE;
                   /* ... with a forced K split and 128-channel tiles, whatever the shapes would pick */
                   run_ops_with (&env, p, "DDPM_CUDA_CONV=nhwc DDPM_CUDA_CONV_SPLITK=3 DDPM_CUDA_CONV_TILE=large",
                                 OPS_CONV);
                   /* the implicit GEMM's other tile and a forced K split, whatever the shapes would pick */
-                  run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "large", OPS_CONV);
-                  run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_CONV);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_TILE=large", OPS_CONV);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=3", OPS_CONV);
                   /* split-K sums in a second launch (what more tiles than counters take) */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
                 }
