@@ -60,6 +60,7 @@ template <typename T>
 __global__ void __launch_bounds__ (128)
 softmax_rows_kernel (const float *__restrict__ S, T *__restrict__ P, int n)
 {
+  grid_dependency_wait ();
   __shared__ float red[32];
   const float *s = S + (size_t) blockIdx.x * n;
   T *p = P + (size_t) blockIdx.x * n;
@@ -82,6 +83,7 @@ __global__ void __launch_bounds__ (256)
 attn_out_kernel (const T *__restrict__ proj, const float *__restrict__ bias, const T *residual, T *y, int C, int HW,
                  size_t n, float scale)
 {
+  grid_dependency_wait ();
   GRID_STRIDE (i, n)
     {
       const int c = (int) ((i / (size_t) HW) % (size_t) C);
@@ -96,6 +98,7 @@ __global__ void __launch_bounds__ (256)
 qkv_bias_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const float *__restrict__ bk,
                  const float *__restrict__ bv, int C, int HW, size_t n)
 {
+  grid_dependency_wait ();
   GRID_STRIDE (i, n)
     {
       const int r = (int) ((i / (size_t) HW) % (size_t) (3 * C));
@@ -125,6 +128,7 @@ __global__ void __launch_bounds__ (128)
 flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__restrict__ V, T *__restrict__ O,
                         int HW, int d, int heads, int C, long long stride, float inv_sqrt_d)
 {
+  grid_dependency_wait ();
   using namespace nvcuda;
   __shared__ __align__ (128) float Os[FA_BQ * FA_DMAX];   /* row-major 16 x d, ld d */
   __shared__ __align__ (128) float Ss[FA_BQ * FA_LDS];

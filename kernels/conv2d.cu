@@ -150,6 +150,7 @@ template <typename T>
 __global__ void __launch_bounds__ (256)
 im2col_kernel (const T *__restrict__ x, T *__restrict__ col, ConvShape s, int b0, int nb)
 {
+  grid_dependency_wait ();
   /* col (nb, K, Ho*Wo): one thread per element, consecutive threads along output pixels */
   const int N = s.Ho * s.Wo;
   const size_t n = (size_t) nb * s.K * N;
@@ -257,6 +258,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
                       T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
                       ConvEpi<T> epi)
 {
+  grid_dependency_wait ();
   typedef IgTile<BM> G;
   __shared__ __align__ (128) unsigned char smem[G::SMEM];
   T *const As0 = reinterpret_cast<T *> (smem);                      /* stage st: As0 + st * A_STAGE */
@@ -384,6 +386,7 @@ __global__ void __launch_bounds__ (256)
 conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
                            int splits, int Cout, int HoWo, long long P, int BM, int gx, ConvEpi<T> epi)
 {
+  grid_dependency_wait ();
   const size_t n = (size_t) Cout * (size_t) P;
   const size_t tile_elems = (size_t) BM * IG_BN;
   GRID_STRIDE (i, n)

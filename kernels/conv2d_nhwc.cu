@@ -38,6 +38,7 @@ template <typename T>
 __global__ void __launch_bounds__ (256)
 nchw_to_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, int C, int HW)
 {
+  grid_dependency_wait ();
   __shared__ T tile[32][33];
   const int b = blockIdx.z, c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
   const T *xb = x + (size_t) b * C * HW;
@@ -63,6 +64,7 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
                   T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
                   ConvEpi<T> epi)
 {
+  grid_dependency_wait ();
   typedef NhwcTile<BM> G;
   __shared__ __align__ (128) unsigned char smem[G::SMEM];
   T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][NHWC_LD] */

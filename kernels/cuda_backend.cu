@@ -608,6 +608,54 @@ setup_blas (CudaBackend *cb, char **note)
   return TRUE;
 }
 
+#ifndef DDPM_CUDA_EMU
+/* Adds 1 to *count once per block, after waiting for the previous grid. */
+__global__ void
+pdl_probe_kernel (unsigned long long *count)
+{
+  grid_dependency_wait ();
+  if (threadIdx.x == 0)
+    atomicAdd (count, 1ull);
+}
+#endif
+
+/* Whether programmatic dependent launch works here, inside a captured graph as the sampler uses it: two
+ * dependent launches captured, instantiated and run must count 2 x 4 blocks. Any failure (an older
+ * driver, a device below sm_90) leaves it off, with no error kept. */
+static gboolean
+probe_pdl (CudaBackend *cb)
+{
+#ifdef DDPM_CUDA_EMU
+  (void) cb;
+  return FALSE;                          /* the emulator runs kernels in order: nothing to overlap */
+#else
+  if (cb->cc_major < 9)
+    return FALSE;
+  unsigned long long count = 0;
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t config = pdl_config (cb, dim3 (4), dim3 (32), 0, &attr);
+  gboolean ok = cudaMemsetAsync (cb->counter, 0, sizeof count, cb->stream) == cudaSuccess
+                && cudaStreamBeginCapture (cb->stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  if (ok)
+    {
+      ok = cudaLaunchKernelEx (&config, pdl_probe_kernel, cb->counter) == cudaSuccess
+           && cudaLaunchKernelEx (&config, pdl_probe_kernel, cb->counter) == cudaSuccess;
+      ok = cudaStreamEndCapture (cb->stream, &graph) == cudaSuccess && ok;
+    }
+  ok = ok && cudaGraphInstantiate (&exec, graph, 0) == cudaSuccess && cudaGraphLaunch (exec, cb->stream) == cudaSuccess
+       && cudaMemcpyAsync (&count, cb->counter, sizeof count, cudaMemcpyDeviceToHost, cb->stream) == cudaSuccess
+       && cudaStreamSynchronize (cb->stream) == cudaSuccess && count == 8;
+  if (exec != NULL)
+    cudaGraphExecDestroy (exec);
+  if (graph != NULL)
+    cudaGraphDestroy (graph);
+  cudaGetLastError ();                   /* a failed probe leaves no error behind */
+  return ok;
+#endif
+}
+
 extern "C" __attribute__ ((visibility ("default"))) DdpmBackend *
 ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
 {
@@ -704,11 +752,14 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cuda_profile_init (cb);
   if (cb->profile != NULL)
     cb->base.ops = &cuda_ops_eager;
+  /* programmatic dependent launch where it works, unless $DDPM_CUDA_PDL=0 or profiling (the profile's events
+   * between kernels would serialise them anyway) */
+  cb->pdl = cb->profile == NULL && g_strcmp0 (g_getenv ("DDPM_CUDA_PDL"), "0") != 0 && probe_pdl (cb);
 
   char *blas_note = NULL;
   cb->have_blas = setup_blas (cb, &blas_note);
-  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s)", prop.name, prop.major,
-              prop.minor, precision_name (cb->base.precision), blas_note);
+  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s)", prop.name,
+              prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "");
   g_free (blas_note);
   return &cb->base;
 }

@@ -84,6 +84,8 @@ struct CudaBackend {
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
+  gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless
+                                    * $DDPM_CUDA_PDL=0 or profiling; cuda_compat.cuh grid_dependency_wait) */
   GError *error;                   /* first asynchronous failure, until reported */
   CudaProfile *profile;            /* $DDPM_CUDA_PROFILE: per-kernel event times, else NULL */
 };
@@ -109,6 +111,26 @@ void cuda_profile_end (CudaBackend *cb);
 void cuda_profile_flush (CudaBackend *cb);
 void cuda_profile_report_and_free (CudaBackend *cb);
 
+#ifndef DDPM_CUDA_EMU
+/* A launch on cb->stream with programmatic dependent launch allowed: the kernel may start before the
+ * previous one in the stream ends, and waits for it in grid_dependency_wait. attr: storage for the
+ * attribute, alive until the launch. */
+static inline cudaLaunchConfig_t
+pdl_config (const CudaBackend *cb, dim3 grid, dim3 block, size_t smem, cudaLaunchAttribute *attr)
+{
+  attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr->val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = cb->stream;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return config;
+}
+#endif
+
 /* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and checks the
  * launch. Arguments are converted to the kernel's parameter types. */
 template <typename... KArgs, typename... Args>
@@ -119,10 +141,21 @@ launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t sme
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
 #ifdef DDPM_CUDA_EMU
   emu_launch (grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); });
-#else
-  kernel<<<grid, block, smem, cb->stream>>> (((KArgs) args)...);
-#endif
   cudaError_t e = cudaGetLastError ();
+#else
+  cudaError_t e;
+  if (cb->pdl)
+    {
+      cudaLaunchAttribute attr;
+      const cudaLaunchConfig_t config = pdl_config (cb, grid, block, smem, &attr);
+      e = cudaLaunchKernelEx (&config, kernel, ((KArgs) args)...);
+    }
+  else
+    {
+      kernel<<<grid, block, smem, cb->stream>>> (((KArgs) args)...);
+      e = cudaGetLastError ();
+    }
+#endif
   if (e != cudaSuccess)
     cuda_ok (cb, e, name);
 }

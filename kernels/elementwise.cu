@@ -12,12 +12,14 @@
 template <typename T>
 __global__ void __launch_bounds__ (EW_THREADS) cast_in_kernel (const float *__restrict__ x, T *__restrict__ y, size_t n)
 {
+  grid_dependency_wait ();
   GRID_STRIDE (i, n) y[i] = from_f32<T> (x[i]);
 }
 
 template <typename T>
 __global__ void __launch_bounds__ (EW_THREADS) cast_out_kernel (const T *__restrict__ x, float *__restrict__ y, size_t n)
 {
+  grid_dependency_wait ();
   GRID_STRIDE (i, n) y[i] = to_f32<T> (x[i]);
 }
 
@@ -68,6 +70,7 @@ template <typename T, typename V>
 __global__ void __launch_bounds__ (EW_THREADS)
 channel_add_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t n, bool per_image, int stride)
 {
+  grid_dependency_wait ();
   GRID_STRIDE (i, n)
     {
       size_t plane = i / (size_t) HW;                 /* b * C + c */
@@ -82,6 +85,7 @@ __global__ void __launch_bounds__ (EW_THREADS)
 channel_add_vec_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int HW, size_t nv, bool per_image,
                         int stride)
 {
+  grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
   GRID_STRIDE (k, nv)
     {
@@ -138,6 +142,7 @@ template <typename T>
 __global__ void __launch_bounds__ (EW_THREADS)
 add_scaled_kernel (const T *a, const T *b, T *y, size_t n, float scale)
 {
+  grid_dependency_wait ();
   /* no __restrict__: y may alias a or b (each element is read before it is written by the same thread) */
   GRID_STRIDE (i, n) y[i] = from_f32<T> ((to_f32<T> (a[i]) + to_f32<T> (b[i])) * scale);
 }
@@ -147,6 +152,7 @@ template <typename T>
 __global__ void __launch_bounds__ (EW_THREADS)
 add_scaled_vec_kernel (const T *a, const T *b, T *y, size_t nv, float scale)
 {
+  grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
   GRID_STRIDE (v, nv)
     {
@@ -184,6 +190,7 @@ template <typename U>
 __global__ void __launch_bounds__ (EW_THREADS)
 concat_kernel (const U *__restrict__ a, size_t na, const U *__restrict__ b, size_t nb, U *__restrict__ y, size_t n)
 {
+  grid_dependency_wait ();
   /* na, nb: units per image of a and b; n = B * (na + nb) */
   GRID_STRIDE (i, n)
     {
@@ -221,6 +228,7 @@ template <typename T>
 __global__ void __launch_bounds__ (EW_THREADS)
 upsample2x_kernel (const T *__restrict__ x, T *__restrict__ y, int H, int W, size_t n)
 {
+  grid_dependency_wait ();
   /* one thread per output element; n = B * C * 2H * 2W */
   const int W2 = 2 * W, H2 = 2 * H;
   GRID_STRIDE (i, n)
@@ -249,6 +257,7 @@ cuda_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, 
 __global__ void __launch_bounds__ (EW_THREADS)
 count_nonfinite_kernel (const float *__restrict__ x, size_t n, unsigned long long *count)
 {
+  grid_dependency_wait ();
   __shared__ float red[32];
   float local = 0.0f;
   GRID_STRIDE (i, n) local += isfinite (x[i]) ? 0.0f : 1.0f;

@@ -24,6 +24,7 @@ gemm_fallback_kernel (bool ta, bool tb, int M, int N, int K, float alpha, const 
                       long long sA, const TA *__restrict__ B, int ldb, long long sB, float beta, TC *__restrict__ C,
                       int ldc, long long sC)
 {
+  grid_dependency_wait ();
   __shared__ float As[FB_K][FB_TILE + 1];   /* As[l][i] = op(A)[m0 + i][k0 + l] */
   __shared__ float Bs[FB_K][FB_TILE + 1];   /* Bs[l][j] = op(B)[k0 + l][n0 + j] */
   const int batch = blockIdx.z;

@@ -125,6 +125,7 @@ __global__ void __launch_bounds__ (GN_THREADS)
 gn_fused_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
                  const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
 {
+  grid_dependency_wait ();
   __shared__ float red[32];
   const int bg = blockIdx.x, b = bg / G, g = bg % G, cpg = C / G;
   const size_t len = (size_t) cpg * HW;
@@ -144,6 +145,7 @@ __global__ void __launch_bounds__ (GN_THREADS)
 gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
                 const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
 {
+  grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
   __shared__ float red[32];
   const int bg = blockIdx.x, b = bg / G, g = bg % G, cpg = C / G;
@@ -203,6 +205,7 @@ template <typename T, bool VEC>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int HW, int G, int S)
 {
+  grid_dependency_wait ();
   __shared__ float red[32];
   const int s = blockIdx.x, bg = blockIdx.y;
   const size_t len = (size_t) (C / G) * HW;
@@ -225,6 +228,7 @@ gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float 
                  const float *__restrict__ beta, const T *__restrict__ ss, int C, int HW, int G, int S, float eps,
                  bool silu)
 {
+  grid_dependency_wait ();
   __shared__ float group_mean, group_rstd;
   const int s = blockIdx.x, bg = blockIdx.y, b = bg / G, g = bg % G, cpg = C / G;
   const size_t len = (size_t) cpg * HW;

@@ -15,6 +15,7 @@ __global__ void __launch_bounds__ (LINEAR_WARPS * 32)
 linear_kernel (const T *__restrict__ W, int ld, const float *__restrict__ bias, const T *__restrict__ x,
                T *__restrict__ y, int M, int N, int K, bool silu)
 {
+  grid_dependency_wait ();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n = blockIdx.x * LINEAR_WARPS + warp;
   const int m0 = blockIdx.y * LINEAR_MT;

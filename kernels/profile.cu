@@ -38,6 +38,7 @@ struct CudaProfile {
 __global__ void
 profile_spin_kernel (long long ns)
 {
+  grid_dependency_wait ();
 #ifndef DDPM_CUDA_EMU
   unsigned long long t0, t;
   asm volatile ("mov.u64 %0, %%globaltimer;" : "=l"(t0));

@@ -14,6 +14,7 @@ scheduler_step_kernel (const DdpmStepParams *__restrict__ params, float *__restr
                        const float *__restrict__ model_out, const float *__restrict__ noise,
                        float *__restrict__ x0_out, size_t n_per_image, int batch)
 {
+  grid_dependency_wait ();
   const DdpmStepParams p = *params;
   const size_t n = n_per_image * (size_t) batch;
   GRID_STRIDE (k, n)
@@ -58,6 +59,7 @@ cuda_scheduler_step (DdpmBackend *be, const void *params_dev, float *x, const fl
 __global__ void __launch_bounds__ (STEP_THREADS)
 randn_kernel (float *__restrict__ y, uint64_t seed, uint64_t stream, size_t n_per_image, int batch)
 {
+  grid_dependency_wait ();
   const size_t n = n_per_image * (size_t) batch;
   GRID_STRIDE (k, n)
     {

@@ -10,6 +10,7 @@ template <typename T>
 __global__ void __launch_bounds__ (256)
 timestep_embedding_kernel (const float *__restrict__ t, T *__restrict__ y, int B, int dim, bool flip, float freq_shift)
 {
+  grid_dependency_wait ();
   const int half = dim / 2;
   const float neg_log_max = (float) -9.210340371976184; /* (float) -log(10000.0) */
   GRID_STRIDE (idx, (size_t) B * half)

@@ -58,6 +58,7 @@ struct Fiber {
   void *sp;                        /* saved stack pointer while switched out */
   FiberState state;
   void *stack;
+  bool dependency_waited;          /* grid_dependency_wait () called (cuda_compat.cuh) */
 };
 
 const size_t kStackBytes = 256 * 1024;
@@ -150,10 +151,14 @@ set_thread_index (int linear)
   threadIdx.z = linear / (blockDim.x * blockDim.y);
 }
 
+void emu_abort_missing_wait (void);
+
 [[noreturn]] void
 fiber_main (void)
 {
   (*current_body) ();
+  if (!fibers[current_fiber].dependency_waited)
+    emu_abort_missing_wait ();
   /* copies still in flight at the thread's end land then (committed ones, then the open group) */
   land_groups (0);
   for (const AsyncCopy &c : thread_copies[(size_t) current_fiber].open)
@@ -194,8 +199,18 @@ yield_to_scheduler (FiberState state)
   if (!in_kernel)
     emu_abort ("barrier outside a kernel");
   Fiber &f = fibers[current_fiber];
+  if (!f.dependency_waited)
+    emu_abort_missing_wait ();
   f.state = state;
   emu_ctx_switch (&f.sp, scheduler_sp);
+}
+
+/* Every kernel must call grid_dependency_wait () before anything else: with programmatic dependent launch
+ * on a GPU, one that does not may read its inputs before the kernel that writes them has finished. */
+void
+emu_abort_missing_wait (void)
+{
+  emu_abort ("a kernel thread reached a barrier or its end without calling grid_dependency_wait () first");
 }
 
 void
@@ -221,6 +236,7 @@ run_block (const std::function<void ()> &body)
     {
       fiber_init (fibers[i]);
       fibers[i].state = FIBER_RUN;
+      fibers[i].dependency_waited = false;
       thread_copies[i].committed.clear ();
       thread_copies[i].open.clear ();
     }
@@ -294,6 +310,14 @@ run_kernel (dim3 grid, dim3 block, const std::function<void ()> &body)
 }
 
 } /* namespace */
+
+void
+grid_dependency_wait (void)
+{
+  if (!in_kernel)
+    emu_abort ("grid_dependency_wait outside a kernel");
+  fibers[current_fiber].dependency_waited = true;   /* blocks run in launch order: nothing to wait for */
+}
 
 void
 __syncthreads (void)

@@ -5,7 +5,7 @@
 #      references, op timings);
 #   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py);
 #   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes;
-#   4. the split-K rule's two numbers swept at cifar10-32 batch 1.
+#   4. programmatic dependent launch on and off (DDPM_CUDA_PDL), alternating, at the benchmark's forward shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
 # the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
 # `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
@@ -14,8 +14,8 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~20 s of per-kernel profiles, ~15 s of split-K sweep (limits: 200 s, 45 + 25 + 25 s, 220 s,
-# 4 x 60 s and 5 x 60 s).
+# benchmarks, ~20 s of per-kernel profiles, ~30 s of launch A/B (limits: 200 s, 45 + 25 + 25 s, 220 s,
+# 4 x 60 s and 12 x 60 s).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -145,16 +145,20 @@ echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.t
 done
 awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
 
-# The split-K rule (conv2d.cu conv_plan) at batch 1, where every conv is split: blocks per SM it aims for,
-# and the fewest K slices a split may get. Defaults 2 and 2.
-echo "== 4. Split-K rule at cifar10-32 batch 1 (ddpm bench median ms; also in profile.txt)"
+# Programmatic dependent launch (cuda_compat.cuh grid_dependency_wait): each kernel may start launching
+# while the one before it finishes. On and off in turn, twice, so drift does not favour either.
+echo "== 4. Programmatic dependent launch on (1) and off (0) (ddpm bench median ms, fp16; also in profile.txt)"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for rule in "2 2" "1 2" "4 2" "2 4" "2 8"; do
-  set -- $rule
-  ms=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=$1 \
-       DDPM_CUDA_CONV_SPLIT_MIN_SLICES=$2 timeout 60 "$CARRY/bin/ddpm" bench --config cifar10-32 --batch 1 \
-       --device cuda --precision fp16 --warmup 3 --iters 20 --quiet 2>&1 | grep -o 'median_ms=[0-9.]*')
-  echo "split rule: blocks per SM $1, min K slices $2: ${ms:-failed}" | tee -a "$OUT/profile.txt"
+[ $rc -eq 77 ] || for shape in "cifar10-32 1" "cifar10-32 128" "celebahq-256 1"; do
+  set -- $shape
+  line="pdl $1 batch $2:"
+  for pdl in 1 0 1 0; do
+    ms=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_PDL=$pdl timeout 60 "$CARRY/bin/ddpm" \
+         bench --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 3 --iters 20 --quiet 2>&1 \
+         | grep -o 'median_ms=[0-9.]*')
+    line="$line pdl=$pdl ${ms:-failed}"
+  done
+  echo "$line" | tee -a "$OUT/profile.txt"
 done
 
 echo "== done $(date -u)"
