@@ -17,6 +17,8 @@
  *   block of each tile to finish (an atomic counter per tile, reset by that block) adds them in a fixed
  *   order with the bias, with many 16-byte loads in flight (that sum is latency-bound), so the split costs
  *   no second launch and the result does not depend on timing.
+ * - direct convolution on the CUDA cores where a tile would be mostly empty: Cout <= 8 or K <= 32 (conv_in,
+ *   conv_out; conv2d_direct.cu), unless DDPM_CUDA_CONV=implicit.
  * - the same on a channels-last copy of x (DDPM_CUDA_CONV=nhwc, Cin % 32 == 0; conv2d_nhwc.cu): the same
  *   plan (tiles, splits) and block end (conv2d.cuh), loads by cp.async.
  * - im2col + GEMM (fp32 always, or DDPM_CUDA_CONV=gemm): X̂ into scratch (in chunks of images that fit
@@ -84,6 +86,7 @@ tile_rows (int tile)
 struct ConvPlan {
   bool implicit;
   bool nhwc;                            /* the channels-last kernel (conv2d_nhwc.cu) */
+  bool direct;                          /* the CUDA-core kernel for Cout <= 8 or K <= 32 (conv2d_direct.cu) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
   int kps;                              /* K tiles (of IG_BK) per split */
@@ -95,7 +98,7 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, TILE_SMALL, 1, 0, 0, 0 };
+  ConvPlan p = { use_implicit (cb), false, false, TILE_SMALL, 1, 0, 0, 0 };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -105,6 +108,11 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
         }
       return p;
     }
+  /* a tensor-core tile would be mostly empty (conv_in, conv_out): the direct kernel, no scratch, unless
+   * $DDPM_CUDA_CONV=implicit asks for the NCHW implicit GEMM everywhere */
+  p.direct = cb->conv_algo != CONV_IMPLICIT && cuda_conv_direct_fits (cb, s);
+  if (p.direct)
+    return p;
   const long long P = (long long) s.B * s.Ho * s.Wo;
   const long long cols = (P + IG_BN - 1) / IG_BN;
   const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;   /* 2 blocks per SM */
@@ -477,6 +485,8 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
   const ConvPlan p = conv_plan (cb, s, pad);
   if (!p.implicit)
     conv2d_gemm (cb, w, x, y, s, pad, epi);
+  else if (p.direct)
+    cuda_conv_direct (cb, w, x, y, s, epi);
   else if (cb->act_type == CT_F16)
     conv2d_implicit_t<__half> (cb, w, x, y, s, p, epi);
   else

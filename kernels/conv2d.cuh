@@ -229,3 +229,9 @@ size_t cuda_conv_nhwc_bytes (const CudaBackend *cb, const ConvShape &s);
 void cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const ConvShape &s);
 void cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
                             float *partial, int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *epi);
+
+/* conv2d_direct.cu: whether the direct CUDA-core kernel takes this shape (fp16/bf16, Cout <= 8 or K <= 32),
+ * and the convolution with it (bias and epilogue included; no scratch). */
+bool cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s);
+void cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
+                       const DdpmConvEpilogue *epi);

@@ -270,6 +270,13 @@ static const ConvCase conv_cases[] = {
   { "odd conv Cin64", 2, 64, 7, 5, 72, 3, 1, { 1, 1, 1, 1 }, 0 },
   /* 128-channel tiles even on the emulator's 4 SMs (8 blocks), a partial second one */
   { "odd conv Cin32 Cout136", 2, 32, 12, 10, 136, 3, 1, { 1, 1, 1, 1 }, 0 },
+  /* odd sizes for the direct kernel (Cout <= 8 or K <= 32): 8 channels per thread and 8 K slices; 16 per
+   * thread, 2 groups (the second partial) and 4 K slices across taps; 4 per thread, 1x1, one channel out */
+  { "odd conv direct Cout6", 3, 40, 9, 11, 6, 3, 2, { 0, 0, 1, 1 }, 0 },
+  { "odd conv direct Cin2 Cout20", 2, 2, 7, 5, 20, 3, 1, { 1, 1, 1, 1 }, 0 },
+  { "odd conv direct 1x1 Cout1", 2, 24, 5, 6, 1, 1, 1, { 0, 0, 0, 0 }, 0 },
+  /* conv_in's full layout (8 groups of 16 channels per block, no K split), a partial second block */
+  { "odd conv direct Cin3 Cout136", 1, 3, 6, 7, 136, 3, 1, { 1, 1, 1, 1 }, 0 },
 };
 
 /* ---- group norm ---- */

@@ -1,0 +1,145 @@
+/* conv2d_direct.cu: direct convolution on the CUDA cores (fp16/bf16 storage, float arithmetic) for the shapes
+ * where a tensor-core tile would be mostly empty: few output channels (conv_out, 128 -> 3) or a short
+ * reduction (conv_in, 3 -> 128: K = 27). The implicit GEMM's tile is 64 output channels x 64 pixels x 32 of
+ * K, so at Cout = 3 it does 21 times the useful products (celebahq-256 conv_out: 91 us on the H200 for 0.45
+ * GFLOP); at K = 27 its NCHW gather is scalar with a division per element (celebahq-256 conv_in: 62 us to
+ * write 16 MB).
+ *
+ * Block: 256 threads = 8 warps over 32 output pixels (lane = pixel; pixels run across the batch, so loads of
+ * x and stores of y are coalesced). Warp w takes output channels [g * CO, g * CO + CO) of the block's
+ * G * CO (g = w % G) and the reduction slice r = w / G of R = 8 / G slices of K. Each thread keeps CO float
+ * sums; with R > 1 the slices meet in shared memory and are added in slice order (no atomics, so the result
+ * does not depend on timing). The reduction index is the weights' (tap, channel) order (conv2d.cu), so a
+ * slice walks taps and channels without divisions, checking the image border once per tap. Weights are
+ * warp-uniform loads (one L1 broadcast each). */
+#include "conv2d.cuh"
+
+#define DC_THREADS 256
+#define DC_WARPS (DC_THREADS / 32)
+
+template <typename T, int CO>
+__global__ void __launch_bounds__ (DC_THREADS)
+conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
+                    T *__restrict__ y, ConvShape s, int G, ConvEpi<T> epi)
+{
+  grid_dependency_wait ();
+  __shared__ float part[DC_WARPS][CO][32];      /* the R slices' sums, when R > 1 */
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = warp % G, r = warp / G, R = DC_WARPS / G;
+  const int HoWo = s.Ho * s.Wo;
+  const long long p = (long long) blockIdx.x * 32 + lane;
+  const bool p_ok = p < (long long) s.B * HoWo;
+  const int m0 = (blockIdx.y * G + g) * CO;
+  const int nco = imin (CO, s.Cout - m0);       /* may be <= 0: the warp still joins the barrier */
+
+  const int bb = p_ok ? (int) (p / HoWo) : 0, pix = p_ok ? (int) (p % HoWo) : 0;
+  const int iy0 = (pix / s.Wo) * s.stride - s.pad_top, ix0 = (pix % s.Wo) * s.stride - s.pad_left;
+  const size_t plane = (size_t) s.H * s.W;
+  const T *xb = x + (size_t) bb * s.Cin * plane;
+
+  float acc[CO];
+#pragma unroll
+  for (int j = 0; j < CO; j++)
+    acc[j] = 0.0f;
+  const int per = ceil_div (s.K, R), k_begin = imin (r * per, s.K), k_end = imin (k_begin + per, s.K);
+  int kk = k_begin;
+  while (kk < k_end)
+    {
+      /* one filter tap: channels ci .. ci + n - 1 of it lie in this slice */
+      const int tap = kk / s.Cin, ci = kk - tap * s.Cin, n = imin (s.Cin - ci, k_end - kk);
+      const int ky = tap / s.k, kx = tap - ky * s.k, iy = iy0 + ky, ix = ix0 + kx;
+      if (p_ok && nco > 0 && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
+        {
+          const T *src = xb + (size_t) ci * plane + (size_t) iy * s.W + ix;
+          const T *wk = Wt + (size_t) m0 * s.ldw + kk;
+          for (int c = 0; c < n; c++)
+            {
+              const float v = to_f32<T> (src[(size_t) c * plane]);
+#pragma unroll
+              for (int j = 0; j < CO; j++)
+                if (j < nco)
+                  acc[j] += to_f32<T> (wk[(size_t) j * s.ldw + c]) * v;
+            }
+        }
+      kk += n;
+    }
+
+  if (R > 1)
+    {
+#pragma unroll
+      for (int j = 0; j < CO; j++)
+        part[warp][j][lane] = acc[j];
+      __syncthreads ();
+      if (r != 0)
+        return;
+#pragma unroll
+      for (int j = 0; j < CO; j++)
+        {
+          float v = 0.0f;
+          for (int q = 0; q < R; q++)
+            v += part[q * G + g][j][lane];
+          acc[j] = v;
+        }
+    }
+  if (!p_ok)
+    return;
+#pragma unroll
+  for (int j = 0; j < CO; j++)
+    if (j < nco)
+      conv_store (y, epi, acc[j] + (bias != NULL ? bias[m0 + j] : 0.0f), s.Cout, HoWo, bb, m0 + j, pix);
+}
+
+bool
+cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s)
+{
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  return cb->act_type != CT_F32 && (s.Cout <= 8 || s.K <= 32) && (P + 31) / 32 <= 2147483647LL;
+}
+
+/* Output channels per thread, and output-channel groups per block (a power of two, so R = 8 / G slices). */
+static void
+direct_split (const ConvShape &s, int *co, int *groups)
+{
+  *co = s.Cout <= 4 ? 4 : s.Cout <= 8 ? 8 : 16;
+  const int need = ceil_div (s.Cout, *co);
+  int g = 1;
+  while (g < need && g < DC_WARPS)
+    g *= 2;
+  *groups = g;
+}
+
+template <typename T>
+static void
+launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const DdpmConvEpilogue *e)
+{
+  const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
+  int co, G;
+  direct_split (s, &co, &G);
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  const int gy = ceil_div (s.Cout, G * co);
+  if (gy > 65535)
+    {
+      cuda_fail (cb, DDPM_ERROR_LIMIT, "conv2d: %d output channels exceed the direct kernel's grid", s.Cout);
+      return;
+    }
+  const dim3 grid ((unsigned) ((P + 31) / 32), (unsigned) gy);
+  const T *wt = (const T *) w->weight;
+  const float *b = (const float *) w->bias;
+  if (co == 4)
+    launch (cb, "conv_direct", grid, DC_THREADS, 0, conv_direct_kernel<T, 4>, wt, b, (const T *) x, (T *) y, s, G, epi);
+  else if (co == 8)
+    launch (cb, "conv_direct", grid, DC_THREADS, 0, conv_direct_kernel<T, 8>, wt, b, (const T *) x, (T *) y, s, G, epi);
+  else
+    launch (cb, "conv_direct", grid, DC_THREADS, 0, conv_direct_kernel<T, 16>, wt, b, (const T *) x, (T *) y, s, G,
+            epi);
+}
+
+void
+cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
+                  const DdpmConvEpilogue *epi)
+{
+  if (cb->act_type == CT_F16)
+    launch_t<__half> (cb, w, x, y, s, epi);
+  else
+    launch_t<__nv_bfloat16> (cb, w, x, y, s, epi);
+}
