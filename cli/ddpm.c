@@ -597,6 +597,40 @@ resolve_sampler (const DdpmModel *model, const SamplerOptions *s, DdpmSamplePara
 }
 
 static int
+compare_doubles (const void *a, const void *b)
+{
+  const double x = *(const double *) a, y = *(const double *) b;
+  return (x > y) - (x < y);
+}
+
+/* `sample --time --repeat N`: N more samples with the same parameters in the same (planned, warm) context;
+ * prints the median time. Same seed, same image: a repeat that differs from `first` in any bit is an error
+ * (the device's reductions are ordered, so timing must not change a result). */
+static gboolean
+time_repeats (DdpmContext *ctx, const DdpmSampleParams *p, const float *first, size_t n, int repeat, GError **error)
+{
+  g_autofree float *again = g_new (float, n);
+  g_autofree double *ms = g_new (double, repeat);
+  for (int i = 0; i < repeat; i++)
+    {
+      const gint64 t0 = g_get_monotonic_time ();
+      if (!ddpm_sample (ctx, p, again, error))
+        return FALSE;
+      ms[i] = (g_get_monotonic_time () - t0) / 1e3;
+      if (memcmp (again, first, n * sizeof (float)) != 0)
+        {
+          g_set_error (error, DDPM_ERROR, DDPM_ERROR_NUMERIC, "repeat %d of the sample differs from the first run "
+                       "(same seed, same context): the device result depends on timing", i + 1);
+          return FALSE;
+        }
+    }
+  qsort (ms, repeat, sizeof *ms, compare_doubles);
+  printf ("warm_sample_ms=%.3f repeats=%d identical=1\n", ms[repeat / 2], repeat);
+  fflush (stdout);
+  return TRUE;
+}
+
+static int
 cmd_sample (int argc, char **argv)
 {
   const char *cmd = "sample";
@@ -604,11 +638,15 @@ cmd_sample (int argc, char **argv)
   SamplerOptions so = { 0 };
   int batch = 0, height = 0, width = 0;
   gboolean report_time = FALSE;
+  int repeat = 0;
   g_autofree char *init_path = NULL, *step_path = NULL, *out_path = NULL;
   GOptionEntry entries[] = {
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "images to sample (default 1, or the batch of --init-noise)", "B" },
     { "time", 0, 0, G_OPTION_ARG_NONE, &report_time, "print 'sample_ms=X steps=N' on stdout: the time of the whole "
       "sampling call (planning, graph capture, every step, the copy back), without loading or start-up", NULL },
+    { "repeat", 0, 0, G_OPTION_ARG_INT, &repeat, "with --time: sample N more times in the same context (planned, "
+      "modules loaded) and print 'warm_sample_ms=M repeats=N' (the median); every repeat must give the first "
+      "image bit for bit, or the command fails", "N" },
     { "height", 'H', 0, G_OPTION_ARG_INT, &height, "image height (default: the model's sample_size)", "H" },
     { "width", 'W', 0, G_OPTION_ARG_INT, &width, "image width (default: the model's sample_size)", "W" },
     { "init-noise", 0, 0, G_OPTION_ARG_FILENAME, &init_path, "x_T instead of the RNG, float32 (B, C, H, W)", "XT.npy" },
@@ -637,6 +675,8 @@ cmd_sample (int argc, char **argv)
     rc = usage_error (cmd, "--out must end in .npy or .png");
   if (rc == EXIT_OK && (batch < 0 || height < 0 || width < 0))
     rc = usage_error (cmd, "--batch, --height and --width must be positive");
+  if (rc == EXIT_OK && (repeat < 0 || (repeat > 0 && !report_time)))
+    rc = usage_error (cmd, "--repeat N needs --time and N >= 0");
   if (rc == EXIT_OK && argc > 1)
     rc = usage_error (cmd, "unexpected argument '%s'", argv[1]);
   if (rc != EXIT_OK)
@@ -758,6 +798,8 @@ cmd_sample (int argc, char **argv)
       printf ("sample_ms=%.3f steps=%d\n", sample_ms, prog.steps);
       fflush (stdout);
     }
+  if (repeat > 0 && !time_repeats (ctx, &p, out, n, repeat, &error))
+    goto fail;
   if (to_png ? !save_png_batch (out_path, out, batch, channels, height, width, &error)
              : !ddpm_npy_save_f32 (out_path, out, 4, out_shape, &error))
     goto fail;

@@ -178,6 +178,14 @@ if grep -q . "$TMP/out"; then not_ok "sample without --time printed on stdout"; 
 run "sample --time" 0 "$DDPM" sample --model "$MODEL" --sampler ddim --steps 3 -q --time --out "$TMP/t.npy"
 grep -Eq '^sample_ms=[0-9]+\.[0-9]{3} steps=3$' "$TMP/out" && [ "$(wc -l <"$TMP/out")" -eq 1 ] \
   && ok "--time prints one 'sample_ms=X steps=3' line" || not_ok "--time output: $(cat "$TMP/out")"
+cp "$TMP/t.npy" "$TMP/t1.npy"
+run "sample --time --repeat 2" 0 "$DDPM" sample --model "$MODEL" --sampler ddim --steps 3 -q --time --repeat 2 \
+  --out "$TMP/t.npy"
+grep -Eq '^warm_sample_ms=[0-9]+\.[0-9]{3} repeats=2 identical=1$' "$TMP/out" && [ "$(wc -l <"$TMP/out")" -eq 2 ] \
+  && ok "--repeat adds one 'warm_sample_ms=X repeats=2 identical=1' line" || not_ok "--repeat output: $(cat "$TMP/out")"
+cmp -s "$TMP/t.npy" "$TMP/t1.npy" && ok "--repeat leaves the first sample as the output" \
+  || not_ok "--repeat changed the output"
+run "sample --repeat without --time" 2 "$DDPM" sample --model "$MODEL" --steps 2 --repeat 2 --out "$TMP/w.npy"
 check_png "$TMP/b-0.png" 16 16 2
 check_png "$TMP/b-1.png" 16 16 2
 run "sample with --init-noise of the wrong shape" 1 "$DDPM" sample --model "$MODEL" --steps 2 \
