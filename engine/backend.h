@@ -106,6 +106,16 @@ typedef struct {
   /* Counts non-finite values of f32 x (n); synchronous. */
   size_t (*count_nonfinite) (DdpmBackend *be, const float *x, size_t n);
 
+  /* ---- optional: fused ops (NULL: the engine calls the ops they fuse) ---- */
+  /* group_norm (w_norm, G, eps, scale_shift, silu) of x into normed, then conv2d (w) of normed into y with epi:
+   * for a normalised tensor that only the convolution reads (a resnet's norm1 -> conv1, norm2 -> conv2).
+   * normed (B, Cin, H, W) may alias x; the backend may leave it unwritten (CUDA: the normalised values go
+   * channels last straight into the convolution's scratch, so no NCHW copy and no transpose). Scratch:
+   * conv2d_scratch of the convolution. */
+  void (*group_norm_conv2d) (DdpmBackend *be, const DdpmNormW *w_norm, int G, float eps, const void *scale_shift,
+                             gboolean silu, const DdpmLinearW *w, const void *x, void *normed, void *y, int B, int H,
+                             int W, int stride, const int pad[4], const DdpmConvEpilogue *epi);
+
   /* ---- optional: graph capture (NULL on the CPU) ---- */
   gboolean (*graph_begin) (DdpmBackend *be, GError **error);
   gboolean (*graph_end) (DdpmBackend *be, GError **error);

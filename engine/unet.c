@@ -273,6 +273,25 @@ group_norm (DdpmUNet *u, const DdpmNormW *w, const void *x, void *y, int C, int 
     u->be->ops->group_norm (u->be, w, x, y, u->B, C, hw, groups, (float) u->cfg->norm_eps, scale_shift, silu);
 }
 
+/* GroupNorm (+ scale_shift, SiLU) of x, then a 3x3 convolution that is the only reader of the normalised tensor:
+ * one backend op where the backend fuses them (group_norm_conv2d), else the two. normed (B, Cin, h, w) is the
+ * work memory the two-op path writes; it may alias x. */
+static void
+norm_conv (DdpmUNet *u, const DdpmNormW *nw, const void *scale_shift, const DdpmLinearW *w, const void *x,
+           void *normed, void *y, int h, int wd, const DdpmConvEpilogue *epi)
+{
+  DdpmBackend *be = u->be;
+  const int G = u->cfg->norm_num_groups;
+  if (u->mode == WALK_RUN && be->ops->group_norm_conv2d != NULL)
+    {
+      be->ops->group_norm_conv2d (be, nw, G, (float) u->cfg->norm_eps, scale_shift, TRUE, w, x, normed, y, u->B, h,
+                                  wd, 1, PAD_SAME, epi);
+      return;
+    }
+  group_norm (u, nw, x, normed, w->in, h * wd, G, scale_shift, TRUE);
+  conv (u, w, normed, y, h, wd, 1, PAD_SAME, epi);
+}
+
 /* ResnetBlock2D (diffusers models/resnet.py): out = (shortcut(x) + conv2(act(GN2(conv1(act(GN1(x))) + proj(temb))))) * scale.
  * x (B, in, h, w) -> out (B, out, h, w); out must not alias x. Uses tmp1, tmp2, tproj. The time projection
  * (without scale_shift), the shortcut and the scale ride in the convolutions' epilogues (DdpmConvEpilogue). */
@@ -281,7 +300,6 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
 {
   DdpmBackend *be = u->be;
   const int hw = h * wd;
-  const int G = u->cfg->norm_num_groups;
   if (u->mode == WALK_PLAN)
     {
       need_work (u, (size_t) u->B * MAX (r->in, r->out) * hw);
@@ -291,7 +309,6 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
   g_assert (u->mode == WALK_PLAN || out != x);
   g_assert (u->ri < u->n_resnets);
   const int ri = u->ri++;
-  group_norm (u, &r->norm1, x, u->tmp1, r->in, hw, G, NULL, TRUE);
   /* the time projection: a slice of tproj_all (projected once per forward), else this resnet's own */
   DdpmConvEpilogue add_temb = { NULL, NULL, 0, 1.0f };
   if (u->temb_proj_all.weight != NULL)
@@ -305,16 +322,17 @@ resnet (DdpmUNet *u, const DdpmResnetW *r, const void *x, void *out, int h, int 
       be->ops->linear (be, &r->time_emb_proj, u->temb, u->tproj, u->B, TRUE);
       add_temb.channel_bias = u->cfg->scale_shift ? NULL : u->tproj;
     }
-  conv (u, &r->conv1, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME, &add_temb);
-  group_norm (u, &r->norm2, u->tmp2, u->tmp1, r->out, hw, G, u->cfg->scale_shift ? u->tproj : NULL, TRUE);
+  norm_conv (u, &r->norm1, NULL, &r->conv1, x, u->tmp1, u->tmp2, h, wd, &add_temb);
   const void *shortcut = x;
   if (r->conv_shortcut.weight != NULL)
     {
-      conv (u, &r->conv_shortcut, x, u->tmp2, h, wd, 1, PAD_NONE, NULL);   /* tmp2 is free after GN2 */
-      shortcut = u->tmp2;
+      conv (u, &r->conv_shortcut, x, u->tmp1, h, wd, 1, PAD_NONE, NULL);   /* tmp1 is free after conv1 */
+      shortcut = u->tmp1;
     }
+  /* GN2 in place on conv1's output (nothing else reads it) */
   const DdpmConvEpilogue add_shortcut = { NULL, shortcut, 0, (float) (1.0 / output_scale_factor) };
-  conv (u, &r->conv2, u->tmp1, out, h, wd, 1, PAD_SAME, &add_shortcut);
+  norm_conv (u, &r->norm2, u->cfg->scale_shift ? u->tproj : NULL, &r->conv2, u->tmp2, u->tmp2, out, h, wd,
+             &add_shortcut);
 }
 
 /* Attention block (diffusers attention_processor.py, residual connection on): x (B, C, h, w) updated in

@@ -425,10 +425,12 @@ launch_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, 
             (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps, epi);
 }
 
+/* xh_ready: the plan is channels last and the channels-last copy of x is already at the start of scratch
+ * (cuda_group_norm_conv2d wrote it); x is not read then. */
 template <typename T>
 static void
 conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, ConvPlan p,
-                   const DdpmConvEpilogue *e)
+                   const DdpmConvEpilogue *e, bool xh_ready = false)
 {
   const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
   const long long P = (long long) s.B * s.Ho * s.Wo;
@@ -456,7 +458,8 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
   if (p.nhwc)
     {
-      cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
+      if (!xh_ready)
+        cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
       cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, partial, counters, s, p.kps, e);
     }
   else if (s.k == 3)
@@ -491,4 +494,31 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
     conv2d_implicit_t<__half> (cb, w, x, y, s, p, epi);
   else
     conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p, epi);
+}
+
+/* GroupNorm then this convolution. Where the convolution runs channels last, the normalisation writes the
+ * channels-last copy itself (cuda_group_norm_nhwc): one pass over the activation and one launch fewer than
+ * group_norm + transpose, and `normed` stays unwritten. Elsewhere, or with $DDPM_CUDA_GN_CONV=0, the two ops. */
+void
+cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float eps, const void *scale_shift,
+                        gboolean silu, const DdpmLinearW *w, const void *x, void *normed, void *y, int B, int H, int W,
+                        int stride, const int pad[4], const DdpmConvEpilogue *epi)
+{
+  CudaBackend *cb = cuda_backend (be);
+  const ConvShape s = conv_shape (w, B, H, W, stride, pad);
+  if (cb->gn_conv_fuse && s.B > 0 && s.Ho > 0 && s.Wo > 0 && s.Cout > 0)
+    {
+      const ConvPlan p = conv_plan (cb, s, pad);
+      if (p.implicit && !p.direct && p.nhwc && p.scratch <= cb->scratch_bytes
+          && cuda_group_norm_nhwc (cb, w_norm, x, cb->scratch, B, s.Cin, H * W, G, eps, scale_shift, silu))
+        {
+          if (cb->act_type == CT_F16)
+            conv2d_implicit_t<__half> (cb, w, NULL, y, s, p, epi, true);
+          else
+            conv2d_implicit_t<__nv_bfloat16> (cb, w, NULL, y, s, p, epi, true);
+          return;
+        }
+    }
+  cuda_group_norm (be, w_norm, x, normed, B, w->in, H * W, G, eps, scale_shift, silu);
+  cuda_conv2d (be, w, normed, y, B, H, W, stride, pad, epi);
 }

@@ -508,7 +508,8 @@ cuda_destroy (DdpmBackend *be)
   .write_params = cuda_write_params, \
   .scheduler_step = cuda_scheduler_step, \
   .randn = cuda_randn, \
-  .count_nonfinite = cuda_count_nonfinite
+  .count_nonfinite = cuda_count_nonfinite, \
+  .group_norm_conv2d = cuda_group_norm_conv2d
 
 static const DdpmBackendOps cuda_ops = {
   CUDA_OPS_COMMON,
@@ -720,6 +721,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;
+  cb->gn_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_GN_CONV"), "0") != 0;
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
   cb->attn_mode = attn != NULL && strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS : ATTN_AUTO;
 

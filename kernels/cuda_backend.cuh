@@ -84,6 +84,7 @@ struct CudaBackend {
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
+  gboolean gn_conv_fuse;            /* group_norm_conv2d writes the channels-last conv input directly ($DDPM_CUDA_GN_CONV=0: no) */
   gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless
                                     * $DDPM_CUDA_PDL=0 or profiling; cuda_compat.cuh grid_dependency_wait) */
   GError *error;                   /* first asynchronous failure, until reported */
@@ -217,6 +218,11 @@ void cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, i
 /* h (B, C, HW) += v[b * stride + c] (act) */
 void cuda_add_channel_bias_strided (CudaBackend *cb, void *h, const void *v, int B, int C, int HW, int stride);
 
+/* group_norm.cu: cuda_group_norm's result written channels last, xh (B, HW, C), for a convolution that reads
+ * it (statistics kernel + a normalising transpose). FALSE (nothing launched) for shapes it does not take. */
+bool cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, void *xh, int B, int C, int HW, int G,
+                           float eps, const void *scale_shift, bool silu);
+
 /* ---- ops (one file per operation) ---- */
 void cuda_cast_in (DdpmBackend *be, const float *x, void *y, size_t n);
 void cuda_cast_out (DdpmBackend *be, const void *x, float *y, size_t n);
@@ -229,6 +235,9 @@ void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y,
                   const int pad[4], const DdpmConvEpilogue *epi);
 void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
                       float eps, const void *scale_shift, gboolean silu);
+void cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float eps, const void *scale_shift,
+                             gboolean silu, const DdpmLinearW *w, const void *x, void *normed, void *y, int B, int H,
+                             int W, int stride, const int pad[4], const DdpmConvEpilogue *epi);
 void cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);
 void cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale);
 void cuda_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);

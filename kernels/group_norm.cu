@@ -16,7 +16,9 @@
  *   ($DDPM_CUDA_GN=fused forces it, also where the register kernel would fit).
  * - split: a group is cut into S chunks; a statistics kernel writes (mean, M2, n) per chunk, then the apply
  *   kernel's blocks each merge the S partials (Chan et al.'s parallel variance) and normalise their chunk.
- *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image). */
+ *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image).
+ * And for a convolution that reads the result channels last (cuda_group_norm_nhwc, for group_norm_conv2d):
+ * the statistics kernel, then a normalising transpose into the convolution's scratch. */
 #include "cuda_backend.cuh"
 
 #define GN_THREADS 256
@@ -222,6 +224,26 @@ gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int 
     }
 }
 
+/* A group's mean and rstd from its S partials p[3 * i] = (mean, M2, n), merged in a fixed order
+ * (deterministic; Chan et al.), rstd in double as the CPU. */
+__device__ __forceinline__ void
+gn_merge (const float *p, int S, float eps, float *mean_out, float *rstd_out)
+{
+  double n = 0.0, mean = 0.0, m2 = 0.0;
+  for (int i = 0; i < S; i++)
+    {
+      const double nb = p[3 * i + 2];
+      if (nb == 0.0)
+        continue;
+      const double mb = p[3 * i], delta = mb - mean, tot = n + nb;
+      mean += delta * nb / tot;
+      m2 += (double) p[3 * i + 1] + delta * delta * n * nb / tot;
+      n = tot;
+    }
+  *mean_out = (float) mean;
+  *rstd_out = (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps));
+}
+
 template <typename T, bool VEC>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float *__restrict__ gamma,
@@ -233,28 +255,50 @@ gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float 
   const int s = blockIdx.x, bg = blockIdx.y, b = bg / G, g = bg % G, cpg = C / G;
   const size_t len = (size_t) cpg * HW;
   if (threadIdx.x == 0)
-    {
-      /* merge the partials in a fixed order (deterministic) */
-      const float *p = stats + (size_t) bg * S * 3;
-      double n = 0.0, mean = 0.0, m2 = 0.0;
-      for (int i = 0; i < S; i++)
-        {
-          const double nb = p[3 * i + 2];
-          if (nb == 0.0)
-            continue;
-          const double mb = p[3 * i], delta = mb - mean, tot = n + nb;
-          mean += delta * nb / tot;
-          m2 += (double) p[3 * i + 1] + delta * delta * n * nb / tot;
-          n = tot;
-        }
-      group_mean = (float) mean;
-      group_rstd = (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps));
-    }
+    gn_merge (stats + (size_t) bg * S * 3, S, eps, &group_mean, &group_rstd);
   __syncthreads ();
   size_t begin, end;
   gn_chunk (len, S, s, &begin, &end);
   block_apply<T, VEC> (x + (size_t) bg * len, y + (size_t) bg * len, begin, end, b, g, cpg, C, HW, group_mean,
                        group_rstd, gamma, beta, ss, silu);
+}
+
+/* The split path's normalisation written channels last, for the convolution that reads it
+ * (cuda_group_norm_conv2d): xh (B, HW, C) = GroupNorm(x (B, C, HW)) [* (1 + scale) + shift] [SiLU]. A 32 x 32
+ * tile of channels x pixels through shared memory, so reads and writes are both coalesced; each of its 32
+ * channels merges its group's S partials first. One rounding, as group_norm then the transpose. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+gn_apply_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, const float *__restrict__ stats,
+                      const float *__restrict__ gamma, const float *__restrict__ beta, const T *__restrict__ ss, int C,
+                      int HW, int G, int S, float eps, bool silu)
+{
+  grid_dependency_wait ();
+  __shared__ float tile[32][33];
+  __shared__ float ch_mean[32], ch_rstd[32];
+  const int b = blockIdx.z, c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  if (ty == 0 && c0 + tx < C)
+    gn_merge (stats + ((size_t) b * G + (c0 + tx) / (C / G)) * S * 3, S, eps, &ch_mean[tx], &ch_rstd[tx]);
+  __syncthreads ();
+  const T *xb = x + (size_t) b * C * HW;
+  for (int r = ty; r < 32; r += 8)
+    {
+      const int c = c0 + r, p = p0 + tx;
+      if (c < C && p < HW)
+        {
+          const GnChannel k = gn_channel<T> (b, c, C, ch_mean[r], ch_rstd[r], gamma, beta, ss);
+          tile[r][tx] = gn_value (to_f32<T> (xb[(size_t) c * HW + p]), k, ss != NULL, silu);
+        }
+    }
+  __syncthreads ();
+  T *ob = xh + (size_t) b * C * HW;
+  for (int r = ty; r < 32; r += 8)
+    {
+      const int p = p0 + r, c = c0 + tx;
+      if (c < C && p < HW)
+        ob[(size_t) p * C + c] = from_f32<T> (tile[tx][r]);
+    }
 }
 
 /* Chunks per group for the split path; 1 means fused. */
@@ -340,4 +384,30 @@ cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, in
                 cb->gn_stats, gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, (bool) silu);
       }
   });
+}
+
+bool
+cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, void *xh, int B, int C, int HW, int G,
+                      float eps, const void *scale_shift, bool silu)
+{
+  if (G <= 0 || C % G != 0 || B * G > 65535 || B > 65535)
+    return false;
+  const int groups = B * G;
+  const size_t len = (size_t) (C / G) * HW;
+  /* the split path's chunks where it would split, else one chunk per group (the statistics of the fused path) */
+  const int S = imax (gn_split (cb, groups, len), 1);
+  const bool vec = HW % 8 == 0 && aligned16 (x);
+  const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
+  const dim3 tiles ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (C, 32), (unsigned) B);
+  DISPATCH_ACT (cb, T, {
+    if (vec)
+      launch (cb, "group_norm_stats", dim3 (S, groups), GN_THREADS, 0, gn_stats_kernel<T, true>, (const T *) x,
+              cb->gn_stats, C, HW, G, S);
+    else
+      launch (cb, "group_norm_stats", dim3 (S, groups), GN_THREADS, 0, gn_stats_kernel<T, false>, (const T *) x,
+              cb->gn_stats, C, HW, G, S);
+    launch (cb, "group_norm_nhwc", tiles, dim3 (32, 8), 0, gn_apply_nhwc_kernel<T>, (const T *) x, (T *) xh,
+            (const float *) cb->gn_stats, gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, silu);
+  });
+  return true;
 }

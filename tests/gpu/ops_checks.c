@@ -367,6 +367,115 @@ static const NormCase norm_cases[] = {
   { "regs norm", 1, 40, 256, 4, TRUE, TRUE, FALSE, 0 },
 };
 
+/* ---- group_norm_conv2d (GroupNorm + SiLU, then a 3x3 convolution of it) ---- */
+
+typedef struct {
+  const char *name;
+  int B, Cin, H, W, Cout, G;
+  gboolean scale_shift, in_place, epilogue;
+  int full_size;
+} NormConvCase;
+
+/* The GPU's fused op against the CPU's group_norm then conv2d (the CPU has no fused op). On CUDA the
+ * normalised values go channels last straight into the convolution's scratch where its channels-last kernel
+ * runs, else the op runs the two. Bound: the conv bound; the one extra rounding (the normalised tensor, as
+ * both sides store it in the activation type) is far below it. */
+static void
+check_norm_conv (GpuEnv *env, const NormConvCase *nc)
+{
+  NormConvCase c = *nc;
+  if (c.full_size != 0)
+    {
+      c.Cin = qc (env, c.Cin);
+      c.Cout = qc (env, c.Cout);
+      c.G = imin_ (c.G, c.Cin / 2);
+    }
+  c.H = qs (env, c.H, c.full_size);
+  c.W = qs (env, c.W, c.full_size);
+  char label[160];
+  g_snprintf (label, sizeof label, "%s B%d %d->%d G%d @%dx%d%s%s%s", c.name, c.B, c.Cin, c.Cout, c.G, c.H, c.W,
+              c.scale_shift ? " +scale_shift" : "", c.in_place ? " in-place" : "", c.epilogue ? " +res/sqrt2" : "");
+  if (!check_selected (env, label))
+    return;
+  if (env->gpu->ops->group_norm_conv2d == NULL)
+    {
+      report_plain (env, FALSE, "norm_conv", label, "the CUDA backend has no group_norm_conv2d");
+      return;
+    }
+  const int pad[4] = { 1, 1, 1, 1 };
+  const size_t n_in = (size_t) c.B * c.Cin * c.H * c.W, n_out = (size_t) c.B * c.Cout * c.H * c.W;
+  float *x = random_host (n_in, 41, 1.5f, 0.7f, env->precision);
+  float *gamma = random_host ((size_t) c.Cin, 42, 0.1f, 1.0f, DDPM_PRECISION_FP32);
+  float *beta = random_host ((size_t) c.Cin, 43, 0.1f, 0.0f, DDPM_PRECISION_FP32);
+  float *ss = random_host ((size_t) c.B * 2 * c.Cin, 44, 0.3f, 0.0f, env->precision);
+  float *res = random_host (n_out, 45, 2.0f, 0.0f, env->precision);
+  const int64_t vshape[1] = { c.Cin };
+  DdpmNormW wc = { upload (env, env->cpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
+                   upload (env, env->cpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.Cin };
+  DdpmNormW wg = { upload (env, env->gpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
+                   upload (env, env->gpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.Cin };
+  LinPair w;
+  Pair in, normed, out, sp, resid;
+  memset (&normed, 0, sizeof normed);
+  memset (&resid, 0, sizeof resid);
+  gboolean ok = wc.gamma && wc.beta && wg.gamma && wg.beta && lin_new (env, &w, c.Cout, c.Cin, 3, 46)
+                && pair_input (env, &in, n_in, TRUE, x, label) && pair_output (env, &out, n_out, TRUE, label)
+                && pair_input (env, &sp, (size_t) c.B * 2 * c.Cin, TRUE, ss, label)
+                && (c.in_place || pair_output (env, &normed, n_in, TRUE, label))
+                && (!c.epilogue || pair_input (env, &resid, n_out, TRUE, res, label));
+  if (ok
+      && reserve (env, env->cpu, env->cpu->ops->conv2d_scratch (env->cpu, c.B, c.Cin, c.H, c.W, c.Cout, 3, 1, pad), label)
+      && reserve (env, env->gpu, env->gpu->ops->conv2d_scratch (env->gpu, c.B, c.Cin, c.H, c.W, c.Cout, 3, 1, pad), label))
+    {
+      const DdpmConvEpilogue ec = { NULL, resid.c.ptr, 0, (float) M_SQRT1_2 }, eg = { NULL, resid.g.ptr, 0, (float) M_SQRT1_2 };
+      Pair *nm = c.in_place ? &in : &normed;
+      env->cpu->ops->group_norm (env->cpu, &wc, in.c.ptr, nm->c.ptr, c.B, c.Cin, c.H * c.W, c.G, 1e-6f,
+                                 c.scale_shift ? sp.c.ptr : NULL, TRUE);
+      env->cpu->ops->conv2d (env->cpu, &w.c, nm->c.ptr, out.c.ptr, c.B, c.H, c.W, 1, pad, c.epilogue ? &ec : NULL);
+      env->gpu->ops->group_norm_conv2d (env->gpu, &wg, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL, TRUE, &w.g,
+                                        in.g.ptr, nm->g.ptr, out.g.ptr, c.B, c.H, c.W, 1, pad, c.epilogue ? &eg : NULL);
+      double ms;
+      if (finish (env, "norm_conv", label, &out, op_bound (env->precision), -1.0) && !c.in_place)
+        {
+          TIME_GPU (env, ms, env->gpu->ops->group_norm_conv2d (env->gpu, &wg, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL,
+                                                               TRUE, &w.g, in.g.ptr, nm->g.ptr, out.g.ptr, c.B, c.H, c.W,
+                                                               1, pad, c.epilogue ? &eg : NULL));
+          if (ms >= 0.0)
+            printf ("     %-18s %-4s %-58s %9.4f ms%s%s\n", "  time", precision_name (env->precision), label, ms,
+                    env->variant ? "  " : "", env->variant ? env->variant : "");
+        }
+    }
+  pair_free (&in);
+  pair_free (&normed);
+  pair_free (&out);
+  pair_free (&sp);
+  pair_free (&resid);
+  lin_free (env, &w);
+  void *vs[4] = { wc.gamma, wc.beta, wg.gamma, wg.beta };
+  for (int i = 0; i < 4; i++)
+    if (vs[i])
+      (i < 2 ? env->cpu : env->gpu)->ops->free (i < 2 ? env->cpu : env->gpu, vs[i]);
+  g_free (x);
+  g_free (gamma);
+  g_free (beta);
+  g_free (ss);
+  g_free (res);
+}
+
+static const NormConvCase norm_conv_cases[] = {
+  { "cifar resnet norm_conv", 2, 128, 32, 32, 128, 32, FALSE, FALSE, FALSE, 32 },
+  { "cifar resnet norm_conv", 3, 256, 16, 16, 256, 32, TRUE, TRUE, TRUE, 32 },
+  { "celebahq resnet norm_conv", 1, 128, 256, 256, 128, 32, FALSE, FALSE, TRUE, 256 },
+  { "celebahq resnet norm_conv", 2, 256, 64, 64, 256, 32, FALSE, FALSE, FALSE, 256 },
+  /* odd sizes (unshrunk, so the fused path runs on the emulator too): 3 channels per group, so 32-channel
+   * tiles cut groups, HW 35 (scalar statistics); 2 per group, HW 120, in place; 4 groups of 32768 values
+   * (the statistics split into chunks); Cin 48 (not a multiple of 32: the op falls back to the two ops) */
+  { "odd norm_conv", 2, 96, 7, 5, 40, 32, FALSE, FALSE, TRUE, 0 },
+  { "odd norm_conv", 3, 64, 12, 10, 72, 32, TRUE, TRUE, FALSE, 0 },
+  { "odd norm_conv split stats", 1, 32, 64, 64, 32, 4, FALSE, FALSE, TRUE, 0 },
+  { "odd norm_conv fallback", 2, 48, 6, 6, 24, 8, TRUE, FALSE, FALSE, 0 },
+};
+
 /* ---- linear ---- */
 
 typedef struct {
@@ -817,6 +926,9 @@ run_op_checks (GpuEnv *env, unsigned which)
         if (conv_cases[i].stride == 1)
           check_conv (env, &conv_cases[i], TRUE);
       }
+  if (which & OPS_CONV)
+    for (size_t i = 0; i < G_N_ELEMENTS (norm_conv_cases); i++)
+      check_norm_conv (env, &norm_conv_cases[i]);
   if (which & OPS_ATTENTION)
     for (size_t i = 0; i < G_N_ELEMENTS (attn_cases); i++)
       check_attention (env, &attn_cases[i]);
