@@ -73,7 +73,7 @@ im2col_chunk (int B, size_t per_image_bytes)
   return c < (size_t) B ? (int) c : B;
 }
 
-enum { TILE_SMALL, TILE_LARGE };       /* 64 x 64 or 128 x 64 (output channels x output pixels) */
+enum { TILE_SMALL, TILE_LARGE, TILE_MMA };   /* 64 x 64, 128 x 64 (output channels x output pixels); 128 x 128 */
 
 /* Output channels per tile. */
 static int
@@ -87,6 +87,7 @@ struct ConvPlan {
   bool implicit;
   bool nhwc;                            /* the channels-last kernel (conv2d_nhwc.cu) */
   bool direct;                          /* the CUDA-core kernel for Cout <= 8 or K <= 32 (conv2d_direct.cu) */
+  bool mma;                             /* nhwc with the 128 x 128 mma.sync tile, no K split (conv2d_nhwc.cu) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
   int kps;                              /* K tiles (of IG_BK) per split */
@@ -98,7 +99,7 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, false, TILE_SMALL, 1, 0, 0, 0 };
+  ConvPlan p = { use_implicit (cb), false, false, false, TILE_SMALL, 1, 0, 0, 0 };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -117,7 +118,8 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   const long long cols = (P + IG_BN - 1) / IG_BN;
   const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;   /* 2 blocks per SM */
   const long long blocks_large = cols * ((s.Cout + 127) / 128);
-  p.tile = cb->conv_tile >= 0 ? cb->conv_tile : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
+  p.tile = cb->conv_tile == TILE_SMALL || cb->conv_tile == TILE_LARGE ? cb->conv_tile
+           : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
   const long long blocks = cols * ceil_div (s.Cout, tile_rows (p.tile));
   const int ktiles = (s.K + IG_BK - 1) / IG_BK;
   int splits = 1;
@@ -135,6 +137,16 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   p.nhwc = cb->conv_algo != CONV_IMPLICIT && cuda_conv_nhwc_fits (cb, s);
   if (p.nhwc)
     p.xh_bytes = (cuda_conv_nhwc_bytes (cb, s) + 255) / 256 * 256;
+  /* $DDPM_CUDA_CONV=mma: the 128 x 128 tile where its tiles alone fill a wave of the GPU (no K split);
+   * $DDPM_CUDA_CONV_TILE=mma: wherever the channels-last kernel runs (tests) */
+  const long long tiles_mma = (P + 127) / 128 * ((s.Cout + 127) / 128);
+  if (p.nhwc && cb->conv_splitk == 0
+      && (cb->conv_tile == TILE_MMA || (cb->conv_algo == CONV_MMA && tiles_mma >= cb->sm_count)))
+    {
+      p.mma = true;
+      p.splits = 1;
+      p.kps = ktiles;
+    }
   p.scratch = p.xh_bytes;
   if (p.splits > 1)   /* whole tiles, [tile][split][BM * IG_BN] */
     {
@@ -441,6 +453,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       p.splits = 1;
       p.kps = ktiles;
       p.nhwc = false;
+      p.mma = false;
       p.xh_bytes = 0;
     }
   const long long gx = (P + IG_BN - 1) / IG_BN;
@@ -456,12 +469,12 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
   int *counters = partial != NULL && gx * gy <= CUDA_CONV_COUNTERS && !cb->conv_reduce_kernel ? cb->conv_counters
                   : NULL;
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
-  if (p.nhwc)
-    {
-      if (!xh_ready)
-        cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
-      cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, partial, counters, s, p.kps, e);
-    }
+  if (p.nhwc && !xh_ready)
+    cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
+  if (p.mma)
+    cuda_conv_nhwc_mma_launch (cb, w, cb->scratch, y, s, e);
+  else if (p.nhwc)
+    cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, partial, counters, s, p.kps, e);
   else if (s.k == 3)
     launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid, epi);
   else if (s.k == 1)

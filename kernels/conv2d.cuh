@@ -230,6 +230,11 @@ void cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const C
 void cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
                             float *partial, int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *epi);
 
+/* conv2d_nhwc.cu: the 128 x 128 mma.sync tile on the channels-last copy xh (same fit, no K split), grid
+ * (P / 128, Cout / 128). */
+void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
+                                const DdpmConvEpilogue *e);
+
 /* conv2d_direct.cu: whether the direct CUDA-core kernel takes this shape (fp16/bf16, Cout <= 8 or K <= 32),
  * and the convolution with it (bias and epilogue included; no scratch). */
 bool cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s);

@@ -15,6 +15,7 @@
  * needs Cin % 32 == 0 (a slice is one tap, every copy 16-byte aligned). conv2d.cu plans it (tile, K
  * splits, scratch) as its own kernel, and the end of a block is the same (conv_tile_epilogue). */
 #include "conv2d.cuh"
+#include "mma_sync.cuh"
 
 #define NHWC_STAGES 3
 #define NHWC_LD (IG_BK + 8)              /* shared row stride (elements) of A rows and B columns: 80 bytes */
@@ -151,6 +152,161 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
 }
 
+/* ---- the 128 x 128 tile on mma.sync, for large shapes (no K split) ----
+ * 4 warps (2 x 2) of 64 x 64: per 16 of K a warp loads its A rows with 4 ldmatrix.x4 and its pixels with 4
+ * more, then issues 32 mma.m16n8k16, so each operand byte read from shared memory feeds twice the products
+ * of the WMMA tile's 32-wide warp tiles. Shared rows are the 32 K values of a slice (64 bytes, four 16-byte
+ * chunks), chunk c of row r stored at c ^ ((r / 2) % 4): the 8 rows one ldmatrix reads then fall in 8
+ * different bank groups without padding, so 3 stages of A and B fit in 48 KiB. Copies and pipeline as
+ * conv_nhwc_kernel; the end goes through conv_tile_epilogue in two 64-pixel halves. */
+#define MMA_BM 128
+#define MMA_BN 128
+#define MMA_THREADS 128
+#define MMA_STAGES 3
+
+/* Element offset of chunk (8 values) `chunk` of shared row r. */
+__device__ __forceinline__ int
+mma_swizzle (int r, int chunk)
+{
+  return r * IG_BK + ((chunk ^ ((r >> 1) & 3)) << 3);
+}
+
+template <typename T>
+__global__ void __launch_bounds__ (MMA_THREADS)
+conv_nhwc_mma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
+                      T *__restrict__ y, ConvShape s, ConvEpi<T> epi)
+{
+  grid_dependency_wait ();
+  constexpr int STAGE = (MMA_BM + MMA_BN) * IG_BK;             /* elements: A rows, then B pixels */
+  constexpr int LDC = IG_BN + 4;
+  constexpr int COPIES = MMA_BM * IG_BK / 8 / MMA_THREADS;      /* 16-byte copies per thread, A and B each: 4 */
+  static_assert (MMA_STAGES * STAGE * 2 <= 48 * 1024 && MMA_BM * LDC * 4 <= MMA_STAGES * STAGE * 2, "shared memory");
+  __shared__ __align__ (128) unsigned char smem[MMA_STAGES * STAGE * 2];
+  T *const S0 = reinterpret_cast<T *> (smem);
+  float *const Cs = reinterpret_cast<float *> (smem);          /* [MMA_BM][LDC], after the K loop */
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int m0 = blockIdx.y * MMA_BM;
+  const long long p0 = (long long) blockIdx.x * MMA_BN;
+  const int HoWo = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HoWo;
+  const int nkt = s.K / IG_BK;
+  const int chunk = tid & 3;                                    /* this thread's 16-byte chunk of a row */
+
+  const T *pix_image[COPIES];
+  int iy0[COPIES], ix0[COPIES];
+  bool p_ok[COPIES];
+#pragma unroll
+  for (int i = 0; i < COPIES; i++)
+    {
+      const long long p = p0 + (tid >> 2) + 32 * i;
+      p_ok[i] = p < P;
+      const int b = p_ok[i] ? (int) (p / HoWo) : 0, pix = p_ok[i] ? (int) (p % HoWo) : 0;
+      pix_image[i] = xh + (size_t) b * s.H * s.W * s.Cin;
+      iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
+      ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
+    }
+
+  auto load_stage = [&] (int st, int kt) {
+    const int k0 = kt * IG_BK;
+    T *As = S0 + st * STAGE, *Bs = As + MMA_BM * IG_BK;
+#pragma unroll
+    for (int i = 0; i < COPIES; i++)
+      {
+        const int r = (tid >> 2) + 32 * i, m = m0 + r;
+        const bool ok = m < s.Cout;
+        __pipeline_memcpy_async (As + mma_swizzle (r, chunk), ok ? Wt + (size_t) m * s.ldw + k0 + chunk * 8 : Wt, 16,
+                                 ok ? 0 : 16);
+      }
+    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
+#pragma unroll
+    for (int i = 0; i < COPIES; i++)
+      {
+        const int n = (tid >> 2) + 32 * i, iy = iy0[i] + ky, ix = ix0[i] + kx;
+        const bool ok = p_ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
+        const T *src = ok ? pix_image[i] + ((size_t) iy * s.W + ix) * s.Cin + ci0 + chunk * 8 : xh;
+        __pipeline_memcpy_async (Bs + mma_swizzle (n, chunk), src, 16, ok ? 0 : 16);
+      }
+  };
+
+  float acc[4][8][4];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        acc[i][j][e] = 0.0f;
+
+  /* ldmatrix rows of this lane: matrix q = lane / 8, its row lane % 8 */
+  const int q = lane >> 3, r8 = lane & 7;
+  const int a_row = wm * 64 + (q & 1) * 8 + r8, a_chunk = q >> 1;   /* + 16 i rows, + 2 ks chunks */
+  const int b_row = wn * 64 + (q >> 1) * 8 + r8, b_chunk = q & 1;   /* + 16 jj pixels, + 2 ks chunks */
+
+#pragma unroll
+  for (int st = 0; st < MMA_STAGES - 1; st++)
+    {
+      if (st < nkt)
+        load_stage (st, st);
+      __pipeline_commit ();
+    }
+  for (int kt = 0; kt < nkt; kt++)      /* slice kt lives in stage kt % STAGES */
+    {
+      __pipeline_wait_prior (MMA_STAGES - 2);
+      __syncthreads ();
+      const int next = kt + MMA_STAGES - 1;
+      if (next < nkt)
+        load_stage (next % MMA_STAGES, next);
+      __pipeline_commit ();
+      const T *As = S0 + (kt % MMA_STAGES) * STAGE, *Bs = As + MMA_BM * IG_BK;
+#pragma unroll
+      for (int ks = 0; ks < 2; ks++)
+        {
+          uint32_t af[4][4], bf[8][2];
+#pragma unroll
+          for (int i = 0; i < 4; i++)
+            ldmatrix_x4 (af[i], As + mma_swizzle (a_row + 16 * i, a_chunk + 2 * ks));
+#pragma unroll
+          for (int jj = 0; jj < 4; jj++)
+            {
+              uint32_t r[4];
+              ldmatrix_x4 (r, Bs + mma_swizzle (b_row + 16 * jj, b_chunk + 2 * ks));
+              bf[2 * jj][0] = r[0];
+              bf[2 * jj][1] = r[1];
+              bf[2 * jj + 1][0] = r[2];
+              bf[2 * jj + 1][1] = r[3];
+            }
+#pragma unroll
+          for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+              mma_m16n8k16<T> (acc[i][j], af[i], bf[j]);
+        }
+    }
+  __pipeline_wait_prior (0);
+  __syncthreads ();                      /* the C tile reuses the stages */
+
+  /* two halves of 64 pixels: the warps of that half (wn) put their fragments in Cs, then the shared end */
+  const int g = lane >> 2, t = lane & 3;
+  for (int half = 0; half < 2; half++)
+    {
+      if (wn == half)
+        {
+#pragma unroll
+          for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+              for (int e = 0; e < 4; e++)
+                Cs[(wm * 64 + i * 16 + g + (e >= 2 ? 8 : 0)) * LDC + j * 8 + 2 * t + (e & 1)] = acc[i][j][e];
+        }
+      __syncthreads ();
+      conv_tile_epilogue<T, MMA_BM, MMA_THREADS, LDC> (Cs, bias, y, epi, NULL, NULL, s, m0, p0 + half * IG_BN);
+      __syncthreads ();                  /* before the other half overwrites Cs */
+    }
+}
+
 bool
 cuda_conv_nhwc_fits (const CudaBackend *cb, const ConvShape &s)
 {
@@ -196,4 +352,19 @@ cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW
     launch_t<__half> (cb, large, grid, w, xh, y, partial, counters, s, kps, epi);
   else
     launch_t<__nv_bfloat16> (cb, large, grid, w, xh, y, partial, counters, s, kps, epi);
+}
+
+void
+cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
+                           const DdpmConvEpilogue *e)
+{
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  const dim3 grid ((unsigned) ((P + MMA_BN - 1) / MMA_BN), (unsigned) ceil_div (s.Cout, MMA_BM));
+  if (cb->act_type == CT_F16)
+    launch (cb, "conv_nhwc_mma", grid, MMA_THREADS, 0, conv_nhwc_mma_kernel<__half>, (const __half *) w->weight,
+            (const float *) w->bias, (const __half *) xh, (__half *) y, s, conv_epi<__half> (e, s.Cout));
+  else
+    launch (cb, "conv_nhwc_mma", grid, MMA_THREADS, 0, conv_nhwc_mma_kernel<__nv_bfloat16>,
+            (const __nv_bfloat16 *) w->weight, (const float *) w->bias, (const __nv_bfloat16 *) xh,
+            (__nv_bfloat16 *) y, s, conv_epi<__nv_bfloat16> (e, s.Cout));
 }

@@ -708,9 +708,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *conv = g_getenv ("DDPM_CUDA_CONV");
   cb->conv_algo = conv == NULL ? CONV_AUTO : strcmp (conv, "gemm") == 0 ? CONV_GEMM
                   : strcmp (conv, "implicit") == 0 ? CONV_IMPLICIT : strcmp (conv, "nhwc") == 0 ? CONV_NHWC
-                  : CONV_AUTO;
+                  : strcmp (conv, "mma") == 0 ? CONV_MMA : CONV_AUTO;
   const char *tile = g_getenv ("DDPM_CUDA_CONV_TILE");
-  cb->conv_tile = tile == NULL ? -1 : strcmp (tile, "small") == 0 ? 0 : strcmp (tile, "large") == 0 ? 1 : -1;
+  cb->conv_tile = tile == NULL ? -1 : strcmp (tile, "small") == 0 ? 0 : strcmp (tile, "large") == 0 ? 1
+                  : strcmp (tile, "mma") == 0 ? 2 : -1;
   const char *splitk = g_getenv ("DDPM_CUDA_CONV_SPLITK");
   cb->conv_splitk = splitk != NULL ? atoi (splitk) : 0;
   cb->conv_reduce_kernel = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_REDUCE"), "kernel") == 0;

@@ -18,9 +18,10 @@ enum CudaType { CT_F32, CT_F16, CT_BF16 };
 
 /* How conv2d runs in fp16/bf16 ($DDPM_CUDA_CONV): the fused implicit-GEMM tensor-core kernel on a
  * channels-last copy of the input where the shape allows (conv2d_nhwc.cu; the default, or "nhwc"), else on
- * NCHW (conv2d.cu; "implicit" forces it everywhere), or im2col + cuBLAS GEMM + bias ("gemm"). fp32 always
- * takes the GEMM path (exact reference mode). */
-enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM };
+ * NCHW (conv2d.cu; "implicit" forces it everywhere), or im2col + cuBLAS GEMM + bias ("gemm"); "mma": as the
+ * default, but the 128 x 128 mma.sync tile wherever it fills a wave without a K split (candidate default,
+ * until a GPU run times it). fp32 always takes the GEMM path (exact reference mode). */
+enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 /* attention core: fused kernel where it fits (attention.cu), or the cuBLAS score / softmax / PV path */
@@ -77,7 +78,8 @@ struct CudaBackend {
   void *blas_workspace;
 
   CudaConvAlgo conv_algo;
-  int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64 (tests) */
+  int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64, 2 = 128x128 mma.sync
+                                    * wherever the channels-last kernel runs (tests) */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   gboolean conv_reduce_kernel;     /* $DDPM_CUDA_CONV_REDUCE=kernel: split-K sums in a second launch (tests) */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <array>
 #include <vector>
 
 uint3 threadIdx, blockIdx;
@@ -65,6 +66,7 @@ const size_t kStackBytes = 256 * 1024;
 
 std::vector<Fiber> fibers;
 std::vector<uint64_t> shuffle_slots;
+std::vector<std::array<uint8_t, 64>> lane_slots;          /* ldmatrix / mma operands (cuda_emu.h) */
 void *scheduler_sp;
 int current_fiber;
 const std::function<void ()> *current_body;
@@ -228,6 +230,7 @@ run_block (const std::function<void ()> &body)
             emu_abort ("cannot map a fiber stack");
         }
       shuffle_slots.resize (((size_t) n + 31) & ~(size_t) 31);
+      lane_slots.resize (((size_t) n + 31) & ~(size_t) 31);
     }
   current_body = &body;
   if ((int) thread_copies.size () < n)
@@ -358,6 +361,12 @@ void
 __pipeline_wait_prior (size_t prior)
 {
   land_groups (prior);
+}
+
+uint8_t *
+emu_lane_slot (int linear_thread)
+{
+  return lane_slots[(size_t) linear_thread].data ();
 }
 
 uint64_t *

@@ -115,6 +115,79 @@ void __pipeline_memcpy_async (void *dst, const void *src, size_t size, size_t zf
 void __pipeline_commit (void);
 void __pipeline_wait_prior (size_t prior);
 
+/* ---- ldmatrix / mma.sync (kernels/mma_sync.cuh), lane by lane with the PTX ISA's fragment layouts ----
+ * Each lane leaves its operands in its slot, the warp meets at a barrier, and each lane builds its own
+ * results from the whole warp's operands, so a kernel that gets a fragment layout wrong gets wrong numbers
+ * here as on the GPU. Products of fp16/bf16 values are exact in float and accumulate in float, as on the
+ * tensor cores (whose order of additions is unspecified). */
+uint8_t *emu_lane_slot (int linear_thread);              /* 64 bytes per thread */
+
+static inline int
+emu_linear_thread (void)
+{
+  return (int) (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+
+/* ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8q .. 8q + 7 give the 16-byte rows of matrix q; r[q] gets
+ * row lane / 4, elements 2 (lane % 4) and 2 (lane % 4) + 1, of matrix q. */
+static inline void
+ldmatrix_x4 (uint32_t (&r)[4], const void *row)
+{
+  const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
+  if (((uintptr_t) row & 15) != 0)
+    emu_wmma_misuse ("ldmatrix: a row address is not 16-byte aligned");
+  memcpy (emu_lane_slot (tid), &row, sizeof row);
+  emu_warp_barrier ();
+  for (int q = 0; q < 4; q++)
+    {
+      const uint8_t *p;
+      memcpy (&p, emu_lane_slot (base + 8 * q + lane / 4), sizeof p);
+      memcpy (&r[q], p + 4 * (lane % 4), 4);
+    }
+  emu_warp_barrier ();
+}
+
+/* mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: d (16 x 8) += A (16 x 16) B (16 x 8). With g = lane / 4,
+ * t = lane % 4 (pairs of elements per register): a = A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..];
+ * b = B[2t..][g], B[2t+8..][g]; d = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]. */
+template <typename T>
+static inline void
+mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
+{
+  const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
+  uint8_t *mine = emu_lane_slot (tid);
+  memcpy (mine, a, 16);
+  memcpy (mine + 16, b, 8);
+  emu_warp_barrier ();
+  float A[16][16], Bm[16][8];
+  for (int l = 0; l < 32; l++)
+    {
+      T av[8], bv[4];
+      memcpy (av, emu_lane_slot (base + l), 16);
+      memcpy (bv, emu_lane_slot (base + l) + 16, 8);
+      const int g = l / 4, t = l % 4;
+      for (int e = 0; e < 2; e++)
+        {
+          A[g][2 * t + e] = emu_to_float (av[e]);
+          A[g + 8][2 * t + e] = emu_to_float (av[2 + e]);
+          A[g][2 * t + 8 + e] = emu_to_float (av[4 + e]);
+          A[g + 8][2 * t + 8 + e] = emu_to_float (av[6 + e]);
+          Bm[2 * t + e][g] = emu_to_float (bv[e]);
+          Bm[2 * t + 8 + e][g] = emu_to_float (bv[2 + e]);
+        }
+    }
+  emu_warp_barrier ();
+  const int g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; i++)
+    {
+      const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+      float acc = d[i];
+      for (int k = 0; k < 16; k++)
+        acc += A[row][k] * Bm[k][col];
+      d[i] = acc;
+    }
+}
+
 namespace nvcuda {
 namespace wmma {
 

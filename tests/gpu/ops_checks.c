@@ -275,6 +275,10 @@ static const ConvCase conv_cases[] = {
   { "odd conv direct Cout6", 3, 40, 9, 11, 6, 3, 2, { 0, 0, 1, 1 }, 0 },
   { "odd conv direct Cin2 Cout20", 2, 2, 7, 5, 20, 3, 1, { 1, 1, 1, 1 }, 0 },
   { "odd conv direct 1x1 Cout1", 2, 24, 5, 6, 1, 1, 1, { 0, 0, 0, 0 }, 0 },
+  /* the 128 x 128 mma.sync tile (conv=mma; >= 4 tiles fill the emulator's 4 SMs): partial pixel and channel
+   * tiles, 18 K slices; a 1x1 with 3 slices */
+  { "odd conv mma", 2, 64, 15, 17, 200, 3, 1, { 1, 1, 1, 1 }, 0 },
+  { "odd conv mma 1x1", 3, 96, 11, 13, 130, 1, 1, { 0, 0, 0, 0 }, 0 },
   /* conv_in's full layout (8 groups of 16 channels per block, no K split), a partial second block */
   { "odd conv direct Cin3 Cout136", 1, 3, 6, 7, 136, 3, 1, { 1, 1, 1, 1 }, 0 },
 };

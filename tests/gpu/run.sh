@@ -14,8 +14,8 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~20 s of per-kernel profiles, ~30 s of launch A/B (limits: 200 s, 45 + 25 + 25 s, 220 s,
-# 4 x 60 s and 12 x 60 s).
+# benchmarks, ~25 s of per-kernel profiles, ~30 s of launch A/B (limits: 200 s, 45 + 3 x 25 s, 220 s,
+# 5 x 60 s and 12 x 60 s).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -104,21 +104,26 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
     >> "$OUT/memcheck.txt" 2>&1
   mrc3=$?
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=mma timeout 25 "$SAN" --tool memcheck \
+    --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
+    >> "$OUT/memcheck.txt" 2>&1
+  mrc4=$?
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
-  echo "memcheck: exit $mrc / $mrc2 / $mrc3 (fp16 ops, fp32 conv, fp16 channels-last conv; 0 clean, 3 errors" \
-    "found, 124 timed out; memcheck.txt)"
+  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 (fp16 ops, fp32 conv, fp16 channels-last conv, fp16 mma.sync conv;" \
+    "0 clean, 3 errors found, 124 timed out; memcheck.txt)"
 fi
 
-# Benchmark the conv paths that passed their checks: the NCHW implicit GEMM everywhere (implicit), the
-# channels-last one where it fits (nhwc, the default), and im2col + cuBLAS only when the default failed.
-CONVS=implicit,nhwc
+# Benchmark the conv paths that passed their checks: the default (channels last where it fits, "nhwc") and
+# the candidate "mma" (the 128 x 128 mma.sync tile where it fills a wave); im2col + cuBLAS only when the
+# default failed. The NCHW kernel's per-shape times are in tests-full.txt (lines "time ... conv=implicit").
+CONVS=nhwc,mma
 if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
-  echo "the implicit-GEMM conv failed a check: benchmarking the im2col + cuBLAS path"
+  echo "the default conv failed a check: benchmarking the im2col + cuBLAS path"
   CONVS=gemm
 fi
-if grep -q '^FAIL conv2d\[conv=nhwc' "$OUT/tests-full.txt"; then
-  echo "the channels-last conv failed a check: not benchmarked"
-  CONVS=${CONVS/,nhwc/}
+if grep -q '^FAIL conv2d\[conv=mma\|^FAIL conv2d\[conv_tile=mma\|^FAIL norm_conv\[conv=mma' "$OUT/tests-full.txt"; then
+  echo "the mma.sync conv failed a check: not benchmarked"
+  CONVS=${CONVS/,mma/}
 fi
 
 echo "== 2. Benchmarks against PyTorch"
@@ -136,7 +141,7 @@ brc=$?
 echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.txt)"
 : > "$OUT/profile.txt"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for shape in "cifar10-32 1 implicit" "cifar10-32 128 implicit" "celebahq-256 1 implicit" "celebahq-256 1 nhwc"; do
+[ $rc -eq 77 ] || for shape in "cifar10-32 1 nhwc" "cifar10-32 128 nhwc" "cifar10-32 128 mma" "celebahq-256 1 nhwc" "celebahq-256 1 mma"; do
   set -- $shape
   echo "---- $1 batch $2 conv=$3" >> "$OUT/profile.txt"
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV=$3 DDPM_CUDA_PROFILE=1 timeout 60 "$CARRY/bin/ddpm" bench \

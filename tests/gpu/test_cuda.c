@@ -19,7 +19,9 @@
  * Variants (on unless --no-variants): the conv checks again with DDPM_CUDA_CONV=gemm (im2col + cuBLAS
  * instead of the implicit-GEMM kernels) and =implicit (the NCHW kernel, also where the default takes the
  * channels-last one), with each kernel's other tile and a forced K split (DDPM_CUDA_CONV_TILE=large,
- * DDPM_CUDA_CONV_SPLITK=3), and with DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second launch); the
+ * DDPM_CUDA_CONV_SPLITK=3), =mma (the 128 x 128 mma.sync tile where it fills a wave; and with
+ * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), and with
+ * DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second launch); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel).
@@ -181,6 +183,12 @@ main (int argc, char **argv)
                   /* the implicit GEMM's other tile and a forced K split, whatever the shapes would pick */
                   run_ops_with (&env, p, "DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_TILE=large", OPS_CONV);
                   run_ops_with (&env, p, "DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=3", OPS_CONV);
+                  /* the 128 x 128 mma.sync tile wherever it fills a wave (the candidate default) */
+                  env.timing = timing && p == DDPM_PRECISION_FP16;
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV", "mma", OPS_CONV);
+                  env.timing = FALSE;
+                  /* ... and wherever the channels-last kernel runs, small and partial tiles included */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "mma", OPS_CONV);
                   /* split-K sums in a second launch (what more tiles than counters take) */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
                 }
