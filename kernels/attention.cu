@@ -160,6 +160,9 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
         {
           wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
           wmma::fill_fragment (s, 0.0f);
+          /* unrolled so that 8 fragments' global loads are in flight at once: one after another, this loop
+           * was a chain of L2 round trips (33 us per call at cifar10-32 batch 1 on the H200) */
+#pragma unroll 8
           for (int i0 = 0; i0 < d; i0 += 16)
             {
               wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> a;
@@ -205,6 +208,7 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
         {
           wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
           wmma::load_matrix_sync (acc, Os + t * 16, d, wmma::mem_row_major);
+#pragma unroll 8
           for (int j0 = 0; j0 < nk; j0 += 16)
             {
               wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa;
