@@ -59,6 +59,59 @@ nchw_to_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, int C, int HW)
     }
 }
 
+/* The cp.async copies one of 128 threads makes for a K slice (one filter tap, IG_BK channels): the 16-byte
+ * chunk tid % 4 (8 channels) of tile rows tid / 4 + 32 i, for NA weight rows (output channels m0 + row)
+ * and NB pixel rows (output pixels p0 + row, across the batch). Outside the image or past Cout, zero
+ * fill (nothing is read from the source then). Where a chunk lands is the kernel's: dst_a (row) and
+ * dst_b (row) give its shared-memory address. */
+template <typename T, int NA, int NB>
+struct NhwcSliceCopies {
+  const T *image[NB];
+  int iy0[NB], ix0[NB];
+  bool ok[NB];
+  int chunk;
+
+  __device__ __forceinline__
+  NhwcSliceCopies (const T *xh, const ConvShape &s, long long p0, int tid)
+  {
+    const int HoWo = s.Ho * s.Wo;
+    const long long P = (long long) s.B * HoWo;
+    chunk = tid & 3;
+#pragma unroll
+    for (int i = 0; i < NB; i++)
+      {
+        const long long p = p0 + (tid >> 2) + 32 * i;
+        ok[i] = p < P;
+        const int b = ok[i] ? (int) (p / HoWo) : 0, pix = ok[i] ? (int) (p % HoWo) : 0;
+        image[i] = xh + (size_t) b * s.H * s.W * s.Cin;
+        iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
+        ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
+      }
+  }
+
+  template <typename DstA, typename DstB>
+  __device__ __forceinline__ void
+  issue (const T *Wt, const T *xh, const ConvShape &s, int m0, int k0, int tid, DstA dst_a, DstB dst_b) const
+  {
+#pragma unroll
+    for (int i = 0; i < NA; i++)
+      {
+        const int r = (tid >> 2) + 32 * i, m = m0 + r;
+        const bool in = m < s.Cout;
+        __pipeline_memcpy_async (dst_a (r), in ? Wt + (size_t) m * s.ldw + k0 + chunk * 8 : Wt, 16, in ? 0 : 16);
+      }
+    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
+#pragma unroll
+    for (int i = 0; i < NB; i++)
+      {
+        const int iy = iy0[i] + ky, ix = ix0[i] + kx;
+        const bool in = ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
+        const T *src = in ? image[i] + ((size_t) iy * s.W + ix) * s.Cin + ci0 + chunk * 8 : xh;
+        __pipeline_memcpy_async (dst_b ((tid >> 2) + 32 * i), src, 16, in ? 0 : 16);
+      }
+  }
+};
+
 template <typename T, int BM>
 __global__ void __launch_bounds__ (128)
 conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
@@ -76,48 +129,16 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   const int wm = warp >> 1, wn = warp & 1;
   const int m0 = blockIdx.y * BM;
   const long long p0 = (long long) blockIdx.x * IG_BN;
-  const int HoWo = s.Ho * s.Wo;
-  const long long P = (long long) s.B * HoWo;
   const int kt_begin = blockIdx.z * kps, kt_end = imin (kt_begin + kps, s.K / IG_BK);  /* this split's slices */
   const int nkt = imax (kt_end - kt_begin, 0);
 
-  /* B copies of this thread: channels c8 .. c8 + 7 of the slice, for pixels n = tid / 4 + 32 i */
-  const int c8 = (tid & 3) * 8;
-  const T *pix_image[G::B_COPIES];
-  int iy0[G::B_COPIES], ix0[G::B_COPIES];
-  bool p_ok[G::B_COPIES];
-#pragma unroll
-  for (int i = 0; i < G::B_COPIES; i++)
-    {
-      const long long p = p0 + (tid >> 2) + 32 * i;
-      p_ok[i] = p < P;
-      const int b = p_ok[i] ? (int) (p / HoWo) : 0, pix = p_ok[i] ? (int) (p % HoWo) : 0;
-      pix_image[i] = xh + (size_t) b * s.H * s.W * s.Cin;
-      iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
-      ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
-    }
-
-  /* K slice kt into stage st: weights as 16-byte copies of rows, inputs as 16-byte copies of pixels'
-   * channel runs; outside the image or past Cout, zero fill (nothing is read from the source then) */
+  /* K slice kt into stage st: rows of NHWC_LD elements */
+  const NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES> copies (xh, s, p0, tid);
   auto load_stage = [&] (int st, int kt) {
-    const int k0 = kt * IG_BK;
     T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
-#pragma unroll
-    for (int i = 0; i < G::A_COPIES; i++)
-      {
-        const int v = tid + i * G::THREADS, r = v >> 2, col = (v & 3) * 8, m = m0 + r;
-        const bool ok = m < s.Cout;
-        __pipeline_memcpy_async (As + r * NHWC_LD + col, ok ? Wt + (size_t) m * s.ldw + k0 + col : Wt, 16, ok ? 0 : 16);
-      }
-    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
-#pragma unroll
-    for (int i = 0; i < G::B_COPIES; i++)
-      {
-        const int n = (tid >> 2) + 32 * i, iy = iy0[i] + ky, ix = ix0[i] + kx;
-        const bool ok = p_ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
-        const T *src = ok ? pix_image[i] + ((size_t) iy * s.W + ix) * s.Cin + ci0 + c8 : xh;
-        __pipeline_memcpy_async (Bs + n * NHWC_LD + c8, src, 16, ok ? 0 : 16);
-      }
+    const int c8 = copies.chunk * 8;
+    copies.issue (Wt, xh, s, m0, kt * IG_BK, tid, [&] (int r) { return As + r * NHWC_LD + c8; },
+                  [&] (int n) { return Bs + n * NHWC_LD + c8; });
   };
 
   ConvAccFrag acc[G::FM][G::FN];
@@ -189,45 +210,13 @@ conv_nhwc_mma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   const int wm = warp >> 1, wn = warp & 1;
   const int m0 = blockIdx.y * MMA_BM;
   const long long p0 = (long long) blockIdx.x * MMA_BN;
-  const int HoWo = s.Ho * s.Wo;
-  const long long P = (long long) s.B * HoWo;
   const int nkt = s.K / IG_BK;
-  const int chunk = tid & 3;                                    /* this thread's 16-byte chunk of a row */
-
-  const T *pix_image[COPIES];
-  int iy0[COPIES], ix0[COPIES];
-  bool p_ok[COPIES];
-#pragma unroll
-  for (int i = 0; i < COPIES; i++)
-    {
-      const long long p = p0 + (tid >> 2) + 32 * i;
-      p_ok[i] = p < P;
-      const int b = p_ok[i] ? (int) (p / HoWo) : 0, pix = p_ok[i] ? (int) (p % HoWo) : 0;
-      pix_image[i] = xh + (size_t) b * s.H * s.W * s.Cin;
-      iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
-      ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
-    }
-
+  const NhwcSliceCopies<T, COPIES, COPIES> copies (xh, s, p0, tid);
   auto load_stage = [&] (int st, int kt) {
-    const int k0 = kt * IG_BK;
     T *As = S0 + st * STAGE, *Bs = As + MMA_BM * IG_BK;
-#pragma unroll
-    for (int i = 0; i < COPIES; i++)
-      {
-        const int r = (tid >> 2) + 32 * i, m = m0 + r;
-        const bool ok = m < s.Cout;
-        __pipeline_memcpy_async (As + mma_swizzle (r, chunk), ok ? Wt + (size_t) m * s.ldw + k0 + chunk * 8 : Wt, 16,
-                                 ok ? 0 : 16);
-      }
-    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
-#pragma unroll
-    for (int i = 0; i < COPIES; i++)
-      {
-        const int n = (tid >> 2) + 32 * i, iy = iy0[i] + ky, ix = ix0[i] + kx;
-        const bool ok = p_ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
-        const T *src = ok ? pix_image[i] + ((size_t) iy * s.W + ix) * s.Cin + ci0 + chunk * 8 : xh;
-        __pipeline_memcpy_async (Bs + mma_swizzle (n, chunk), src, 16, ok ? 0 : 16);
-      }
+    const int chunk = copies.chunk;
+    copies.issue (Wt, xh, s, m0, kt * IG_BK, tid, [&] (int r) { return As + mma_swizzle (r, chunk); },
+                  [&] (int n) { return Bs + mma_swizzle (n, chunk); });
   };
 
   float acc[4][8][4];
