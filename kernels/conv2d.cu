@@ -133,8 +133,11 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
   /* channels last wherever it fits, unless $DDPM_CUDA_CONV=implicit: on the H200 (2026-11-26) it was as fast at
    * cifar10-32 batch 1 (1.80 against 1.84 ms) and faster at batch 128 (17.9 / 21.8 ms) and celebahq-256
-   * batch 1 and 4 (8.0 / 9.3 and 22.5 / 27.9 ms) */
-  p.nhwc = cb->conv_algo != CONV_IMPLICIT && cuda_conv_nhwc_fits (cb, s);
+   * batch 1 and 4 (8.0 / 9.3 and 22.5 / 27.9 ms). Except 1x1 (the resnet shortcuts), unless
+   * $DDPM_CUDA_CONV=nhwc: a 1x1 slice is 32 whole channel planes, which the NCHW kernel reads along pixels,
+   * and the same run timed all three 1x1 shapes faster that way, transpose saved (cifar 128->256 @16x16
+   * 12.4 against 14.7 us, 512->256 @4x4 14.1 / 16.7, celebahq 1024->512 @8x8 17.6 / 20.9) */
+  p.nhwc = (cb->conv_algo == CONV_NHWC || (cb->conv_algo != CONV_IMPLICIT && s.k != 1)) && cuda_conv_nhwc_fits (cb, s);
   if (p.nhwc)
     p.xh_bytes = (cuda_conv_nhwc_bytes (cb, s) + 255) / 256 * 256;
   /* $DDPM_CUDA_CONV=mma: the 128 x 128 tile where its tiles alone fill a wave of the GPU (no K split);

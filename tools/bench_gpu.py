@@ -4,8 +4,9 @@
 1. UNet forwards: `ddpm bench` (the CLI: ddpm_context_eps, so host<->device copies of x and eps included)
    for google/ddpm-cifar10-32 at batch 1 and 128 and google/ddpm-celebahq-256 at batch 1 and 4, random
    weights, fp16 (each conv path in --conv: the NCHW implicit-GEMM kernel "implicit", the channels-last one
-   "nhwc", im2col + cuBLAS "gemm"); diffusers UNet2DModel with
-   random weights in fp16, eager and replayed as a CUDA graph (torch.cuda.graphs), device tensors only.
+   "nhwc", the default "auto", the 128x128 mma.sync tile where it fills a wave "mma", im2col + cuBLAS "gemm");
+   diffusers UNet2DModel with random weights in fp16, eager and replayed as a CUDA graph (torch.cuda.graphs),
+   device tensors only.
 2. Whole samples, 32x32 batch 1: `ddpm sample` of a random cifar10-32 folder written by save_pretrained,
    1000-step DDPM and 50-step DDIM (`ddpm sample --time --repeat 1`: the sampling call, without loading and
    start-up, cold and then warm in the same context), against a diffusers loop (fp16 UNet +
@@ -14,7 +15,7 @@
 Prints a table with ratios and the issue's targets; --json writes every number. Without CUDA (a rehearsal on
 a machine with no GPU) it reports what is unavailable and exits 0.
 
-Usage: bench_gpu.py --ddpm build-gpu/carry/bin/ddpm [--json out.json] [--quick] [--conv implicit,nhwc]
+Usage: bench_gpu.py --ddpm build-gpu/carry/bin/ddpm [--json out.json] [--quick] [--conv auto,mma]
 """
 
 import argparse
@@ -238,7 +239,7 @@ def main():
     ap.add_argument("--ddpm", required=True, help="the ddpm CLI binary")
     ap.add_argument("--json", help="write all numbers here")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, no whole samples")
-    ap.add_argument("--conv", default="implicit,nhwc", help="ddpm conv paths to time (DDPM_CUDA_CONV values)")
+    ap.add_argument("--conv", default="auto,mma", help="ddpm conv paths to time (DDPM_CUDA_CONV values; auto: the default)")
     a = ap.parse_args()
     convs = [c for c in a.conv.split(",") if c]
     results = {"host": os.uname().nodename}

@@ -113,10 +113,10 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     "0 clean, 3 errors found, 124 timed out; memcheck.txt)"
 fi
 
-# Benchmark the conv paths that passed their checks: the default (channels last where it fits, "nhwc") and
+# Benchmark the conv paths that passed their checks: the default ("auto": channels last where it fits) and
 # the candidate "mma" (the 128 x 128 mma.sync tile where it fills a wave); im2col + cuBLAS only when the
 # default failed. The NCHW kernel's per-shape times are in tests-full.txt (lines "time ... conv=implicit").
-CONVS=nhwc,mma
+CONVS=auto,mma
 if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
   echo "the default conv failed a check: benchmarking the im2col + cuBLAS path"
   CONVS=gemm
@@ -141,7 +141,7 @@ brc=$?
 echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.txt)"
 : > "$OUT/profile.txt"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for shape in "cifar10-32 1 nhwc" "cifar10-32 128 nhwc" "cifar10-32 128 mma" "celebahq-256 1 nhwc" "celebahq-256 1 mma"; do
+[ $rc -eq 77 ] || for shape in "cifar10-32 1 auto" "cifar10-32 128 auto" "cifar10-32 128 mma" "celebahq-256 1 auto" "celebahq-256 1 mma"; do
   set -- $shape
   echo "---- $1 batch $2 conv=$3" >> "$OUT/profile.txt"
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV=$3 DDPM_CUDA_PROFILE=1 timeout 60 "$CARRY/bin/ddpm" bench \
