@@ -92,6 +92,30 @@ attn_out_kernel (const T *__restrict__ proj, const float *__restrict__ bias, con
     }
 }
 
+/* The same on 16-byte vectors (HW a multiple of Vec16<T>::N: a vector lies in one channel plane; one index
+ * division per vector instead of per element). */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+attn_out_vec_kernel (const T *__restrict__ proj, const float *__restrict__ bias, const T *residual, T *y, int C,
+                     int HW, size_t nv, float scale)
+{
+  grid_dependency_wait ();
+  constexpr int N = Vec16<T>::N;
+  GRID_STRIDE (k, nv)
+    {
+      const size_t i = k * N;
+      const int c = (int) ((i / (size_t) HW) % (size_t) C);
+      const float b = bias != NULL ? bias[c] : 0.0f;
+      float p[N], r[N];
+      load16<T> (proj + i, p);
+      load16<T> (residual + i, r);
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        p[j] = (p[j] + b + r[j]) * scale;
+      store16<T> (y + i, p);
+    }
+}
+
 /* [Q; K; V] (B, 3C, HW) += [bq; bk; bv] per row */
 template <typename T>
 __global__ void __launch_bounds__ (256)
@@ -105,6 +129,30 @@ qkv_bias_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const float 
       const float *bias = r < C ? bq : r < 2 * C ? bk : bv;
       const int c = r < C ? r : r < 2 * C ? r - C : r - 2 * C;
       qkv[i] = from_f32<T> (to_f32<T> (qkv[i]) + (bias != NULL ? bias[c] : 0.0f));
+    }
+}
+
+/* The same on 16-byte vectors (HW a multiple of Vec16<T>::N). */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+qkv_bias_vec_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const float *__restrict__ bk,
+                     const float *__restrict__ bv, int C, int HW, size_t nv)
+{
+  grid_dependency_wait ();
+  constexpr int N = Vec16<T>::N;
+  GRID_STRIDE (k, nv)
+    {
+      const size_t i = k * N;
+      const int r = (int) ((i / (size_t) HW) % (size_t) (3 * C));
+      const float *bias = r < C ? bq : r < 2 * C ? bk : bv;
+      const int c = r < C ? r : r < 2 * C ? r - C : r - 2 * C;
+      const float b = bias != NULL ? bias[c] : 0.0f;
+      float f[N];
+      load16<T> (qkv + i, f);
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        f[j] += b;
+      store16<T> (qkv + i, f);
     }
 }
 
@@ -304,9 +352,16 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
       cuda_gemm_rm (cb, false, false, 3 * C, HW, C, 1.0f, w->to_q.weight, ld, 0, normed, HW, (long long) C * HW, 0.0f,
                     Q, HW, 3LL * C * HW, B, cb->act_type, cb->act_type);
       const size_t n3 = (size_t) B * 3 * C * HW;
-      DISPATCH_ACT (cb, T, launch (cb, "qkv_bias", elementwise_blocks (cb, n3, 256), 256, 0, qkv_bias_kernel<T>, (T *) Q,
-                                   (const float *) w->to_q.bias, (const float *) w->to_k.bias,
-                                   (const float *) w->to_v.bias, C, HW, n3));
+      DISPATCH_ACT (cb, T, {
+        constexpr int N = Vec16<T>::N;
+        if (HW % N == 0 && aligned16 (Q))
+          launch (cb, "qkv_bias", elementwise_blocks (cb, n3 / N, 256), 256, 0, qkv_bias_vec_kernel<T>, (T *) Q,
+                  (const float *) w->to_q.bias, (const float *) w->to_k.bias, (const float *) w->to_v.bias, C, HW,
+                  n3 / N);
+        else
+          launch (cb, "qkv_bias", elementwise_blocks (cb, n3, 256), 256, 0, qkv_bias_kernel<T>, (T *) Q,
+                  (const float *) w->to_q.bias, (const float *) w->to_k.bias, (const float *) w->to_v.bias, C, HW, n3);
+      });
       K = (char *) Q + (size_t) C * HW * cb->act_size;
       V = (char *) Q + (size_t) 2 * C * HW * cb->act_size;
       stride = heads == 1 ? 3LL * C * HW : (long long) d * HW;
@@ -344,7 +399,13 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
   /* out projection into Q's space (free now), then bias + residual + scale */
   project (cb, &w->to_out, O, Q, B, C, HW);
   const size_t n = (size_t) B * C * HW;
-  DISPATCH_ACT (cb, T, launch (cb, "attention_out", elementwise_blocks (cb, n, 256), 256, 0, attn_out_kernel<T>,
-                               (const T *) Q, (const float *) w->to_out.bias, (const T *) residual, (T *) y, C, HW, n,
-                               scale));
+  DISPATCH_ACT (cb, T, {
+    constexpr int N = Vec16<T>::N;
+    if (HW % N == 0 && aligned16 (Q) && aligned16 (residual) && aligned16 (y))
+      launch (cb, "attention_out", elementwise_blocks (cb, n / N, 256), 256, 0, attn_out_vec_kernel<T>, (const T *) Q,
+              (const float *) w->to_out.bias, (const T *) residual, (T *) y, C, HW, n / N, scale);
+    else
+      launch (cb, "attention_out", elementwise_blocks (cb, n, 256), 256, 0, attn_out_kernel<T>, (const T *) Q,
+              (const float *) w->to_out.bias, (const T *) residual, (T *) y, C, HW, n, scale);
+  });
 }
