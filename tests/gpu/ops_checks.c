@@ -735,8 +735,9 @@ check_elementwise (GpuEnv *env)
     }
 
   /* upsample_nearest2x */
-  const int up[2][4] = { { B, qc (env, 256), 8, 8 }, { 1, 3, 5, 7 } };
-  for (int i = 0; i < 2; i++)
+  /* 16-byte vectors of output rows (8x8; 3x4: one vector per fp16 row), and odd sizes element by element */
+  const int up[3][4] = { { B, qc (env, 256), 8, 8 }, { 1, 3, 5, 7 }, { 2, 5, 3, 4 } };
+  for (int i = 0; i < 3; i++)
     {
       const int ub = up[i][0], uc = up[i][1], uh = up[i][2], uw = up[i][3];
       g_snprintf (label, sizeof label, "upsample_nearest2x B%d C%d %dx%d", ub, uc, uh, uw);
