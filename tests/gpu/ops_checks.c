@@ -155,6 +155,36 @@ lin_free (GpuEnv *env, LinPair *l)
   memset (l, 0, sizeof *l);
 }
 
+typedef struct {
+  DdpmNormW c, g;
+} NormPair;
+
+/* GroupNorm weights: gamma ~ 1 + N(0, 0.1^2), beta ~ N(0, 0.1^2) (seeds seed, seed + 1), float32 on both sides. */
+static gboolean
+norm_new (GpuEnv *env, NormPair *n, int C, uint64_t seed)
+{
+  float *gamma = random_host ((size_t) C, seed, 0.1f, 1.0f, DDPM_PRECISION_FP32);
+  float *beta = random_host ((size_t) C, seed + 1, 0.1f, 0.0f, DDPM_PRECISION_FP32);
+  const int64_t vshape[1] = { C };
+  n->c = (DdpmNormW) { upload (env, env->cpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
+                       upload (env, env->cpu, beta, DDPM_PARAM_VECTOR, 1, vshape), C };
+  n->g = (DdpmNormW) { upload (env, env->gpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
+                       upload (env, env->gpu, beta, DDPM_PARAM_VECTOR, 1, vshape), C };
+  g_free (gamma);
+  g_free (beta);
+  return n->c.gamma && n->c.beta && n->g.gamma && n->g.beta;
+}
+
+static void
+norm_free (GpuEnv *env, NormPair *n)
+{
+  void *vs[4] = { n->c.gamma, n->c.beta, n->g.gamma, n->g.beta };
+  for (int i = 0; i < 4; i++)
+    if (vs[i])
+      (i < 2 ? env->cpu : env->gpu)->ops->free (i < 2 ? env->cpu : env->gpu, vs[i]);
+  memset (n, 0, sizeof *n);
+}
+
 static gboolean
 reserve (GpuEnv *env, DdpmBackend *be, size_t bytes, const char *label)
 {
@@ -312,30 +342,24 @@ check_group_norm (GpuEnv *env, const NormCase *nc)
   const size_t n = (size_t) c.B * c.C * c.HW;
   /* an offset mean checks the two-pass statistics (no cancellation) */
   float *x = random_host (n, 21, 1.5f, 0.7f, env->precision);
-  float *gamma = random_host ((size_t) c.C, 22, 0.1f, 1.0f, DDPM_PRECISION_FP32);
-  float *beta = random_host ((size_t) c.C, 23, 0.1f, 0.0f, DDPM_PRECISION_FP32);
   float *ss = random_host ((size_t) c.B * 2 * c.C, 24, 0.3f, 0.0f, env->precision);
-  const int64_t vshape[1] = { c.C };
-  DdpmNormW wc = { upload (env, env->cpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
-                   upload (env, env->cpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.C };
-  DdpmNormW wg = { upload (env, env->gpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
-                   upload (env, env->gpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.C };
+  NormPair w;
   Pair in, out, sp;
   memset (&out, 0, sizeof out);
   memset (&sp, 0, sizeof sp);
-  if (wc.gamma && wc.beta && wg.gamma && wg.beta && pair_input (env, &in, n, TRUE, x, label)
+  if (norm_new (env, &w, c.C, 22) && pair_input (env, &in, n, TRUE, x, label)
       && (c.in_place || pair_output (env, &out, n, TRUE, label))
       && pair_input (env, &sp, (size_t) c.B * 2 * c.C, TRUE, ss, label))
     {
       Pair *o = c.in_place ? &in : &out;
-      env->cpu->ops->group_norm (env->cpu, &wc, in.c.ptr, o->c.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
+      env->cpu->ops->group_norm (env->cpu, &w.c, in.c.ptr, o->c.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
                                  c.scale_shift ? sp.c.ptr : NULL, c.silu);
-      env->gpu->ops->group_norm (env->gpu, &wg, in.g.ptr, o->g.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
+      env->gpu->ops->group_norm (env->gpu, &w.g, in.g.ptr, o->g.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
                                  c.scale_shift ? sp.g.ptr : NULL, c.silu);
       double ms;
       if (finish (env, "group_norm", label, o, op_bound (env->precision), -1.0))
         {
-          TIME_GPU (env, ms, env->gpu->ops->group_norm (env->gpu, &wg, in.g.ptr, o->g.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
+          TIME_GPU (env, ms, env->gpu->ops->group_norm (env->gpu, &w.g, in.g.ptr, o->g.ptr, c.B, c.C, c.HW, c.G, 1e-6f,
                                                         c.scale_shift ? sp.g.ptr : NULL, c.silu));
           if (ms >= 0.0)
             printf ("     %-18s %-4s %-58s %9.4f ms  %.0f GB/s\n", "  time", precision_name (env->precision), label, ms,
@@ -345,13 +369,8 @@ check_group_norm (GpuEnv *env, const NormCase *nc)
   pair_free (&in);
   pair_free (&out);
   pair_free (&sp);
-  void *vs[4] = { wc.gamma, wc.beta, wg.gamma, wg.beta };
-  for (int i = 0; i < 4; i++)
-    if (vs[i])
-      (i < 2 ? env->cpu : env->gpu)->ops->free (i < 2 ? env->cpu : env->gpu, vs[i]);
+  norm_free (env, &w);
   g_free (x);
-  g_free (gamma);
-  g_free (beta);
   g_free (ss);
 }
 
@@ -409,20 +428,14 @@ check_norm_conv (GpuEnv *env, const NormConvCase *nc)
   const int pad[4] = { 1, 1, 1, 1 };
   const size_t n_in = (size_t) c.B * c.Cin * c.H * c.W, n_out = (size_t) c.B * c.Cout * c.H * c.W;
   float *x = random_host (n_in, 41, 1.5f, 0.7f, env->precision);
-  float *gamma = random_host ((size_t) c.Cin, 42, 0.1f, 1.0f, DDPM_PRECISION_FP32);
-  float *beta = random_host ((size_t) c.Cin, 43, 0.1f, 0.0f, DDPM_PRECISION_FP32);
   float *ss = random_host ((size_t) c.B * 2 * c.Cin, 44, 0.3f, 0.0f, env->precision);
   float *res = random_host (n_out, 45, 2.0f, 0.0f, env->precision);
-  const int64_t vshape[1] = { c.Cin };
-  DdpmNormW wc = { upload (env, env->cpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
-                   upload (env, env->cpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.Cin };
-  DdpmNormW wg = { upload (env, env->gpu, gamma, DDPM_PARAM_VECTOR, 1, vshape),
-                   upload (env, env->gpu, beta, DDPM_PARAM_VECTOR, 1, vshape), c.Cin };
+  NormPair nw;
   LinPair w;
   Pair in, normed, out, sp, resid;
   memset (&normed, 0, sizeof normed);
   memset (&resid, 0, sizeof resid);
-  gboolean ok = wc.gamma && wc.beta && wg.gamma && wg.beta && lin_new (env, &w, c.Cout, c.Cin, 3, 46)
+  gboolean ok = norm_new (env, &nw, c.Cin, 42) && lin_new (env, &w, c.Cout, c.Cin, 3, 46)
                 && pair_input (env, &in, n_in, TRUE, x, label) && pair_output (env, &out, n_out, TRUE, label)
                 && pair_input (env, &sp, (size_t) c.B * 2 * c.Cin, TRUE, ss, label)
                 && (c.in_place || pair_output (env, &normed, n_in, TRUE, label))
@@ -433,15 +446,15 @@ check_norm_conv (GpuEnv *env, const NormConvCase *nc)
     {
       const DdpmConvEpilogue ec = { NULL, resid.c.ptr, 0, (float) M_SQRT1_2 }, eg = { NULL, resid.g.ptr, 0, (float) M_SQRT1_2 };
       Pair *nm = c.in_place ? &in : &normed;
-      env->cpu->ops->group_norm (env->cpu, &wc, in.c.ptr, nm->c.ptr, c.B, c.Cin, c.H * c.W, c.G, 1e-6f,
+      env->cpu->ops->group_norm (env->cpu, &nw.c, in.c.ptr, nm->c.ptr, c.B, c.Cin, c.H * c.W, c.G, 1e-6f,
                                  c.scale_shift ? sp.c.ptr : NULL, TRUE);
       env->cpu->ops->conv2d (env->cpu, &w.c, nm->c.ptr, out.c.ptr, c.B, c.H, c.W, 1, pad, c.epilogue ? &ec : NULL);
-      env->gpu->ops->group_norm_conv2d (env->gpu, &wg, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL, TRUE, &w.g,
+      env->gpu->ops->group_norm_conv2d (env->gpu, &nw.g, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL, TRUE, &w.g,
                                         in.g.ptr, nm->g.ptr, out.g.ptr, c.B, c.H, c.W, 1, pad, c.epilogue ? &eg : NULL);
       double ms;
       if (finish (env, "norm_conv", label, &out, op_bound (env->precision), -1.0) && !c.in_place)
         {
-          TIME_GPU (env, ms, env->gpu->ops->group_norm_conv2d (env->gpu, &wg, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL,
+          TIME_GPU (env, ms, env->gpu->ops->group_norm_conv2d (env->gpu, &nw.g, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL,
                                                                TRUE, &w.g, in.g.ptr, nm->g.ptr, out.g.ptr, c.B, c.H, c.W,
                                                                1, pad, c.epilogue ? &eg : NULL));
           if (ms >= 0.0)
@@ -455,13 +468,8 @@ check_norm_conv (GpuEnv *env, const NormConvCase *nc)
   pair_free (&sp);
   pair_free (&resid);
   lin_free (env, &w);
-  void *vs[4] = { wc.gamma, wc.beta, wg.gamma, wg.beta };
-  for (int i = 0; i < 4; i++)
-    if (vs[i])
-      (i < 2 ? env->cpu : env->gpu)->ops->free (i < 2 ? env->cpu : env->gpu, vs[i]);
+  norm_free (env, &nw);
   g_free (x);
-  g_free (gamma);
-  g_free (beta);
   g_free (ss);
   g_free (res);
 }
