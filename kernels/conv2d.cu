@@ -5,7 +5,7 @@
  * X̂[(ky*k + kx)*Cin + ci][oy*Wo + ox] = x[ci][oy*stride - top + ky][ox*stride - left + kx] (0 outside).
  * The reduction index runs over channels fastest (upload_param stores conv weights (Cout, ky, kx, Cin), not
  * PyTorch's (Cout, Cin, ky, kx)): a K slice of 32 then shares one filter tap, so the implicit GEMM checks
- * the image border once per slice and gathers its 32 rows with one add each. Three ways:
+ * the image border once per slice and gathers its 32 rows with one add each. Four ways:
  * - implicit GEMM (fp16/bf16, default): one kernel gathers X̂ tiles straight into shared memory, multiplies
  *   on the tensor cores (WMMA 16x16x16, fp32 accumulation) and applies the epilogue in its stores (bias,
  *   then DdpmConvEpilogue's channel bias and scaled residual, one rounding): one launch, no scratch. Tiles
@@ -17,10 +17,11 @@
  *   block of each tile to finish (an atomic counter per tile, reset by that block) adds them in a fixed
  *   order with the bias, with many 16-byte loads in flight (that sum is latency-bound), so the split costs
  *   no second launch and the result does not depend on timing.
+ * - the same on a channels-last copy of x (conv2d_nhwc.cu; the default where Cin % 32 == 0 and k == 3,
+ *   DDPM_CUDA_CONV=nhwc also for k == 1): the same plan (tiles, splits) and block end (conv2d.cuh), loads by
+ *   cp.async; with DDPM_CUDA_CONV=mma, a 128 x 128 mma.sync tile where its tiles fill a wave.
  * - direct convolution on the CUDA cores where a tile would be mostly empty: Cout <= 8 or K <= 32 (conv_in,
  *   conv_out; conv2d_direct.cu), unless DDPM_CUDA_CONV=implicit.
- * - the same on a channels-last copy of x (DDPM_CUDA_CONV=nhwc, Cin % 32 == 0; conv2d_nhwc.cu): the same
- *   plan (tiles, splits) and block end (conv2d.cuh), loads by cp.async.
  * - im2col + GEMM (fp32 always, or DDPM_CUDA_CONV=gemm): X̂ into scratch (in chunks of images that fit
  *   CONV_SCRATCH_CAP), cuBLAS (pedantic fp32 in fp32 mode, so results match the CPU to ~1e-6), then the
  *   bias and the epilogue as separate passes. A 1x1 stride-1 unpadded convolution is a GEMM on x directly. */
@@ -72,8 +73,6 @@ im2col_chunk (int B, size_t per_image_bytes)
     c = 1;
   return c < (size_t) B ? (int) c : B;
 }
-
-enum { TILE_SMALL, TILE_LARGE, TILE_MMA };   /* 64 x 64, 128 x 64 (output channels x output pixels); 128 x 128 */
 
 /* Output channels per tile. */
 static int
@@ -493,6 +492,17 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     }
 }
 
+/* conv2d_implicit_t for the backend's activation type (fp16 or bf16: the implicit paths never run in fp32). */
+static void
+conv2d_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const ConvPlan &p,
+                 const DdpmConvEpilogue *e, bool xh_ready = false)
+{
+  if (cb->act_type == CT_F16)
+    conv2d_implicit_t<__half> (cb, w, x, y, s, p, e, xh_ready);
+  else
+    conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p, e, xh_ready);
+}
+
 void
 cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
              const int pad[4], const DdpmConvEpilogue *epi)
@@ -506,10 +516,8 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
     conv2d_gemm (cb, w, x, y, s, pad, epi);
   else if (p.direct)
     cuda_conv_direct (cb, w, x, y, s, epi);
-  else if (cb->act_type == CT_F16)
-    conv2d_implicit_t<__half> (cb, w, x, y, s, p, epi);
   else
-    conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p, epi);
+    conv2d_implicit (cb, w, x, y, s, p, epi);
 }
 
 /* GroupNorm then this convolution. Where the convolution runs channels last, the normalisation writes the
@@ -524,14 +532,11 @@ cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float e
   const ConvShape s = conv_shape (w, B, H, W, stride, pad);
   if (cb->gn_conv_fuse && s.B > 0 && s.Ho > 0 && s.Wo > 0 && s.Cout > 0)
     {
-      const ConvPlan p = conv_plan (cb, s, pad);
-      if (p.implicit && !p.direct && p.nhwc && p.scratch <= cb->scratch_bytes
+      const ConvPlan p = conv_plan (cb, s, pad);   /* nhwc implies the implicit path, not the direct one */
+      if (p.nhwc && p.scratch <= cb->scratch_bytes
           && cuda_group_norm_nhwc (cb, w_norm, x, cb->scratch, B, s.Cin, H * W, G, eps, scale_shift, silu))
         {
-          if (cb->act_type == CT_F16)
-            conv2d_implicit_t<__half> (cb, w, NULL, y, s, p, epi, true);
-          else
-            conv2d_implicit_t<__nv_bfloat16> (cb, w, NULL, y, s, p, epi, true);
+          conv2d_implicit (cb, w, NULL, y, s, p, epi, true);
           return;
         }
     }

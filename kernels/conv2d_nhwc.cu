@@ -1,5 +1,5 @@
-/* conv2d_nhwc.cu: implicit-GEMM convolution on a channels-last copy of the input (fp16 / bf16), for the
- * large shapes where the NCHW kernel's gather limits it ($DDPM_CUDA_CONV=nhwc; conv2d.cu decides).
+/* conv2d_nhwc.cu: implicit-GEMM convolution on a channels-last copy of the input (fp16 / bf16); conv2d.cu
+ * decides where (the default for 3x3 convolutions with Cin % 32 == 0).
  *
  * Why channels last: in NCHW the K slice of one filter tap is 32 channel planes apart, so conv2d.cu gathers
  * it one 2-byte element at a time through registers. In NHWC those 32 channels of one pixel are 64
@@ -34,29 +34,14 @@ struct NhwcTile {
   static_assert (SMEM <= 48 * 1024, "static shared memory");
 };
 
-/* xh (B, HW, C) = x (B, C, HW): 32 x 32 tiles through shared memory, both sides coalesced. */
+/* xh (B, HW, C) = x (B, C, HW), 32 x 32 tiles. */
 template <typename T>
 __global__ void __launch_bounds__ (256)
 nchw_to_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, int C, int HW)
 {
   grid_dependency_wait ();
-  __shared__ T tile[32][33];
-  const int b = blockIdx.z, c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
-  const T *xb = x + (size_t) b * C * HW;
-  T *ob = xh + (size_t) b * C * HW;
-  for (int r = threadIdx.y; r < 32; r += 8)
-    {
-      const int c = c0 + r, p = p0 + threadIdx.x;
-      if (c < C && p < HW)
-        tile[r][threadIdx.x] = xb[(size_t) c * HW + p];
-    }
-  __syncthreads ();
-  for (int r = threadIdx.y; r < 32; r += 8)
-    {
-      const int p = p0 + r, c = c0 + threadIdx.x;
-      if (c < C && p < HW)
-        ob[(size_t) p * C + c] = tile[threadIdx.x][r];
-    }
+  const size_t image = (size_t) blockIdx.z * C * HW;
+  nchw_to_nhwc_tile (x + image, xh + image, C, HW, blockIdx.y * 32, blockIdx.x * 32, [] (int, float v) { return v; });
 }
 
 /* The cp.async copies one of 128 threads makes for a K slice (one filter tap, IG_BK channels): the 16-byte

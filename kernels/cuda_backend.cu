@@ -710,8 +710,8 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                   : strcmp (conv, "implicit") == 0 ? CONV_IMPLICIT : strcmp (conv, "nhwc") == 0 ? CONV_NHWC
                   : strcmp (conv, "mma") == 0 ? CONV_MMA : CONV_AUTO;
   const char *tile = g_getenv ("DDPM_CUDA_CONV_TILE");
-  cb->conv_tile = tile == NULL ? -1 : strcmp (tile, "small") == 0 ? 0 : strcmp (tile, "large") == 0 ? 1
-                  : strcmp (tile, "mma") == 0 ? 2 : -1;
+  cb->conv_tile = tile == NULL ? TILE_AUTO : strcmp (tile, "small") == 0 ? TILE_SMALL
+                  : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA : TILE_AUTO;
   const char *splitk = g_getenv ("DDPM_CUDA_CONV_SPLITK");
   cb->conv_splitk = splitk != NULL ? atoi (splitk) : 0;
   cb->conv_reduce_kernel = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_REDUCE"), "kernel") == 0;

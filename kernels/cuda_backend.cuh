@@ -22,6 +22,9 @@ enum CudaType { CT_F32, CT_F16, CT_BF16 };
  * default, but the 128 x 128 mma.sync tile wherever it fills a wave without a K split (candidate default,
  * until a GPU run times it). fp32 always takes the GEMM path (exact reference mode). */
 enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA };
+/* Implicit-GEMM conv tiles (output channels x output pixels): 64 x 64, 128 x 64, and the 128 x 128
+ * mma.sync tile; $DDPM_CUDA_CONV_TILE=small|large|mma forces one (tests), TILE_AUTO lets conv2d.cu pick. */
+enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 /* attention core: fused kernel where it fits (attention.cu), or the cuBLAS score / softmax / PV path */
@@ -78,15 +81,15 @@ struct CudaBackend {
   void *blas_workspace;
 
   CudaConvAlgo conv_algo;
-  int conv_tile;                   /* $DDPM_CUDA_CONV_TILE: -1 auto, 0 = 64x64, 1 = 128x64, 2 = 128x128 mma.sync
-                                    * wherever the channels-last kernel runs (tests) */
+  CudaConvTile conv_tile;          /* $DDPM_CUDA_CONV_TILE (tests); TILE_MMA: wherever the channels-last kernel runs */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   gboolean conv_reduce_kernel;     /* $DDPM_CUDA_CONV_REDUCE=kernel: split-K sums in a second launch (tests) */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
-  gboolean gn_conv_fuse;            /* group_norm_conv2d writes the channels-last conv input directly ($DDPM_CUDA_GN_CONV=0: no) */
+  gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly
+                                    * ($DDPM_CUDA_GN_CONV=0: no) */
   gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless
                                     * $DDPM_CUDA_PDL=0 or profiling; cuda_compat.cuh grid_dependency_wait) */
   GError *error;                   /* first asynchronous failure, until reported */

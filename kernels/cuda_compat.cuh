@@ -28,7 +28,7 @@
  * first, before it touches memory: it waits until the previous grid has finished and its writes are
  * visible (so every earlier grid has too: each waited for its own predecessor), then lets the next grid
  * start launching, whose blocks take free SM slots and wait here in turn. What is saved is the launch gap
- * between two kernels (~2-4 us each at batch 1, where a forward is ~170 short kernels). Without the
+ * between two kernels (~2-4 us each at batch 1, where a forward is ~200 short kernels). Without the
  * attribute, or below sm_90, both instructions do nothing. The emulator checks that every thread of
  * every block calls it before its first barrier and before it ends. */
 #ifdef DDPM_CUDA_EMU
@@ -139,6 +139,30 @@ __device__ __forceinline__ float block_max (float v, float *red)
   t = warp_max (t);
   __syncthreads ();
   return t;
+}
+
+/* One 32 x 32 tile of a channels-last copy: ob (HW, C) at channels c0 + r (r < 32) and pixels p0 .. p0 + 31
+ * gets f (r, xb (C, HW) value as float), through shared memory so that the reads (along pixels) and the
+ * writes (along channels) are both coalesced. Block (32, 8); every thread calls it (it has a barrier). For
+ * fp16 / bf16 / fp32 the float in between is exact, so an identity f copies bits. */
+template <typename T, typename F>
+__device__ __forceinline__ void
+nchw_to_nhwc_tile (const T *__restrict__ xb, T *__restrict__ ob, int C, int HW, int c0, int p0, F f)
+{
+  __shared__ float tile[32][33];
+  for (int r = threadIdx.y; r < 32; r += 8)
+    {
+      const int c = c0 + r, p = p0 + threadIdx.x;
+      if (c < C && p < HW)
+        tile[r][threadIdx.x] = f (r, to_f32<T> (xb[(size_t) c * HW + p]));
+    }
+  __syncthreads ();
+  for (int r = threadIdx.y; r < 32; r += 8)
+    {
+      const int p = p0 + r, c = c0 + threadIdx.x;
+      if (c < C && p < HW)
+        ob[(size_t) p * C + c] = from_f32<T> (tile[threadIdx.x][r]);
+    }
 }
 
 /* Grid-stride loop over n elements with 64-bit indices. */

@@ -224,12 +224,13 @@ gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int 
     }
 }
 
-/* A group's mean and rstd from its S partials p[3 * i] = (mean, M2, n), merged in a fixed order
+/* A group's (mean, rstd) from its S partials p[3 * i] = (mean, M2, n), merged in a fixed order
  * (deterministic; Chan et al.), rstd in double as the CPU. */
-__device__ __forceinline__ void
-gn_merge (const float *p, int S, float eps, float *mean_out, float *rstd_out)
+__device__ __forceinline__ float2
+gn_merge (const float *p, int S, float eps)
 {
   double n = 0.0, mean = 0.0, m2 = 0.0;
+#pragma unroll 1
   for (int i = 0; i < S; i++)
     {
       const double nb = p[3 * i + 2];
@@ -240,8 +241,7 @@ gn_merge (const float *p, int S, float eps, float *mean_out, float *rstd_out)
       m2 += (double) p[3 * i + 1] + delta * delta * n * nb / tot;
       n = tot;
     }
-  *mean_out = (float) mean;
-  *rstd_out = (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps));
+  return make_float2 ((float) mean, (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps)));
 }
 
 template <typename T, bool VEC>
@@ -251,22 +251,22 @@ gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float 
                  bool silu)
 {
   grid_dependency_wait ();
-  __shared__ float group_mean, group_rstd;
+  __shared__ float2 group;               /* mean, rstd */
   const int s = blockIdx.x, bg = blockIdx.y, b = bg / G, g = bg % G, cpg = C / G;
   const size_t len = (size_t) cpg * HW;
   if (threadIdx.x == 0)
-    gn_merge (stats + (size_t) bg * S * 3, S, eps, &group_mean, &group_rstd);
+    group = gn_merge (stats + (size_t) bg * S * 3, S, eps);
   __syncthreads ();
   size_t begin, end;
   gn_chunk (len, S, s, &begin, &end);
-  block_apply<T, VEC> (x + (size_t) bg * len, y + (size_t) bg * len, begin, end, b, g, cpg, C, HW, group_mean,
-                       group_rstd, gamma, beta, ss, silu);
+  block_apply<T, VEC> (x + (size_t) bg * len, y + (size_t) bg * len, begin, end, b, g, cpg, C, HW, group.x, group.y,
+                       gamma, beta, ss, silu);
 }
 
 /* The split path's normalisation written channels last, for the convolution that reads it
- * (cuda_group_norm_conv2d): xh (B, HW, C) = GroupNorm(x (B, C, HW)) [* (1 + scale) + shift] [SiLU]. A 32 x 32
- * tile of channels x pixels through shared memory, so reads and writes are both coalesced; each of its 32
- * channels merges its group's S partials first. One rounding, as group_norm then the transpose. */
+ * (cuda_group_norm_conv2d): xh (B, HW, C) = GroupNorm(x (B, C, HW)) [* (1 + scale) + shift] [SiLU], in 32 x 32
+ * tiles of channels x pixels (nchw_to_nhwc_tile). Each of a tile's 32 channels first merges its group's S
+ * partials and gets its constants once. One rounding, as group_norm then the transpose. */
 template <typename T>
 __global__ void __launch_bounds__ (256)
 gn_apply_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, const float *__restrict__ stats,
@@ -274,31 +274,18 @@ gn_apply_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, const float *
                       int HW, int G, int S, float eps, bool silu)
 {
   grid_dependency_wait ();
-  __shared__ float tile[32][33];
-  __shared__ float ch_mean[32], ch_rstd[32];
-  const int b = blockIdx.z, c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  if (ty == 0 && c0 + tx < C)
-    gn_merge (stats + ((size_t) b * G + (c0 + tx) / (C / G)) * S * 3, S, eps, &ch_mean[tx], &ch_rstd[tx]);
-  __syncthreads ();
-  const T *xb = x + (size_t) b * C * HW;
-  for (int r = ty; r < 32; r += 8)
+  __shared__ GnChannel ch[32];
+  const int b = blockIdx.z, c0 = blockIdx.y * 32, tx = threadIdx.x;
+  if (threadIdx.y == 0 && c0 + tx < C)
     {
-      const int c = c0 + r, p = p0 + tx;
-      if (c < C && p < HW)
-        {
-          const GnChannel k = gn_channel<T> (b, c, C, ch_mean[r], ch_rstd[r], gamma, beta, ss);
-          tile[r][tx] = gn_value (to_f32<T> (xb[(size_t) c * HW + p]), k, ss != NULL, silu);
-        }
+      const float2 group = gn_merge (stats + ((size_t) b * G + (c0 + tx) / (C / G)) * S * 3, S, eps);
+      ch[tx] = gn_channel<T> (b, c0 + tx, C, group.x, group.y, gamma, beta, ss);
     }
   __syncthreads ();
-  T *ob = xh + (size_t) b * C * HW;
-  for (int r = ty; r < 32; r += 8)
-    {
-      const int p = p0 + r, c = c0 + tx;
-      if (c < C && p < HW)
-        ob[(size_t) p * C + c] = from_f32<T> (tile[tx][r]);
-    }
+  const size_t image = (size_t) b * C * HW;
+  const bool scale_shift = ss != NULL;
+  nchw_to_nhwc_tile (x + image, xh + image, C, HW, c0, blockIdx.x * 32,
+                     [=] (int r, float v) { return gn_value (v, ch[r], scale_shift, silu); });
 }
 
 /* Chunks per group for the split path; 1 means fused. */

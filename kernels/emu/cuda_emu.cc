@@ -65,8 +65,7 @@ struct Fiber {
 const size_t kStackBytes = 256 * 1024;
 
 std::vector<Fiber> fibers;
-std::vector<uint64_t> shuffle_slots;
-std::vector<std::array<uint8_t, 64>> lane_slots;          /* ldmatrix / mma operands (cuda_emu.h) */
+std::vector<std::array<uint8_t, 64>> lane_slots;          /* what a lane hands its warp: shuffles, ldmatrix, mma */
 void *scheduler_sp;
 int current_fiber;
 const std::function<void ()> *current_body;
@@ -229,7 +228,6 @@ run_block (const std::function<void ()> &body)
           if (fibers[i].stack == MAP_FAILED)
             emu_abort ("cannot map a fiber stack");
         }
-      shuffle_slots.resize (((size_t) n + 31) & ~(size_t) 31);
       lane_slots.resize (((size_t) n + 31) & ~(size_t) 31);
     }
   current_body = &body;
@@ -367,12 +365,6 @@ uint8_t *
 emu_lane_slot (int linear_thread)
 {
   return lane_slots[(size_t) linear_thread].data ();
-}
-
-uint64_t *
-emu_shuffle_slot (int linear_thread)
-{
-  return &shuffle_slots[(size_t) linear_thread];
 }
 
 int

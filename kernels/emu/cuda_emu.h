@@ -47,7 +47,9 @@ extern dim3 blockDim, gridDim;
 void __syncthreads (void);
 /* Waits until every live lane of the calling thread's warp arrives. */
 void emu_warp_barrier (void);
-uint64_t *emu_shuffle_slot (int linear_thread);
+/* 64 bytes per thread: what a lane hands the rest of its warp (shuffles, ldmatrix, mma) between two warp
+ * barriers. */
+uint8_t *emu_lane_slot (int linear_thread);
 
 template <typename T>
 static inline T
@@ -58,10 +60,10 @@ __shfl_xor_sync (unsigned mask, T v, int lane_mask, int width = 32)
   static_assert (sizeof (T) <= 8, "shuffle of a type wider than 8 bytes");
   const int tid = (int) (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
   const int lane = tid & 31, warp_base = tid & ~31;
-  memcpy (emu_shuffle_slot (tid), &v, sizeof (T));
+  memcpy (emu_lane_slot (tid), &v, sizeof (T));
   emu_warp_barrier ();
   T r;
-  memcpy (&r, emu_shuffle_slot (warp_base + (lane ^ lane_mask)), sizeof (T));
+  memcpy (&r, emu_lane_slot (warp_base + (lane ^ lane_mask)), sizeof (T));
   emu_warp_barrier ();
   return r;
 }
@@ -120,7 +122,6 @@ void __pipeline_wait_prior (size_t prior);
  * results from the whole warp's operands, so a kernel that gets a fragment layout wrong gets wrong numbers
  * here as on the GPU. Products of fp16/bf16 values are exact in float and accumulate in float, as on the
  * tensor cores (whose order of additions is unspecified). */
-uint8_t *emu_lane_slot (int linear_thread);              /* 64 bytes per thread */
 
 static inline int
 emu_linear_thread (void)
