@@ -224,7 +224,8 @@ void cuda_add_bias (CudaBackend *cb, void *y, const float *bias, int B, int C, i
 void cuda_add_channel_bias_strided (CudaBackend *cb, void *h, const void *v, int B, int C, int HW, int stride);
 
 /* group_norm.cu: cuda_group_norm's result written channels last, xh (B, HW, C), for a convolution that reads
- * it (statistics kernel + a normalising transpose). FALSE (nothing launched) for shapes it does not take. */
+ * it (the register kernel where a group fits it, else statistics kernel + a normalising transpose). FALSE
+ * (nothing launched) for shapes it does not take. */
 bool cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, void *xh, int B, int C, int HW, int G,
                            float eps, const void *scale_shift, bool silu);
 

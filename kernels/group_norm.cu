@@ -18,7 +18,9 @@
  *   kernel's blocks each merge the S partials (Chan et al.'s parallel variance) and normalise their chunk.
  *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image).
  * And for a convolution that reads the result channels last (cuda_group_norm_nhwc, for group_norm_conv2d):
- * the statistics kernel, then a normalising transpose into the convolution's scratch. */
+ * where a group fits the register kernel, that kernel stages the normalised group in shared memory and
+ * writes it out along pixels (one launch: every resnet norm of cifar10-32, and celebahq-256 below 256x256);
+ * else the statistics kernel, then a normalising transpose into the convolution's scratch. */
 #include "cuda_backend.cuh"
 
 #define GN_THREADS 256
@@ -139,10 +141,34 @@ gn_fused_kernel (const T *x, T *y, const float *__restrict__ gamma, const float 
   block_apply<T, VEC> (xg, yg, 0, len, b, g, cpg, C, HW, mean, rstd, gamma, beta, ss, silu);
 }
 
+/* The group g of image b, normalised and staged in shared memory as [cpg][HW] (tile), stored channels last:
+ * pixel p's cpg channels at dst + p * C, in vectors of E values (E * sizeof (T) <= 16; cpg % E == 0, dst and C
+ * such that every vector is aligned). Consecutive threads take consecutive pixels: conflict-free shared reads. */
+template <typename T, int E>
+__device__ __forceinline__ void
+group_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
+{
+  struct alignas (E * sizeof (T)) Vec {
+    T v[E];
+  };
+  const int parts = cpg / E;
+  for (int q = threadIdx.x; q < parts * HW; q += blockDim.x)
+    {
+      const int pix = q % HW, c0 = (q / HW) * E;
+      Vec out;
+#pragma unroll
+      for (int e = 0; e < E; e++)
+        out.v[e] = tile[(c0 + e) * HW + pix];
+      *reinterpret_cast<Vec *> (dst + (size_t) pix * C + c0) = out;
+    }
+}
+
 /* gn_fused_kernel with the group (len <= GN_THREADS * R * Vec16<T>::N values, 16-byte vectors) held in R
  * vectors per thread: the same operations in the same order as block_stats and block_apply, so the same
- * bits, from one read of x. */
-template <typename T, int R>
+ * bits, from one read of x. NHWC: y is the channels-last copy (B, HW, C) a convolution reads (group_norm_conv2d):
+ * the normalised group goes through shared memory and out along pixels, so statistics, normalisation and
+ * transpose are one launch. */
+template <typename T, int R, bool NHWC>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
                 const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
@@ -150,10 +176,11 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
   grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
   __shared__ float red[32];
+  __shared__ __align__ (16) T tile[NHWC ? GN_THREADS * R * N : 1];
   const int bg = blockIdx.x, b = bg / G, g = bg % G, cpg = C / G;
   const size_t len = (size_t) cpg * HW;
   const T *xg = x + (size_t) bg * len;
-  T *yg = y + (size_t) bg * len;
+  T *yg = NHWC ? tile : y + (size_t) bg * len;
   float f[R][N] = {};                   /* zeros only quiet the compiler: every use is guarded like the load */
   float s = 0.0f;
 #pragma unroll
@@ -190,6 +217,20 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
             f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
           store16<T> (yg + i, f[r]);
         }
+    }
+  if (NHWC)
+    {
+      __syncthreads ();
+      T *dst = y + (size_t) b * HW * C + (size_t) g * cpg;
+      constexpr int E16 = 16 / sizeof (T);
+      if (cpg % E16 == 0)
+        group_tile_to_nhwc<T, E16> (tile, dst, cpg, HW, C);
+      else if (E16 >= 4 && cpg % (E16 / 2) == 0)
+        group_tile_to_nhwc<T, (E16 >= 4 ? E16 / 2 : 1)> (tile, dst, cpg, HW, C);
+      else if (E16 >= 8 && cpg % (E16 / 4) == 0)
+        group_tile_to_nhwc<T, (E16 >= 8 ? E16 / 4 : 1)> (tile, dst, cpg, HW, C);
+      else
+        group_tile_to_nhwc<T, 1> (tile, dst, cpg, HW, C);
     }
 }
 
@@ -305,6 +346,28 @@ gn_split (const CudaBackend *cb, int groups, size_t len)
   return imax (S, 1);
 }
 
+/* The register kernel (NHWC: writing y channels last) where a group of this shape fits it: groups unsplit,
+ * 16-byte vectors (the caller checks HW % 8 and x's alignment), at most 4 vectors per thread, and not
+ * $DDPM_CUDA_GN=fused. FALSE (nothing launched) elsewhere. */
+template <typename T, bool NHWC>
+static bool
+gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW,
+                int G, float eps, const void *scale_shift, bool silu)
+{
+  constexpr size_t per_pass = (size_t) GN_THREADS * Vec16<T>::N;   /* values per vector per thread */
+  const int groups = B * G;
+  const size_t len = (size_t) (C / G) * HW;
+  if (cb->gn_mode == GN_FUSED || len > 4 * per_pass || gn_split (cb, groups, len) > 1)
+    return false;
+  const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
+  void (*kernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool)
+    = len <= per_pass ? gn_regs_kernel<T, 1, NHWC> : len <= 2 * per_pass ? gn_regs_kernel<T, 2, NHWC>
+                                                                           : gn_regs_kernel<T, 4, NHWC>;
+  launch (cb, name, groups, GN_THREADS, 0, kernel, (const T *) x, (T *) y, gamma, beta, (const T *) scale_shift, C,
+          HW, G, eps, silu);
+  return true;
+}
+
 void
 cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G, float eps,
                  const void *scale_shift, gboolean silu)
@@ -327,20 +390,9 @@ cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, in
   if (S <= 1)
     {
       DISPATCH_ACT (cb, T, {
-        constexpr size_t per_pass = (size_t) GN_THREADS * Vec16<T>::N;   /* values per vector per thread */
-        if (vec && cb->gn_mode != GN_FUSED && len <= 4 * per_pass)
-          {
-            if (len <= per_pass)
-              launch (cb, "group_norm", groups, GN_THREADS, 0, gn_regs_kernel<T, 1>, (const T *) x, (T *) y, gamma,
-                      beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
-            else if (len <= 2 * per_pass)
-              launch (cb, "group_norm", groups, GN_THREADS, 0, gn_regs_kernel<T, 2>, (const T *) x, (T *) y, gamma,
-                      beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
-            else
-              launch (cb, "group_norm", groups, GN_THREADS, 0, gn_regs_kernel<T, 4>, (const T *) x, (T *) y, gamma,
-                      beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
-          }
-        else if (vec)
+        if (vec && gn_regs_launch<T, false> (cb, "group_norm", w, x, y, B, C, HW, G, eps, scale_shift, silu))
+          return;
+        if (vec)
           launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T, true>, (const T *) x, (T *) y, gamma,
                   beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);
         else
@@ -387,6 +439,10 @@ cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, void *
   const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
   const dim3 tiles ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (C, 32), (unsigned) B);
   DISPATCH_ACT (cb, T, {
+    /* a group that fits the register kernel: statistics, normalisation and transpose in one launch */
+    if (vec && aligned16 (xh)
+        && gn_regs_launch<T, true> (cb, "group_norm_nhwc", w, x, xh, B, C, HW, G, eps, scale_shift, silu))
+      return true;
     if (vec)
       launch (cb, "group_norm_stats", dim3 (S, groups), GN_THREADS, 0, gn_stats_kernel<T, true>, (const T *) x,
               cb->gn_stats, C, HW, G, S);

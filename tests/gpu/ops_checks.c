@@ -399,6 +399,33 @@ typedef struct {
   int full_size;
 } NormConvCase;
 
+/* The fused op's output (out.g, written) against the GPU's own group_norm then conv2d, bit for bit: both
+ * compute the same statistics, round the normalised values once to the activation type and run the same
+ * convolution kernel on them, whichever kernels carry the normalisation. */
+static void
+check_norm_conv_exact (GpuEnv *env, const char *label, const NormConvCase *c, const NormPair *nw, const LinPair *w,
+                       Pair *in, Pair *normed, Pair *out, const void *scale_shift, const DdpmConvEpilogue *epi)
+{
+  DdpmBackend *g = env->gpu;
+  const int pad[4] = { 1, 1, 1, 1 };
+  Buf two;
+  if (!buf_new (env, &two, g, out->g.n, TRUE, label))
+    return;
+  buf_poison (&two);
+  g->ops->group_norm (g, &nw->g, in->g.ptr, normed->g.ptr, c->B, c->Cin, c->H * c->W, c->G, 1e-6f, scale_shift, TRUE);
+  g->ops->conv2d (g, &w->g, normed->g.ptr, two.ptr, c->B, c->H, c->W, 1, pad, epi);
+  if (gpu_clean (env, "norm_conv_exact", label))
+    {
+      float *fused = g_new (float, out->g.n), *ops = g_new (float, out->g.n);
+      buf_download (&out->g, fused);
+      buf_download (&two, ops);
+      report_check (env, "norm_conv_exact", label, fused, ops, out->g.n, 0.0, buf_guard_damage (&two), -1.0);
+      g_free (fused);
+      g_free (ops);
+    }
+  buf_free (&two);
+}
+
 /* The GPU's fused op against the CPU's group_norm then conv2d (the CPU has no fused op). On CUDA the
  * normalised values go channels last straight into the convolution's scratch where its channels-last kernel
  * runs, else the op runs the two. Bound: the conv bound; the one extra rounding (the normalised tensor, as
@@ -454,6 +481,8 @@ check_norm_conv (GpuEnv *env, const NormConvCase *nc)
       double ms;
       if (finish (env, "norm_conv", label, &out, op_bound (env->precision), -1.0) && !c.in_place)
         {
+          check_norm_conv_exact (env, label, &c, &nw, &w, &in, &normed, &out, c.scale_shift ? sp.g.ptr : NULL,
+                                 c.epilogue ? &eg : NULL);
           TIME_GPU (env, ms, env->gpu->ops->group_norm_conv2d (env->gpu, &nw.g, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL,
                                                                TRUE, &w.g, in.g.ptr, nm->g.ptr, out.g.ptr, c.B, c.H, c.W,
                                                                1, pad, c.epilogue ? &eg : NULL));
