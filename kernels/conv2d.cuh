@@ -101,78 +101,43 @@ warp_acc_store (float *C, int ldc, const ConvAccFrag (&acc)[FM][FN])
       nvcuda::wmma::store_matrix_sync (C + i * 16 * ldc + j * 16, acc[i][j], ldc, nvcuda::wmma::mem_row_major);
 }
 
-/* The end of an implicit-GEMM block: its BM x IG_BN float tile is in shared memory Cs (row stride LDC,
- * written and synchronised). Without a K split (partial NULL): y = epilogue(tile + bias), coalesced along
- * pixels. With one: the tile, padding included, goes to its own contiguous slot of partial
- * [tile][split][BM * IG_BN] (float4 stores); then, with counters, the last of the tile's blocks to arrive
- * sums the splits (in split order, so timing does not change the result) and stores y; without counters
- * conv_splitk_reduce_kernel does that in a second launch. */
-template <typename T, int BM, int THREADS, int LDC>
+/* The 4 outputs of one summed partial vector: row m, pixels pp0 .. pp0 + 3 (those < P), through the epilogue. */
+template <typename T>
 __device__ __forceinline__ void
-conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
-                    float *__restrict__ partial, int *__restrict__ counters, const ConvShape &s, int m0, long long p0)
+splitk_store4 (T *__restrict__ y, const ConvEpi<T> &epi, const ConvShape &s, int m, long long pp0, float4 sum)
 {
-  const int tid = threadIdx.x;
   const int HoWo = s.Ho * s.Wo;
   const long long P = (long long) s.B * HoWo;
-  if (partial == NULL)
-    {
-      for (int e = tid; e < BM * IG_BN; e += THREADS)
-        {
-          const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
-          const long long pp = p0 + pc;
-          if (m < s.Cout && pp < P)
-            {
-              const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-              conv_store (y, epi, Cs[ml * LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, bb, m, pix);
-            }
-        }
-      return;
-    }
-
-  /* split K: the partial tile to scratch ... */
-  constexpr int V4 = BM * IG_BN / 4;                         /* float4 per tile */
-  constexpr int V4_PER_THREAD = V4 / THREADS;                /* 8 (BM 64) or 16 (BM 128) */
-  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-  const int splits = (int) gridDim.z;
-  float4 *const tile_partials = reinterpret_cast<float4 *> (partial) + (size_t) tile * splits * V4;
+  const float out[4] = { sum.x, sum.y, sum.z, sum.w };
 #pragma unroll
-  for (int i = 0; i < V4_PER_THREAD; i++)
+  for (int j = 0; j < 4; j++)
     {
-      const int v = tid + i * THREADS, ml = v / (IG_BN / 4), pc = (v % (IG_BN / 4)) * 4;
-      tile_partials[(size_t) blockIdx.z * V4 + v] = *reinterpret_cast<const float4 *> (Cs + ml * LDC + pc);
+      const long long pp = pp0 + j;
+      if (pp < P)
+        {
+          const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+          conv_store (y, epi, out[j], s.Cout, HoWo, bb, m, pix);
+        }
     }
-  if (counters == NULL)
-    return;                              /* conv_splitk_reduce_kernel finishes */
-  /* ... and the last of the tile's blocks to get here sums all of them (the pattern of CUDA's
-   * threadFenceReduction sample: stores, fence, counter; the last block fences and reads through L2) */
-  __shared__ int s_last;
-  __threadfence ();
-  __syncthreads ();
-  if (tid == 0)
-    {
-      const int arrived = atomicAdd (&counters[tile], 1);
-      s_last = arrived == splits - 1;
-      if (s_last)
-        counters[tile] = 0;              /* every split has arrived: ready for the next launch */
-    }
-  __syncthreads ();
-  if (!s_last)
-    return;
-  __threadfence ();
-  /* The sum is latency-bound (one block reads splits x 16 or 32 KiB from L2): each thread keeps 8 float4 sums
-   * and has two splits' loads in flight at once (16 independent 16-byte loads), instead of one scalar load at
-   * a time. Splits are added in order 0, 1, ..., so the result does not depend on which block came last. */
+}
+
+/* The last block's sum of a whole tile's split-K partials (every vector valid): thread tid sums vectors
+ * tid + i THREADS, 8 of them x 2 splits' loads in flight (16 float4), in split order onto the bias. */
+template <typename T, int THREADS, int V4>
+__device__ __forceinline__ void
+splitk_sum_tile (const float4 *tile_partials, int splits, const float *__restrict__ bias, T *__restrict__ y,
+                 const ConvEpi<T> &epi, const ConvShape &s, int m0, long long p0)
+{
   constexpr int CHUNK = 8;
+  const int tid = threadIdx.x;
 #pragma unroll 1
-  for (int c0 = 0; c0 < V4_PER_THREAD; c0 += CHUNK)
+  for (int c0 = 0; c0 < V4 / THREADS; c0 += CHUNK)
     {
       float4 sum[CHUNK];
 #pragma unroll
       for (int i = 0; i < CHUNK; i++)
         {
-          const int m = m0 + (tid + (c0 + i) * THREADS) / (IG_BN / 4);
-          const float b0 = bias != NULL && m < s.Cout ? bias[m] : 0.0f;
+          const float b0 = bias != NULL ? bias[m0 + (tid + (c0 + i) * THREADS) / (IG_BN / 4)] : 0.0f;
           sum[i] = make_float4 (b0, b0, b0, b0);
         }
       int z = 0;
@@ -202,23 +167,127 @@ conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restri
 #pragma unroll
       for (int i = 0; i < CHUNK; i++)
         {
-          const int v = tid + (c0 + i) * THREADS, m = m0 + v / (IG_BN / 4);
-          const long long pp0 = p0 + (v % (IG_BN / 4)) * 4;
-          if (m >= s.Cout)
-            continue;
-          const float out[4] = { sum[i].x, sum[i].y, sum[i].z, sum[i].w };
-#pragma unroll
-          for (int j = 0; j < 4; j++)
-            {
-              const long long pp = pp0 + j;
-              if (pp < P)
-                {
-                  const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-                  conv_store (y, epi, out[j], s.Cout, HoWo, bb, m, pix);
-                }
-            }
+          const int v = tid + (c0 + i) * THREADS;
+          splitk_store4 (y, epi, s, m0 + v / (IG_BN / 4), p0 + (v % (IG_BN / 4)) * 4, sum[i]);
         }
     }
+}
+
+/* The same over a tile's nv valid vectors (vector u: row u / nvr, column vector u % nvr): thread tid sums
+ * u = tid + i THREADS, 2 of them x 8 splits' loads in flight, so a tile with few valid vectors (small images)
+ * takes few round trips. */
+template <typename T, int THREADS, int V4>
+__device__ __forceinline__ void
+splitk_sum_valid (const float4 *tile_partials, int splits, int nvr, int nv, const float *__restrict__ bias,
+                  T *__restrict__ y, const ConvEpi<T> &epi, const ConvShape &s, int m0, long long p0)
+{
+  constexpr int CH = 2, ZS = 8;
+#pragma unroll 1
+  for (int u0 = threadIdx.x; u0 < nv; u0 += CH * THREADS)
+    {
+      float4 sum[CH];
+      int vec[CH];                      /* index in the partial tile, -1 past nv */
+#pragma unroll
+      for (int i = 0; i < CH; i++)
+        {
+          const int u = u0 + i * THREADS;
+          vec[i] = u < nv ? u / nvr * (IG_BN / 4) + u % nvr : -1;
+          const float b0 = vec[i] >= 0 && bias != NULL ? bias[m0 + u / nvr] : 0.0f;
+          sum[i] = make_float4 (b0, b0, b0, b0);
+        }
+#pragma unroll 1
+      for (int z = 0; z < splits; z += ZS)
+        {
+          float4 a[ZS][CH];
+#pragma unroll
+          for (int zz = 0; zz < ZS; zz++)
+#pragma unroll
+            for (int i = 0; i < CH; i++)
+              a[zz][i] = vec[i] >= 0 && z + zz < splits ? __ldcg (tile_partials + (size_t) (z + zz) * V4 + vec[i])
+                                                        : make_float4 (0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+          for (int zz = 0; zz < ZS; zz++)
+            if (z + zz < splits)
+#pragma unroll
+              for (int i = 0; i < CH; i++)
+                sum[i] = add4 (sum[i], a[zz][i]);
+        }
+#pragma unroll
+      for (int i = 0; i < CH; i++)
+        if (vec[i] >= 0)
+          splitk_store4 (y, epi, s, m0 + vec[i] / (IG_BN / 4), p0 + (vec[i] % (IG_BN / 4)) * 4, sum[i]);
+    }
+}
+
+/* The end of an implicit-GEMM block: its BM x IG_BN float tile is in shared memory Cs (row stride LDC,
+ * written and synchronised). Without a K split (partial NULL): y = epilogue(tile + bias), coalesced along
+ * pixels. With one: the tile's float4 vectors that hold valid outputs go to its own contiguous slot of
+ * partial [tile][split][BM * IG_BN] (the others are neither written nor read); then, with counters, the last of the tile's blocks to arrive
+ * sums the splits (in split order, so timing does not change the result) and stores y; without counters
+ * conv_splitk_reduce_kernel does that in a second launch. */
+template <typename T, int BM, int THREADS, int LDC>
+__device__ __forceinline__ void
+conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
+                    float *__restrict__ partial, int *__restrict__ counters, const ConvShape &s, int m0, long long p0)
+{
+  const int tid = threadIdx.x;
+  const int HoWo = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HoWo;
+  if (partial == NULL)
+    {
+      for (int e = tid; e < BM * IG_BN; e += THREADS)
+        {
+          const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;
+          const long long pp = p0 + pc;
+          if (m < s.Cout && pp < P)
+            {
+              const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
+              conv_store (y, epi, Cs[ml * LDC + pc] + (bias != NULL ? bias[m] : 0.0f), s.Cout, HoWo, bb, m, pix);
+            }
+        }
+      return;
+    }
+
+  /* split K: the partial tile to scratch, only its float4 vectors that hold a valid output (a 4x4 layer at batch
+   * 1 fills 16 of the 64 pixel columns, a last row tile maybe a few rows): vector u of the nv valid ones is
+   * row u / nvr, columns 4 (u % nvr) .. + 3 ... */
+  constexpr int V4 = BM * IG_BN / 4;                         /* float4 per tile */
+  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  const int splits = (int) gridDim.z;
+  const int nvr = P - p0 >= IG_BN ? IG_BN / 4 : (int) ((P - p0 + 3) / 4);   /* valid vectors per row */
+  const int nv = imin (BM, s.Cout - m0) * nvr;
+  float4 *const tile_partials = reinterpret_cast<float4 *> (partial) + (size_t) tile * splits * V4;
+  for (int u = tid; u < nv; u += THREADS)
+    {
+      const int ml = u / nvr, pc = (u % nvr) * 4;
+      tile_partials[(size_t) blockIdx.z * V4 + ml * (IG_BN / 4) + pc / 4] = *reinterpret_cast<const float4 *> (Cs + ml * LDC + pc);
+    }
+  if (counters == NULL)
+    return;                              /* conv_splitk_reduce_kernel finishes */
+  /* ... and the last of the tile's blocks to get here sums all of them (the pattern of CUDA's
+   * threadFenceReduction sample: stores, fence, counter; the last block fences and reads through L2) */
+  __shared__ int s_last;
+  __threadfence ();
+  __syncthreads ();
+  if (tid == 0)
+    {
+      const int arrived = atomicAdd (&counters[tile], 1);
+      s_last = arrived == splits - 1;
+      if (s_last)
+        counters[tile] = 0;              /* every split has arrived: ready for the next launch */
+    }
+  __syncthreads ();
+  if (!s_last)
+    return;
+  __threadfence ();
+  /* The sum is latency-bound (one block reads up to splits x 16 or 32 KiB from L2): 16 independent 16-byte
+   * loads in flight per thread, 8 vectors x 2 splits at a time for a whole tile, else 2 vectors x 8 splits
+   * over the valid ones (small images: fewer round trips). Splits are added in order 0, 1, ..., so the
+   * result does not depend on which block came last. */
+  if (nv == V4)
+    splitk_sum_tile<T, THREADS, V4> (tile_partials, splits, bias, y, epi, s, m0, p0);
+  else
+    splitk_sum_valid<T, THREADS, V4> (tile_partials, splits, nvr, nv, bias, y, epi, s, m0, p0);
 }
 
 /* conv2d_nhwc.cu: whether the channels-last kernel takes this shape (fp16/bf16, Cin a multiple of IG_BK, k 1
