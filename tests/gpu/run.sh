@@ -5,7 +5,8 @@
 #      references, op timings);
 #   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py);
 #   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes;
-#   4. programmatic dependent launch on and off (DDPM_CUDA_PDL), alternating, at the benchmark's forward shapes.
+#   4. the run-time switches (PDL, GroupNorm -> conv fusion, conv kernels, split-K rule) against the default,
+#      alternating, at the benchmark's forward shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
 # the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
 # `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
@@ -14,8 +15,8 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~25 s of per-kernel profiles, ~30 s of launch A/B (limits: 200 s, 45 + 3 x 25 s, 220 s,
-# 5 x 60 s and 12 x 60 s).
+# benchmarks, ~25 s of per-kernel profiles, ~70 s of switch A/B (48 short benches; limits: 200 s, 45 + 3 x 25 s,
+# 220 s, 5 x 60 s and 60 s per bench).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -170,21 +171,39 @@ echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.t
 done
 awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
 
-# Programmatic dependent launch (cuda_compat.cuh grid_dependency_wait): each kernel may start launching
-# while the one before it finishes. On and off in turn, twice, so drift does not favour either.
-echo "== 4. Programmatic dependent launch on (1) and off (0) (ddpm bench median ms, fp16; also in profile.txt)"
-[ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for shape in "cifar10-32 1" "cifar10-32 128" "celebahq-256 1"; do
-  set -- $shape
-  line="pdl $1 batch $2:"
-  for pdl in 1 0 1 0; do
-    ms=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_PDL=$pdl timeout 60 "$CARRY/bin/ddpm" \
+# The run-time switches against the default, each in turn with it (default, switch, default, switch) so drift
+# favours neither: ddpm bench median ms (a replayed graph per forward), fp16. A switch that wins says which
+# default to change:
+#   DDPM_CUDA_PDL=0                      programmatic dependent launch off (cuda_compat.cuh grid_dependency_wait)
+#   DDPM_CUDA_GN_CONV=0                  GroupNorm and the conv as separate ops (+ transpose)
+#   DDPM_CUDA_CONV=implicit              the NCHW conv kernel everywhere (no transposes, register-staged loads)
+#   DDPM_CUDA_CONV_REDUCE=kernel         split-K sums in a second launch instead of the last block
+#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=N split K until N blocks per SM (default 2)
+#   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
+ab () {   # ab CONFIG BATCH SETTING
+  line="ab $1 batch $2 $3:"
+  for which in default switch default switch; do
+    if [ $which = default ]; then set_env=; else set_env=$3; fi
+    ms=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $set_env timeout 60 "$CARRY/bin/ddpm" \
          bench --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 3 --iters 20 --quiet 2>&1 \
-         | grep -o 'median_ms=[0-9.]*')
-    line="$line pdl=$pdl ${ms:-failed}"
+         | grep -o 'median_ms=[0-9.]*' | cut -d= -f2)
+    line="$line $which ${ms:-failed}"
   done
-  echo "$line" | tee -a "$OUT/profile.txt"
-done
+  echo "$line" | awk '{ d = ($(NF-6) + $(NF-2)) / 2; w = ($(NF-4) + $NF) / 2;
+    printf "%s  -> switch/default %.3f\n", $0, (d > 0 && w > 0) ? w / d : 0 }' | tee -a "$OUT/profile.txt"
+}
+echo "== 4. Run-time switches against the default (ddpm bench median ms, fp16; also in profile.txt)"
+[ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
+if [ $rc -ne 77 ]; then
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_REDUCE=kernel \
+                 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=4; do
+    ab cifar10-32 1 $setting
+  done
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma; do
+    ab cifar10-32 128 $setting
+    ab celebahq-256 1 $setting
+  done
+fi
 
 echo "== done $(date -u)"
 [ $rc -eq 77 ] && exit 0
