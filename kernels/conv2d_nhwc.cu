@@ -4,8 +4,8 @@
  * Why channels last: in NCHW the K slice of one filter tap is 32 channel planes apart, so conv2d.cu gathers
  * it one 2-byte element at a time through registers. In NHWC those 32 channels of one pixel are 64
  * contiguous bytes: four 16-byte asynchronous copies (cp.async) straight into shared memory, zero-filled
- * at the image border, with no registers in between. That allows a three-stage pipeline: the copies of
- * K slices kt + 1 and kt + 2 are in flight while the tensor cores multiply slice kt.
+ * at the image border, with no registers in between. That allows a deep pipeline: the copies of K slices
+ * kt + 1 .. kt + 3 (64-row tiles; kt + 2 for 128 rows) are in flight while the tensor cores multiply slice kt.
  *
  * Cost: one transpose of x (B, Cin, H, W) -> xh (B, H, W, Cin) into scratch per convolution (one read and
  * one write of x), and y stays NCHW (the epilogue stages the tile in shared memory and stores along
@@ -17,15 +17,17 @@
 #include "conv2d.cuh"
 #include "mma_sync.cuh"
 
-#define NHWC_STAGES 3
 #define NHWC_LD (IG_BK + 8)              /* shared row stride (elements) of A rows and B columns: 80 bytes */
 
+/* STAGES: K slices in flight. 4 for 64-row tiles (40 KiB): the batch-1 convolutions split K until each block
+ * has only ~4-5 slices, so nearly all of a block's loads are issued at once; 3 for 128 rows (45 KiB of the 48). */
 template <int BM>
 struct NhwcTile {
   static constexpr int THREADS = 128;
+  static constexpr int STAGES = BM == 64 ? 4 : 3;
   static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
   static constexpr int A_STAGE = BM * NHWC_LD, B_STAGE = IG_BN * NHWC_LD;             /* elements */
-  static constexpr int SMEM_AB = NHWC_STAGES * (A_STAGE + B_STAGE) * 2;               /* bytes */
+  static constexpr int SMEM_AB = STAGES * (A_STAGE + B_STAGE) * 2;                    /* bytes */
   static constexpr int LDC = IG_BN + 4;
   static constexpr int SMEM_C = BM * LDC * 4;
   static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
@@ -107,7 +109,7 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   typedef NhwcTile<BM> G;
   __shared__ __align__ (128) unsigned char smem[G::SMEM];
   T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][NHWC_LD] */
-  T *const Bs0 = reinterpret_cast<T *> (smem) + NHWC_STAGES * G::A_STAGE; /* [stage][IG_BN][NHWC_LD] */
+  T *const Bs0 = reinterpret_cast<T *> (smem) + G::STAGES * G::A_STAGE; /* [stage][IG_BN][NHWC_LD] */
   float *const Cs = reinterpret_cast<float *> (smem);                   /* [BM][LDC], after the K loop */
 
   const int tid = threadIdx.x, warp = tid >> 5;
@@ -132,7 +134,7 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   /* prologue: slices 0 .. STAGES-2 in flight; every iteration then commits exactly one group (maybe empty),
    * so "all but the newest STAGES-2 groups done" always means "slice kt has landed" */
 #pragma unroll
-  for (int st = 0; st < NHWC_STAGES - 1; st++)
+  for (int st = 0; st < G::STAGES - 1; st++)
     {
       if (st < nkt)
         load_stage (st, kt_begin + st);
@@ -140,13 +142,13 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
     }
   for (int i = 0; i < nkt; i++)          /* slice kt_begin + i lives in stage i % STAGES */
     {
-      __pipeline_wait_prior (NHWC_STAGES - 2);
+      __pipeline_wait_prior (G::STAGES - 2);
       __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
-      const int next = i + NHWC_STAGES - 1;
+      const int next = i + G::STAGES - 1;
       if (next < nkt)
-        load_stage (next % NHWC_STAGES, kt_begin + next);   /* the stage slice i - 1 used */
+        load_stage (next % G::STAGES, kt_begin + next);   /* the stage slice i - 1 used */
       __pipeline_commit ();
-      const T *As = As0 + (i % NHWC_STAGES) * G::A_STAGE, *Bs = Bs0 + (i % NHWC_STAGES) * G::B_STAGE;
+      const T *As = As0 + (i % G::STAGES) * G::A_STAGE, *Bs = Bs0 + (i % G::STAGES) * G::B_STAGE;
       warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * NHWC_LD, NHWC_LD,
                                                                 Bs + wn * (IG_BN / 2) * NHWC_LD, NHWC_LD, NHWC_LD, 1);
     }
