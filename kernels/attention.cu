@@ -158,7 +158,8 @@ qkv_bias_vec_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const fl
 
 /* ---- fused attention core (fp16 / bf16) ----
  * O_h^T (queries x d) = softmax(Q_h^T K_h / sqrt(d)) V_h^T for one head, scores never in global memory.
- * One block of 4 warps per (16-query tile, b * heads + h); keys in chunks of FA_KC with the online softmax
+ * One block of WARPS (8; $DDPM_CUDA_FA_WARPS=4 for the old 4) per (16-query tile, b * heads + h); keys in chunks
+ * of FA_KC with the online softmax
  * (running row max m and sum l, O rescaled by exp(m_old - m_new) per chunk), so any token count works.
  * Tensor cores (WMMA 16x16x16, fp32 accumulation) read Q, K, V fragments straight from global memory:
  * Q_h^T is Q's (d x HW) rows read col-major with ldm = HW, and so on; this needs HW % 16 == 0 and
@@ -171,8 +172,10 @@ qkv_bias_vec_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const fl
 #define FA_LDS (FA_KC + 4)   /* f32 ldm: multiple of 4 */
 #define FA_LDP (FA_KC + 8)   /* 16-bit ldm: multiple of 8 */
 
-template <typename T>
-__global__ void __launch_bounds__ (128)
+/* WARPS 8: at batch 1 (16 blocks of 256 tokens) each warp's chain of L2 round trips (key tiles, dimension
+ * tiles, softmax rows) is half what it is with 4. */
+template <typename T, int WARPS>
+__global__ void __launch_bounds__ (32 * WARPS)
 flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__restrict__ V, T *__restrict__ O,
                         int HW, int d, int heads, int C, long long stride, float inv_sqrt_d)
 {
@@ -191,10 +194,11 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
   T *o = O + ((size_t) b * C + (size_t) h * d) * HW + q0;
   for (int i = threadIdx.x; i < FA_BQ * d; i += blockDim.x)
     Os[i] = 0.0f;
-  /* warp w owns rows 4w .. 4w+3 of the softmax; m and l are the same in all its lanes */
-  float m_row[4], l_row[4];
+  /* warp w owns rows ROWS w .. ROWS (w + 1) - 1 of the softmax; m and l are the same in all its lanes */
+  constexpr int ROWS = FA_BQ / WARPS;
+  float m_row[ROWS], l_row[ROWS];
 #pragma unroll
-  for (int rr = 0; rr < 4; rr++)
+  for (int rr = 0; rr < ROWS; rr++)
     {
       m_row[rr] = -INFINITY;
       l_row[rr] = 0.0f;
@@ -204,7 +208,7 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
     {
       const int nk = imin (FA_KC, HW - k0);
       /* S chunk (16 x nk) = Q^T (16 x d) K (d x nk), 16-key tiles over the warps */
-      for (int t = warp; t < nk / 16; t += 4)
+      for (int t = warp; t < nk / 16; t += WARPS)
         {
           wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
           wmma::fill_fragment (s, 0.0f);
@@ -224,9 +228,9 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
       __syncthreads ();
       /* online softmax of the chunk's rows */
 #pragma unroll
-      for (int rr = 0; rr < 4; rr++)
+      for (int rr = 0; rr < ROWS; rr++)
         {
-          const int r = warp * 4 + rr;
+          const int r = warp * ROWS + rr;
           float mx = -INFINITY;
           for (int j = lane; j < nk; j += 32)
             mx = fmaxf (mx, Ss[r * FA_LDS + j] * inv_sqrt_d);
@@ -252,7 +256,7 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
       __syncthreads ();
       /* O (16 x d) += P (16 x nk) V^T (nk x d), 16-dim tiles over the warps; V^T (key j, dim i) at
        * v[i * HW + j]: col-major with ldm HW */
-      for (int t = warp; t < d / 16; t += 4)
+      for (int t = warp; t < d / 16; t += WARPS)
         {
           wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
           wmma::load_matrix_sync (acc, Os + t * 16, d, wmma::mem_row_major);
@@ -272,8 +276,8 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
   if (lane == 0)
     {
 #pragma unroll
-      for (int rr = 0; rr < 4; rr++)
-        row_l[warp * 4 + rr] = l_row[rr];
+      for (int rr = 0; rr < ROWS; rr++)
+        row_l[warp * ROWS + rr] = l_row[rr];
     }
   __syncthreads ();
   /* O_h (d x HW) column q0 + r: 16 consecutive queries per dimension */
@@ -297,8 +301,13 @@ static void
 flash_launch (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, int BH, int HW, int d, int heads,
               int C, long long stride, float inv_sqrt_d)
 {
-  launch (cb, "flash_attention", dim3 ((unsigned) (HW / FA_BQ), (unsigned) BH), 128, 0, flash_attention_kernel<T>,
-          (const T *) Q, (const T *) K, (const T *) V, (T *) O, HW, d, heads, C, stride, inv_sqrt_d);
+  const dim3 grid ((unsigned) (HW / FA_BQ), (unsigned) BH);
+  if (cb->fa_warps == 4)
+    launch (cb, "flash_attention", grid, 32 * 4, 0, flash_attention_kernel<T, 4>, (const T *) Q, (const T *) K,
+            (const T *) V, (T *) O, HW, d, heads, C, stride, inv_sqrt_d);
+  else
+    launch (cb, "flash_attention", grid, 32 * 8, 0, flash_attention_kernel<T, 8>, (const T *) Q, (const T *) K,
+            (const T *) V, (T *) O, HW, d, heads, C, stride, inv_sqrt_d);
 }
 
 /* dst_b (C x HW) = W (C x C) src_b (C x HW) for every image b (bias added by the caller). */

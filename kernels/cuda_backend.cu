@@ -725,6 +725,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->gn_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_GN_CONV"), "0") != 0;
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
   cb->attn_mode = attn != NULL && strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS : ATTN_AUTO;
+  cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
 
   GError *local = NULL;
   if (!cuda_ok (cb, cudaStreamCreateWithFlags (&cb->stream, cudaStreamNonBlocking), "cudaStreamCreate")

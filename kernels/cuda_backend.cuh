@@ -88,6 +88,7 @@ struct CudaBackend {
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
+  int fa_warps;                    /* warps per fused attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly
                                     * ($DDPM_CUDA_GN_CONV=0: no) */
   gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless

@@ -24,7 +24,8 @@
  * DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second launch); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
- * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel).
+ * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel) and
+ * DDPM_CUDA_FA_WARPS=4 (the fused kernel with 4 warps per block instead of 8).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -193,8 +194,12 @@ main (int argc, char **argv)
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
-                /* the cuBLAS score / softmax / PV path where the fused attention kernel would run */
-                run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cublas", OPS_ATTENTION);
+                {
+                  /* the cuBLAS score / softmax / PV path where the fused attention kernel would run */
+                  run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cublas", OPS_ATTENTION);
+                  /* the fused kernel with 4 warps per block (the default has 8) */
+                  run_ops_on (&env, p, "DDPM_CUDA_FA_WARPS", "4", OPS_ATTENTION);
+                }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
               if (p != DDPM_PRECISION_BF16)
