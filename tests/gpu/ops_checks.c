@@ -515,6 +515,11 @@ static const NormConvCase norm_conv_cases[] = {
   { "odd norm_conv", 3, 64, 12, 10, 72, 32, TRUE, TRUE, FALSE, 0 },
   { "odd norm_conv split stats", 1, 32, 64, 64, 32, 4, FALSE, FALSE, TRUE, 0 },
   { "odd norm_conv fallback", 2, 48, 6, 6, 24, 8, TRUE, FALSE, FALSE, 0 },
+  /* the register kernel's channels-last copy-out in each vector width: 8 channels per group (16-byte
+   * vectors), 16 (two per pixel), 3 (2-byte stores); 4 and 2 come with the shapes above */
+  { "regs norm_conv cpg8", 2, 64, 8, 8, 40, 8, FALSE, FALSE, TRUE, 0 },
+  { "regs norm_conv cpg16", 1, 64, 8, 4, 32, 4, TRUE, FALSE, FALSE, 0 },
+  { "regs norm_conv cpg3", 2, 96, 4, 4, 32, 32, FALSE, FALSE, FALSE, 0 },
 };
 
 /* ---- linear ---- */
