@@ -419,8 +419,18 @@ conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__res
       const size_t e = (size_t) (m % BM) * IG_BN + (size_t) (pp % IG_BN);
       const float *src = partial + tile * splits * tile_elems + e;
       float v = bias != NULL ? bias[m] : 0.0f;
-      for (int z = 0; z < splits; z++)
-        v += src[(size_t) z * tile_elems];
+      /* 8 splits' loads in flight at a time (latency-bound at batch 1), added in split order */
+      for (int z0 = 0; z0 < splits; z0 += 8)
+        {
+          float p[8];
+#pragma unroll
+          for (int z = 0; z < 8; z++)
+            p[z] = z0 + z < splits ? __ldcg (src + (size_t) (z0 + z) * tile_elems) : 0.0f;
+#pragma unroll
+          for (int z = 0; z < 8; z++)
+            if (z0 + z < splits)
+              v += p[z];
+        }
       const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
       conv_store (y, epi, v, Cout, HoWo, bb, m, pix);
     }
