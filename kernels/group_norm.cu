@@ -8,7 +8,7 @@
  * The affine part follows the CPU's order: a = rstd * gamma[c], bias = beta[c] - mean * a, y = x * a + bias.
  *
  * Three shapes of launch:
- * - in registers: one block per group of at most GN_THREADS * 4 vectors (every cifar10-32 layer): the group
+ * - in registers: one block per group of at most GN_THREADS * 8 vectors (every cifar10-32 layer): the group
  *   is read once into registers and both statistics and the output come from there (one read and one
  *   write of the tensor instead of three reads and one write). The default where it fits.
  * - fused: one block per group computes the statistics and normalises (groups read 3 times, from L2 after
@@ -347,7 +347,7 @@ gn_split (const CudaBackend *cb, int groups, size_t len)
 }
 
 /* The register kernel (NHWC: writing y channels last) where a group of this shape fits it: groups unsplit,
- * 16-byte vectors (the caller checks HW % 8 and x's alignment), at most 4 vectors per thread, and not
+ * 16-byte vectors (the caller checks HW % 8 and x's alignment), at most 8 vectors per thread, and not
  * $DDPM_CUDA_GN=fused. FALSE (nothing launched) elsewhere. */
 template <typename T, bool NHWC>
 static bool
@@ -357,12 +357,13 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   constexpr size_t per_pass = (size_t) GN_THREADS * Vec16<T>::N;   /* values per vector per thread */
   const int groups = B * G;
   const size_t len = (size_t) (C / G) * HW;
-  if (cb->gn_mode == GN_FUSED || len > 4 * per_pass || gn_split (cb, groups, len) > 1)
+  if (cb->gn_mode == GN_FUSED || len > 8 * per_pass || gn_split (cb, groups, len) > 1)
     return false;
   const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
   void (*kernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool)
     = len <= per_pass ? gn_regs_kernel<T, 1, NHWC> : len <= 2 * per_pass ? gn_regs_kernel<T, 2, NHWC>
-                                                                           : gn_regs_kernel<T, 4, NHWC>;
+      : len <= 4 * per_pass                                                 ? gn_regs_kernel<T, 4, NHWC>
+                                                                            : gn_regs_kernel<T, 8, NHWC>;
   launch (cb, name, groups, GN_THREADS, 0, kernel, (const T *) x, (T *) y, gamma, beta, (const T *) scale_shift, C,
           HW, G, eps, silu);
   return true;

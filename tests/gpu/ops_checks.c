@@ -385,9 +385,12 @@ static const NormCase norm_cases[] = {
   { "celebahq attention norm", 2, 512, 256, 32, FALSE, FALSE, FALSE, 256 },
   { "celebahq up norm (cat)", 2, 1024, 64, 32, FALSE, TRUE, FALSE, 256 },
   { "odd norm", 3, 12, 49, 4, TRUE, TRUE, FALSE, 0 },
-  /* groups of 6144 and 2560 values: the register kernel with 4 and 2 vectors per thread (fp16), a partial pass */
+  /* groups of 6144 and 2560 values: the register kernel with 4 and 2 vector slots per thread (fp16; 8 and 4 in
+   * fp32), a partial pass */
   { "regs norm", 2, 24, 512, 2, FALSE, TRUE, TRUE, 0 },
   { "regs norm", 1, 40, 256, 4, TRUE, TRUE, FALSE, 0 },
+  /* 16384 values: 8 vectors per thread (fp16 / bf16) */
+  { "regs norm", 1, 32, 1024, 2, FALSE, TRUE, FALSE, 0 },
 };
 
 /* ---- group_norm_conv2d (GroupNorm + SiLU, then a 3x3 convolution of it) ---- */
@@ -520,6 +523,7 @@ static const NormConvCase norm_conv_cases[] = {
   { "regs norm_conv cpg8", 2, 64, 8, 8, 40, 8, FALSE, FALSE, TRUE, 0 },
   { "regs norm_conv cpg16", 1, 64, 8, 4, 32, 4, TRUE, FALSE, FALSE, 0 },
   { "regs norm_conv cpg3", 2, 96, 4, 4, 32, 32, FALSE, FALSE, FALSE, 0 },
+  { "regs norm_conv 8 vectors", 1, 32, 32, 32, 32, 2, FALSE, FALSE, TRUE, 0 },
 };
 
 /* ---- linear ---- */
