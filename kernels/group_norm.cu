@@ -222,13 +222,14 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
     {
       __syncthreads ();
       T *dst = y + (size_t) b * HW * C + (size_t) g * cpg;
-      constexpr int E16 = 16 / sizeof (T);
-      if (cpg % E16 == 0)
-        group_tile_to_nhwc<T, E16> (tile, dst, cpg, HW, C);
-      else if (E16 >= 4 && cpg % (E16 / 2) == 0)
-        group_tile_to_nhwc<T, (E16 >= 4 ? E16 / 2 : 1)> (tile, dst, cpg, HW, C);
-      else if (E16 >= 8 && cpg % (E16 / 4) == 0)
-        group_tile_to_nhwc<T, (E16 >= 8 ? E16 / 4 : 1)> (tile, dst, cpg, HW, C);
+      /* the widest vector that divides a pixel's cpg channels: 16, 8, 4 bytes, else one value */
+      constexpr int E1 = 16 / sizeof (T), E2 = E1 / 2, E3 = E2 > 1 ? E2 / 2 : 1;
+      if (cpg % E1 == 0)
+        group_tile_to_nhwc<T, E1> (tile, dst, cpg, HW, C);
+      else if (cpg % E2 == 0)
+        group_tile_to_nhwc<T, E2> (tile, dst, cpg, HW, C);
+      else if (cpg % E3 == 0)
+        group_tile_to_nhwc<T, E3> (tile, dst, cpg, HW, C);
       else
         group_tile_to_nhwc<T, 1> (tile, dst, cpg, HW, C);
     }
