@@ -116,6 +116,14 @@ typedef struct {
                              gboolean silu, const DdpmLinearW *w, const void *x, void *normed, void *y, int B, int H,
                              int W, int stride, const int pad[4], const DdpmConvEpilogue *epi);
 
+  /* upsample_nearest2x of x (B, Cin, H, W) into upsampled (B, Cin, 2H, 2W), then conv2d (w, stride 1, pad) of
+   * it into y with epi: an up block's resample. y may alias x (the backend reads all of x before it writes
+   * y); the backend may leave upsampled unwritten (CUDA: the conv samples x at half resolution from a
+   * channels-last copy, so the 4x larger tensor is never written). Scratch: conv2d_scratch of the
+   * convolution at 2H x 2W. */
+  void (*upsample_conv2d) (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *upsampled, void *y, int B,
+                           int H, int W, const int pad[4], const DdpmConvEpilogue *epi);
+
   /* ---- optional: graph capture (NULL on the CPU) ---- */
   gboolean (*graph_begin) (DdpmBackend *be, GError **error);
   gboolean (*graph_end) (DdpmBackend *be, GError **error);

@@ -292,6 +292,23 @@ norm_conv (DdpmUNet *u, const DdpmNormW *nw, const void *scale_shift, const Ddpm
   conv (u, w, normed, y, h, wd, 1, PAD_SAME, epi);
 }
 
+/* Nearest 2x upsampling of x (B, Cin, h, w), then a 3x3 convolution of it into y (B, Cout, 2h, 2w): one
+ * backend op where the backend fuses them (upsample_conv2d), else the two. upsampled (B, Cin, 2h, 2w) is the
+ * work memory the two-op path writes; y may alias x. */
+static void
+upsample_conv (DdpmUNet *u, const DdpmLinearW *w, const void *x, void *upsampled, void *y, int h, int wd)
+{
+  DdpmBackend *be = u->be;
+  if (u->mode == WALK_RUN && be->ops->upsample_conv2d != NULL)
+    {
+      be->ops->upsample_conv2d (be, w, x, upsampled, y, u->B, h, wd, PAD_SAME, NULL);
+      return;
+    }
+  if (u->mode == WALK_RUN)
+    be->ops->upsample_nearest2x (be, x, upsampled, u->B, w->in, h, wd);
+  conv (u, w, upsampled, y, 2 * h, 2 * wd, 1, PAD_SAME, NULL);
+}
+
 /* ResnetBlock2D (diffusers models/resnet.py): out = (shortcut(x) + conv2(act(GN2(conv1(act(GN1(x))) + proj(temb))))) * scale.
  * x (B, in, h, w) -> out (B, out, h, w); out must not alias x. Uses tmp1, tmp2, tproj. The time projection
  * (without scale_shift), the shortcut and the scale ride in the convolutions' epilogues (DdpmConvEpilogue). */
@@ -452,11 +469,9 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
       if (blk->resample.weight != NULL)
         {
           need_work (u, (size_t) B * C_cur * (2 * h) * (2 * wd));
-          if (u->mode == WALK_RUN)
-            be->ops->upsample_nearest2x (be, u->cur, u->tmp1, B, C_cur, h, wd);
+          upsample_conv (u, &blk->resample, u->cur, u->tmp1, u->cur, h, wd);
           h *= 2;
           wd *= 2;
-          conv (u, &blk->resample, u->tmp1, u->cur, h, wd, 1, PAD_SAME, NULL);
         }
     }
   g_assert (u->sp == 0);

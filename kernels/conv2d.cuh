@@ -12,6 +12,8 @@ struct ConvShape {
   int B, Cin, H, W, Cout, k, stride, pad_top, pad_left, Ho, Wo;
   int K;                                /* Cin * k * k */
   int ldw;                              /* weight row stride (weight_ld) */
+  int up;                               /* 1: the input is x upsampled 2x (nearest), x is (H / 2) x (W / 2):
+                                         * channels-last kernels only (upsample_conv2d), else 0 */
 };
 
 /* DdpmConvEpilogue, typed: what the implicit GEMM adds to conv + bias (in float) before its one rounding. */

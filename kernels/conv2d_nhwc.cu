@@ -49,8 +49,9 @@ nchw_to_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, int C, int HW)
 /* The cp.async copies one of 128 threads makes for a K slice (one filter tap, IG_BK channels): the 16-byte
  * chunk tid % 4 (8 channels) of tile rows tid / 4 + 32 i, for NA weight rows (output channels m0 + row)
  * and NB pixel rows (output pixels p0 + row, across the batch). Outside the image or past Cout, zero
- * fill (nothing is read from the source then). Where a chunk lands is the kernel's: dst_a (row) and
- * dst_b (row) give its shared-memory address. */
+ * fill (nothing is read from the source then). With s.up, input pixel (iy, ix) is pixel (iy / 2, ix / 2) of
+ * xh, the half-size image (upsample_conv2d). Where a chunk lands is the kernel's: dst_a (row) and dst_b (row)
+ * give its shared-memory address. */
 template <typename T, int NA, int NB>
 struct NhwcSliceCopies {
   const T *image[NB];
@@ -70,7 +71,7 @@ struct NhwcSliceCopies {
         const long long p = p0 + (tid >> 2) + 32 * i;
         ok[i] = p < P;
         const int b = ok[i] ? (int) (p / HoWo) : 0, pix = ok[i] ? (int) (p % HoWo) : 0;
-        image[i] = xh + (size_t) b * s.H * s.W * s.Cin;
+        image[i] = xh + (size_t) b * (s.H >> s.up) * (s.W >> s.up) * s.Cin;
         iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
         ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
       }
@@ -93,7 +94,8 @@ struct NhwcSliceCopies {
       {
         const int iy = iy0[i] + ky, ix = ix0[i] + kx;
         const bool in = ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
-        const T *src = in ? image[i] + ((size_t) iy * s.W + ix) * s.Cin + ci0 + chunk * 8 : xh;
+        const T *src = in ? image[i] + ((size_t) (iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + ci0 + chunk * 8
+                          : xh;
         __pipeline_memcpy_async (dst_b ((tid >> 2) + 32 * i), src, 16, in ? 0 : 16);
       }
   }
@@ -294,13 +296,13 @@ cuda_conv_nhwc_fits (const CudaBackend *cb, const ConvShape &s)
 size_t
 cuda_conv_nhwc_bytes (const CudaBackend *cb, const ConvShape &s)
 {
-  return (size_t) s.B * s.Cin * s.H * s.W * cb->act_size;
+  return (size_t) s.B * s.Cin * (s.H >> s.up) * (s.W >> s.up) * cb->act_size;
 }
 
 void
 cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const ConvShape &s)
 {
-  const int HW = s.H * s.W;
+  const int HW = (s.H >> s.up) * (s.W >> s.up);     /* x itself, before any upsampling */
   const dim3 grid ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B);
   DISPATCH_ACT (cb, T, launch (cb, "conv_nhwc_transpose", grid, dim3 (32, 8), 0, nchw_to_nhwc_kernel<T>, (const T *) x,
                                (T *) xh, s.Cin, HW));

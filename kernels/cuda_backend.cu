@@ -509,7 +509,8 @@ cuda_destroy (DdpmBackend *be)
   .scheduler_step = cuda_scheduler_step, \
   .randn = cuda_randn, \
   .count_nonfinite = cuda_count_nonfinite, \
-  .group_norm_conv2d = cuda_group_norm_conv2d
+  .group_norm_conv2d = cuda_group_norm_conv2d, \
+  .upsample_conv2d = cuda_upsample_conv2d
 
 static const DdpmBackendOps cuda_ops = {
   CUDA_OPS_COMMON,
@@ -726,6 +727,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
   cb->attn_mode = attn != NULL && strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS : ATTN_AUTO;
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
+  cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;
   if (!cuda_ok (cb, cudaStreamCreateWithFlags (&cb->stream, cudaStreamNonBlocking), "cudaStreamCreate")

@@ -87,6 +87,8 @@ struct CudaBackend {
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
+  gboolean upsample_conv_fuse;     /* upsample_conv2d samples x at half resolution ($DDPM_CUDA_UPSAMPLE_CONV=0: the
+                                    * two ops) */
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
   int fa_warps;                    /* warps per fused attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly
@@ -245,6 +247,8 @@ void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *
 void cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float eps, const void *scale_shift,
                              gboolean silu, const DdpmLinearW *w, const void *x, void *normed, void *y, int B, int H,
                              int W, int stride, const int pad[4], const DdpmConvEpilogue *epi);
+void cuda_upsample_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *upsampled, void *y, int B, int H,
+                           int W, const int pad[4], const DdpmConvEpilogue *epi);
 void cuda_add_channel_bias (DdpmBackend *be, void *h, const void *v, int B, int C, int HW);
 void cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, size_t n, float scale);
 void cuda_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);

@@ -526,6 +526,114 @@ static const NormConvCase norm_conv_cases[] = {
   { "regs norm_conv 8 vectors", 1, 32, 32, 32, 32, 2, FALSE, FALSE, TRUE, 0 },
 };
 
+/* ---- upsample_conv2d (nearest 2x upsampling, then a 3x3 convolution: an up block's resample) ---- */
+
+typedef struct {
+  const char *name;
+  int B, Cin, H, W, Cout;               /* H x W: the input, before upsampling */
+  gboolean in_place, epilogue;          /* in_place: y aliases x (Cout == Cin) */
+  int full_size;
+} UpConvCase;
+
+/* The GPU's fused op against the CPU's upsample_nearest2x then conv2d, bound the conv bound; then, where y
+ * does not alias x, against the GPU's own two ops bit for bit (the convolution reads the same values at the
+ * same positions either way). */
+static void
+check_upsample_conv (GpuEnv *env, const UpConvCase *uc)
+{
+  UpConvCase c = *uc;
+  if (c.full_size != 0)
+    {
+      c.Cin = qc (env, c.Cin);
+      c.Cout = c.in_place ? c.Cin : qc (env, c.Cout);
+    }
+  c.H = qs (env, c.H, c.full_size);
+  c.W = qs (env, c.W, c.full_size);
+  char label[160];
+  g_snprintf (label, sizeof label, "%s B%d %d->%d @%dx%d->%dx%d%s%s", c.name, c.B, c.Cin, c.Cout, c.H, c.W, 2 * c.H,
+              2 * c.W, c.in_place ? " in-place" : "", c.epilogue ? " +res/sqrt2" : "");
+  if (!check_selected (env, label))
+    return;
+  if (env->gpu->ops->upsample_conv2d == NULL)
+    {
+      report_plain (env, FALSE, "upsample_conv", label, "the CUDA backend has no upsample_conv2d");
+      return;
+    }
+  const int pad[4] = { 1, 1, 1, 1 };
+  const size_t n_in = (size_t) c.B * c.Cin * c.H * c.W, n_up = 4 * n_in;
+  const size_t n_out = (size_t) c.B * c.Cout * 4 * c.H * c.W;
+  /* in place: one buffer of the output's size, x in its first n_in values */
+  float *x = random_host (c.in_place ? n_out : n_in, 51, 1.5f, 0.0f, env->precision);
+  float *res = random_host (n_out, 55, 2.0f, 0.0f, env->precision);
+  LinPair w;
+  Pair in, up, out, resid;
+  memset (&out, 0, sizeof out);
+  memset (&resid, 0, sizeof resid);
+  gboolean ok = lin_new (env, &w, c.Cout, c.Cin, 3, 56)
+                && pair_input (env, &in, c.in_place ? n_out : n_in, TRUE, x, label)
+                && pair_output (env, &up, n_up, TRUE, label)
+                && (c.in_place || pair_output (env, &out, n_out, TRUE, label))
+                && (!c.epilogue || pair_input (env, &resid, n_out, TRUE, res, label));
+  Pair *y = c.in_place ? &in : &out;
+  if (ok
+      && reserve (env, env->cpu, env->cpu->ops->conv2d_scratch (env->cpu, c.B, c.Cin, 2 * c.H, 2 * c.W, c.Cout, 3, 1, pad),
+                  label)
+      && reserve (env, env->gpu, env->gpu->ops->conv2d_scratch (env->gpu, c.B, c.Cin, 2 * c.H, 2 * c.W, c.Cout, 3, 1, pad),
+                  label))
+    {
+      const DdpmConvEpilogue ec = { NULL, resid.c.ptr, 0, (float) M_SQRT1_2 }, eg = { NULL, resid.g.ptr, 0, (float) M_SQRT1_2 };
+      env->cpu->ops->upsample_nearest2x (env->cpu, in.c.ptr, up.c.ptr, c.B, c.Cin, c.H, c.W);
+      env->cpu->ops->conv2d (env->cpu, &w.c, up.c.ptr, y->c.ptr, c.B, 2 * c.H, 2 * c.W, 1, pad, c.epilogue ? &ec : NULL);
+      env->gpu->ops->upsample_conv2d (env->gpu, &w.g, in.g.ptr, up.g.ptr, y->g.ptr, c.B, c.H, c.W, pad,
+                                      c.epilogue ? &eg : NULL);
+      if (finish (env, "upsample_conv", label, y, op_bound (env->precision), -1.0) && !c.in_place)
+        {
+          DdpmBackend *g = env->gpu;
+          Buf two;
+          if (buf_new (env, &two, g, n_out, TRUE, label))
+            {
+              buf_poison (&two);
+              g->ops->upsample_nearest2x (g, in.g.ptr, up.g.ptr, c.B, c.Cin, c.H, c.W);
+              g->ops->conv2d (g, &w.g, up.g.ptr, two.ptr, c.B, 2 * c.H, 2 * c.W, 1, pad, c.epilogue ? &eg : NULL);
+              if (gpu_clean (env, "upsample_conv_exact", label))
+                {
+                  float *fused = g_new (float, n_out), *ops = g_new (float, n_out);
+                  buf_download (&out.g, fused);
+                  buf_download (&two, ops);
+                  report_check (env, "upsample_conv_exact", label, fused, ops, n_out, 0.0, buf_guard_damage (&two), -1.0);
+                  g_free (fused);
+                  g_free (ops);
+                }
+              buf_free (&two);
+            }
+          double ms;
+          TIME_GPU (env, ms, g->ops->upsample_conv2d (g, &w.g, in.g.ptr, up.g.ptr, out.g.ptr, c.B, c.H, c.W, pad,
+                                                      c.epilogue ? &eg : NULL));
+          if (ms >= 0.0)
+            printf ("     %-18s %-4s %-58s %9.4f ms%s%s\n", "  time", precision_name (env->precision), label, ms,
+                    env->variant ? "  " : "", env->variant ? env->variant : "");
+        }
+    }
+  pair_free (&in);
+  pair_free (&up);
+  pair_free (&out);
+  pair_free (&resid);
+  lin_free (env, &w);
+  g_free (x);
+  g_free (res);
+}
+
+static const UpConvCase upsample_conv_cases[] = {
+  { "cifar up resample", 1, 256, 8, 8, 256, TRUE, FALSE, 32 },
+  { "cifar up resample", 2, 256, 16, 16, 256, FALSE, FALSE, 32 },
+  { "celebahq up resample", 1, 256, 64, 64, 256, FALSE, FALSE, 256 },
+  { "celebahq up resample", 1, 128, 128, 128, 128, TRUE, FALSE, 256 },
+  /* odd sizes, unshrunk: a non-square image with partial tiles and an epilogue; Cin 48 (not a multiple of 32:
+   * the op falls back to the two ops) */
+  { "odd up resample", 2, 64, 5, 3, 40, FALSE, TRUE, 0 },
+  { "odd up resample fallback", 3, 48, 4, 4, 24, FALSE, FALSE, 0 },
+};
+
 /* ---- linear ---- */
 
 typedef struct {
@@ -984,6 +1092,9 @@ run_op_checks (GpuEnv *env, unsigned which)
   if (which & OPS_CONV)
     for (size_t i = 0; i < G_N_ELEMENTS (norm_conv_cases); i++)
       check_norm_conv (env, &norm_conv_cases[i]);
+  if (which & OPS_CONV)
+    for (size_t i = 0; i < G_N_ELEMENTS (upsample_conv_cases); i++)
+      check_upsample_conv (env, &upsample_conv_cases[i]);
   if (which & OPS_ATTENTION)
     for (size_t i = 0; i < G_N_ELEMENTS (attn_cases); i++)
       check_attention (env, &attn_cases[i]);

@@ -15,7 +15,7 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~25 s of per-kernel profiles, ~85 s of switch A/B (64 short benches; limits: 200 s, 45 + 3 x 25 s,
+# benchmarks, ~25 s of per-kernel profiles, ~95 s of switch A/B (72 short benches; limits: 200 s, 45 + 3 x 25 s,
 # 220 s, 5 x 60 s and 60 s per bench).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -183,6 +183,7 @@ awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
 #                                        split into 2-8 slices and pay the partial sums for little parallelism)
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
 #   DDPM_CUDA_FA_WARPS=4                 fused attention with 4 warps per block (default 8)
+#   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
 ab () {   # ab CONFIG BATCH SETTING
   line="ab $1 batch $2 $3:"
   for which in default switch default switch; do
@@ -203,7 +204,8 @@ if [ $rc -ne 77 ]; then
                  DDPM_CUDA_CONV_SPLIT_MIN_SLICES=4 DDPM_CUDA_FA_WARPS=4; do
     ab cifar10-32 1 $setting
   done
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_FA_WARPS=4; do
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_FA_WARPS=4 \
+                 DDPM_CUDA_UPSAMPLE_CONV=0; do
     ab cifar10-32 128 $setting
     ab celebahq-256 1 $setting
   done
