@@ -94,6 +94,29 @@ finish (GpuEnv *env, const char *op, const char *label, Pair *out, double bound,
   return ok;
 }
 
+/* A fused op's GPU output against the GPU's own unfused ops' (two, written), bit for bit: op_exact (bound 0). */
+static void
+report_bits_equal (GpuEnv *env, const char *op_exact, const char *label, Buf *fused, Buf *two)
+{
+  if (!gpu_clean (env, op_exact, label))
+    return;
+  float *a = g_new (float, fused->n), *b = g_new (float, two->n);
+  buf_download (fused, a);
+  buf_download (two, b);
+  report_check (env, op_exact, label, a, b, fused->n, 0.0, buf_guard_damage (two), -1.0);
+  g_free (a);
+  g_free (b);
+}
+
+/* The timing line of a fused op (ms < 0: not timed), labelled with the variant. */
+static void
+print_op_time (const GpuEnv *env, const char *label, double ms)
+{
+  if (ms >= 0.0)
+    printf ("     %-18s %-4s %-58s %9.4f ms%s%s\n", "  time", precision_name (env->precision), label, ms,
+            env->variant ? "  " : "", env->variant ? env->variant : "");
+}
+
 typedef struct {
   DdpmLinearW c, g;
 } LinPair;
@@ -417,15 +440,7 @@ check_norm_conv_exact (GpuEnv *env, const char *label, const NormConvCase *c, co
   buf_poison (&two);
   g->ops->group_norm (g, &nw->g, in->g.ptr, normed->g.ptr, c->B, c->Cin, c->H * c->W, c->G, 1e-6f, scale_shift, TRUE);
   g->ops->conv2d (g, &w->g, normed->g.ptr, two.ptr, c->B, c->H, c->W, 1, pad, epi);
-  if (gpu_clean (env, "norm_conv_exact", label))
-    {
-      float *fused = g_new (float, out->g.n), *ops = g_new (float, out->g.n);
-      buf_download (&out->g, fused);
-      buf_download (&two, ops);
-      report_check (env, "norm_conv_exact", label, fused, ops, out->g.n, 0.0, buf_guard_damage (&two), -1.0);
-      g_free (fused);
-      g_free (ops);
-    }
+  report_bits_equal (env, "norm_conv_exact", label, &out->g, &two);
   buf_free (&two);
 }
 
@@ -489,9 +504,7 @@ check_norm_conv (GpuEnv *env, const NormConvCase *nc)
           TIME_GPU (env, ms, env->gpu->ops->group_norm_conv2d (env->gpu, &nw.g, c.G, 1e-6f, c.scale_shift ? sp.g.ptr : NULL,
                                                                TRUE, &w.g, in.g.ptr, nm->g.ptr, out.g.ptr, c.B, c.H, c.W,
                                                                1, pad, c.epilogue ? &eg : NULL));
-          if (ms >= 0.0)
-            printf ("     %-18s %-4s %-58s %9.4f ms%s%s\n", "  time", precision_name (env->precision), label, ms,
-                    env->variant ? "  " : "", env->variant ? env->variant : "");
+          print_op_time (env, label, ms);
         }
     }
   pair_free (&in);
@@ -595,23 +608,13 @@ check_upsample_conv (GpuEnv *env, const UpConvCase *uc)
               buf_poison (&two);
               g->ops->upsample_nearest2x (g, in.g.ptr, up.g.ptr, c.B, c.Cin, c.H, c.W);
               g->ops->conv2d (g, &w.g, up.g.ptr, two.ptr, c.B, 2 * c.H, 2 * c.W, 1, pad, c.epilogue ? &eg : NULL);
-              if (gpu_clean (env, "upsample_conv_exact", label))
-                {
-                  float *fused = g_new (float, n_out), *ops = g_new (float, n_out);
-                  buf_download (&out.g, fused);
-                  buf_download (&two, ops);
-                  report_check (env, "upsample_conv_exact", label, fused, ops, n_out, 0.0, buf_guard_damage (&two), -1.0);
-                  g_free (fused);
-                  g_free (ops);
-                }
+              report_bits_equal (env, "upsample_conv_exact", label, &out.g, &two);
               buf_free (&two);
             }
           double ms;
           TIME_GPU (env, ms, g->ops->upsample_conv2d (g, &w.g, in.g.ptr, up.g.ptr, out.g.ptr, c.B, c.H, c.W, pad,
                                                       c.epilogue ? &eg : NULL));
-          if (ms >= 0.0)
-            printf ("     %-18s %-4s %-58s %9.4f ms%s%s\n", "  time", precision_name (env->precision), label, ms,
-                    env->variant ? "  " : "", env->variant ? env->variant : "");
+          print_op_time (env, label, ms);
         }
     }
   pair_free (&in);
