@@ -9,8 +9,8 @@
  *               the down path computes in place in the skip it is about to push.
  *   cur         the hidden state in the mid and up paths.
  *   cat         [hidden, skip] concatenation feeding an up-block resnet.
- *   skip_cat[k] at batch 1: skip k's own concatenation buffer, [hidden, skip k] contiguous, with skips[k]
- *               inside it. The op before the up resnet that takes skip k writes the hidden state straight
+ *   skip_cat[k] at batch 1 (up to 256 MiB of extra heads): skip k's own concatenation buffer, [hidden,
+ *               skip k] contiguous, with skips[k] inside it. The op before the up resnet that takes skip k writes the hidden state straight
  *               into its head, so no concatenation is copied (12 launches per cifar10-32 forward).
  *   tmp1, tmp2  resnet / attention / head temporaries.
  *   temb_*      time embedding (B, C0) -> (B, D) -> (B, D); tproj (B, 2 * max out) per resnet. */
@@ -22,6 +22,7 @@
 #define MAX_SKIPS (1 + DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1))
 #define MAX_RESNETS (2 * DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1) + 2)
 #define ALIGN_BYTES 256
+#define CAT_RESIDENT_MAX_BYTES ((size_t) 256 << 20)   /* see ddpm_unet_plan */
 
 typedef enum { WALK_PLAN, WALK_RUN } WalkMode;
 
@@ -615,11 +616,18 @@ ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
   void **slots[MAX_SKIPS + 12];
   int n = 0;
   /* batch 1: every skip inside its own concatenation buffer [head | skip], where every head keeps the skip
-   * 16-byte aligned (the vector kernels' requirement) */
+   * 16-byte aligned (the vector kernels' requirement) and the heads take at most CAT_RESIDENT_MAX_BYTES (what
+   * they save is a launch per up resnet, which matters at small sizes; a large image keeps its memory) */
+  size_t head_bytes = 0;
   u->cat_resident = batch == 1;
   for (int k = 0; k < u->n_skips; k++)
-    if (u->skip_head_elems[k] * es % 16 != 0)
-      u->cat_resident = FALSE;
+    {
+      head_bytes += align_up (u->skip_head_elems[k] * es);
+      if (u->skip_head_elems[k] * es % 16 != 0)
+        u->cat_resident = FALSE;
+    }
+  if (head_bytes > CAT_RESIDENT_MAX_BYTES)
+    u->cat_resident = FALSE;
   for (int k = 0; k < u->n_skips; k++)
     {
       sizes[n] = u->skip_elems[k] + (u->cat_resident ? u->skip_head_elems[k] : 0);
