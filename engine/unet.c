@@ -10,8 +10,9 @@
  *   cur         the hidden state in the mid and up paths.
  *   cat         [hidden, skip] concatenation feeding an up-block resnet.
  *   skip_cat[k] at batch 1 (up to 256 MiB of extra heads): skip k's own concatenation buffer, [hidden,
- *               skip k] contiguous, with skips[k] inside it. The op before the up resnet that takes skip k writes the hidden state straight
- *               into its head, so no concatenation is copied (12 launches per cifar10-32 forward).
+ *               skip k] contiguous, with skips[k] inside it. The op before the up resnet that takes skip k
+ *               writes the hidden state straight into its head, so no concatenation is copied (12 launches
+ *               per cifar10-32 forward).
  *   tmp1, tmp2  resnet / attention / head temporaries.
  *   temb_*      time embedding (B, C0) -> (B, D) -> (B, D); tproj (B, 2 * max out) per resnet. */
 #include "unet.h"
@@ -46,15 +47,15 @@ struct DdpmUNet {
 
   /* Sizes in elements, recorded by PLAN. */
   size_t skip_elems[MAX_SKIPS];
-  size_t skip_head_elems[MAX_SKIPS];    /* the hidden state that precedes skip k in its concatenation */
+  size_t skip_head_elems[MAX_SKIPS];   /* the hidden state that precedes skip k in its concatenation */
   int n_skips;
-  gboolean cat_resident;               /* skips live in skip_cat (batch 1, every head 16-byte aligned) */
+  gboolean cat_resident;           /* skips live in skip_cat (batch 1; see ddpm_unet_plan) */
   size_t work_elems;               /* max over every use of cur / cat / tmp1 / tmp2 */
   size_t tproj_elems;
   size_t scratch_bytes;
 
   void *skips[MAX_SKIPS];
-  void *skip_cat[MAX_SKIPS];           /* cat_resident: [head | skip k]; else NULL */
+  void *skip_cat[MAX_SKIPS];       /* cat_resident: [head | skip k]; else NULL */
   void *cur, *cat, *tmp1, *tmp2;
   void *temb_sin, *temb_hidden, *temb, *tproj, *tproj_all;
   void *neg_half;                  /* constant -0.5 of (B, Cin, H, W), for center_input_sample */
