@@ -627,14 +627,14 @@ check_upsample_conv (GpuEnv *env, const UpConvCase *uc)
 }
 
 static const UpConvCase upsample_conv_cases[] = {
-  { "cifar up resample", 1, 256, 8, 8, 256, TRUE, FALSE, 32 },
-  { "cifar up resample", 2, 256, 16, 16, 256, FALSE, FALSE, 32 },
-  { "celebahq up resample", 1, 256, 64, 64, 256, FALSE, FALSE, 256 },
-  { "celebahq up resample", 1, 128, 128, 128, 128, TRUE, FALSE, 256 },
+  { "cifar up-resample conv", 1, 256, 8, 8, 256, TRUE, FALSE, 32 },
+  { "cifar up-resample conv", 2, 256, 16, 16, 256, FALSE, FALSE, 32 },
+  { "celebahq up-resample conv", 1, 256, 64, 64, 256, FALSE, FALSE, 256 },
+  { "celebahq up-resample conv", 1, 128, 128, 128, 128, TRUE, FALSE, 256 },
   /* odd sizes, unshrunk: a non-square image with partial tiles and an epilogue; Cin 48 (not a multiple of 32:
    * the op falls back to the two ops) */
-  { "odd up resample", 2, 64, 5, 3, 40, FALSE, TRUE, 0 },
-  { "odd up resample fallback", 3, 48, 4, 4, 24, FALSE, FALSE, 0 },
+  { "odd up-resample conv", 2, 64, 5, 3, 40, FALSE, TRUE, 0 },
+  { "odd up-resample conv fallback", 3, 48, 4, 4, 24, FALSE, FALSE, 0 },
 };
 
 /* ---- linear ---- */
