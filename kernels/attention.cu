@@ -146,13 +146,7 @@ qkv_bias_vec_kernel (T *__restrict__ qkv, const float *__restrict__ bq, const fl
       const int r = (int) ((i / (size_t) HW) % (size_t) (3 * C));
       const float *bias = r < C ? bq : r < 2 * C ? bk : bv;
       const int c = r < C ? r : r < 2 * C ? r - C : r - 2 * C;
-      const float b = bias != NULL ? bias[c] : 0.0f;
-      float f[N];
-      load16<T> (qkv + i, f);
-#pragma unroll
-      for (int j = 0; j < N; j++)
-        f[j] += b;
-      store16<T> (qkv + i, f);
+      add16<T> (qkv + i, bias != NULL ? bias[c] : 0.0f);
     }
 }
 

@@ -536,6 +536,18 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
     conv2d_implicit (cb, w, x, y, s, p, epi);
 }
 
+/* The fused ops' common condition: the convolution s is non-empty and its plan (*p) runs channels last (so
+ * the implicit path, not the direct one) within the reserved scratch, where the op can write or redirect
+ * the channels-last copy of its input. */
+static bool
+plan_channels_last (const CudaBackend *cb, const ConvShape &s, const int pad[4], ConvPlan *p)
+{
+  if (s.B <= 0 || s.Ho <= 0 || s.Wo <= 0 || s.Cout <= 0)
+    return false;
+  *p = conv_plan (cb, s, pad);
+  return p->nhwc && p->scratch <= cb->scratch_bytes;
+}
+
 /* GroupNorm then this convolution. Where the convolution runs channels last, the normalisation writes the
  * channels-last copy itself (cuda_group_norm_nhwc): one pass over the activation and one launch fewer than
  * group_norm + transpose, and `normed` stays unwritten. Elsewhere, or with $DDPM_CUDA_GN_CONV=0, the two ops. */
@@ -546,15 +558,12 @@ cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float e
 {
   CudaBackend *cb = cuda_backend (be);
   const ConvShape s = conv_shape (w, B, H, W, stride, pad);
-  if (cb->gn_conv_fuse && s.B > 0 && s.Ho > 0 && s.Wo > 0 && s.Cout > 0)
+  ConvPlan p;
+  if (cb->gn_conv_fuse && plan_channels_last (cb, s, pad, &p)
+      && cuda_group_norm_nhwc (cb, w_norm, x, cb->scratch, B, s.Cin, H * W, G, eps, scale_shift, silu))
     {
-      const ConvPlan p = conv_plan (cb, s, pad);   /* nhwc implies the implicit path, not the direct one */
-      if (p.nhwc && p.scratch <= cb->scratch_bytes
-          && cuda_group_norm_nhwc (cb, w_norm, x, cb->scratch, B, s.Cin, H * W, G, eps, scale_shift, silu))
-        {
-          conv2d_implicit (cb, w, NULL, y, s, p, epi, true);
-          return;
-        }
+      conv2d_implicit (cb, w, NULL, y, s, p, epi, true);
+      return;
     }
   cuda_group_norm (be, w_norm, x, normed, B, w->in, H * W, G, eps, scale_shift, silu);
   cuda_conv2d (be, w, normed, y, B, H, W, stride, pad, epi);
@@ -571,15 +580,12 @@ cuda_upsample_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void
 {
   CudaBackend *cb = cuda_backend (be);
   ConvShape s = conv_shape (w, B, 2 * H, 2 * W, 1, pad);
-  if (cb->upsample_conv_fuse && s.B > 0 && s.Ho > 0 && s.Wo > 0 && s.Cout > 0)
+  ConvPlan p;
+  if (cb->upsample_conv_fuse && plan_channels_last (cb, s, pad, &p))
     {
-      const ConvPlan p = conv_plan (cb, s, pad);   /* nhwc implies the implicit path, not the direct one */
-      if (p.nhwc && p.scratch <= cb->scratch_bytes)
-        {
-          s.up = 1;
-          conv2d_implicit (cb, w, x, y, s, p, epi);
-          return;
-        }
+      s.up = 1;
+      conv2d_implicit (cb, w, x, y, s, p, epi);
+      return;
     }
   cuda_upsample_nearest2x (be, x, upsampled, B, w->in, H, W);
   cuda_conv2d (be, w, upsampled, y, B, 2 * H, 2 * W, 1, pad, epi);

@@ -85,6 +85,19 @@ store16 (T *p, const float *f)
   *reinterpret_cast<uint4 *> (p) = u;
 }
 
+/* p[0 .. N) += a for one 16-byte vector of T (p 16-byte aligned), in float, rounded once. */
+template <typename T>
+__device__ __forceinline__ void
+add16 (T *p, float a)
+{
+  float f[Vec16<T>::N];
+  load16<T> (p, f);
+#pragma unroll
+  for (int i = 0; i < Vec16<T>::N; i++)
+    f[i] += a;
+  store16<T> (p, f);
+}
+
 static inline bool
 aligned16 (const void *p)
 {

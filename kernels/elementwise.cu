@@ -90,13 +90,7 @@ channel_add_vec_kernel (T *__restrict__ h, const V *__restrict__ v, int C, int H
   GRID_STRIDE (k, nv)
     {
       const size_t i = k * N, plane = i / (size_t) HW;
-      const float add = to_f32<V> (v[channel_index (plane, C, per_image, stride)]);
-      float f[N];
-      load16<T> (h + i, f);
-#pragma unroll
-      for (int j = 0; j < N; j++)
-        f[j] += add;
-      store16<T> (h + i, f);
+      add16<T> (h + i, to_f32<V> (v[channel_index (plane, C, per_image, stride)]));
     }
 }
 
