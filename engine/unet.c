@@ -637,7 +637,8 @@ ddpm_unet_plan (DdpmUNet *u, int batch, int height, int width, GError **error)
   void **work[] = { &u->cur, &u->cat, &u->tmp1, &u->tmp2 };
   for (int k = 0; k < 4; k++)
     {
-      sizes[n] = u->work_elems;
+      /* cat only holds copied concatenations and the mid block's output, which cat_resident puts elsewhere */
+      sizes[n] = work[k] == &u->cat && u->cat_resident ? 0 : u->work_elems;
       slots[n++] = work[k];
     }
   sizes[n] = (size_t) batch * cfg->block_out_channels[0];
