@@ -5,8 +5,8 @@
 #      references, op timings);
 #   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py);
 #   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes;
-#   4. the run-time switches (PDL, GroupNorm -> conv fusion, conv kernels, split-K rule) against the default,
-#      alternating, at the benchmark's forward shapes.
+#   4. the run-time switches (PDL, the GroupNorm -> conv and upsampling fusions, conv kernels, split-K sums,
+#      attention warps) against the default, alternating, at the benchmark's forward shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
 # the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
 # `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
@@ -90,21 +90,22 @@ case $rc in
   *) echo "GPU tests: FAILED (exit $rc)" ;;
 esac
 
-# When checks fail, find out whether one of the switchable launch-time features is to blame (programmatic
-# dependent launch, GroupNorm writing the conv's channels-last input): the failing checks again with each
-# off. If turning one off clears them, the rest of the run goes on without it, so its numbers still come.
+# When checks fail, find out whether one of the switchable features is to blame (programmatic dependent
+# launch, GroupNorm writing the conv's channels-last input, the conv sampling the upsampled input, 8-warp
+# attention): the failing checks again with each off. If turning one off clears them, the rest of the run
+# goes on without it, so its numbers still come.
 if [ $rc -eq 1 ]; then
   echo "== 1a. the failed checks again with each switchable feature off"
-  for feature in DDPM_CUDA_PDL DDPM_CUDA_GN_CONV; do
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_FA_WARPS=4; do
     failed=$(grep -c '^FAIL' "$OUT/tests-full.txt")
-    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env "$feature=0" timeout 120 "$CARRY/bin/test_cuda" \
-      --no-variants > "$OUT/tests-$feature-off.txt" 2>&1
+    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env "$setting" timeout 120 "$CARRY/bin/test_cuda" \
+      --no-variants > "$OUT/tests-${setting%%=*}-off.txt" 2>&1
     frc=$?
-    still=$(grep -c '^FAIL' "$OUT/tests-$feature-off.txt")
-    echo "$feature=0: exit $frc, $still failed (without variants; $failed failed with everything on)"
+    still=$(grep -c '^FAIL' "$OUT/tests-${setting%%=*}-off.txt")
+    echo "$setting: exit $frc, $still failed (without variants; $failed failed with everything on)"
     if [ $frc -eq 0 ]; then
-      echo "$feature=0 clears the failures: the benchmarks and profiles below run with it off"
-      export "$feature=0"
+      echo "$setting clears the failures: the benchmarks and profiles below run with it"
+      export "$setting"
       break
     fi
   done
