@@ -9,6 +9,8 @@
 # build-gpu/carry/
 #   bin/ddpm, bin/test_cuda        the CLI (bench, sample) and the GPU test program, stripped
 #   lib/libddpm-cuda.so            the CUDA backend module (sm_80/86/89/90 + compute_90 PTX), stripped
+#   lib/libddpm-kernel-trace.so    the in-graph kernel trace (tools/kernel_trace.c, CUPTI; run.sh stage 3b).
+#                                  libcupti.so.13 itself stays behind: the GPU machine's toolkit has it
 #   lib/libglib-2.0.so.0 ...       what the binaries need and the GPU machine lacks (GLib, GObject, GIO,
 #                                  json-glib)
 #   lib-fallback/                  pcre2, ffi, gomp: used there only where the system has none
@@ -44,6 +46,15 @@ cp "$BUILD/kernels/libddpm-cuda.so" "$CARRY/lib/"
 strip "$CARRY/bin/ddpm" "$CARRY/bin/test_cuda"
 # --strip-unneeded keeps the dynamic symbol (ddpm_cuda_backend_create) and the .nv_fatbin section
 strip --strip-unneeded "$CARRY/lib/libddpm-cuda.so"
+
+# The CUPTI injection library for the in-graph kernel trace: plain C against the toolkit's CUPTI headers
+# (and libstdc++ for its demangler).
+# --no-as-needed keeps libcupti.so.13 in NEEDED (the driver dlopens us; nothing else would load it); no
+# rpath: run.sh puts the GPU machine's CUPTI directory on LD_LIBRARY_PATH.
+CUPTI=${CUDA_HOME:-/usr/local/cuda}/targets/x86_64-linux
+cc -std=c11 -O2 -Wall -Wextra -shared -fPIC -I"$CUPTI/include" -o "$CARRY/lib/libddpm-kernel-trace.so" \
+  tools/kernel_trace.c -L"$CUPTI/lib" -Wl,--no-as-needed -lcupti -lstdc++ -lpthread
+strip --strip-unneeded "$CARRY/lib/libddpm-kernel-trace.so"
 
 # The shared libraries the GPU machine lacks: the GLib family and json-glib (lib/). OpenBLAS, libpng, zlib,
 # libstdc++ and libc are there. libgomp, pcre2 and ffi normally are too, in newer versions that our binaries

@@ -5,6 +5,8 @@
 #      references, op timings);
 #   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py);
 #   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes;
+#   3b. the replayed graph's kernels as they really run (tools/kernel_trace.c, a CUPTI injection library): GPU
+#      start and end of every kernel, launch gaps, programmatic-dependent-launch overlap;
 #   4. the run-time switches (PDL, the GroupNorm -> conv and upsampling fusions, conv kernels, split-K sums,
 #      attention warps) against the default, alternating, at the benchmark's forward shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
@@ -15,8 +17,8 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~25 s of per-kernel profiles, ~75 s of switch A/B (48 short benches; limits: 200 s, 45 + 3 x 25 s,
-# 220 s, 5 x 60 s and 60 s per bench).
+# benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~75 s of switch A/B (48 short benches;
+# limits: 200 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -171,6 +173,53 @@ echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.t
     || echo "profile of $1 batch $2: exit $?" >> "$OUT/profile.txt"
 done
 awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
+
+# The same forwards as the graph replays them, without profile.cu's events: the CUDA driver loads
+# tools/kernel_trace.c's library at cuInit ($CUDA_INJECTION64_PATH) and CUPTI records each kernel's GPU start
+# and end. Per shape: span, kernel time and gaps of the median launch, a table per kernel name (the first
+# launch left out), the median launch's first 40 kernels one by one. CUPTI is the GPU machine's own
+# (libcupti.so.13 of its toolkit); the console gets the first 12 rows of each table.
+echo "== 3b. In-graph kernel trace (CUPTI, fp16; all rows and the timelines in trace.txt)"
+: > "$OUT/trace.txt"
+CUPTI_DIR=
+for d in /usr/local/cuda/extras/CUPTI/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
+  [ -e "$d/libcupti.so.13" ] && CUPTI_DIR=$d && break
+done
+if [ -z "$CUPTI_DIR" ]; then
+  f=$(find /usr/local /opt -name 'libcupti.so.13*' 2>/dev/null | head -1)
+  if [ -n "$f" ] && [ -e "$(dirname "$f")/libcupti.so.13" ]; then
+    CUPTI_DIR=$(dirname "$f")
+  elif [ -n "$f" ]; then           # only a versioned file (libcupti.so.13.0.x): the loader wants the soname
+    mkdir -p /tmp/cupti-lib && ln -sf "$f" /tmp/cupti-lib/libcupti.so.13 && CUPTI_DIR=/tmp/cupti-lib
+  fi
+fi
+echo "CUPTI: ${CUPTI_DIR:-not found}"
+if [ $rc -eq 77 ]; then
+  echo "(skipped: no usable CUDA device)"
+elif [ -z "$CUPTI_DIR" ]; then
+  echo "(skipped: no libcupti.so.13)"
+elif [ ! -e "$CARRY/lib/libddpm-kernel-trace.so" ]; then
+  echo "(skipped: no $CARRY/lib/libddpm-kernel-trace.so: run tools/gpu_prepare.sh again)"
+else
+  for shape in "cifar10-32 1" "cifar10-32 128" "celebahq-256 1"; do
+    set -- $shape
+    echo "---- $1 batch $2" >> "$OUT/trace.txt"
+    before=$(grep -c '^== kernel_trace' "$OUT/trace.txt")
+    LD_LIBRARY_PATH=$LIBS:$CUPTI_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+      CUDA_INJECTION64_PATH=$CARRY/lib/libddpm-kernel-trace.so DDPM_TRACE_OUT=$OUT/trace.txt timeout 60 \
+      "$CARRY/bin/ddpm" bench --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 2 --iters 10 \
+      --quiet >> "$OUT/trace.txt" 2>&1 || echo "trace of $1 batch $2: exit $?" >> "$OUT/trace.txt"
+    [ "$(grep -c '^== kernel_trace' "$OUT/trace.txt")" -gt "$before" ] \
+      || echo "trace of $1 batch $2: no report (the driver did not load the library, or CUPTI failed above)" \
+         >> "$OUT/trace.txt"
+  done
+  # the summary lines, then the column line and 12 rows of each table (not the timelines); failures always
+  awk '/^---- / { print; sec = 0; next }
+       /^trace of |^kernel_trace: / { print; next }
+       /^# / { sec = ($0 ~ /timeline/) ? -1 : 1; n = 0; if (sec > 0) print; next }
+       sec == 0 { print; next }
+       sec > 0 && n++ < 13 { print }' "$OUT/trace.txt"
+fi
 
 # The run-time switches against the default, each in turn with it (default, switch, default, switch) so drift
 # favours neither: ddpm bench median ms (a replayed graph per forward), fp16. A switch that wins says which
