@@ -149,7 +149,7 @@ launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t sme
 {
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
 #ifdef DDPM_CUDA_EMU
-  emu_launch (grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); });
+  emu_launch ((const void *) kernel, grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); });
   cudaError_t e = cudaGetLastError ();
 #else
   cudaError_t e;

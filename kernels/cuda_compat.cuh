@@ -44,6 +44,14 @@ grid_dependency_wait (void)
 }
 #endif
 
+/* The launch's dynamic shared memory as `unsigned char *name`, 128-byte aligned (launch()'s smem bytes; above
+ * 48 KiB the kernel needs cudaFuncSetAttribute (MaxDynamicSharedMemorySize) first, which the emulator checks). */
+#ifdef DDPM_CUDA_EMU
+#define DYNAMIC_SMEM(name) unsigned char *const name = emu_dynamic_smem ()
+#else
+#define DYNAMIC_SMEM(name) extern __shared__ __align__ (128) unsigned char name[]
+#endif
+
 /* ---- element types: storage type T, arithmetic always in float ---- */
 
 template <typename T> __host__ __device__ __forceinline__ float to_f32 (T v);

@@ -3,7 +3,8 @@
  *
  * ldmatrix_x4: four 8 x 8 matrices of 16-bit values from shared memory; lanes 8q .. 8q + 7 give the
  *   addresses of matrix q's eight 16-byte rows, and r[q] receives row lane / 4, elements 2 (lane % 4) and
- *   2 (lane % 4) + 1 of matrix q.
+ *   2 (lane % 4) + 1 of matrix q. ldmatrix_x4_trans: the same of each matrix's transpose (r[q] gets rows
+ *   2 (lane % 4) and 2 (lane % 4) + 1, element lane / 4): a fragment whose pairs run down a stored column.
  * mma_m16n8k16<T>: d (16 x 8, float) += A (16 x 16) B (16 x 8) with T = __half or __nv_bfloat16; with
  *   g = lane / 4, t = lane % 4: a = A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..];
  *   b = B[2t..][g], B[2t+8..][g]; d = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1].
@@ -19,6 +20,15 @@ ldmatrix_x4 (uint32_t (&r)[4], const void *row)
 {
   const unsigned addr = (unsigned) __cvta_generic_to_shared (row);
   asm volatile ("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                : "r"(addr));
+}
+
+__device__ __forceinline__ void
+ldmatrix_x4_trans (uint32_t (&r)[4], const void *row)
+{
+  const unsigned addr = (unsigned) __cvta_generic_to_shared (row);
+  asm volatile ("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                 : "r"(addr));
 }

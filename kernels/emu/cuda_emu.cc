@@ -292,9 +292,19 @@ run_block (const std::function<void ()> &body)
     }
 }
 
+/* The launch's dynamic shared memory (extern __shared__ on a GPU): one buffer, as blocks run one after
+ * another, filled with 0xff bytes (NaN in fp16, bf16 and float) at every block start, so a kernel that reads
+ * what no thread of its block wrote gets NaN here, not the previous block's values. */
+std::vector<unsigned char> dynamic_smem_store;
+unsigned char *dynamic_smem_base;
+size_t dynamic_smem_bytes;
+
 void
-run_kernel (dim3 grid, dim3 block, const std::function<void ()> &body)
+run_kernel (dim3 grid, dim3 block, size_t smem, const std::function<void ()> &body)
 {
+  dynamic_smem_store.resize (smem + 128);
+  dynamic_smem_base = dynamic_smem_store.data () + (128 - (uintptr_t) dynamic_smem_store.data () % 128) % 128;
+  dynamic_smem_bytes = smem;
   gridDim = grid;
   blockDim = block;
   in_kernel = true;
@@ -305,12 +315,21 @@ run_kernel (dim3 grid, dim3 block, const std::function<void ()> &body)
           blockIdx.x = x;
           blockIdx.y = y;
           blockIdx.z = z;
+          memset (dynamic_smem_base, 0xff, dynamic_smem_bytes);
           run_block (body);
         }
   in_kernel = false;
 }
 
 } /* namespace */
+
+unsigned char *
+emu_dynamic_smem (void)
+{
+  if (!in_kernel)
+    emu_abort ("dynamic shared memory outside a kernel");
+  return dynamic_smem_base;
+}
 
 void
 grid_dependency_wait (void)
@@ -395,10 +414,19 @@ emu_enqueue (cudaStream_t stream, std::function<void ()> work)
     work ();
 }
 
+/* What cudaFuncSetAttribute (MaxDynamicSharedMemorySize) allowed each kernel (default 48 KiB). */
+std::map<const void *, int> max_dynamic_smem;
+
 void
-emu_launch (dim3 grid, dim3 block, size_t smem, cudaStream_t stream, std::function<void ()> body)
+emu_launch (const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+            std::function<void ()> body)
 {
-  (void) smem;
+  const auto allowed = max_dynamic_smem.find (kernel);
+  if (smem > (allowed != max_dynamic_smem.end () ? (size_t) allowed->second : (size_t) 48 * 1024))
+    {
+      last_error = cudaErrorInvalidValue;
+      return;
+    }
   const unsigned long threads = (unsigned long) block.x * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0
       || grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u || smem > 232448)
@@ -406,13 +434,22 @@ emu_launch (dim3 grid, dim3 block, size_t smem, cudaStream_t stream, std::functi
       last_error = cudaErrorInvalidConfiguration;
       return;
     }
-  emu_enqueue (stream, [grid, block, body] () {
+  emu_enqueue (stream, [grid, block, smem, body] () {
     launches++;
-    run_kernel (grid, block, body);
+    run_kernel (grid, block, smem, body);
   });
 }
 
 /* ---- runtime API subset ---- */
+
+cudaError_t
+cudaFuncSetAttribute (const void *func, enum cudaFuncAttribute attr, int value)
+{
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > 232448)
+    return cudaErrorInvalidValue;
+  max_dynamic_smem[func] = value;
+  return cudaSuccess;
+}
 
 cudaError_t
 cudaGetDeviceCount (int *count)

@@ -86,8 +86,15 @@ static inline float __fdiv_rn (float a, float b) { return a / b; }
 using std::isfinite;
 static inline float __saturatef (float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 
-/* Runs (or, while the stream is being captured, records) a kernel: grid of blocks of `block` fibers. */
-void emu_launch (dim3 grid, dim3 block, size_t smem, cudaStream_t stream, std::function<void ()> body);
+/* Runs (or, while the stream is being captured, records) a kernel: grid of blocks of `block` fibers with
+ * smem bytes of dynamic shared memory. kernel identifies the function: as on a GPU, more than 48 KiB of
+ * dynamic shared memory needs cudaFuncSetAttribute (kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, >=
+ * smem) first, else the launch fails with cudaErrorInvalidValue. */
+void emu_launch (const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                 std::function<void ()> body);
+/* The launch's dynamic shared memory (DYNAMIC_SMEM in cuda_compat.cuh), 128-byte aligned, 0xff-filled at each
+ * block start. */
+unsigned char *emu_dynamic_smem (void);
 /* Runs (or records) host work that stands for an asynchronous device operation (copies, cuBLAS). */
 void emu_enqueue (cudaStream_t stream, std::function<void ()> work);
 /* Counts kernel launches (for tests of the graph path). */
@@ -129,8 +136,9 @@ emu_linear_thread (void)
   return (int) (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
 }
 
-/* ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8q .. 8q + 7 give the 16-byte rows of matrix q; r[q] gets
- * row lane / 4, elements 2 (lane % 4) and 2 (lane % 4) + 1, of matrix q. */
+/* ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16: lanes 8q .. 8q + 7 give the 16-byte rows of matrix q; r[q]
+ * gets row lane / 4, elements 2 (lane % 4) and 2 (lane % 4) + 1, of matrix q; with .trans (ldmatrix_x4_trans)
+ * the same of its transpose: rows 2 (lane % 4) and 2 (lane % 4) + 1, element lane / 4. */
 static inline void
 ldmatrix_x4 (uint32_t (&r)[4], const void *row)
 {
@@ -144,6 +152,28 @@ ldmatrix_x4 (uint32_t (&r)[4], const void *row)
       const uint8_t *p;
       memcpy (&p, emu_lane_slot (base + 8 * q + lane / 4), sizeof p);
       memcpy (&r[q], p + 4 * (lane % 4), 4);
+    }
+  emu_warp_barrier ();
+}
+
+static inline void
+ldmatrix_x4_trans (uint32_t (&r)[4], const void *row)
+{
+  const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
+  if (((uintptr_t) row & 15) != 0)
+    emu_wmma_misuse ("ldmatrix: a row address is not 16-byte aligned");
+  memcpy (emu_lane_slot (tid), &row, sizeof row);
+  emu_warp_barrier ();
+  for (int q = 0; q < 4; q++)
+    {
+      uint16_t half[2];
+      for (int e = 0; e < 2; e++)
+        {
+          const uint8_t *p;
+          memcpy (&p, emu_lane_slot (base + 8 * q + 2 * (lane % 4) + e), sizeof p);
+          memcpy (&half[e], p + 2 * (lane / 4), 2);
+        }
+      memcpy (&r[q], half, 4);
     }
   emu_warp_barrier ();
 }
