@@ -4,19 +4,24 @@
  *
  * Channel-major throughout, as the CPU: Q = Wq n + bq is (C, HW) per image, so projections are GEMMs like
  * 1x1 convolutions; head h is rows [h*d, (h+1)*d) of Q, K, V (c = h*d + i, as diffusers splits heads).
- * fp16 / bf16 with tokens % 16 == 0 and d % 16 == 0, d <= 512: O_h = V_h softmax(Q_h^T K_h / sqrt(d))^T in one
- * kernel (flash_attention_kernel below; scores never leave shared memory). Otherwise (fp32, odd shapes,
- * $DDPM_CUDA_ATTN=cublas):
+ * Three cores for O_h = (V_h + bv) softmax((Q_h + bq)^T (K_h + bk) / sqrt(d))^T:
+ * - fp16 / bf16 with tokens % 16 == 0 and d % 16 == 0, d <= 512, where the device's shared memory allows:
+ *   flash_attention.cu's mma.sync kernel, which also applies the biases (no bias pass);
+ * - else, or with $DDPM_CUDA_ATTN=wmma, fp16 / bf16 up to 4096 tokens: flash_attention_kernel below (WMMA, the
+ *   score rows and O in shared memory), after a bias pass;
+ * - otherwise (fp32, odd shapes, $DDPM_CUDA_ATTN=cublas), after a bias pass:
  * S (queries x keys) = Q_h^T K_h / sqrt(d) in float32 (cuBLAS writes fp32 from fp16 inputs), softmax over
- * keys in float32 (max subtracted) into P (act type), O_h (d x queries) = V_h P^T, then
- * y = (Wo O + bo + residual) * scale in one elementwise pass.
+ * keys in float32 (max subtracted) into P (act type), O_h (d x queries) = V_h P^T.
+ * Then, for every core, y = (Wo O + bo + residual) * scale in one elementwise pass.
  *
  * When to_q, to_k and to_v lie next to each other in memory (the weight arena of cuda_backend.cu puts them
- * there) they form one (3C x C) matrix: one GEMM gives [Q; K; V] (3C, HW) per image and one kernel adds the
- * three biases. The score and PV GEMMs batch over b * heads + h with one stride, which that layout allows
- * for one head (stride 3C*HW) or one image (stride d*HW); other cases take three GEMMs.
+ * there) they form one (3C x C) matrix: one GEMM gives [Q; K; V] (3C, HW) per image (and, unless the mma
+ * core takes them, one kernel adds the three biases). The score and PV GEMMs batch over b * heads + h with
+ * one stride, which that layout allows for one head (stride 3C*HW) or one image (stride d*HW); other cases
+ * take three GEMMs.
  *
- * Scratch (attention_scratch): Q, K, V, O (B, C, HW) act + S (B*heads, HW, HW) f32 + P likewise in act.
+ * Scratch (attention_scratch): Q, K, V, O (B, C, HW) act, and for the cuBLAS core S (B*heads, HW, HW) f32 + P
+ * likewise in act.
  * At the UNets' attention resolutions (16x16 = 256 tokens; 4x4 and 8x8 in the mid blocks) S is 256 KiB per
  * image and head. */
 #include "cuda_backend.cuh"
@@ -26,6 +31,9 @@
 struct AttnLayout {
   size_t q, k, v, o, s, p, total;       /* byte offsets into scratch */
 };
+
+enum AttnCore { CORE_MMA, CORE_WMMA, CORE_CUBLAS };
+static AttnCore attn_core (const CudaBackend *cb, int BH, int HW, int d);
 
 static size_t
 align_up (size_t n)
@@ -38,7 +46,9 @@ attn_layout (const CudaBackend *cb, int B, int C, int HW, int heads)
 {
   AttnLayout l;
   const size_t act = align_up ((size_t) B * C * HW * cb->act_size);
-  const size_t scores = (size_t) B * heads * HW * HW;
+  /* S and P only for the cuBLAS core (the fused ones keep scores on chip) */
+  const bool cublas = heads <= 0 || C % heads != 0 || attn_core (cb, B * heads, HW, C / heads) == CORE_CUBLAS;
+  const size_t scores = cublas ? (size_t) B * heads * HW * HW : 0;
   l.q = 0;
   l.k = l.q + act;
   l.v = l.k + act;
@@ -282,12 +292,22 @@ flash_attention_kernel (const T *__restrict__ Q, const T *__restrict__ K, const 
     }
 }
 
-/* The fused core applies: 16-bit activations, shapes the WMMA fragments allow, and not switched off. */
+/* The WMMA core applies: 16-bit activations, shapes its fragments allow, and not switched off. */
 static bool
 flash_fits (const CudaBackend *cb, int HW, int d)
 {
   return cb->act_type != CT_F32 && cb->attn_mode != ATTN_CUBLAS && HW % 16 == 0 && HW <= 4096 && d % 16 == 0
          && d <= FA_DMAX;
+}
+
+/* Which core: flash_attention.cu's mma.sync kernel (biases inside) unless $DDPM_CUDA_ATTN says otherwise or
+ * the shape / the device's shared memory rule it out, else the WMMA kernel above, else cuBLAS + softmax. */
+static AttnCore
+attn_core (const CudaBackend *cb, int BH, int HW, int d)
+{
+  if (cb->attn_mode == ATTN_AUTO && cuda_flash_mma_fits (cb, BH, HW, d))
+    return CORE_MMA;
+  return flash_fits (cb, HW, d) ? CORE_WMMA : CORE_CUBLAS;
 }
 
 template <typename T>
@@ -346,8 +366,11 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
                         && (const char *) w->to_k.weight == (const char *) w->to_q.weight + wsize
                         && (const char *) w->to_v.weight == (const char *) w->to_k.weight + wsize;
   const bool fused = adjacent && (heads == 1 || B == 1);
+  const AttnCore core = attn_core (cb, BH, HW, d);
   g_debug ("attention B%d C%d HW%d heads %d: %s, %s core", B, C, HW, heads, fused ? "fused QKV" : "three projections",
-           flash_fits (cb, HW, C / heads) ? "fused" : "cuBLAS");
+           core == CORE_MMA ? "mma" : core == CORE_WMMA ? "WMMA" : "cuBLAS");
+  /* the mma core adds the Q and V biases itself (and needs no K bias): no bias passes */
+  const bool bias_passes = core != CORE_MMA;
   long long stride;
   if (fused)
     {
@@ -355,16 +378,17 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
       cuda_gemm_rm (cb, false, false, 3 * C, HW, C, 1.0f, w->to_q.weight, ld, 0, normed, HW, (long long) C * HW, 0.0f,
                     Q, HW, 3LL * C * HW, B, cb->act_type, cb->act_type);
       const size_t n3 = (size_t) B * 3 * C * HW;
-      DISPATCH_ACT (cb, T, {
-        constexpr int N = Vec16<T>::N;
-        if (HW % N == 0 && aligned16 (Q))
-          launch (cb, "qkv_bias", elementwise_blocks (cb, n3 / N, 256), 256, 0, qkv_bias_vec_kernel<T>, (T *) Q,
-                  (const float *) w->to_q.bias, (const float *) w->to_k.bias, (const float *) w->to_v.bias, C, HW,
-                  n3 / N);
-        else
-          launch (cb, "qkv_bias", elementwise_blocks (cb, n3, 256), 256, 0, qkv_bias_kernel<T>, (T *) Q,
-                  (const float *) w->to_q.bias, (const float *) w->to_k.bias, (const float *) w->to_v.bias, C, HW, n3);
-      });
+      if (bias_passes)
+        DISPATCH_ACT (cb, T, {
+          constexpr int N = Vec16<T>::N;
+          if (HW % N == 0 && aligned16 (Q))
+            launch (cb, "qkv_bias", elementwise_blocks (cb, n3 / N, 256), 256, 0, qkv_bias_vec_kernel<T>, (T *) Q,
+                    (const float *) w->to_q.bias, (const float *) w->to_k.bias, (const float *) w->to_v.bias, C, HW,
+                    n3 / N);
+          else
+            launch (cb, "qkv_bias", elementwise_blocks (cb, n3, 256), 256, 0, qkv_bias_kernel<T>, (T *) Q,
+                    (const float *) w->to_q.bias, (const float *) w->to_k.bias, (const float *) w->to_v.bias, C, HW, n3);
+        });
       K = (char *) Q + (size_t) C * HW * cb->act_size;
       V = (char *) Q + (size_t) 2 * C * HW * cb->act_size;
       stride = heads == 1 ? 3LL * C * HW : (long long) d * HW;
@@ -372,16 +396,22 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
   else
     {
       project (cb, &w->to_q, normed, Q, B, C, HW);
-      cuda_add_bias (cb, Q, (const float *) w->to_q.bias, B, C, HW);
       project (cb, &w->to_k, normed, K, B, C, HW);
-      cuda_add_bias (cb, K, (const float *) w->to_k.bias, B, C, HW);
       project (cb, &w->to_v, normed, V, B, C, HW);
-      cuda_add_bias (cb, V, (const float *) w->to_v.bias, B, C, HW);
+      if (bias_passes)
+        {
+          cuda_add_bias (cb, Q, (const float *) w->to_q.bias, B, C, HW);
+          cuda_add_bias (cb, K, (const float *) w->to_k.bias, B, C, HW);
+          cuda_add_bias (cb, V, (const float *) w->to_v.bias, B, C, HW);
+        }
       stride = (long long) d * HW;
     }
 
   const float inv_sqrt_d = 1.0f / sqrtf ((float) d);
-  if (flash_fits (cb, HW, d))
+  if (core == CORE_MMA)
+    cuda_flash_attention_mma (cb, Q, K, V, O, (const float *) w->to_q.bias, (const float *) w->to_v.bias, B, heads, C,
+                              HW, stride);
+  else if (core == CORE_WMMA)
     {
       if (cb->act_type == CT_F16)
         flash_launch<__half> (cb, Q, K, V, O, BH, HW, d, heads, C, stride, inv_sqrt_d);

@@ -702,6 +702,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->act_size = cb->act_type == CT_F32 ? 4 : 2;
   cb->device = device;
   cb->sm_count = prop.multiProcessorCount;
+  cb->smem_per_block_optin = prop.sharedMemPerBlockOptin;
+  const char *smem_limit = g_getenv ("DDPM_CUDA_SMEM_LIMIT");   /* tests: a smaller GPU's limit */
+  if (smem_limit != NULL && atoi (smem_limit) > 0 && (size_t) atoi (smem_limit) < cb->smem_per_block_optin)
+    cb->smem_per_block_optin = (size_t) atoi (smem_limit);
   cb->cc_major = prop.major;
   cb->cc_minor = prop.minor;
   g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s", prop.name);
@@ -725,7 +729,8 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;
   cb->gn_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_GN_CONV"), "0") != 0;
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
-  cb->attn_mode = attn != NULL && strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS : ATTN_AUTO;
+  cb->attn_mode = attn == NULL ? ATTN_AUTO : strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS
+                  : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : ATTN_AUTO;
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 

@@ -27,8 +27,9 @@ enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA };
 enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
-/* attention core: fused kernel where it fits (attention.cu), or the cuBLAS score / softmax / PV path */
-enum CudaAttnMode { ATTN_AUTO, ATTN_CUBLAS };
+/* attention core: flash_attention.cu's mma.sync kernel or the WMMA one where they fit (attention.cu), or the cuBLAS
+ * score / softmax / PV path */
+enum CudaAttnMode { ATTN_AUTO, ATTN_WMMA, ATTN_CUBLAS };
 
 #define CUDA_STAGING_SLOTS 64
 #define CUDA_STAGING_SLOT_BYTES (64 * 1024)
@@ -89,8 +90,9 @@ struct CudaBackend {
   CudaGnMode gn_mode;
   gboolean upsample_conv_fuse;     /* upsample_conv2d samples x at half resolution ($DDPM_CUDA_UPSAMPLE_CONV=0: the
                                     * two ops) */
-  CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=cublas: never the fused attention kernel (tests) */
-  int fa_warps;                    /* warps per fused attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
+  CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=wmma: the WMMA core, not flash_attention.cu's; =cublas: neither */
+  int fa_warps;                    /* warps per WMMA attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
+  size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly
                                     * ($DDPM_CUDA_GN_CONV=0: no) */
   gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless
@@ -254,6 +256,12 @@ void cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, si
 void cuda_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);
 void cuda_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W);
 size_t cuda_attention_scratch (DdpmBackend *be, int B, int C, int HW, int heads);
+/* flash_attention.cu: whether the mma.sync attention core takes (B * heads, HW, d) on this device, and that core:
+ * O (B, C, HW) = softmax((Q + bq)^T (K + bk) / sqrt(d)) (V + bv)^T per head, Q, K, V per b * heads + h at
+ * multiples of stride, biases float (C) or NULL (bk is not needed). FALSE (nothing launched) where it does not fit. */
+bool cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d);
+bool cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
+                               const float *bv, int B, int heads, int C, int HW, long long stride);
 void cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, const void *residual, void *y,
                      int B, int C, int HW, int heads, float scale);
 void cuda_scheduler_step (DdpmBackend *be, const void *params_dev, float *x, const float *model_out,

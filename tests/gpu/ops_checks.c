@@ -748,7 +748,8 @@ check_attention (GpuEnv *env, const AttnCase *ac)
           TIME_GPU (env, ms, env->gpu->ops->attention (env->gpu, &wg, nin.g.ptr, rin.g.ptr, y->g.ptr, c.B, c.C, c.HW,
                                                        c.heads, c.scale));
           if (ms >= 0.0)
-            printf ("     %-18s %-4s %-58s %9.4f ms\n", "  time", precision_name (env->precision), label, ms);
+            printf ("     %-18s %-4s %-58s %9.4f ms%s%s\n", "  time", precision_name (env->precision), label, ms,
+                    env->variant ? "  " : "", env->variant ? env->variant : "");
         }
     }
   pair_free (&nin);

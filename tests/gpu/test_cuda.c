@@ -24,8 +24,9 @@
  * DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second launch); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
- * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of the fused kernel) and
- * DDPM_CUDA_FA_WARPS=4 (the fused kernel with 4 warps per block instead of 8).
+ * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
+ * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core)
+ * and DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -195,10 +196,17 @@ main (int argc, char **argv)
                 }
               if (p != DDPM_PRECISION_FP32)
                 {
-                  /* the cuBLAS score / softmax / PV path where the fused attention kernel would run */
+                  /* the cuBLAS score / softmax / PV path where a fused attention core would run */
                   run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cublas", OPS_ATTENTION);
-                  /* the fused kernel with 4 warps per block (the default has 8) */
-                  run_ops_on (&env, p, "DDPM_CUDA_FA_WARPS", "4", OPS_ATTENTION);
+                  /* the WMMA core (bias passes before it) with 8 and 4 warps per block, where the default takes
+                   * flash_attention.cu's mma core; timed like the default so the two compare shape by shape */
+                  env.timing = timing && p == DDPM_PRECISION_FP16;
+                  run_ops_on (&env, p, "DDPM_CUDA_ATTN", "wmma", OPS_ATTENTION);
+                  env.timing = FALSE;
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=wmma DDPM_CUDA_FA_WARPS=4", OPS_ATTENTION);
+                  /* the mma core within an sm_86 / sm_89 block's 99 KiB of shared memory: fewer keys per chunk
+                   * and query tiles per block (celebahq's d = 512: 16 keys) */
+                  run_ops_on (&env, p, "DDPM_CUDA_SMEM_LIMIT", "101376", OPS_ATTENTION);
                 }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);

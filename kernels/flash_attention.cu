@@ -1,0 +1,324 @@
+/* flash_attention.cu: the attention core O_h = softmax((Q_h + bq)^T (K_h + bk) / sqrt(d)) (V_h + bv)^T for
+ * fp16 / bf16 on mma.sync tensor cores, with everything between the two products in registers (the
+ * FlashAttention-2 arrangement), and the Q / V biases applied here so that the QKV projection needs no bias
+ * pass of its own.
+ *
+ * Layout as attention.cu: per batch entry bh = b * heads + h, Q, K, V are (d x HW) channel-major at
+ * bh * stride (element (dim i, token t) at i * HW + t); O is the plain (B, C, HW) with head h at rows h d ..
+ *
+ * Biases, exactly: (q + bq).(k + bk) = (q + bq).k + (q + bq).bk, and the second term is the same for every
+ * key of a query, which the softmax over keys cancels, so bk is never needed. Each row of P sums to 1, so
+ * P (V + bv)^T = P V^T + bv: bv is added to the normalised output. bq is added while Q is staged, in float and
+ * rounded once, as the bias pass it replaces did.
+ *
+ * Block: BQ = 16 QT queries of one bh, QT x NDS warps; warp (qt, ds) owns queries 16 qt .. 16 qt + 15 and
+ * output dims ds DS .. (ds + 1) DS - 1 (DS <= 128, so its O accumulator is at most 64 floats per thread).
+ * Every warp of a query tile computes the tile's whole score rows (the NDS copies are identical), so no row
+ * statistics cross warps and the only barriers are the shared-memory stages.
+ * Shared memory (dynamic, T): Qs [d][BQ + 8] (with bq; the output's staging at the end), Ks and Vs [d][KC + 8]
+ * for one chunk of KC keys; rows padded by 16 bytes so that ldmatrix's eight rows hit different banks.
+ * K and V chunks arrive by cp.async, each while the other's product runs.
+ * Fragments (mma_sync.cuh): A = Q^T and B = K come from dims-major rows, so ldmatrix .trans; B = V^T is
+ * V's rows as stored; A = P is the score accumulator itself, rounded to T (C -> A fragment layouts match). */
+#include "cuda_backend.cuh"
+#include "mma_sync.cuh"
+
+#define FM_KC 64                        /* keys per chunk at most (the score accumulator's width) */
+#define FM_PAD 8                        /* elements of padding per shared row: 16 bytes */
+#define FM_MAX_WARPS 8
+
+/* Two floats as one register of two T, the first in the low half (the mma operand layout). */
+template <typename T>
+__device__ __forceinline__ uint32_t
+pack2 (float lo, float hi)
+{
+  const T v[2] = { from_f32<T> (lo), from_f32<T> (hi) };
+  uint32_t u;
+  memcpy (&u, v, sizeof u);
+  return u;
+}
+
+/* rows x cols of src (row stride HW, global) into dst (row stride ld, shared) by 16-byte cp.async, one group */
+template <typename T>
+__device__ __forceinline__ void
+fm_copy_rows (T *dst, int ld, const T *src, int HW, int rows, int cols)
+{
+  constexpr int N = Vec16<T>::N;
+  const int vecs = cols / N;
+  for (int e = threadIdx.x; e < rows * vecs; e += blockDim.x)
+    {
+      const int i = e / vecs, c = (e % vecs) * N;
+      __pipeline_memcpy_async (dst + (size_t) i * ld + c, src + (size_t) i * HW + c, 16);
+    }
+  __pipeline_commit ();
+}
+
+/* grid (HW / BQ, B * heads), block 32 QT (d / DS). HW % BQ == 0, kc in {16, 32, 64}, d % DS == 0. */
+template <typename T, int DS>
+__global__ void __launch_bounds__ (32 * FM_MAX_WARPS)
+flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__restrict__ V, T *__restrict__ O,
+                  const float *__restrict__ bq, const float *__restrict__ bv, int HW, int d, int heads, int C,
+                  long long stride, float inv_sqrt_d, int BQ, int kc)
+{
+  grid_dependency_wait ();
+  constexpr int N = Vec16<T>::N;
+  constexpr int NT = DS / 8;            /* output n8 tiles per warp */
+  DYNAMIC_SMEM (smem);
+  const int LQ = BQ + FM_PAD, LK = kc + FM_PAD;
+  T *const Qs = reinterpret_cast<T *> (smem);
+  T *const Ks = Qs + (size_t) d * LQ;
+  T *const Vs = Ks + (size_t) d * LK;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int nds = d / DS, qt = warp / nds, ds = warp % nds;
+  const int bh = blockIdx.y, q0 = blockIdx.x * BQ, b = bh / heads, h = bh % heads;
+  const T *q = Q + (size_t) bh * stride + q0, *k = K + (size_t) bh * stride, *v = V + (size_t) bh * stride;
+
+  /* K and V of the first chunk in flight while Q is staged */
+  const int nchunks = (HW + kc - 1) / kc;
+  fm_copy_rows (Ks, LK, k, HW, d, imin (kc, HW));
+  fm_copy_rows (Vs, LK, v, HW, d, imin (kc, HW));
+  for (int e = threadIdx.x; e < d * (BQ / N); e += blockDim.x)
+    {
+      const int i = e / (BQ / N), c = (e % (BQ / N)) * N;
+      float f[N];
+      load16<T> (q + (size_t) i * HW + c, f);
+      const float add = bq != NULL ? bq[h * d + i] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        f[j] += add;
+      store16<T> (Qs + (size_t) i * LQ + c, f);
+    }
+
+  /* lane's rows: g and g + 8 of the warp's 16; its pair of columns in each n8 tile: 2 t, 2 t + 1 */
+  const int g = lane >> 2, t = lane & 3;
+  /* ldmatrix row addresses: matrix m = lane / 8, row lane % 8 of it */
+  const int mrow = lane & 7, mhi = (lane >> 4) & 1, mlo = (lane >> 3) & 1;
+  float m_run[2] = { -INFINITY, -INFINITY }, l_run[2] = { 0.0f, 0.0f };
+  float o[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+    o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+  for (int c = 0; c < nchunks; c++)
+    {
+      const int k0 = c * kc, nk = imin (kc, HW - k0);
+      __pipeline_wait_prior (1);        /* K (c) has landed; V (c) may still be in flight */
+      __syncthreads ();
+      /* S (16 x nk) = (Q + bq)^T K over all d */
+      float s[FM_KC / 8][4];
+#pragma unroll
+      for (int j = 0; j < FM_KC / 8; j++)
+        s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll 2
+      for (int ks = 0; ks < d; ks += 16)
+        {
+          uint32_t a[4];   /* matrices: (dims +0, queries +0), (+0, +8), (+8, +0), (+8, +8) */
+          ldmatrix_x4_trans (a, Qs + (size_t) (ks + 8 * mhi + mrow) * LQ + 16 * qt + 8 * mlo);
+#pragma unroll
+          for (int j2 = 0; j2 < FM_KC / 16; j2++)
+            if (16 * j2 < nk)
+              {
+                uint32_t kb[4];   /* (dims +0, keys +0), (+8, +0), (+0, +8), (+8, +8) */
+                ldmatrix_x4_trans (kb, Ks + (size_t) (ks + 8 * mlo + mrow) * LK + 16 * j2 + 8 * mhi);
+                const uint32_t b0[2] = { kb[0], kb[1] }, b1[2] = { kb[2], kb[3] };
+                mma_m16n8k16<T> (s[2 * j2], a, b0);
+                mma_m16n8k16<T> (s[2 * j2 + 1], a, b1);
+              }
+        }
+      __syncthreads ();                 /* every warp is done with Ks: the next chunk's K may come */
+      const bool more = c + 1 < nchunks;
+      if (more)
+        fm_copy_rows (Ks, LK, k + k0 + kc, HW, d, imin (kc, HW - k0 - kc));
+
+      /* online softmax of rows g (r = 0) and g + 8 (r = 1); the 4 lanes t of a row share it */
+      float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+      for (int j = 0; j < FM_KC / 8; j++)
+        if (8 * j < nk)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            {
+              s[j][e] *= inv_sqrt_d;
+              mx[e >> 1] = fmaxf (mx[e >> 1], s[j][e]);
+            }
+      float corr[2], sum[2] = { 0.0f, 0.0f };
+#pragma unroll
+      for (int r = 0; r < 2; r++)
+        {
+          mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 2));
+          const float m_new = fmaxf (m_run[r], mx[r]);
+          corr[r] = expf (m_run[r] - m_new);   /* 0 on the first chunk (m_run = -inf) */
+          m_run[r] = m_new;
+        }
+#pragma unroll
+      for (int j = 0; j < FM_KC / 8; j++)
+        if (8 * j < nk)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            {
+              s[j][e] = expf (s[j][e] - m_run[e >> 1]);
+              sum[e >> 1] += s[j][e];
+            }
+#pragma unroll
+      for (int r = 0; r < 2; r++)
+        {
+          sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 1);
+          sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 2);
+          l_run[r] = l_run[r] * corr[r] + sum[r];
+        }
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+        {
+          o[n][0] *= corr[0];
+          o[n][1] *= corr[0];
+          o[n][2] *= corr[1];
+          o[n][3] *= corr[1];
+        }
+
+      __pipeline_wait_prior (more ? 1 : 0);   /* V (c) has landed */
+      __syncthreads ();
+      /* O (16 x DS) += P (16 x nk) V^T (nk x DS), P rounded to T */
+#pragma unroll
+      for (int kk = 0; kk < FM_KC / 16; kk++)
+        if (16 * kk < nk)
+          {
+            const uint32_t a[4] = { pack2<T> (s[2 * kk][0], s[2 * kk][1]), pack2<T> (s[2 * kk][2], s[2 * kk][3]),
+                                    pack2<T> (s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                    pack2<T> (s[2 * kk + 1][2], s[2 * kk + 1][3]) };
+#pragma unroll
+            for (int n2 = 0; n2 < NT / 2; n2++)
+              {
+                uint32_t vb[4];   /* (dims +0, keys +0), (+0, +8), (+8, +0), (+8, +8) */
+                ldmatrix_x4 (vb, Vs + (size_t) (ds * DS + 16 * n2 + 8 * mhi + mrow) * LK + 16 * kk + 8 * mlo);
+                const uint32_t b0[2] = { vb[0], vb[1] }, b1[2] = { vb[2], vb[3] };
+                mma_m16n8k16<T> (o[2 * n2], a, b0);
+                mma_m16n8k16<T> (o[2 * n2 + 1], a, b1);
+              }
+          }
+      __syncthreads ();                 /* every warp is done with Vs (and, after the last chunk, with Qs) */
+      if (more)
+        fm_copy_rows (Vs, LK, v + k0 + kc, HW, d, imin (kc, HW - k0 - kc));
+    }
+
+  /* O / l + bv, staged in Qs as [dim][query], then 16-byte stores along queries */
+  const float inv_l[2] = { 1.0f / l_run[0], 1.0f / l_run[1] };
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+      {
+        const int i = ds * DS + 8 * n + 2 * t + (e & 1), r = g + 8 * (e >> 1);
+        const float add = bv != NULL ? bv[h * d + i] : 0.0f;
+        Qs[(size_t) i * LQ + 16 * qt + r] = from_f32<T> (o[n][e] * inv_l[e >> 1] + add);
+      }
+  __syncthreads ();
+  T *out = O + ((size_t) b * C + (size_t) h * d) * HW + q0;
+  for (int e = threadIdx.x; e < d * (BQ / N); e += blockDim.x)
+    {
+      const int i = e / (BQ / N), c = (e % (BQ / N)) * N;
+      *reinterpret_cast<uint4 *> (out + (size_t) i * HW + c) = *reinterpret_cast<const uint4 *> (Qs + (size_t) i * LQ + c);
+    }
+}
+
+/* The block shape for (BH, HW, d): DS, query tiles per block QT, keys per chunk KC, shared bytes. */
+struct FlashMmaPlan {
+  int ds, qt, kc;
+  size_t smem;
+};
+
+static size_t
+flash_mma_smem (int d, int qt, int kc, size_t act)
+{
+  return (size_t) d * act * ((size_t) (16 * qt + FM_PAD) + 2 * (size_t) (kc + FM_PAD));
+}
+
+/* FALSE where the kernel does not apply: 16-bit activations, HW and d multiples of 16, d <= 512, and the
+ * smallest block fitting the device's shared memory per block (sm_86 / sm_89: 99 KiB, sm_80: 163 KiB,
+ * sm_90: 227 KiB; $DDPM_CUDA_SMEM_LIMIT lowers it for tests). */
+static bool
+flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, FlashMmaPlan *p)
+{
+  if (cb->act_type == CT_F32 || HW % 16 != 0 || d % 16 != 0 || d <= 0 || d > 512)
+    return false;
+  p->ds = d % 128 == 0 ? 128 : d % 64 == 0 ? 64 : d % 32 == 0 ? 32 : 16;
+  if (d / p->ds > FM_MAX_WARPS)
+    return false;
+  /* few blocks (batch 1: 16 of 16 queries at cifar10-32): more, narrower warps per block, as many SM
+   * sub-partitions busy as there are */
+  const long long blocks16 = (long long) (HW / 16) * BH;
+  if (blocks16 < cb->sm_count && p->ds == 128 && d / 64 <= FM_MAX_WARPS)
+    p->ds = 64;
+  const int nds = d / p->ds;
+  /* up to 4 query tiles per block (K and V staged once for 64 queries), while the blocks still fill the GPU */
+  p->qt = 4;
+  while (p->qt > 1
+         && (p->qt * nds > FM_MAX_WARPS || HW % (16 * p->qt) != 0 || (long long) (HW / (16 * p->qt)) * BH < cb->sm_count))
+    p->qt /= 2;
+  p->kc = FM_KC;
+  while ((p->smem = flash_mma_smem (d, p->qt, p->kc, cb->act_size)) > cb->smem_per_block_optin)
+    {
+      if (p->kc > 16)
+        p->kc /= 2;
+      else if (p->qt > 1)
+        p->qt /= 2;
+      else
+        return false;
+    }
+  return true;
+}
+
+bool
+cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d)
+{
+  FlashMmaPlan p;
+  return flash_mma_plan (cb, BH, HW, d, &p);
+}
+
+template <typename T, int DS>
+static void
+flash_mma_launch_ds (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
+                     const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride)
+{
+  void (*kernel) (const T *, const T *, const T *, T *, const float *, const float *, int, int, int, int, long long,
+                  float, int, int) = flash_mma_kernel<T, DS>;
+  /* above 48 KiB a kernel must be allowed its dynamic shared memory (host-side; fine during graph capture) */
+  if (p.smem > 48 * 1024
+      && !cuda_ok (cb, cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int) p.smem), "cudaFuncSetAttribute"))
+    return;
+  const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
+  launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, kernel, (const T *) Q, (const T *) K,
+          (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt, p.kc);
+}
+
+template <typename T>
+static void
+flash_mma_launch (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
+                  const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride)
+{
+  switch (p.ds)
+    {
+    case 128: flash_mma_launch_ds<T, 128> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
+    case 64: flash_mma_launch_ds<T, 64> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
+    case 32: flash_mma_launch_ds<T, 32> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
+    default: flash_mma_launch_ds<T, 16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
+    }
+}
+
+bool
+cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
+                          const float *bv, int B, int heads, int C, int HW, long long stride)
+{
+  const int d = C / heads, BH = B * heads;
+  FlashMmaPlan p;
+  if (!flash_mma_plan (cb, BH, HW, d, &p))
+    return false;
+  g_debug ("flash attention (mma) BH %d HW %d d %d: %d dims per warp, %d queries and %d keys per block step, "
+           "%zu bytes shared", BH, HW, d, p.ds, 16 * p.qt, p.kc, p.smem);
+  if (cb->act_type == CT_F16)
+    flash_mma_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride);
+  else
+    flash_mma_launch<__nv_bfloat16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride);
+  return true;
+}
