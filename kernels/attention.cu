@@ -6,13 +6,15 @@
  * 1x1 convolutions; head h is rows [h*d, (h+1)*d) of Q, K, V (c = h*d + i, as diffusers splits heads).
  * Three cores for O_h = (V_h + bv) softmax((Q_h + bq)^T (K_h + bk) / sqrt(d))^T:
  * - fp16 / bf16 with tokens % 16 == 0 and d % 16 == 0, d <= 512, where the device's shared memory allows:
- *   flash_attention.cu's mma.sync kernel, which also applies the biases (no bias pass);
+ *   flash_attention.cu's mma.sync kernel, which also applies the biases (no bias pass) and, with one head
+ *   (unless $DDPM_CUDA_ATTN_OUT=0), the out projection, bias, residual and scale: the whole block after the
+ *   QKV GEMM in one launch;
  * - else, or with $DDPM_CUDA_ATTN=wmma, fp16 / bf16 up to 4096 tokens: flash_attention_kernel below (WMMA, the
  *   score rows and O in shared memory), after a bias pass;
  * - otherwise (fp32, odd shapes, $DDPM_CUDA_ATTN=cublas), after a bias pass:
  * S (queries x keys) = Q_h^T K_h / sqrt(d) in float32 (cuBLAS writes fp32 from fp16 inputs), softmax over
  * keys in float32 (max subtracted) into P (act type), O_h (d x queries) = V_h P^T.
- * Then, for every core, y = (Wo O + bo + residual) * scale in one elementwise pass.
+ * Then (unless the mma core did it) y = (Wo O + bo + residual) * scale: a GEMM and one elementwise pass.
  *
  * When to_q, to_k and to_v lie next to each other in memory (the weight arena of cuda_backend.cu puts them
  * there) they form one (3C x C) matrix: one GEMM gives [Q; K; V] (3C, HW) per image (and, unless the mma
@@ -305,7 +307,7 @@ flash_fits (const CudaBackend *cb, int HW, int d)
 static AttnCore
 attn_core (const CudaBackend *cb, int BH, int HW, int d)
 {
-  if (cb->attn_mode == ATTN_AUTO && cuda_flash_mma_fits (cb, BH, HW, d))
+  if (cb->attn_mode == ATTN_AUTO && cuda_flash_mma_fits (cb, BH, HW, d, false))
     return CORE_MMA;
   return flash_fits (cb, HW, d) ? CORE_WMMA : CORE_CUBLAS;
 }
@@ -409,8 +411,17 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
 
   const float inv_sqrt_d = 1.0f / sqrtf ((float) d);
   if (core == CORE_MMA)
-    cuda_flash_attention_mma (cb, Q, K, V, O, (const float *) w->to_q.bias, (const float *) w->to_v.bias, B, heads, C,
-                              HW, stride);
+    {
+      /* one head: the core also does the out projection, bias, residual and scale (one launch for all) */
+      const CudaFlashOut out = { w->to_out.weight, weight_ld (&w->to_out), (const float *) w->to_out.bias, residual, y,
+                                 scale };
+      if (cb->attn_out_fuse && heads == 1 && w->to_out.in == C && w->to_out.out == C
+          && cuda_flash_attention_mma (cb, Q, K, V, O, (const float *) w->to_q.bias, (const float *) w->to_v.bias, B,
+                                       heads, C, HW, stride, &out))
+        return;
+      cuda_flash_attention_mma (cb, Q, K, V, O, (const float *) w->to_q.bias, (const float *) w->to_v.bias, B, heads,
+                                C, HW, stride, NULL);
+    }
   else if (core == CORE_WMMA)
     {
       if (cb->act_type == CT_F16)

@@ -732,6 +732,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->attn_mode = attn == NULL ? ATTN_AUTO : strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS
                   : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : ATTN_AUTO;
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
+  cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;

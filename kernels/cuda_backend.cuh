@@ -93,6 +93,8 @@ struct CudaBackend {
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=wmma: the WMMA core, not flash_attention.cu's; =cublas: neither */
   int fa_warps;                    /* warps per WMMA attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
+  gboolean attn_out_fuse;          /* the mma attention core also does the out projection (one head;
+                                    * $DDPM_CUDA_ATTN_OUT=0: cuBLAS + bias / residual pass) */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly
                                     * ($DDPM_CUDA_GN_CONV=0: no) */
   gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless
@@ -256,12 +258,22 @@ void cuda_add_scaled (DdpmBackend *be, const void *a, const void *b, void *y, si
 void cuda_concat_channels (DdpmBackend *be, const void *a, int Ca, const void *b, int Cb, void *y, int B, int HW);
 void cuda_upsample_nearest2x (DdpmBackend *be, const void *x, void *y, int B, int C, int H, int W);
 size_t cuda_attention_scratch (DdpmBackend *be, int B, int C, int HW, int heads);
-/* flash_attention.cu: whether the mma.sync attention core takes (B * heads, HW, d) on this device, and that core:
- * O (B, C, HW) = softmax((Q + bq)^T (K + bk) / sqrt(d)) (V + bv)^T per head, Q, K, V per b * heads + h at
- * multiples of stride, biases float (C) or NULL (bk is not needed). FALSE (nothing launched) where it does not fit. */
-bool cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d);
+/* flash_attention.cu: whether the mma.sync attention core takes (B * heads, HW, d) on this device (out: with the
+ * out projection), and that core: O (B, C, HW) = softmax((Q + bq)^T (K + bk) / sqrt(d)) (V + bv)^T per head,
+ * Q, K, V per b * heads + h at multiples of stride, biases float (C) or NULL (bk is not needed); with out (one
+ * head only), y = (Wo O + bo + residual) * scale instead of O. FALSE (nothing launched) where it does not fit. */
+struct CudaFlashOut {
+  const void *weight;                   /* Wo (C x C), row stride ldw, act type */
+  int ldw;
+  const float *bias;                    /* bo (C) or NULL */
+  const void *residual;                 /* (B, C, HW); may be y */
+  void *y;
+  float scale;
+};
+bool cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out);
 bool cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
-                               const float *bv, int B, int heads, int C, int HW, long long stride);
+                               const float *bv, int B, int heads, int C, int HW, long long stride,
+                               const CudaFlashOut *out);
 void cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, const void *residual, void *y,
                      int B, int C, int HW, int heads, float scale);
 void cuda_scheduler_step (DdpmBackend *be, const void *params_dev, float *x, const float *model_out,

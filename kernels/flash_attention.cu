@@ -19,13 +19,20 @@
  * for one chunk of KC keys; rows padded by 16 bytes so that ldmatrix's eight rows hit different banks.
  * K and V chunks arrive by cp.async, each while the other's product runs.
  * Fragments (mma_sync.cuh): A = Q^T and B = K come from dims-major rows, so ldmatrix .trans; B = V^T is
- * V's rows as stored; A = P is the score accumulator itself, rounded to T (C -> A fragment layouts match). */
+ * V's rows as stored; A = P is the score accumulator itself, rounded to T (C -> A fragment layouts match).
+ *
+ * With one head (C = d) the block also does the attention block's out projection for its queries:
+ * y = (Wo O + bo + residual) * scale, with O (rounded to T, as the unfused path stores it) from Qs and Wo in
+ * 32-column chunks by cp.async into the shared memory K and V used (double-buffered); warp (qt, ds) computes
+ * output channels ds DS .. for its 16 queries. y may alias residual (each element is read, then written, by
+ * one thread). That saves the out GEMM's and the bias / residual pass's launches and O's round trip. */
 #include "cuda_backend.cuh"
 #include "mma_sync.cuh"
 
 #define FM_KC 64                        /* keys per chunk at most (the score accumulator's width) */
 #define FM_PAD 8                        /* elements of padding per shared row: 16 bytes */
 #define FM_MAX_WARPS 8
+#define FM_WK 32                        /* Wo columns per chunk of the fused out projection */
 
 /* Two floats as one register of two T, the first in the low half (the mma operand layout). */
 template <typename T>
@@ -58,7 +65,8 @@ template <typename T, int DS>
 __global__ void __launch_bounds__ (32 * FM_MAX_WARPS)
 flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__restrict__ V, T *__restrict__ O,
                   const float *__restrict__ bq, const float *__restrict__ bv, int HW, int d, int heads, int C,
-                  long long stride, float inv_sqrt_d, int BQ, int kc)
+                  long long stride, float inv_sqrt_d, int BQ, int kc, const T *__restrict__ Wo, int ldw,
+                  const float *__restrict__ bo, const T *residual, T *y, float scale)
 {
   grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
@@ -213,12 +221,66 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
         Qs[(size_t) i * LQ + 16 * qt + r] = from_f32<T> (o[n][e] * inv_l[e >> 1] + add);
       }
   __syncthreads ();
-  T *out = O + ((size_t) b * C + (size_t) h * d) * HW + q0;
-  for (int e = threadIdx.x; e < d * (BQ / N); e += blockDim.x)
+  if (Wo == NULL)
     {
-      const int i = e / (BQ / N), c = (e % (BQ / N)) * N;
-      *reinterpret_cast<uint4 *> (out + (size_t) i * HW + c) = *reinterpret_cast<const uint4 *> (Qs + (size_t) i * LQ + c);
+      T *out = O + ((size_t) b * C + (size_t) h * d) * HW + q0;
+      for (int e = threadIdx.x; e < d * (BQ / N); e += blockDim.x)
+        {
+          const int i = e / (BQ / N), c = (e % (BQ / N)) * N;
+          *reinterpret_cast<uint4 *> (out + (size_t) i * HW + c) = *reinterpret_cast<const uint4 *> (Qs + (size_t) i * LQ + c);
+        }
+      return;
     }
+
+  /* out projection (one head: C = d): Y (C x 16 queries per warp tile) = Wo (C x d) O (d x queries), Wo's
+   * columns in chunks of FM_WK through two buffers where K and V were; warp (qt, ds) owns channels ds DS .. */
+  constexpr int LW = FM_WK + FM_PAD;
+  T *const Ws = Ks;                     /* [2][C][LW] */
+  float acc[DS / 16][2][4];
+#pragma unroll
+  for (int mt = 0; mt < DS / 16; mt++)
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+      acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.0f;
+  const int nwk = d / FM_WK;
+  fm_copy_rows (Ws, LW, Wo, ldw, C, FM_WK);
+  for (int c = 0; c < nwk; c++)
+    {
+      if (c + 1 < nwk)
+        fm_copy_rows (Ws + (size_t) ((c + 1) & 1) * C * LW, LW, Wo + (c + 1) * FM_WK, ldw, C, FM_WK);
+      __pipeline_wait_prior (c + 1 < nwk ? 1 : 0);   /* chunk c has landed */
+      __syncthreads ();
+      const T *w = Ws + (size_t) (c & 1) * C * LW;
+#pragma unroll
+      for (int ks = 0; ks < FM_WK; ks += 16)
+        {
+          uint32_t ob[4];   /* O (dims +0, queries +0), (+8, +0), (+0, +8), (+8, +8) */
+          ldmatrix_x4_trans (ob, Qs + (size_t) (c * FM_WK + ks + 8 * mlo + mrow) * LQ + 16 * qt + 8 * mhi);
+          const uint32_t b0[2] = { ob[0], ob[1] }, b1[2] = { ob[2], ob[3] };
+#pragma unroll
+          for (int mt = 0; mt < DS / 16; mt++)
+            {
+              uint32_t a[4];   /* Wo (channels +0, dims +0), (+8, +0), (+0, +8), (+8, +8) */
+              ldmatrix_x4 (a, w + (size_t) (ds * DS + 16 * mt + 8 * mlo + mrow) * LW + ks + 8 * mhi);
+              mma_m16n8k16<T> (acc[mt][0], a, b0);
+              mma_m16n8k16<T> (acc[mt][1], a, b1);
+            }
+        }
+      __syncthreads ();                 /* every warp is done with buffer c & 1 before chunk c + 2 refills it */
+    }
+  /* y = (proj + bo + residual) * scale, in the unfused pass's order, one rounding */
+#pragma unroll
+  for (int mt = 0; mt < DS / 16; mt++)
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        {
+          const int ch = ds * DS + 16 * mt + g + 8 * (e >> 1);
+          const size_t i = ((size_t) b * C + ch) * HW + q0 + 16 * qt + 8 * n + 2 * t + (e & 1);
+          const float v = acc[mt][n][e] + (bo != NULL ? bo[ch] : 0.0f);
+          y[i] = from_f32<T> ((v + to_f32<T> (residual[i])) * scale);
+        }
 }
 
 /* The block shape for (BH, HW, d): DS, query tiles per block QT, keys per chunk KC, shared bytes. */
@@ -227,19 +289,21 @@ struct FlashMmaPlan {
   size_t smem;
 };
 
+/* Qs, then Ks and Vs, or (out projection, C = d) two chunks of Wo where they were, whichever is larger */
 static size_t
-flash_mma_smem (int d, int qt, int kc, size_t act)
+flash_mma_smem (int d, int qt, int kc, bool out, size_t act)
 {
-  return (size_t) d * act * ((size_t) (16 * qt + FM_PAD) + 2 * (size_t) (kc + FM_PAD));
+  const size_t kv = 2 * (size_t) (kc + FM_PAD), wo = out ? 2 * (size_t) (FM_WK + FM_PAD) : 0;
+  return (size_t) d * act * ((size_t) (16 * qt + FM_PAD) + (kv > wo ? kv : wo));
 }
 
 /* FALSE where the kernel does not apply: 16-bit activations, HW and d multiples of 16, d <= 512, and the
  * smallest block fitting the device's shared memory per block (sm_86 / sm_89: 99 KiB, sm_80: 163 KiB,
  * sm_90: 227 KiB; $DDPM_CUDA_SMEM_LIMIT lowers it for tests). */
 static bool
-flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, FlashMmaPlan *p)
+flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, bool out, FlashMmaPlan *p)
 {
-  if (cb->act_type == CT_F32 || HW % 16 != 0 || d % 16 != 0 || d <= 0 || d > 512)
+  if (cb->act_type == CT_F32 || HW % 16 != 0 || d % 16 != 0 || d <= 0 || d > 512 || (out && d % FM_WK != 0))
     return false;
   p->ds = d % 128 == 0 ? 128 : d % 64 == 0 ? 64 : d % 32 == 0 ? 32 : 16;
   if (d / p->ds > FM_MAX_WARPS)
@@ -256,7 +320,7 @@ flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, FlashMmaPlan *p)
          && (p->qt * nds > FM_MAX_WARPS || HW % (16 * p->qt) != 0 || (long long) (HW / (16 * p->qt)) * BH < cb->sm_count))
     p->qt /= 2;
   p->kc = FM_KC;
-  while ((p->smem = flash_mma_smem (d, p->qt, p->kc, cb->act_size)) > cb->smem_per_block_optin)
+  while ((p->smem = flash_mma_smem (d, p->qt, p->kc, out, cb->act_size)) > cb->smem_per_block_optin)
     {
       if (p->kc > 16)
         p->kc /= 2;
@@ -269,19 +333,20 @@ flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, FlashMmaPlan *p)
 }
 
 bool
-cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d)
+cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out)
 {
   FlashMmaPlan p;
-  return flash_mma_plan (cb, BH, HW, d, &p);
+  return flash_mma_plan (cb, BH, HW, d, out, &p);
 }
 
 template <typename T, int DS>
 static void
 flash_mma_launch_ds (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
-                     const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride)
+                     const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
+                     const CudaFlashOut *out)
 {
   void (*kernel) (const T *, const T *, const T *, T *, const float *, const float *, int, int, int, int, long long,
-                  float, int, int) = flash_mma_kernel<T, DS>;
+                  float, int, int, const T *, int, const float *, const T *, T *, float) = flash_mma_kernel<T, DS>;
   /* above 48 KiB a kernel must be allowed its dynamic shared memory (host-side; fine during graph capture) */
   if (p.smem > 48 * 1024
       && !cuda_ok (cb, cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -289,36 +354,40 @@ flash_mma_launch_ds (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, cons
     return;
   const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
   launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, kernel, (const T *) Q, (const T *) K,
-          (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt, p.kc);
+          (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt, p.kc,
+          out != NULL ? (const T *) out->weight : (const T *) NULL, out != NULL ? out->ldw : 0,
+          out != NULL ? out->bias : (const float *) NULL, out != NULL ? (const T *) out->residual : (const T *) NULL,
+          out != NULL ? (T *) out->y : (T *) NULL, out != NULL ? out->scale : 1.0f);
 }
 
 template <typename T>
 static void
 flash_mma_launch (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
-                  const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride)
+                  const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
+                  const CudaFlashOut *out)
 {
   switch (p.ds)
     {
-    case 128: flash_mma_launch_ds<T, 128> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
-    case 64: flash_mma_launch_ds<T, 64> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
-    case 32: flash_mma_launch_ds<T, 32> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
-    default: flash_mma_launch_ds<T, 16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride); break;
+    case 128: flash_mma_launch_ds<T, 128> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
+    case 64: flash_mma_launch_ds<T, 64> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
+    case 32: flash_mma_launch_ds<T, 32> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
+    default: flash_mma_launch_ds<T, 16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
     }
 }
 
 bool
 cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
-                          const float *bv, int B, int heads, int C, int HW, long long stride)
+                          const float *bv, int B, int heads, int C, int HW, long long stride, const CudaFlashOut *out)
 {
   const int d = C / heads, BH = B * heads;
   FlashMmaPlan p;
-  if (!flash_mma_plan (cb, BH, HW, d, &p))
+  if ((out != NULL && heads != 1) || !flash_mma_plan (cb, BH, HW, d, out != NULL, &p))
     return false;
   g_debug ("flash attention (mma) BH %d HW %d d %d: %d dims per warp, %d queries and %d keys per block step, "
-           "%zu bytes shared", BH, HW, d, p.ds, 16 * p.qt, p.kc, p.smem);
+           "%zu bytes shared%s", BH, HW, d, p.ds, 16 * p.qt, p.kc, p.smem, out != NULL ? ", out projection" : "");
   if (cb->act_type == CT_F16)
-    flash_mma_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride);
+    flash_mma_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out);
   else
-    flash_mma_launch<__nv_bfloat16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride);
+    flash_mma_launch<__nv_bfloat16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out);
   return true;
 }

@@ -17,7 +17,7 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~1.5 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~80 s of switch A/B (52 short benches;
+# benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~90 s of switch A/B (64 short benches;
 # limits: 200 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -93,12 +93,12 @@ case $rc in
 esac
 
 # When checks fail, find out whether one of the switchable features is to blame (programmatic dependent
-# launch, GroupNorm writing the conv's channels-last input, the conv sampling the upsampled input, the mma.sync
-# attention core): the failing checks again with each off. If turning one off clears them, the rest of the run
+# launch, GroupNorm writing the conv's channels-last input, the conv sampling the upsampled input, the out
+# projection inside the attention core, the mma.sync attention core): the failing checks again with each off. If turning one off clears them, the rest of the run
 # goes on without it, so its numbers still come.
 if [ $rc -eq 1 ]; then
   echo "== 1a. the failed checks again with each switchable feature off"
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN=wmma; do
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma; do
     failed=$(grep -c '^FAIL' "$OUT/tests-full.txt")
     LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env "$setting" timeout 120 "$CARRY/bin/test_cuda" \
       --no-variants > "$OUT/tests-${setting%%=*}-off.txt" 2>&1
@@ -231,6 +231,7 @@ fi
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
 #                                        (flash_attention.cu, biases inside)
+#   DDPM_CUDA_ATTN_OUT=0                 the mma.sync core without the out projection (cuBLAS GEMM + a pass)
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
 # (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425: 1.794-1.817 ms for
 # blocks per SM 1, 2, 4 and min K slices 2, 4, 8; DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM / _MIN_SLICES still exist.)
@@ -250,13 +251,14 @@ echo "== 4. Run-time switches against the default (ddpm bench median ms, fp16; a
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
 if [ $rc -ne 77 ]; then
   for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_REDUCE=kernel \
-                 DDPM_CUDA_ATTN=wmma; do
+                 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma; do
     ab cifar10-32 1 $setting
   done
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_ATTN=wmma; do
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma; do
     ab cifar10-32 128 $setting
   done
-  for setting in DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN=wmma; do
+  for setting in DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 \
+                 DDPM_CUDA_ATTN=wmma; do
     ab celebahq-256 1 $setting
   done
 fi

@@ -26,7 +26,8 @@
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core)
- * and DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB).
+ * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
+ * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -207,6 +208,8 @@ main (int argc, char **argv)
                   /* the mma core within an sm_86 / sm_89 block's 99 KiB of shared memory: fewer keys per chunk
                    * and query tiles per block (celebahq's d = 512: 16 keys) */
                   run_ops_on (&env, p, "DDPM_CUDA_SMEM_LIMIT", "101376", OPS_ATTENTION);
+                  /* the mma core without the out projection (cuBLAS GEMM + bias / residual pass after it) */
+                  run_ops_on (&env, p, "DDPM_CUDA_ATTN_OUT", "0", OPS_ATTENTION);
                 }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
