@@ -1,9 +1,11 @@
 /* cuda_emu.cc: the CPU emulation behind cuda_emu.h (tests only; see there for what it is and is not).
  *
- * Scheduling: a block's threads are fibers run one at a time until each reaches a barrier or ends;
- * then complete warps waiting at a warp barrier (shuffles) are released, else, when every live thread
- * waits at __syncthreads, all of them are. Odd rounds run the fibers in reverse order, so code that reads
- * shared memory another thread writes without a barrier in between sees stale data in one of the orders.
+ * Scheduling: a block's threads are fibers run one at a time until each reaches a barrier or ends. Warp
+ * by warp, a warp's lanes run until all of them wait at a warp barrier (shuffles, ldmatrix, mma), which
+ * releases them, or at __syncthreads; when every live thread of the block waits at __syncthreads, all of
+ * them go on. So between two __syncthreads one warp runs its whole stretch before the next starts, and odd
+ * rounds reverse the order of warps and of lanes: code that reads shared memory another warp or thread
+ * writes without a barrier in between sees stale or early data in one of the orders.
  *
  * Memory: "device" memory is host memory; $DDPM_CUDA_EMU_MEM_LIMIT (bytes) makes cudaMalloc fail past a
  * total, to test out-of-memory paths. */
@@ -241,39 +243,42 @@ run_block (const std::function<void ()> &body)
       thread_copies[i].committed.clear ();
       thread_copies[i].open.clear ();
     }
+  /* Between two __syncthreads each warp in turn runs its whole stretch (its shuffles released as its lanes
+   * meet), so one warp's writes to shared memory (plain or cp.async) all land before the next warp reads:
+   * a missing barrier between a warp refilling a buffer and another still reading it shows. Odd rounds
+   * reverse the warp order; the lane order alternates at each of a warp's own barriers too. */
+  const int nw = (n + 31) / 32;
   for (int round = 0;; round++)
     {
-      for (int j = 0; j < n; j++)
+      for (int jw = 0; jw < nw; jw++)
         {
-          const int i = (round & 1) ? n - 1 - j : j;
-          if (fibers[i].state != FIBER_RUN)
-            continue;
-          current_fiber = i;
-          set_thread_index (i);
-          emu_ctx_switch (&scheduler_sp, fibers[i].sp);
-        }
-      int live = 0, at_block = 0;
-      bool released = false;
-      for (int w = 0; w < n; w += 32)
-        {
-          int waiting = 0, done = 0, lanes = n - w < 32 ? n - w : 32;
-          for (int l = 0; l < lanes; l++)
+          const int w = (round & 1) ? nw - 1 - jw : jw, lo = 32 * w, lanes = n - lo < 32 ? n - lo : 32;
+          for (int pass = 0;; pass++)
             {
-              FiberState s = fibers[w + l].state;
-              waiting += s == FIBER_AT_WARP;
-              done += s == FIBER_DONE;
-            }
-          if (waiting > 0 && waiting + done == lanes)
-            {
+              for (int j = 0; j < lanes; j++)
+                {
+                  const int i = ((round + pass) & 1) ? lo + lanes - 1 - j : lo + j;
+                  if (fibers[i].state != FIBER_RUN)
+                    continue;
+                  current_fiber = i;
+                  set_thread_index (i);
+                  emu_ctx_switch (&scheduler_sp, fibers[i].sp);
+                }
+              int waiting = 0, done = 0;
+              for (int l = 0; l < lanes; l++)
+                {
+                  waiting += fibers[lo + l].state == FIBER_AT_WARP;
+                  done += fibers[lo + l].state == FIBER_DONE;
+                }
+              if (waiting == 0 || waiting + done != lanes)
+                break;                  /* at __syncthreads or done (or stuck: checked below) */
               if (done > 0)
                 emu_abort ("warp shuffle while some lanes of the warp have exited");
               for (int l = 0; l < lanes; l++)
-                fibers[w + l].state = FIBER_RUN;
-              released = true;
+                fibers[lo + l].state = FIBER_RUN;
             }
         }
-      if (released)
-        continue;
+      int live = 0, at_block = 0;
       for (int i = 0; i < n; i++)
         {
           live += fibers[i].state != FIBER_DONE;
