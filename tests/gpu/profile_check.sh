@@ -11,7 +11,7 @@ trap 'rm -f "$ERR" "$OUT"' EXIT
 fail=0
 check () { if [ "$1" = ok ]; then echo "PASS: $2"; else echo "FAIL: $2"; fail=1; fi; }
 
-env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE -u DDPM_CUDA_CONV_SPLITK DDPM_CUDA_MODULE=$MODULE DDPM_CUDA_PROFILE=1 "$DDPM" bench --model "$MODEL" --device cuda --precision fp16 \
+env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE -u DDPM_CUDA_CONV_SPLITK -u DDPM_CUDA_ATTN -u DDPM_CUDA_ATTN_OUT DDPM_CUDA_MODULE=$MODULE DDPM_CUDA_PROFILE=1 "$DDPM" bench --model "$MODEL" --device cuda --precision fp16 \
   --warmup 1 --iters 3 --quiet > "$OUT" 2> "$ERR"
 rc=$?
 [ $rc -eq 0 ] && grep -q '^bench .*median_ms=' "$OUT" && r=ok || r=no
@@ -29,6 +29,13 @@ linears=$(awk '$1 == "linear" { printf "%g", $2 }' "$ERR")
 check $r "linear launches per round: $linears, expected 3 (time MLP 2 + stacked time projections 1)"
 grep -Eq '^  (add_channel_bias|add_scaled) ' "$ERR" && r=no || r=ok
 check $r "no add_channel_bias / add_scaled launches (fused into the conv epilogues)"
+# attention: the fixture has 5 attention blocks at 8x8 (64 tokens: AttnDownBlock2D x 2 layers, AttnUpBlock2D x 3)
+# and the mid block's at 2x2 (4 tokens, not a multiple of 16: the cuBLAS core). The 5 take flash_attention.cu's
+# core with the biases and the out projection inside: one launch each, and no bias or out pass of their own.
+count () { awk -v k="$1" '$1 == k { n += $2 } END { printf "%g", n }' "$ERR"; }
+fa=$(count flash_attention_mma) qb=$(count qkv_bias) ao=$(count attention_out)
+[ "$fa" = 5 ] && [ "$qb" = 1 ] && [ "$ao" = 1 ] && r=ok || r=no
+check $r "attention launches per round: flash_attention_mma $fa, qkv_bias $qb, attention_out $ao (expected 5, 1, 1)"
 kernels=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "in" && $(i + 1) == "kernels,") print $(i - 2) }' "$ERR")
 span=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "first") print $(i - 4) }' "$ERR")
 awk -v k="$kernels" -v s="$span" 'BEGIN { exit !(k + 0 > 0 && s + 0 >= k + 0) }' && r=ok || r=no
