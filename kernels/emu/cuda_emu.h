@@ -140,7 +140,7 @@ emu_linear_thread (void)
  * gets row lane / 4, elements 2 (lane % 4) and 2 (lane % 4) + 1, of matrix q; with .trans (ldmatrix_x4_trans)
  * the same of its transpose: rows 2 (lane % 4) and 2 (lane % 4) + 1, element lane / 4. */
 static inline void
-ldmatrix_x4 (uint32_t (&r)[4], const void *row)
+emu_ldmatrix_x4 (uint32_t (&r)[4], const void *row, bool trans)
 {
   const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
   if (((uintptr_t) row & 15) != 0)
@@ -149,34 +149,21 @@ ldmatrix_x4 (uint32_t (&r)[4], const void *row)
   emu_warp_barrier ();
   for (int q = 0; q < 4; q++)
     {
-      const uint8_t *p;
-      memcpy (&p, emu_lane_slot (base + 8 * q + lane / 4), sizeof p);
-      memcpy (&r[q], p + 4 * (lane % 4), 4);
-    }
-  emu_warp_barrier ();
-}
-
-static inline void
-ldmatrix_x4_trans (uint32_t (&r)[4], const void *row)
-{
-  const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
-  if (((uintptr_t) row & 15) != 0)
-    emu_wmma_misuse ("ldmatrix: a row address is not 16-byte aligned");
-  memcpy (emu_lane_slot (tid), &row, sizeof row);
-  emu_warp_barrier ();
-  for (int q = 0; q < 4; q++)
-    {
-      uint16_t half[2];
-      for (int e = 0; e < 2; e++)
+      uint16_t half[2];                 /* elements (row, column) of matrix q: (lane / 4, 2 (lane % 4) + e), or */
+      for (int e = 0; e < 2; e++)       /* transposed (2 (lane % 4) + e, lane / 4) */
         {
+          const int rw = trans ? 2 * (lane % 4) + e : lane / 4, col = trans ? lane / 4 : 2 * (lane % 4) + e;
           const uint8_t *p;
-          memcpy (&p, emu_lane_slot (base + 8 * q + 2 * (lane % 4) + e), sizeof p);
-          memcpy (&half[e], p + 2 * (lane / 4), 2);
+          memcpy (&p, emu_lane_slot (base + 8 * q + rw), sizeof p);
+          memcpy (&half[e], p + 2 * col, 2);
         }
       memcpy (&r[q], half, 4);
     }
   emu_warp_barrier ();
 }
+
+static inline void ldmatrix_x4 (uint32_t (&r)[4], const void *row) { emu_ldmatrix_x4 (r, row, false); }
+static inline void ldmatrix_x4_trans (uint32_t (&r)[4], const void *row) { emu_ldmatrix_x4 (r, row, true); }
 
 /* mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: d (16 x 8) += A (16 x 16) B (16 x 8). With g = lane / 4,
  * t = lane % 4 (pairs of elements per register): a = A[g][2t..], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..];
