@@ -761,6 +761,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
         return NULL;
       }
 
+  cuda_flash_mma_prepare (cb);
   cuda_profile_init (cb);
   if (cb->profile != NULL)
     cb->base.ops = &cuda_ops_eager;

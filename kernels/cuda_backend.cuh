@@ -93,6 +93,7 @@ struct CudaBackend {
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=wmma: the WMMA core, not flash_attention.cu's; =cublas: neither */
   int fa_warps;                    /* warps per WMMA attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
+  gboolean flash_mma_ready;        /* the mma attention kernels may use that much (cuda_flash_mma_prepare) */
   gboolean attn_out_fuse;          /* the mma attention core also does the out projection (one head;
                                     * $DDPM_CUDA_ATTN_OUT=0: cuBLAS + bias / residual pass) */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly
@@ -270,6 +271,7 @@ struct CudaFlashOut {
   void *y;
   float scale;
 };
+void cuda_flash_mma_prepare (CudaBackend *cb);   /* once, at creation: sets flash_mma_ready */
 bool cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out);
 bool cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                                const float *bv, int B, int heads, int C, int HW, long long stride,

@@ -303,7 +303,8 @@ flash_mma_smem (int d, int qt, int kc, bool out, size_t act)
 static bool
 flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, bool out, FlashMmaPlan *p)
 {
-  if (cb->act_type == CT_F32 || HW % 16 != 0 || d % 16 != 0 || d <= 0 || d > 512 || (out && d % FM_WK != 0))
+  if (!cb->flash_mma_ready || cb->act_type == CT_F32 || HW % 16 != 0 || d % 16 != 0 || d <= 0 || d > 512
+      || (out && d % FM_WK != 0))
     return false;
   p->ds = d % 128 == 0 ? 128 : d % 64 == 0 ? 64 : d % 32 == 0 ? 32 : 16;
   if (d / p->ds > FM_MAX_WARPS)
@@ -332,6 +333,34 @@ flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, bool out, FlashMma
   return true;
 }
 
+/* Above 48 KiB a kernel must be allowed its dynamic shared memory first. Done once here, outside any graph
+ * capture (the call may synchronise with the device, which a capture would not allow), for every
+ * instantiation up to the device's limit. */
+template <typename T>
+static bool
+flash_mma_allow_smem (int bytes)
+{
+  return cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
+         && cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
+         && cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
+         && cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
+}
+
+void
+cuda_flash_mma_prepare (CudaBackend *cb)
+{
+  if (cb->act_type == CT_F32)
+    return;
+  const int bytes = (int) cb->smem_per_block_optin;
+  cb->flash_mma_ready = cb->act_type == CT_F16 ? flash_mma_allow_smem<__half> (bytes)
+                                               : flash_mma_allow_smem<__nv_bfloat16> (bytes);
+  if (!cb->flash_mma_ready)
+    {
+      g_message ("CUDA backend: cudaFuncSetAttribute (%d bytes of shared memory) failed: %s; attention takes the "
+                 "WMMA core", bytes, cudaGetErrorString (cudaGetLastError ()));
+    }
+}
+
 bool
 cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out)
 {
@@ -345,15 +374,8 @@ flash_mma_launch_ds (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, cons
                      const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
                      const CudaFlashOut *out)
 {
-  void (*kernel) (const T *, const T *, const T *, T *, const float *, const float *, int, int, int, int, long long,
-                  float, int, int, const T *, int, const float *, const T *, T *, float) = flash_mma_kernel<T, DS>;
-  /* above 48 KiB a kernel must be allowed its dynamic shared memory (host-side; fine during graph capture) */
-  if (p.smem > 48 * 1024
-      && !cuda_ok (cb, cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             (int) p.smem), "cudaFuncSetAttribute"))
-    return;
   const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
-  launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, kernel, (const T *) Q, (const T *) K,
+  launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, flash_mma_kernel<T, DS>, (const T *) Q, (const T *) K,
           (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt, p.kc,
           out != NULL ? (const T *) out->weight : (const T *) NULL, out != NULL ? out->ldw : 0,
           out != NULL ? out->bias : (const float *) NULL, out != NULL ? (const T *) out->residual : (const T *) NULL,
