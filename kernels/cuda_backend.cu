@@ -733,6 +733,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                   : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : ATTN_AUTO;
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
+  const char *fa_ds = g_getenv ("DDPM_CUDA_FA_DS"), *fa_qt = g_getenv ("DDPM_CUDA_FA_QT");
+  cb->fa_ds = fa_ds != NULL && (atoi (fa_ds) == 16 || atoi (fa_ds) == 32 || atoi (fa_ds) == 64 || atoi (fa_ds) == 128)
+              ? atoi (fa_ds) : 0;
+  cb->fa_qt = fa_qt != NULL && (atoi (fa_qt) == 1 || atoi (fa_qt) == 2 || atoi (fa_qt) == 4) ? atoi (fa_qt) : 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;

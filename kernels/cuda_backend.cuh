@@ -94,6 +94,8 @@ struct CudaBackend {
   int fa_warps;                    /* warps per WMMA attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
   gboolean flash_mma_ready;        /* the mma attention kernels may use that much (cuda_flash_mma_prepare) */
+  int fa_ds, fa_qt;                /* $DDPM_CUDA_FA_DS / _FA_QT: the mma attention plan's dims per warp and query
+                                    * tiles per block (0: its own rule) */
   gboolean attn_out_fuse;          /* the mma attention core also does the out projection (one head;
                                     * $DDPM_CUDA_ATTN_OUT=0: cuBLAS + bias / residual pass) */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly

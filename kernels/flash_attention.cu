@@ -314,11 +314,16 @@ flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, bool out, FlashMma
   const long long blocks16 = (long long) (HW / 16) * BH;
   if (blocks16 < cb->sm_count && p->ds == 128 && d / 64 <= FM_MAX_WARPS)
     p->ds = 64;
+  /* $DDPM_CUDA_FA_DS (16, 32, 64, 128) overrides where it divides d within 8 warps: tests, and run.sh's A/B */
+  if (cb->fa_ds > 0 && d % cb->fa_ds == 0 && d / cb->fa_ds <= FM_MAX_WARPS)
+    p->ds = cb->fa_ds;
   const int nds = d / p->ds;
-  /* up to 4 query tiles per block (K and V staged once for 64 queries), while the blocks still fill the GPU */
-  p->qt = 4;
+  /* up to 4 query tiles per block (K and V staged once for 64 queries), while the blocks still fill the GPU;
+   * $DDPM_CUDA_FA_QT (1, 2, 4) caps it */
+  p->qt = cb->fa_qt > 0 ? cb->fa_qt : 4;
   while (p->qt > 1
-         && (p->qt * nds > FM_MAX_WARPS || HW % (16 * p->qt) != 0 || (long long) (HW / (16 * p->qt)) * BH < cb->sm_count))
+         && (p->qt * nds > FM_MAX_WARPS || HW % (16 * p->qt) != 0
+             || (cb->fa_qt == 0 && (long long) (HW / (16 * p->qt)) * BH < cb->sm_count)))
     p->qt /= 2;
   p->kc = FM_KC;
   while ((p->smem = flash_mma_smem (d, p->qt, p->kc, out, cb->act_size)) > cb->smem_per_block_optin)

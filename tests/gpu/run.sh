@@ -17,7 +17,7 @@
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
 #
 # Expected run time on an H100/H200: ~2 min of tests, <= 1.5 min of compute-sanitizer, ~2 min of
-# benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~90 s of switch A/B (64 short benches;
+# benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~100 s of switch A/B (76 short benches;
 # limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -232,6 +232,9 @@ fi
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
 #                                        (flash_attention.cu, biases inside)
 #   DDPM_CUDA_ATTN_OUT=0                 the mma.sync core without the out projection (cuBLAS GEMM + a pass)
+#   DDPM_CUDA_FA_DS=128 / DDPM_CUDA_FA_QT=2  the mma.sync core's block shape: 128 output dims per warp (fewer warps,
+#                                        less repeated score work; the rule takes 64 where blocks are few) /
+#                                        2 query tiles per block (the rule takes up to 4)
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
 # (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425: 1.794-1.817 ms for
 # blocks per SM 1, 2, 4 and min K slices 2, 4, 8; DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM / _MIN_SLICES still exist.)
@@ -251,14 +254,15 @@ echo "== 4. Run-time switches against the default (ddpm bench median ms, fp16; a
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
 if [ $rc -ne 77 ]; then
   for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_REDUCE=kernel \
-                 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma; do
+                 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma DDPM_CUDA_FA_DS=128; do
     ab cifar10-32 1 $setting
   done
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma; do
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma \
+                 DDPM_CUDA_FA_QT=2; do
     ab cifar10-32 128 $setting
   done
   for setting in DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 \
-                 DDPM_CUDA_ATTN=wmma; do
+                 DDPM_CUDA_ATTN=wmma DDPM_CUDA_FA_DS=128; do
     ab celebahq-256 1 $setting
   done
 fi

@@ -27,7 +27,8 @@
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core)
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
- * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection).
+ * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), and two forced block shapes of the mma core
+ * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -210,6 +211,10 @@ main (int argc, char **argv)
                   run_ops_on (&env, p, "DDPM_CUDA_SMEM_LIMIT", "101376", OPS_ATTENTION);
                   /* the mma core without the out projection (cuBLAS GEMM + bias / residual pass after it) */
                   run_ops_on (&env, p, "DDPM_CUDA_ATTN_OUT", "0", OPS_ATTENTION);
+                  /* ... with other block shapes than its rule picks: 16 dims per warp (up to 8 warps of one
+                   * query tile) and 2 query tiles per block wherever the tokens allow */
+                  run_ops_with (&env, p, "DDPM_CUDA_FA_DS=16 DDPM_CUDA_FA_QT=1", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_FA_DS=32 DDPM_CUDA_FA_QT=2", OPS_ATTENTION);
                 }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
