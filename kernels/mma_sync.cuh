@@ -1,5 +1,6 @@
-/* mma_sync.cuh: the two warp-level tensor-core instructions the 128 x 128 convolution tile uses, as inline PTX
- * (sm_80+; the emulator has lane-by-lane versions with the same fragment layouts in emu/cuda_emu.h).
+/* mma_sync.cuh: the warp-level tensor-core instructions of the 128 x 128 convolution tile (conv2d_nhwc.cu) and the
+ * attention core (flash_attention.cu), as inline PTX (sm_80+; the emulator has lane-by-lane versions with the same
+ * fragment layouts in emu/cuda_emu.h).
  *
  * ldmatrix_x4: four 8 x 8 matrices of 16-bit values from shared memory; lanes 8q .. 8q + 7 give the
  *   addresses of matrix q's eight 16-byte rows, and r[q] receives row lane / 4, elements 2 (lane % 4) and
