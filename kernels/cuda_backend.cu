@@ -704,8 +704,9 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->sm_count = prop.multiProcessorCount;
   cb->smem_per_block_optin = prop.sharedMemPerBlockOptin;
   const char *smem_limit = g_getenv ("DDPM_CUDA_SMEM_LIMIT");   /* tests: a smaller GPU's limit */
-  if (smem_limit != NULL && atoi (smem_limit) > 0 && (size_t) atoi (smem_limit) < cb->smem_per_block_optin)
-    cb->smem_per_block_optin = (size_t) atoi (smem_limit);
+  const int limit = smem_limit != NULL ? atoi (smem_limit) : 0;
+  if (limit > 0 && (size_t) limit < cb->smem_per_block_optin)
+    cb->smem_per_block_optin = (size_t) limit;
   cb->cc_major = prop.major;
   cb->cc_minor = prop.minor;
   g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s", prop.name);
@@ -734,9 +735,9 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
   const char *fa_ds = g_getenv ("DDPM_CUDA_FA_DS"), *fa_qt = g_getenv ("DDPM_CUDA_FA_QT");
-  cb->fa_ds = fa_ds != NULL && (atoi (fa_ds) == 16 || atoi (fa_ds) == 32 || atoi (fa_ds) == 64 || atoi (fa_ds) == 128)
-              ? atoi (fa_ds) : 0;
-  cb->fa_qt = fa_qt != NULL && (atoi (fa_qt) == 1 || atoi (fa_qt) == 2 || atoi (fa_qt) == 4) ? atoi (fa_qt) : 0;
+  const int ds = fa_ds != NULL ? atoi (fa_ds) : 0, qt = fa_qt != NULL ? atoi (fa_qt) : 0;
+  cb->fa_ds = ds == 16 || ds == 32 || ds == 64 || ds == 128 ? ds : 0;   /* else the plan's rule */
+  cb->fa_qt = qt == 1 || qt == 2 || qt == 4 ? qt : 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;

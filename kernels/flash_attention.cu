@@ -373,25 +373,24 @@ cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out)
   return flash_mma_plan (cb, BH, HW, d, out, &p);
 }
 
+/* out: the fused out projection's operands (weight NULL: none, O written) */
 template <typename T, int DS>
 static void
 flash_mma_launch_ds (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
                      const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
-                     const CudaFlashOut *out)
+                     const CudaFlashOut &out)
 {
   const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
-  launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, flash_mma_kernel<T, DS>, (const T *) Q, (const T *) K,
-          (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt, p.kc,
-          out != NULL ? (const T *) out->weight : (const T *) NULL, out != NULL ? out->ldw : 0,
-          out != NULL ? out->bias : (const float *) NULL, out != NULL ? (const T *) out->residual : (const T *) NULL,
-          out != NULL ? (T *) out->y : (T *) NULL, out != NULL ? out->scale : 1.0f);
+  launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, flash_mma_kernel<T, DS>, (const T *) Q,
+          (const T *) K, (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt,
+          p.kc, (const T *) out.weight, out.ldw, out.bias, (const T *) out.residual, (T *) out.y, out.scale);
 }
 
 template <typename T>
 static void
 flash_mma_launch (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
                   const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
-                  const CudaFlashOut *out)
+                  const CudaFlashOut &out)
 {
   switch (p.ds)
     {
@@ -412,9 +411,11 @@ cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const v
     return false;
   g_debug ("flash attention (mma) BH %d HW %d d %d: %d dims per warp, %d queries and %d keys per block step, "
            "%zu bytes shared%s", BH, HW, d, p.ds, 16 * p.qt, p.kc, p.smem, out != NULL ? ", out projection" : "");
+  static const CudaFlashOut no_out = { NULL, 0, NULL, NULL, NULL, 1.0f };
+  const CudaFlashOut &o = out != NULL ? *out : no_out;
   if (cb->act_type == CT_F16)
-    flash_mma_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out);
+    flash_mma_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, o);
   else
-    flash_mma_launch<__nv_bfloat16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out);
+    flash_mma_launch<__nv_bfloat16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, o);
   return true;
 }

@@ -6,8 +6,9 @@
  * another (so `__shared__` = `static` is per block), and the runtime calls the backend makes (memory,
  * streams, events, stream capture into graphs) are implemented on host memory. A kernel whose threads
  * reach different barriers aborts with a message, and between two __syncthreads one warp runs its whole
- * stretch before the next (orders alternating), so a missing barrier usually shows up as a wrong result. The WMMA API is emulated with whole 16x16
- * tiles per lane (same arithmetic: products of fp16/bf16 inputs accumulated in float).
+ * stretch before the next (orders alternating), so a missing barrier usually shows up as a wrong result.
+ * The WMMA API is emulated with whole 16x16 tiles per lane (same arithmetic: products of fp16/bf16 inputs
+ * accumulated in float).
  *
  * Not emulated: timing, occupancy, bank conflicts, register or shared-memory limits, memory-model
  * subtleties between blocks. The real checks happen on a GPU (tests/gpu/run.sh). */

@@ -25,7 +25,7 @@
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
- * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core)
+ * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core),
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
  * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), and two forced block shapes of the mma core
  * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT).
