@@ -84,7 +84,8 @@ struct CudaBackend {
   CudaConvAlgo conv_algo;
   CudaConvTile conv_tile;          /* $DDPM_CUDA_CONV_TILE (tests); TILE_MMA: wherever the channels-last kernel runs */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
-  gboolean conv_reduce_kernel;     /* $DDPM_CUDA_CONV_REDUCE=kernel: split-K sums in a second launch (tests) */
+  gboolean conv_reduce_kernel;     /* split-K sums in a second launch ($DDPM_CUDA_CONV_REDUCE=last-block: the
+                                    * last block of each tile sums them) */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;

@@ -11,6 +11,8 @@
 #   lib/libddpm-cuda.so            the CUDA backend module (sm_80/86/89/90 + compute_90 PTX), stripped
 #   lib/libddpm-kernel-trace.so    the in-graph kernel trace (tools/kernel_trace.c, CUPTI; run.sh stage 3b).
 #                                  libcupti.so.13 itself stays behind: the GPU machine's toolkit has it
+#   lib/libddpm-crash-backtrace.so a backtrace on SIGSEGV/SIGBUS/SIGFPE/SIGABRT (tools/crash_backtrace.c; run.sh
+#                                  preloads it); resolve frames with addr2line against the unstripped build
 #   lib/libglib-2.0.so.0 ...       what the binaries need and the GPU machine lacks (GLib, GObject, GIO,
 #                                  json-glib)
 #   lib-fallback/                  pcre2, ffi, gomp: used there only where the system has none
@@ -34,6 +36,16 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 else
   meson setup --reconfigure "$BUILD" "${ARCHS[@]}" > /dev/null
 fi
+# Meson before 1.3 gives nvcc no depfile arguments, so ninja records no header dependencies for .cu objects
+# (`ninja -t deps` says "#deps 0"): a changed .cuh would leave objects built against the old header, each
+# with its own idea of struct CudaBackend. That happened at fcae280 (profile.cu read cb->profile 8 bytes
+# off: every process crashed in cuda_destroy on the H100). So where the deps are missing, the CUDA objects
+# are rebuilt each time (~2-3 min for one architecture).
+cuda_obj=$(ls "$BUILD"/kernels/libddpm-cuda.so.p/*.cu.o 2>/dev/null | head -1)
+if [ -n "$cuda_obj" ] && ninja -C "$BUILD" -t deps "${cuda_obj#$BUILD/}" 2>/dev/null | grep -q '#deps 0'; then
+  echo "ninja has no header dependencies for the CUDA objects (meson $(meson --version)): rebuilding them"
+  rm -f "$BUILD"/kernels/libddpm-cuda.so.p/*.cu.o
+fi
 nice ninja -C "$BUILD" cli/ddpm kernels/libddpm-cuda.so tests/gpu/test_cuda
 
 # static checks of the module (host code calling __device__ functions compiles to exit(1), ...)
@@ -55,6 +67,9 @@ CUPTI=${CUDA_HOME:-/usr/local/cuda}/targets/x86_64-linux
 cc -std=c11 -O2 -Wall -Wextra -shared -fPIC -I"$CUPTI/include" -o "$CARRY/lib/libddpm-kernel-trace.so" \
   tools/kernel_trace.c -L"$CUPTI/lib" -Wl,--no-as-needed -lcupti -lstdc++ -lpthread
 strip --strip-unneeded "$CARRY/lib/libddpm-kernel-trace.so"
+
+# A backtrace on a crash there (no gdb, no core files come back): run.sh preloads it into our binaries.
+cc -std=c11 -O2 -Wall -Wextra -shared -fPIC -o "$CARRY/lib/libddpm-crash-backtrace.so" tools/crash_backtrace.c
 
 # The shared libraries the GPU machine lacks: the GLib family and json-glib (lib/). OpenBLAS, libpng, zlib,
 # libstdc++ and libc are there. libgomp, pcre2 and ffi normally are too, in newer versions that our binaries

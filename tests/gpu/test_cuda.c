@@ -21,7 +21,7 @@
  * channels-last one), with each kernel's other tile and a forced K split (DDPM_CUDA_CONV_TILE=large,
  * DDPM_CUDA_CONV_SPLITK=3), =mma (the 128 x 128 mma.sync tile where it fills a wave; and with
  * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), and with
- * DDPM_CUDA_CONV_REDUCE=kernel (split-K sums in a second launch); the
+ * DDPM_CUDA_CONV_REDUCE=last-block (split-K sums by the last block of each tile, not a second launch); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
@@ -194,7 +194,7 @@ main (int argc, char **argv)
                   /* ... and wherever the channels-last kernel runs, small and partial tiles included */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "mma", OPS_CONV);
                   /* split-K sums in a second launch (what more tiles than counters take) */
-                  run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "last-block", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
                 {
