@@ -16,6 +16,7 @@
 
 #define DC_THREADS 256
 #define DC_WARPS (DC_THREADS / 32)
+#define DC_BATCH 8                              /* input channels loaded together (see the K loop) */
 
 template <typename T, int CO>
 __global__ void __launch_bounds__ (DC_THREADS)
@@ -52,13 +53,25 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
         {
           const T *src = xb + (size_t) ci * plane + (size_t) iy * s.W + ix;
           const T *wk = Wt + (size_t) m0 * s.ldw + kk;
-          for (int c = 0; c < n; c++)
+          /* DC_BATCH channels' loads are issued together before their products: one trip to L2 per batch,
+           * not per channel (the H100 trace of fcae280 had the loop latency-bound: cifar10-32's conv_in
+           * 26 us at batch 1, celebahq-256's conv_in / conv_out 153 / 119 us). Same products in the same
+           * order as one channel at a time. */
+          for (int c0 = 0; c0 < n; c0 += DC_BATCH)
             {
-              const float v = to_f32<T> (src[(size_t) c * plane]);
+              float v[DC_BATCH];
 #pragma unroll
-              for (int j = 0; j < CO; j++)
-                if (j < nco)
-                  acc[j] += to_f32<T> (wk[(size_t) j * s.ldw + c]) * v;
+              for (int u = 0; u < DC_BATCH; u++)
+                v[u] = c0 + u < n ? to_f32<T> (src[(size_t) (c0 + u) * plane]) : 0.0f;
+#pragma unroll
+              for (int u = 0; u < DC_BATCH; u++)
+                if (c0 + u < n)
+                  {
+#pragma unroll
+                    for (int j = 0; j < CO; j++)
+                      if (j < nco)
+                        acc[j] += to_f32<T> (wk[(size_t) j * s.ldw + c0 + u]) * v[u];
+                  }
             }
         }
       kk += n;
@@ -96,16 +109,25 @@ cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s)
   return cb->act_type != CT_F32 && (s.Cout <= 8 || s.K <= 32) && (P + 31) / 32 <= 2147483647LL;
 }
 
-/* Output channels per thread, and output-channel groups per block (a power of two, so R = 8 / G slices). */
+/* Output channels per thread, and output-channel groups per block (a power of two, so R = 8 / G slices).
+ * Up to 16 channels per thread, fewer where the grid would not cover the SMs: cifar10-32's conv_in at
+ * batch 1 (1024 pixels, 128 channels) gets 128 blocks of 4 channels per thread instead of 32 of 16. */
 static void
-direct_split (const ConvShape &s, int *co, int *groups)
+direct_split (const CudaBackend *cb, const ConvShape &s, long long pixel_blocks, int *co, int *groups)
 {
-  *co = s.Cout <= 4 ? 4 : s.Cout <= 8 ? 8 : 16;
-  const int need = ceil_div (s.Cout, *co);
-  int g = 1;
-  while (g < need && g < DC_WARPS)
-    g *= 2;
-  *groups = g;
+  int c = s.Cout <= 4 ? 4 : s.Cout <= 8 ? 8 : 16;
+  for (;;)
+    {
+      const int need = ceil_div (s.Cout, c);
+      int g = 1;
+      while (g < need && g < DC_WARPS)
+        g *= 2;
+      *co = c;
+      *groups = g;
+      if (c == 4 || pixel_blocks * ceil_div (s.Cout, g * c) >= cb->sm_count)
+        return;
+      c /= 2;
+    }
 }
 
 template <typename T>
@@ -113,9 +135,9 @@ static void
 launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const DdpmConvEpilogue *e)
 {
   const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
-  int co, G;
-  direct_split (s, &co, &G);
   const long long P = (long long) s.B * s.Ho * s.Wo;
+  int co, G;
+  direct_split (cb, s, (P + 31) / 32, &co, &G);
   const int gy = ceil_div (s.Cout, G * co);
   if (gy > 65535)
     {
