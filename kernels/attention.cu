@@ -307,7 +307,7 @@ flash_fits (const CudaBackend *cb, int HW, int d)
 static AttnCore
 attn_core (const CudaBackend *cb, int BH, int HW, int d)
 {
-  if (cb->attn_mode == ATTN_AUTO && cuda_flash_mma_fits (cb, BH, HW, d, false))
+  if (cb->attn_mode != ATTN_WMMA && cb->attn_mode != ATTN_CUBLAS && cuda_flash_mma_fits (cb, BH, HW, d, false))
     return CORE_MMA;
   return flash_fits (cb, HW, d) ? CORE_WMMA : CORE_CUBLAS;
 }

@@ -733,13 +733,17 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->gn_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_GN_CONV"), "0") != 0;
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
   cb->attn_mode = attn == NULL ? ATTN_AUTO : strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS
-                  : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : ATTN_AUTO;
+                  : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : strcmp (attn, "mma") == 0 ? ATTN_MMA
+                  : strcmp (attn, "split") == 0 ? ATTN_SPLIT : ATTN_AUTO;
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
   const char *fa_ds = g_getenv ("DDPM_CUDA_FA_DS"), *fa_qt = g_getenv ("DDPM_CUDA_FA_QT");
   const int ds = fa_ds != NULL ? atoi (fa_ds) : 0, qt = fa_qt != NULL ? atoi (fa_qt) : 0;
   cb->fa_ds = ds == 16 || ds == 32 || ds == 64 || ds == 128 ? ds : 0;   /* else the plan's rule */
   cb->fa_qt = qt == 1 || qt == 2 || qt == 4 ? qt : 0;
+  const char *fa_kw = g_getenv ("DDPM_CUDA_FA_KW");
+  const int kw = fa_kw != NULL ? atoi (fa_kw) : 0;
+  cb->fa_kw = kw == 16 || kw == 32 || kw == 64 ? kw : 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;

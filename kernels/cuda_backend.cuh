@@ -29,7 +29,7 @@ enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA };
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 /* attention core: flash_attention.cu's mma.sync kernel or the WMMA one where they fit (attention.cu), or the cuBLAS
  * score / softmax / PV path */
-enum CudaAttnMode { ATTN_AUTO, ATTN_WMMA, ATTN_CUBLAS };
+enum CudaAttnMode { ATTN_AUTO, ATTN_MMA, ATTN_SPLIT, ATTN_WMMA, ATTN_CUBLAS };
 
 #define CUDA_STAGING_SLOTS 64
 #define CUDA_STAGING_SLOT_BYTES (64 * 1024)
@@ -91,10 +91,13 @@ struct CudaBackend {
   CudaGnMode gn_mode;
   gboolean upsample_conv_fuse;     /* upsample_conv2d samples x at half resolution ($DDPM_CUDA_UPSAMPLE_CONV=0: the
                                     * two ops) */
-  CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN=wmma: the WMMA core, not flash_attention.cu's; =cublas: neither */
+  CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN: =mma flash_attention.cu's core only, =split flash_split.cu's
+                                    * wherever it applies (default: where blocks are few), =wmma the WMMA core,
+                                    * =cublas none of them */
   int fa_warps;                    /* warps per WMMA attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
   gboolean flash_mma_ready;        /* the mma attention kernels may use that much (cuda_flash_mma_prepare) */
+  int fa_kw;                       /* $DDPM_CUDA_FA_KW: keys per warp of the split core (0: its own rule) */
   int fa_ds, fa_qt;                /* $DDPM_CUDA_FA_DS / _FA_QT: the mma attention plan's dims per warp and query
                                     * tiles per block (0: its own rule) */
   gboolean attn_out_fuse;          /* the mma attention core also does the out projection (one head;
@@ -276,6 +279,12 @@ struct CudaFlashOut {
 };
 void cuda_flash_mma_prepare (CudaBackend *cb);   /* once, at creation: sets flash_mma_ready */
 bool cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out);
+/* flash_split.cu: the core with the keys of one query tile split across its warps (few blocks) */
+bool cuda_flash_split_fits (const CudaBackend *cb, int BH, int HW, int d, bool out);
+bool cuda_flash_split_allow_smem (const CudaBackend *cb);
+bool cuda_flash_attention_split (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
+                                 const float *bv, int B, int heads, int C, int HW, long long stride,
+                                 const CudaFlashOut *out);
 bool cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                                const float *bv, int B, int heads, int C, int HW, long long stride,
                                const CudaFlashOut *out);

@@ -26,39 +26,10 @@
  * 32-column chunks by cp.async into the shared memory K and V used (double-buffered); warp (qt, ds) computes
  * output channels ds DS .. for its 16 queries. y may alias residual (each element is read, then written, by
  * one thread). That saves the out GEMM's and the bias / residual pass's launches and O's round trip. */
-#include "cuda_backend.cuh"
-#include "mma_sync.cuh"
+#include "flash_common.cuh"
 
 #define FM_KC 64                        /* keys per chunk at most (the score accumulator's width) */
-#define FM_PAD 8                        /* elements of padding per shared row: 16 bytes */
 #define FM_MAX_WARPS 8
-#define FM_WK 32                        /* Wo columns per chunk of the fused out projection */
-
-/* Two floats as one register of two T, the first in the low half (the mma operand layout). */
-template <typename T>
-__device__ __forceinline__ uint32_t
-pack2 (float lo, float hi)
-{
-  const T v[2] = { from_f32<T> (lo), from_f32<T> (hi) };
-  uint32_t u;
-  memcpy (&u, v, sizeof u);
-  return u;
-}
-
-/* rows x cols of src (row stride HW, global) into dst (row stride ld, shared) by 16-byte cp.async, one group */
-template <typename T>
-__device__ __forceinline__ void
-fm_copy_rows (T *dst, int ld, const T *src, int HW, int rows, int cols)
-{
-  constexpr int N = Vec16<T>::N;
-  const int vecs = cols / N;
-  for (int e = threadIdx.x; e < rows * vecs; e += blockDim.x)
-    {
-      const int i = e / vecs, c = (e % vecs) * N;
-      __pipeline_memcpy_async (dst + (size_t) i * ld + c, src + (size_t) i * HW + c, 16);
-    }
-  __pipeline_commit ();
-}
 
 /* grid (HW / BQ, B * heads), block 32 QT (d / DS). HW % BQ == 0, kc in {16, 32, 64}, d % DS == 0. */
 template <typename T, int DS>
@@ -232,55 +203,8 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
       return;
     }
 
-  /* out projection (one head: C = d): Y (C x 16 queries per warp tile) = Wo (C x d) O (d x queries), Wo's
-   * columns in chunks of FM_WK through two buffers where K and V were; warp (qt, ds) owns channels ds DS .. */
-  constexpr int LW = FM_WK + FM_PAD;
-  T *const Ws = Ks;                     /* [2][C][LW] */
-  float acc[DS / 16][2][4];
-#pragma unroll
-  for (int mt = 0; mt < DS / 16; mt++)
-#pragma unroll
-    for (int n = 0; n < 2; n++)
-      acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.0f;
-  const int nwk = d / FM_WK;
-  fm_copy_rows (Ws, LW, Wo, ldw, C, FM_WK);
-  for (int c = 0; c < nwk; c++)
-    {
-      if (c + 1 < nwk)
-        fm_copy_rows (Ws + (size_t) ((c + 1) & 1) * C * LW, LW, Wo + (c + 1) * FM_WK, ldw, C, FM_WK);
-      __pipeline_wait_prior (c + 1 < nwk ? 1 : 0);   /* chunk c has landed */
-      __syncthreads ();
-      const T *w = Ws + (size_t) (c & 1) * C * LW;
-#pragma unroll
-      for (int ks = 0; ks < FM_WK; ks += 16)
-        {
-          uint32_t ob[4];   /* O (dims +0, queries +0), (+8, +0), (+0, +8), (+8, +8) */
-          ldmatrix_x4_trans (ob, Qs + (size_t) (c * FM_WK + ks + 8 * mlo + mrow) * LQ + 16 * qt + 8 * mhi);
-          const uint32_t b0[2] = { ob[0], ob[1] }, b1[2] = { ob[2], ob[3] };
-#pragma unroll
-          for (int mt = 0; mt < DS / 16; mt++)
-            {
-              uint32_t a[4];   /* Wo (channels +0, dims +0), (+8, +0), (+0, +8), (+8, +8) */
-              ldmatrix_x4 (a, w + (size_t) (ds * DS + 16 * mt + 8 * mlo + mrow) * LW + ks + 8 * mhi);
-              mma_m16n8k16<T> (acc[mt][0], a, b0);
-              mma_m16n8k16<T> (acc[mt][1], a, b1);
-            }
-        }
-      __syncthreads ();                 /* every warp is done with buffer c & 1 before chunk c + 2 refills it */
-    }
-  /* y = (proj + bo + residual) * scale, in the unfused pass's order, one rounding */
-#pragma unroll
-  for (int mt = 0; mt < DS / 16; mt++)
-#pragma unroll
-    for (int n = 0; n < 2; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        {
-          const int ch = ds * DS + 16 * mt + g + 8 * (e >> 1);
-          const size_t i = ((size_t) b * C + ch) * HW + q0 + 16 * qt + 8 * n + 2 * t + (e & 1);
-          const float v = acc[mt][n][e] + (bo != NULL ? bo[ch] : 0.0f);
-          y[i] = from_f32<T> ((v + to_f32<T> (residual[i])) * scale);
-        }
+  /* out projection (one head: C = d), Wo's chunks where K and V were; warp (qt, ds) owns channels ds DS .. */
+  fm_out_projection<T, DS> (Qs, LQ, 16 * qt, ds, Ks, Wo, ldw, C, d, bo, residual, y, scale, b, HW, q0 + 16 * qt);
 }
 
 /* The block shape for (BH, HW, d): DS, query tiles per block QT, keys per chunk KC, shared bytes. */
@@ -293,8 +217,8 @@ struct FlashMmaPlan {
 static size_t
 flash_mma_smem (int d, int qt, int kc, bool out, size_t act)
 {
-  const size_t kv = 2 * (size_t) (kc + FM_PAD), wo = out ? 2 * (size_t) (FM_WK + FM_PAD) : 0;
-  return (size_t) d * act * ((size_t) (16 * qt + FM_PAD) + (kv > wo ? kv : wo));
+  const size_t kv = 2 * (size_t) d * (kc + FM_PAD), wo = out ? fm_out_proj_elems (d) : 0;
+  return act * ((size_t) d * (16 * qt + FM_PAD) + (kv > wo ? kv : wo));
 }
 
 /* FALSE where the kernel does not apply: 16-bit activations, HW and d multiples of 16, d <= 512, and the
@@ -357,8 +281,9 @@ cuda_flash_mma_prepare (CudaBackend *cb)
   if (cb->act_type == CT_F32)
     return;
   const int bytes = (int) cb->smem_per_block_optin;
-  cb->flash_mma_ready = cb->act_type == CT_F16 ? flash_mma_allow_smem<__half> (bytes)
-                                               : flash_mma_allow_smem<__nv_bfloat16> (bytes);
+  cb->flash_mma_ready = (cb->act_type == CT_F16 ? flash_mma_allow_smem<__half> (bytes)
+                                                : flash_mma_allow_smem<__nv_bfloat16> (bytes))
+                        && cuda_flash_split_allow_smem (cb);
   if (!cb->flash_mma_ready)
     {
       g_message ("CUDA backend: cudaFuncSetAttribute (%d bytes of shared memory) failed: %s; attention takes the "
@@ -370,7 +295,7 @@ bool
 cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out)
 {
   FlashMmaPlan p;
-  return flash_mma_plan (cb, BH, HW, d, out, &p);
+  return cuda_flash_split_fits (cb, BH, HW, d, out) || flash_mma_plan (cb, BH, HW, d, out, &p);
 }
 
 /* out: the fused out projection's operands (weight NULL: none, O written) */
@@ -405,6 +330,8 @@ bool
 cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                           const float *bv, int B, int heads, int C, int HW, long long stride, const CudaFlashOut *out)
 {
+  if (cuda_flash_attention_split (cb, Q, K, V, O, bq, bv, B, heads, C, HW, stride, out))
+    return true;
   const int d = C / heads, BH = B * heads;
   FlashMmaPlan p;
   if ((out != NULL && heads != 1) || !flash_mma_plan (cb, BH, HW, d, out != NULL, &p))

@@ -18,7 +18,7 @@
 #
 # Expected run time on an H100/H200 (e465425's whole run took 2 min 41 s): ~2 min of tests, <= 1.5 min of
 # compute-sanitizer, ~1 min of benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~90 s of
-# switch A/B (60 short benches; limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
+# switch A/B (56 short benches; limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
 # Failed-check retries start only in the first 300 s and A/B benches only in the first 450 s, so that the run
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
@@ -108,7 +108,8 @@ esac
 # goes on without it, so its numbers still come.
 if [ $rc -eq 1 ]; then
   echo "== 1a. the failed checks again with each switchable feature off"
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma; do
+  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=mma \
+                 DDPM_CUDA_ATTN=wmma; do
     if [ $SECONDS -gt "${RETRY_UNTIL:-300}" ]; then   # the device session's time: leave it to the benchmarks
       echo "$setting: not tried ($SECONDS s into the run)"
       continue
@@ -250,15 +251,21 @@ fi
 #   DDPM_CUDA_CONV=implicit              the NCHW conv kernel everywhere (no transposes, register-staged loads)
 #   DDPM_CUDA_CONV_REDUCE=last-block     split-K sums by the last block of each tile instead of a second launch
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
+#   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
+#                                        blocks: batch 1 at 16 x 16 tokens)
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
 #                                        (flash_attention.cu, biases inside)
 #   DDPM_CUDA_ATTN_OUT=0                 the mma.sync core without the out projection (cuBLAS GEMM + a pass)
+#   DDPM_CUDA_FA_KW=64                   the split core with 64 keys per warp (4 warps at 256 tokens; the rule: 8
+#                                        of 32)
 #   DDPM_CUDA_FA_DS=128 / DDPM_CUDA_FA_QT=2  the mma.sync core's block shape: 128 output dims per warp (fewer warps,
 #                                        less repeated score work; the rule takes 64 where blocks are few) /
 #                                        2 query tiles per block (the rule takes up to 4)
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
-# (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425: 1.794-1.817 ms for
-# blocks per SM 1, 2, 4 and min K slices 2, 4, 8; DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM / _MIN_SLICES still exist.)
+#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 / DDPM_CUDA_CONV_SPLITK=1  half the K splits / none at batch 1: each
+#                                        split conv now costs a second launch (~5 us at cifar b1, 63 per forward)
+# (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425, 1.794-1.817 ms for
+# blocks per SM 1, 2, 4 and min K slices 2, 4, 8, when the last block summed the splits.)
 ab () {   # ab CONFIG BATCH SETTING
   if [ $SECONDS -gt "${AB_UNTIL:-450}" ]; then   # the device session's time: the rest is cut, not the log
     echo "ab $1 batch $2 $3: not run ($SECONDS s into the run)" | tee -a "$OUT/profile.txt"
@@ -278,16 +285,26 @@ ab () {   # ab CONFIG BATCH SETTING
 echo "== 4. Run-time switches against the default (ddpm bench median ms, fp16; also in profile.txt)"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
 if [ $rc -ne 77 ]; then
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_REDUCE=last-block \
-                 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=wmma DDPM_CUDA_FA_DS=128; do
-    ab cifar10-32 1 $setting
-  done
-  for setting in DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_ATTN=wmma DDPM_CUDA_FA_QT=2; do
-    ab cifar10-32 128 $setting
-  done
-  for setting in DDPM_CUDA_GN_CONV=0 DDPM_CUDA_CONV=mma DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN=wmma; do
-    ab celebahq-256 1 $setting
-  done
+  # most telling first (AB_UNTIL cuts the rest). Left out after the H100 run of fcae280 (within 1.5 % or
+  # worse): GN_CONV=0 and UPSAMPLE_CONV=0 everywhere, CONV=implicit and FA_DS=128 at cifar b1 (1.055, 1.052).
+  while read -r shape batch setting; do
+    ab "$shape" "$batch" "$setting" < /dev/null
+  done <<'LIST'
+cifar10-32 1 DDPM_CUDA_ATTN=mma
+celebahq-256 1 DDPM_CUDA_ATTN=mma
+cifar10-32 1 DDPM_CUDA_FA_KW=64
+celebahq-256 1 DDPM_CUDA_FA_KW=64
+cifar10-32 1 DDPM_CUDA_CONV_REDUCE=last-block
+cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
+cifar10-32 1 DDPM_CUDA_CONV_SPLITK=1
+cifar10-32 1 DDPM_CUDA_PDL=0
+cifar10-32 1 DDPM_CUDA_ATTN_OUT=0
+cifar10-32 128 DDPM_CUDA_CONV=mma
+cifar10-32 128 DDPM_CUDA_FA_QT=2
+celebahq-256 1 DDPM_CUDA_CONV=mma
+cifar10-32 1 DDPM_CUDA_ATTN=wmma
+celebahq-256 1 DDPM_CUDA_ATTN=wmma
+LIST
 fi
 
 echo "== done $(date -u)"

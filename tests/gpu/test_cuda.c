@@ -27,8 +27,10 @@
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core),
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
- * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), and two forced block shapes of the mma core
- * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT).
+ * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), two forced block shapes of the mma core
+ * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT), =split (flash_split.cu's core wherever it applies; with
+ * DDPM_CUDA_FA_KW=16 / 64 keys per warp, within 99 KiB, without the out projection) and =mma
+ * (flash_attention.cu's core where the default would take the split one).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -206,6 +208,17 @@ main (int argc, char **argv)
                   run_ops_on (&env, p, "DDPM_CUDA_ATTN", "wmma", OPS_ATTENTION);
                   env.timing = FALSE;
                   run_ops_with (&env, p, "DDPM_CUDA_ATTN=wmma DDPM_CUDA_FA_WARPS=4", OPS_ATTENTION);
+                  /* flash_split.cu's core (keys split across the warps of a query tile) wherever it applies,
+                   * timed, with its three key widths, within 99 KiB, and without the out projection; and
+                   * flash_attention.cu's core alone where the default would take the split one (few blocks) */
+                  env.timing = timing && p == DDPM_PRECISION_FP16;
+                  run_ops_on (&env, p, "DDPM_CUDA_ATTN", "split", OPS_ATTENTION);
+                  run_ops_on (&env, p, "DDPM_CUDA_ATTN", "mma", OPS_ATTENTION);
+                  env.timing = FALSE;
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_FA_KW=16", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_FA_KW=64", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_SMEM_LIMIT=101376", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_ATTN_OUT=0", OPS_ATTENTION);
                   /* the mma core within an sm_86 / sm_89 block's 99 KiB of shared memory: fewer keys per chunk
                    * and query tiles per block (celebahq's d = 512: 16 keys) */
                   run_ops_on (&env, p, "DDPM_CUDA_SMEM_LIMIT", "101376", OPS_ATTENTION);
