@@ -25,6 +25,8 @@
 
 #define GN_THREADS 256
 #define GN_MAX_SPLIT 64
+#define GN_MERGE_BATCH 8                /* statistics partials loaded together by gn_merge */
+#define GN_NHWC_TILES 8                 /* 32-pixel tiles per block of gn_apply_nhwc_kernel at most */
 
 /* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. VEC: begin and
  * end are multiples of Vec16<T>::N and v is 16-byte aligned. */
@@ -271,17 +273,30 @@ gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int 
 __device__ __forceinline__ float2
 gn_merge (const float *p, int S, float eps)
 {
+  /* the partials' loads GN_MERGE_BATCH at a time, then merged one by one in order (the same sums as one at a
+   * time): the H100 trace of fcae280 had gn_apply_nhwc_kernel at ~95 us per call at 256 x 256, each block
+   * waiting on S = 17 L2 round trips before its tile */
   double n = 0.0, mean = 0.0, m2 = 0.0;
 #pragma unroll 1
-  for (int i = 0; i < S; i++)
+  for (int i0 = 0; i0 < S; i0 += GN_MERGE_BATCH)
     {
-      const double nb = p[3 * i + 2];
-      if (nb == 0.0)
-        continue;
-      const double mb = p[3 * i], delta = mb - mean, tot = n + nb;
-      mean += delta * nb / tot;
-      m2 += (double) p[3 * i + 1] + delta * delta * n * nb / tot;
-      n = tot;
+      float part[GN_MERGE_BATCH][3];
+#pragma unroll
+      for (int u = 0; u < GN_MERGE_BATCH; u++)
+#pragma unroll
+        for (int e = 0; e < 3; e++)
+          part[u][e] = i0 + u < S ? p[3 * (i0 + u) + e] : 0.0f;
+#pragma unroll
+      for (int u = 0; u < GN_MERGE_BATCH; u++)
+        {
+          const double nb = part[u][2];
+          if (nb == 0.0)
+            continue;                   /* an empty chunk, or past S */
+          const double mb = part[u][0], delta = mb - mean, tot = n + nb;
+          mean += delta * nb / tot;
+          m2 += (double) part[u][1] + delta * delta * n * nb / tot;
+          n = tot;
+        }
     }
   return make_float2 ((float) mean, (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps)));
 }
@@ -307,13 +322,15 @@ gn_apply_kernel (const T *x, T *y, const float *__restrict__ stats, const float 
 
 /* The split path's normalisation written channels last, for the convolution that reads it
  * (cuda_group_norm_conv2d): xh (B, HW, C) = GroupNorm(x (B, C, HW)) [* (1 + scale) + shift] [SiLU], in 32 x 32
- * tiles of channels x pixels (nchw_to_nhwc_tile). Each of a tile's 32 channels first merges its group's S
- * partials and gets its constants once. One rounding, as group_norm then the transpose. */
+ * tiles of channels x pixels (nchw_to_nhwc_tile), `tiles` consecutive pixel tiles per block. Each of the
+ * block's 32 channels first merges its group's S partials and gets its constants once, for all its tiles
+ * (at 256 x 256 one tile per block made 8192 blocks each wait on the merge). One rounding, as group_norm
+ * then the transpose. */
 template <typename T>
 __global__ void __launch_bounds__ (256)
 gn_apply_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, const float *__restrict__ stats,
                       const float *__restrict__ gamma, const float *__restrict__ beta, const T *__restrict__ ss, int C,
-                      int HW, int G, int S, float eps, bool silu)
+                      int HW, int G, int S, float eps, bool silu, int tiles)
 {
   grid_dependency_wait ();
   __shared__ GnChannel ch[32];
@@ -326,8 +343,15 @@ gn_apply_nhwc_kernel (const T *__restrict__ x, T *__restrict__ xh, const float *
   __syncthreads ();
   const size_t image = (size_t) b * C * HW;
   const bool scale_shift = ss != NULL;
-  nchw_to_nhwc_tile (x + image, xh + image, C, HW, c0, blockIdx.x * 32,
-                     [=] (int r, float v) { return gn_value (v, ch[r], scale_shift, silu); });
+  for (int k = 0; k < tiles; k++)
+    {
+      const int p0 = (blockIdx.x * tiles + k) * 32;
+      if (p0 >= HW)
+        break;                          /* the same for the whole block */
+      nchw_to_nhwc_tile (x + image, xh + image, C, HW, c0, p0,
+                         [=] (int r, float v) { return gn_value (v, ch[r], scale_shift, silu); });
+      __syncthreads ();                 /* the tile's shared buffer is read before the next fills it */
+    }
 }
 
 /* Chunks per group for the split path; 1 means fused. */
@@ -439,7 +463,10 @@ cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, void *
   const int S = imax (gn_split (cb, groups, len), 1);
   const bool vec = HW % 8 == 0 && aligned16 (x);
   const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
-  const dim3 tiles ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (C, 32), (unsigned) B);
+  /* pixel tiles per block: as many as keep about 8 blocks of 256 threads per SM busy, up to GN_NHWC_TILES */
+  const long long ptiles = ceil_div (HW, 32), blocks1 = ptiles * ceil_div (C, 32) * B;
+  const int per = (int) imin (GN_NHWC_TILES, imax (1, (int) (blocks1 / (8LL * cb->sm_count))));
+  const dim3 tiles ((unsigned) ((ptiles + per - 1) / per), (unsigned) ceil_div (C, 32), (unsigned) B);
   DISPATCH_ACT (cb, T, {
     /* a group that fits the register kernel: statistics, normalisation and transpose in one launch */
     if (vec && aligned16 (xh)
@@ -452,7 +479,7 @@ cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, void *
       launch (cb, "group_norm_stats", dim3 (S, groups), GN_THREADS, 0, gn_stats_kernel<T, false>, (const T *) x,
               cb->gn_stats, C, HW, G, S);
     launch (cb, "group_norm_nhwc", tiles, dim3 (32, 8), 0, gn_apply_nhwc_kernel<T>, (const T *) x, (T *) xh,
-            (const float *) cb->gn_stats, gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, silu);
+            (const float *) cb->gn_stats, gamma, beta, (const T *) scale_shift, C, HW, G, S, eps, silu, per);
   });
   return true;
 }
