@@ -62,6 +62,13 @@ def run_ddpm(ddpm, args, env_extra, timeout):
     return p, time.perf_counter() - t0
 
 
+def failure(p):
+    """Why a ddpm run failed, for the log and the JSON: "exit N" or "killed by signal N", then its stderr's end
+    (fcae280's ddpm crashed in cuda_destroy with nothing on stderr: "exit -11" said little)."""
+    why = f"killed by signal {-p.returncode}" if p.returncode < 0 else f"exit {p.returncode}"
+    return f"{why}: {p.stderr.strip()[-400:]}"
+
+
 def parse_bench_line(out):
     for line in out.splitlines():
         if line.startswith("bench "):
@@ -80,8 +87,8 @@ def ddpm_forward(ddpm, config, batch, precision, conv, iters, results):
         return None
     fields = parse_bench_line(p.stdout)
     if p.returncode != 0 or fields is None:
-        log(f"  {key}: failed (exit {p.returncode}): {p.stderr.strip()[-400:]}")
-        results[key] = {"error": p.stderr.strip()[-400:]}
+        log(f"  {key}: failed ({failure(p)})")
+        results[key] = {"error": failure(p)}
         return None
     ms = float(fields["median_ms"])
     results[key] = {"median_ms": ms, "min_ms": float(fields["min_ms"]), "device": fields.get("device_name")}
@@ -170,8 +177,8 @@ def ddpm_sample_ms(ddpm, folder, sampler, steps, conv, results):
             log(f"  {key}: timed out")
             return None
         if p.returncode != 0:
-            log(f"  {key}: failed (exit {p.returncode}): {p.stderr.strip()[-400:]}")
-            results[key] = {"error": p.stderr.strip()[-400:]}
+            log(f"  {key}: failed ({failure(p)})")
+            results[key] = {"error": failure(p)}
             return None
         vals = dict(t.split("=", 1) for t in p.stdout.split() if "=" in t)
         if "sample_ms" not in vals or "warm_sample_ms" not in vals:

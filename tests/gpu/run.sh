@@ -274,9 +274,12 @@ ab () {   # ab CONFIG BATCH SETTING
   line="ab $1 batch $2 $3:"
   for which in default switch default switch; do
     if [ $which = default ]; then set_env=; else set_env=$3; fi
-    ms=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $set_env timeout 60 "$CARRY/bin/ddpm" \
-         bench --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 3 --iters 20 --quiet 2>&1 \
-         | grep -o 'median_ms=[0-9.]*' | cut -d= -f2)
+    # the exit status counts too: fcae280's ddpm printed its median, then crashed in cuda_destroy (exit 139)
+    out=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $set_env timeout 60 "$CARRY/bin/ddpm" \
+          bench --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 3 --iters 20 --quiet 2>&1)
+    st=$?
+    ms=$(echo "$out" | grep -o 'median_ms=[0-9.]*' | cut -d= -f2)
+    [ $st -eq 0 ] || ms="failed(exit-$st)"
     line="$line $which ${ms:-failed}"
   done
   echo "$line" | awk '{ d = ($(NF-6) + $(NF-2)) / 2; w = ($(NF-4) + $NF) / 2;
