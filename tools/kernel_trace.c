@@ -37,7 +37,7 @@
 
 #define TRACE_BUFFER_BYTES (4u << 20)           /* one activity buffer: ~20000 kernel records */
 #define TRACE_MAX_KERNELS (1u << 21)            /* records kept (~150 MB); a bench needs a few thousand */
-#define TRACE_TIMELINE 40                       /* kernels of the median round listed one by one */
+#define TRACE_TIMELINE 400                      /* kernels of the median round listed one by one */
 #define TRACE_EAGER_ROWS 30
 
 typedef struct {
@@ -347,17 +347,28 @@ gap_us (const Kernel *k, uint64_t *latest_end)
   return gap;
 }
 
+/* The part of kernel k's run that no kernel before it (in start order) already covered (us): from the later
+ * of its start and latest_end to its end, 0 if it ended before. With programmatic dependent launch a kernel
+ * starts while the one before it runs and waits for it, so its duration overstates its cost; its own time
+ * is what it adds to the round: a round's own times and idle gaps add up to its span. */
+static double
+own_us (const Kernel *k, uint64_t latest_end)
+{
+  const uint64_t from = k->start_ns > latest_end ? k->start_ns : latest_end;
+  return k->end_ns > from ? (double) (k->end_ns - from) * 1e-3 : 0.0;
+}
+
 typedef struct {
   int name;
   long calls, gaps;
-  double sum_us, min_us, max_us, gap_sum_us;
+  double sum_us, min_us, max_us, gap_sum_us, own_sum_us;
 } Stat;
 
 static int
 stat_by_time (const void *a, const void *b)
 {
   const Stat *x = a, *y = b;
-  return x->sum_us > y->sum_us ? -1 : x->sum_us < y->sum_us;
+  return x->own_sum_us > y->own_sum_us ? -1 : x->own_sum_us < y->own_sum_us;
 }
 
 static void
@@ -460,7 +471,7 @@ report_graphs (FILE *out, Kernel *g, size_t n)
   /* per kernel name over the rounds used */
   for (int i = 0; i < n_names; i++)
     stats[i] = (Stat) { .name = i, .min_us = 1e300 };
-  double all_us = 0;
+  double all_us = 0, all_own_us = 0;
   for (long r = 0; r < use; r++)
     {
       uint64_t lat = used[r].t0_ns;
@@ -473,6 +484,9 @@ report_graphs (FILE *out, Kernel *g, size_t n)
           st->min_us = us < st->min_us ? us : st->min_us;
           st->max_us = us > st->max_us ? us : st->max_us;
           all_us += us;
+          const double own = own_us (&g[i], lat);
+          st->own_sum_us += own;
+          all_own_us += own;
           double gap = gap_us (&g[i], &lat);
           if (i > used[r].first)
             {
@@ -482,29 +496,31 @@ report_graphs (FILE *out, Kernel *g, size_t n)
         }
     }
   qsort (stats, (size_t) n_names, sizeof *stats, stat_by_time);
-  fprintf (out, "# per kernel name over %ld rounds (us; gap: from the latest end of the kernels before it to its "
-           "start, negative = overlap)\n", use);
-  fprintf (out, "%9s %9s %6s %8s %8s %8s %8s  %s\n", "calls/rnd", "us/rnd", "share", "mean", "min", "max", "gap",
-           "kernel");
+  fprintf (out, "# per kernel name over %ld rounds, by own time (us; own: what it adds to the span, past the latest "
+           "end before it; gap: from that end to its start, negative = overlap)\n", use);
+  fprintf (out, "%9s %9s %6s %9s %8s %8s %8s %8s  %s\n", "calls/rnd", "own/rnd", "own%", "us/rnd", "mean", "min",
+           "max", "gap", "kernel");
   for (int i = 0; i < n_names && stats[i].calls > 0; i++)
-    fprintf (out, "%9.2f %9.1f %5.1f%% %8.2f %8.2f %8.2f %8.2f  %s\n", (double) stats[i].calls / (double) use,
-             stats[i].sum_us / (double) use, all_us > 0 ? 100 * stats[i].sum_us / all_us : 0,
+    fprintf (out, "%9.2f %9.1f %5.1f%% %9.1f %8.2f %8.2f %8.2f %8.2f  %s\n", (double) stats[i].calls / (double) use,
+             stats[i].own_sum_us / (double) use, all_own_us > 0 ? 100 * stats[i].own_sum_us / all_own_us : 0,
+             stats[i].sum_us / (double) use,
              stats[i].sum_us / (double) stats[i].calls, stats[i].min_us, stats[i].max_us,
              stats[i].gaps ? stats[i].gap_sum_us / (double) stats[i].gaps : 0, names[stats[i].name].pretty);
 
-  fprintf (out, "# timeline of the median round (first %d of %zu kernels; at: us from the round's first start)\n",
-           TRACE_TIMELINE, med->count);
-  fprintf (out, "%4s %9s %8s %8s %16s %14s %4s %6s  %s\n", "#", "at", "us", "gap", "grid", "block", "regs",
-           "smemKB", "kernel");
+  fprintf (out, "# timeline of the median round (%zu of its %zu kernels; at: us from the round's first start)\n",
+           med->count < TRACE_TIMELINE ? med->count : (size_t) TRACE_TIMELINE, med->count);
+  fprintf (out, "%4s %9s %8s %8s %8s %16s %14s %4s %6s  %s\n", "#", "at", "us", "own", "gap", "grid", "block",
+           "regs", "smemKB", "kernel");
   latest = med->t0_ns;
   for (size_t i = med->first; i < med->first + med->count && i < med->first + TRACE_TIMELINE; i++)
     {
+      const double own = own_us (&g[i], latest);
       double gap = gap_us (&g[i], &latest);     /* 0 for the first: it starts at t0 */
       char grid[40], block[40];
       snprintf (grid, sizeof grid, "%d,%d,%d", g[i].grid[0], g[i].grid[1], g[i].grid[2]);
       snprintf (block, sizeof block, "%d,%d,%d", g[i].block[0], g[i].block[1], g[i].block[2]);
-      fprintf (out, "%4zu %9.2f %8.2f %8.2f %16s %14s %4u %6.1f  %s\n", i - med->first,
-               (double) (g[i].start_ns - med->t0_ns) * 1e-3, (double) (g[i].end_ns - g[i].start_ns) * 1e-3, gap,
+      fprintf (out, "%4zu %9.2f %8.2f %8.2f %8.2f %16s %14s %4u %6.1f  %s\n", i - med->first,
+               (double) (g[i].start_ns - med->t0_ns) * 1e-3, (double) (g[i].end_ns - g[i].start_ns) * 1e-3, own, gap,
                grid, block, (unsigned) g[i].regs, g[i].smem_bytes / 1024.0, names[g[i].name].pretty);
     }
 

@@ -199,8 +199,9 @@ awk '/^----/ { n = 0 } { if (n++ < 14) print }' "$OUT/profile.txt"
 # The same forwards as the graph replays them, without profile.cu's events: the CUDA driver loads
 # tools/kernel_trace.c's library at cuInit ($CUDA_INJECTION64_PATH) and CUPTI records each kernel's GPU start
 # and end. Per shape: span, kernel time and gaps of the median launch, a table per kernel name (the first
-# launch left out), the median launch's first 40 kernels one by one. CUPTI is the GPU machine's own
-# (libcupti.so.13 of its toolkit); the console gets the first 12 rows of each table.
+# launch left out, sorted by own time: what a kernel adds past the latest end before it, the real cost under
+# PDL), the median launch's kernels one by one (up to 400). CUPTI is the GPU machine's own (libcupti.so.13 of
+# its toolkit); the console gets the first 12 rows of each table.
 echo "== 3b. In-graph kernel trace (CUPTI, fp16; all rows and the timelines in trace.txt)"
 : > "$OUT/trace.txt"
 CUPTI_DIR=
