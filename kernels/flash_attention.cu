@@ -56,17 +56,7 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
   const int nchunks = (HW + kc - 1) / kc;
   fm_copy_rows (Ks, LK, k, HW, d, imin (kc, HW));
   fm_copy_rows (Vs, LK, v, HW, d, imin (kc, HW));
-  for (int e = threadIdx.x; e < d * (BQ / N); e += blockDim.x)
-    {
-      const int i = e / (BQ / N), c = (e % (BQ / N)) * N;
-      float f[N];
-      load16<T> (q + (size_t) i * HW + c, f);
-      const float add = bq != NULL ? bq[h * d + i] : 0.0f;
-#pragma unroll
-      for (int j = 0; j < N; j++)
-        f[j] += add;
-      store16<T> (Qs + (size_t) i * LQ + c, f);
-    }
+  fm_stage_q (Qs, LQ, q, HW, d, BQ, bq != NULL ? bq + h * d : NULL);
 
   /* lane's rows: g and g + 8 of the warp's 16; its pair of columns in each n8 tile: 2 t, 2 t + 1 */
   const int g = lane >> 2, t = lane & 3;
@@ -110,42 +100,19 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
         fm_copy_rows (Ks, LK, k + k0 + kc, HW, d, imin (kc, HW - k0 - kc));
 
       /* online softmax of rows g (r = 0) and g + 8 (r = 1); the 4 lanes t of a row share it */
-      float mx[2] = { -INFINITY, -INFINITY };
-#pragma unroll
-      for (int j = 0; j < FM_KC / 8; j++)
-        if (8 * j < nk)
-#pragma unroll
-          for (int e = 0; e < 4; e++)
-            {
-              s[j][e] *= inv_sqrt_d;
-              mx[e >> 1] = fmaxf (mx[e >> 1], s[j][e]);
-            }
-      float corr[2], sum[2] = { 0.0f, 0.0f };
+      float mx[2], corr[2], sum[2];
+      fm_scale_row_max (s, nk, inv_sqrt_d, mx);
 #pragma unroll
       for (int r = 0; r < 2; r++)
         {
-          mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 1));
-          mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 2));
           const float m_new = fmaxf (m_run[r], mx[r]);
           corr[r] = expf (m_run[r] - m_new);   /* 0 on the first chunk (m_run = -inf) */
           m_run[r] = m_new;
         }
-#pragma unroll
-      for (int j = 0; j < FM_KC / 8; j++)
-        if (8 * j < nk)
-#pragma unroll
-          for (int e = 0; e < 4; e++)
-            {
-              s[j][e] = expf (s[j][e] - m_run[e >> 1]);
-              sum[e >> 1] += s[j][e];
-            }
+      fm_exp_row_sum (s, nk, m_run, sum);
 #pragma unroll
       for (int r = 0; r < 2; r++)
-        {
-          sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 1);
-          sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 2);
-          l_run[r] = l_run[r] * corr[r] + sum[r];
-        }
+        l_run[r] = l_run[r] * corr[r] + sum[r];
 #pragma unroll
       for (int n = 0; n < NT; n++)
         {
@@ -162,9 +129,8 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
       for (int kk = 0; kk < FM_KC / 16; kk++)
         if (16 * kk < nk)
           {
-            const uint32_t a[4] = { pack2<T> (s[2 * kk][0], s[2 * kk][1]), pack2<T> (s[2 * kk][2], s[2 * kk][3]),
-                                    pack2<T> (s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                    pack2<T> (s[2 * kk + 1][2], s[2 * kk + 1][3]) };
+            uint32_t a[4];
+            fm_p_fragment<T> (s, kk, a);
 #pragma unroll
             for (int n2 = 0; n2 < NT / 2; n2++)
               {
@@ -265,25 +231,19 @@ flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, bool out, FlashMma
 /* Above 48 KiB a kernel must be allowed its dynamic shared memory first. Done once here, outside any graph
  * capture (the call may synchronise with the device, which a capture would not allow), for every
  * instantiation up to the device's limit. */
-template <typename T>
-static bool
-flash_mma_allow_smem (int bytes)
-{
-  return cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
-         && cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
-         && cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
-         && cudaFuncSetAttribute ((const void *) flash_mma_kernel<T, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
-}
-
 void
 cuda_flash_mma_prepare (CudaBackend *cb)
 {
   if (cb->act_type == CT_F32)
     return;
   const int bytes = (int) cb->smem_per_block_optin;
-  cb->flash_mma_ready = (cb->act_type == CT_F16 ? flash_mma_allow_smem<__half> (bytes)
-                                                : flash_mma_allow_smem<__nv_bfloat16> (bytes))
-                        && cuda_flash_split_allow_smem (cb);
+  using BF16 = __nv_bfloat16;
+  bool mma;
+  if (cb->act_type == CT_F16)
+    mma = fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_mma_kernel<__half, ds.value>; });
+  else
+    mma = fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_mma_kernel<BF16, ds.value>; });
+  cb->flash_mma_ready = mma && cuda_flash_split_allow_smem (cb);
   if (!cb->flash_mma_ready)
     {
       g_message ("CUDA backend: cudaFuncSetAttribute (%d bytes of shared memory) failed: %s; attention takes the "
@@ -299,31 +259,19 @@ cuda_flash_mma_fits (const CudaBackend *cb, int BH, int HW, int d, bool out)
 }
 
 /* out: the fused out projection's operands (weight NULL: none, O written) */
-template <typename T, int DS>
-static void
-flash_mma_launch_ds (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
-                     const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
-                     const CudaFlashOut &out)
-{
-  const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
-  launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, flash_mma_kernel<T, DS>, (const T *) Q,
-          (const T *) K, (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt,
-          p.kc, (const T *) out.weight, out.ldw, out.bias, (const T *) out.residual, (T *) out.y, out.scale);
-}
-
 template <typename T>
 static void
 flash_mma_launch (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const void *K, const void *V, void *O,
                   const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
                   const CudaFlashOut &out)
 {
-  switch (p.ds)
-    {
-    case 128: flash_mma_launch_ds<T, 128> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    case 64: flash_mma_launch_ds<T, 64> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    case 32: flash_mma_launch_ds<T, 32> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    default: flash_mma_launch_ds<T, 16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    }
+  const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
+  fm_with_ds (p.ds, [&] (auto ds) {
+    constexpr int DS = decltype (ds)::value;
+    launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, flash_mma_kernel<T, DS>, (const T *) Q,
+            (const T *) K, (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt,
+            p.kc, (const T *) out.weight, out.ldw, out.bias, (const T *) out.residual, (T *) out.y, out.scale);
+  });
 }
 
 bool
@@ -338,8 +286,7 @@ cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const v
     return false;
   g_debug ("flash attention (mma) BH %d HW %d d %d: %d dims per warp, %d queries and %d keys per block step, "
            "%zu bytes shared%s", BH, HW, d, p.ds, 16 * p.qt, p.kc, p.smem, out != NULL ? ", out projection" : "");
-  static const CudaFlashOut no_out = { NULL, 0, NULL, NULL, NULL, 1.0f };
-  const CudaFlashOut &o = out != NULL ? *out : no_out;
+  const CudaFlashOut &o = out != NULL ? *out : fm_no_out;
   if (cb->act_type == CT_F16)
     flash_mma_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, o);
   else

@@ -8,6 +8,8 @@
 #include "cuda_backend.cuh"
 #include "mma_sync.cuh"
 
+#include <type_traits>
+
 #define FM_PAD 8                        /* elements of padding per shared row: 16 bytes */
 #define FM_WK 32                        /* Wo columns per chunk of the fused out projection */
 
@@ -20,6 +22,86 @@ pack2 (float lo, float hi)
   uint32_t u;
   memcpy (&u, v, sizeof u);
   return u;
+}
+
+/* Qs [d][LQ] (shared) = q (d x cols, row stride HW, global) + bq (per row; NULL: none), in float, rounded once
+ * (the values the bias pass it replaces gave); cols a multiple of 16 bytes' worth, q 16-byte aligned. */
+template <typename T>
+__device__ __forceinline__ void
+fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
+{
+  constexpr int N = Vec16<T>::N;
+  const int vecs = cols / N;
+  for (int e = threadIdx.x; e < d * vecs; e += blockDim.x)
+    {
+      const int i = e / vecs, c = (e % vecs) * N;
+      float f[N];
+      load16<T> (q + (size_t) i * HW + c, f);
+      const float add = bq != NULL ? bq[i] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        f[j] += add;
+      store16<T> (Qs + (size_t) i * LQ + c, f);
+    }
+}
+
+/* A score accumulator s[NJ][4] holds 16 rows x 8 NJ columns in mma.sync's C layout: lane (g, t) has rows g
+ * (e = 0, 1) and g + 8 (e = 2, 3), columns 8 j + 2 t + (e & 1). The softmax steps on its first `cols` columns:
+ * scale in place and the row maxima (the 4 lanes of a row agree); exp (s - m) in place and the row sums. */
+template <int NJ>
+__device__ __forceinline__ void
+fm_scale_row_max (float (&s)[NJ][4], int cols, float scale, float (&mx)[2])
+{
+  mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < NJ; j++)
+    if (8 * j < cols)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        {
+          s[j][e] *= scale;
+          mx[e >> 1] = fmaxf (mx[e >> 1], s[j][e]);
+        }
+#pragma unroll
+  for (int r = 0; r < 2; r++)
+    {
+      mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 2));
+    }
+}
+
+template <int NJ>
+__device__ __forceinline__ void
+fm_exp_row_sum (float (&s)[NJ][4], int cols, const float (&m)[2], float (&sum)[2])
+{
+  sum[0] = sum[1] = 0.0f;
+#pragma unroll
+  for (int j = 0; j < NJ; j++)
+    if (8 * j < cols)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        {
+          s[j][e] = expf (s[j][e] - m[e >> 1]);
+          sum[e >> 1] += s[j][e];
+        }
+#pragma unroll
+  for (int r = 0; r < 2; r++)
+    {
+      sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 1);
+      sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 2);
+    }
+}
+
+/* Columns 16 kk .. 16 kk + 15 of a probability accumulator as the A fragment of P V^T (C and A layouts match),
+ * rounded to T. */
+template <typename T, int NJ>
+__device__ __forceinline__ void
+fm_p_fragment (const float (&s)[NJ][4], int kk, uint32_t (&a)[4])
+{
+  a[0] = pack2<T> (s[2 * kk][0], s[2 * kk][1]);
+  a[1] = pack2<T> (s[2 * kk][2], s[2 * kk][3]);
+  a[2] = pack2<T> (s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = pack2<T> (s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
 /* rows x cols of src (row stride HW, global) into dst (row stride ld, shared) by 16-byte cp.async, one group */
@@ -36,6 +118,39 @@ fm_copy_rows (T *dst, int ld, const T *src, int HW, int rows, int cols)
     }
   __pipeline_commit ();
 }
+
+/* Host side: f (std::integral_constant<int, DS> ()) for the kernels' compile-time output-dims-per-warp DS
+ * (16, 32, 64 or 128) given at run time, so a launcher names kernel<T, DS> once. */
+template <typename F>
+static inline void
+fm_with_ds (int ds, F &&f)
+{
+  switch (ds)
+    {
+    case 128: f (std::integral_constant<int, 128> ()); break;
+    case 64: f (std::integral_constant<int, 64> ()); break;
+    case 32: f (std::integral_constant<int, 32> ()); break;
+    default: f (std::integral_constant<int, 16> ()); break;
+    }
+}
+
+/* Every DS instantiation of a kernel allowed `bytes` of dynamic shared memory (above 48 KiB a launch needs
+ * it); kernel_of (std::integral_constant<int, DS>) gives kernel<T, DS>'s address. */
+template <typename K>
+static inline bool
+fm_allow_smem_all_ds (int bytes, K &&kernel_of)
+{
+  bool ok = true;
+  for (int ds : { 16, 32, 64, 128 })
+    fm_with_ds (ds, [&] (auto c) {
+      ok = ok
+           && cudaFuncSetAttribute (kernel_of (c), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
+    });
+  return ok;
+}
+
+/* No out projection: O is written. */
+static const CudaFlashOut fm_no_out = { NULL, 0, NULL, NULL, NULL, 1.0f };
 
 /* Shared elements the out projection's two Wo chunks take: [2][C][FM_WK + FM_PAD]. */
 static inline __host__ __device__ size_t

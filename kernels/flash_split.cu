@@ -85,17 +85,7 @@ flash_split_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *_
   issue (0);
   if (items > 1)
     issue (1);
-  for (int e = threadIdx.x; e < d * (16 / N); e += blockDim.x)
-    {
-      const int i = e / (16 / N), c = (e % (16 / N)) * N;
-      float f[N];
-      load16<T> (q + (size_t) i * HW + c, f);
-      const float add = bq != NULL ? bq[h * d + i] : 0.0f;
-#pragma unroll
-      for (int j = 0; j < N; j++)
-        f[j] += add;
-      store16<T> (Qs + (size_t) i * LQ + c, f);
-    }
+  fm_stage_q (Qs, LQ, q, HW, d, 16, bq != NULL ? bq + h * d : NULL);
 
   /* lane's rows: g and g + 8 of the 16 queries; its pair of columns in each n8 tile: 2 t, 2 t + 1 */
   const int g = lane >> 2, t = lane & 3;
@@ -133,49 +123,20 @@ flash_split_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *_
 
   /* exact softmax of rows g (r = 0) and g + 8 (r = 1) over all HW keys: row maxima and sums meet across
    * warps in shared memory */
-  float mx[2] = { -INFINITY, -INFINITY };
-#pragma unroll
-  for (int j = 0; j < FS_MAX_KW / 8; j++)
-    if (8 * j < kw)
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        {
-          s[j][e] *= inv_sqrt_d;
-          mx[e >> 1] = fmaxf (mx[e >> 1], s[j][e]);
-        }
-#pragma unroll
-  for (int r = 0; r < 2; r++)
-    {
-      mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 2));
-    }
+  float mx[2], m[2] = { -INFINITY, -INFINITY }, sum[2];
+  fm_scale_row_max (s, kw, inv_sqrt_d, mx);
   if (t == 0)
     {
       red_max[warp * 16 + g] = mx[0];
       red_max[warp * 16 + g + 8] = mx[1];
     }
   __syncthreads ();
-  float m[2] = { -INFINITY, -INFINITY }, sum[2] = { 0.0f, 0.0f };
   for (int w = 0; w < W; w++)
     {
       m[0] = fmaxf (m[0], red_max[w * 16 + g]);
       m[1] = fmaxf (m[1], red_max[w * 16 + g + 8]);
     }
-#pragma unroll
-  for (int j = 0; j < FS_MAX_KW / 8; j++)
-    if (8 * j < kw)
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        {
-          s[j][e] = expf (s[j][e] - m[e >> 1]);
-          sum[e >> 1] += s[j][e];
-        }
-#pragma unroll
-  for (int r = 0; r < 2; r++)
-    {
-      sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 1);
-      sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 2);
-    }
+  fm_exp_row_sum (s, kw, m, sum);
   if (t == 0)
     {
       red_sum[warp * 16 + g] = sum[0];
@@ -185,12 +146,7 @@ flash_split_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *_
   uint32_t pa[FS_MAX_KW / 16][4];
 #pragma unroll
   for (int kk = 0; kk < FS_MAX_KW / 16; kk++)
-    {
-      pa[kk][0] = pack2<T> (s[2 * kk][0], s[2 * kk][1]);
-      pa[kk][1] = pack2<T> (s[2 * kk][2], s[2 * kk][3]);
-      pa[kk][2] = pack2<T> (s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[kk][3] = pack2<T> (s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
+    fm_p_fragment<T> (s, kk, pa[kk]);
   __syncthreads ();
   if (threadIdx.x < 16)
     {
@@ -304,31 +260,19 @@ cuda_flash_split_fits (const CudaBackend *cb, int BH, int HW, int d, bool out)
   return flash_split_wanted (cb, BH, HW) && flash_split_plan (cb, HW, d, out, &p);
 }
 
-template <typename T, int DS>
-static void
-flash_split_launch_ds (CudaBackend *cb, const FlashSplitPlan &p, const void *Q, const void *K, const void *V, void *O,
-                       const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
-                       const CudaFlashOut &out)
-{
-  const dim3 grid ((unsigned) (HW / 16), (unsigned) BH);
-  launch (cb, "flash_attention_split", grid, 32 * p.warps, p.smem, flash_split_kernel<T, DS>, (const T *) Q,
-          (const T *) K, (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), p.kw, p.dk,
-          (const T *) out.weight, out.ldw, out.bias, (const T *) out.residual, (T *) out.y, out.scale);
-}
-
 template <typename T>
 static void
 flash_split_launch (CudaBackend *cb, const FlashSplitPlan &p, const void *Q, const void *K, const void *V, void *O,
                     const float *bq, const float *bv, int BH, int HW, int d, int heads, int C, long long stride,
                     const CudaFlashOut &out)
 {
-  switch (p.ds)
-    {
-    case 128: flash_split_launch_ds<T, 128> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    case 64: flash_split_launch_ds<T, 64> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    case 32: flash_split_launch_ds<T, 32> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    default: flash_split_launch_ds<T, 16> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, out); break;
-    }
+  const dim3 grid ((unsigned) (HW / 16), (unsigned) BH);
+  fm_with_ds (p.ds, [&] (auto ds) {
+    launch (cb, "flash_attention_split", grid, 32 * p.warps, p.smem, flash_split_kernel<T, decltype (ds)::value>,
+            (const T *) Q, (const T *) K, (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride,
+            1.0f / sqrtf ((float) d), p.kw, p.dk, (const T *) out.weight, out.ldw, out.bias, (const T *) out.residual,
+            (T *) out.y, out.scale);
+  });
 }
 
 bool
@@ -337,12 +281,12 @@ cuda_flash_attention_split (CudaBackend *cb, const void *Q, const void *K, const
 {
   const int d = C / heads, BH = B * heads;
   FlashSplitPlan p;
-  if ((out != NULL && heads != 1) || !flash_split_wanted (cb, BH, HW) || !flash_split_plan (cb, HW, d, out != NULL, &p))
+  if ((out != NULL && heads != 1) || !flash_split_wanted (cb, BH, HW)
+      || !flash_split_plan (cb, HW, d, out != NULL, &p))
     return false;
   g_debug ("flash attention (split) BH %d HW %d d %d: %d warps of %d keys, %d dims per chunk, %zu bytes shared%s", BH,
            HW, d, p.warps, p.kw, p.dk, p.smem, out != NULL ? ", out projection" : "");
-  static const CudaFlashOut no_out = { NULL, 0, NULL, NULL, NULL, 1.0f };
-  const CudaFlashOut &o = out != NULL ? *out : no_out;
+  const CudaFlashOut &o = out != NULL ? *out : fm_no_out;
   if (cb->act_type == CT_F16)
     flash_split_launch<__half> (cb, p, Q, K, V, O, bq, bv, BH, HW, d, heads, C, stride, o);
   else
@@ -351,19 +295,12 @@ cuda_flash_attention_split (CudaBackend *cb, const void *Q, const void *K, const
 }
 
 /* Above 48 KiB the kernel must be allowed its dynamic shared memory first (see cuda_flash_mma_prepare). */
-template <typename T>
-static bool
-flash_split_allow_smem (int bytes)
-{
-  return cudaFuncSetAttribute ((const void *) flash_split_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
-         && cudaFuncSetAttribute ((const void *) flash_split_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
-         && cudaFuncSetAttribute ((const void *) flash_split_kernel<T, 32>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess
-         && cudaFuncSetAttribute ((const void *) flash_split_kernel<T, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
-}
-
 bool
 cuda_flash_split_allow_smem (const CudaBackend *cb)
 {
   const int bytes = (int) cb->smem_per_block_optin;
-  return cb->act_type == CT_F16 ? flash_split_allow_smem<__half> (bytes) : flash_split_allow_smem<__nv_bfloat16> (bytes);
+  if (cb->act_type == CT_F16)
+    return fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_split_kernel<__half, ds.value>; });
+  using BF16 = __nv_bfloat16;
+  return fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_split_kernel<BF16, ds.value>; });
 }
