@@ -7,6 +7,7 @@
 #   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes;
 #   3b. the replayed graph's kernels as they really run (tools/kernel_trace.c, a CUPTI injection library): GPU
 #      start and end of every kernel, launch gaps, programmatic-dependent-launch overlap;
+#   3c. what the first sampling call pays (cold against warm; module loading and cuBLAS's shares);
 #   4. the run-time switches (PDL, the GroupNorm -> conv and upsampling fusions, conv kernels, split-K sums,
 #      attention cores) against the default, alternating, at the benchmark's forward shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
@@ -243,6 +244,20 @@ else
        sec == 0 { print; next }
        sec > 0 && n++ < 13 { print }' "$OUT/trace.txt"
 fi
+
+# What the first sampling call pays on top of the steps (the DDPM-1000 target counts it: 1134 ms cold, 996 warm
+# on the H100 of 573f2d7): DDIM 50 steps on the shipped emoji-32, cold (first call: planning, graph capture,
+# first use of every kernel and of cuBLAS) and warm, by default, with the CUDA module loaded eagerly at start-up
+# (the lazy loading's share), and without cuBLAS (DDPM_CUDA_GEMM=fallback: its first-use share).
+echo "== 3c. Cold start (ddpm sample --time, emoji-32, DDIM 50 steps, fp16)"
+[ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
+[ $rc -eq 77 ] || for setting in default CUDA_MODULE_LOADING=EAGER DDPM_CUDA_GEMM=fallback; do
+  set_env=; [ "$setting" = default ] || set_env=$setting
+  line=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $set_env timeout 60 "$CARRY/bin/ddpm" sample \
+         --model weights/emoji-32 --device cuda --precision fp16 --sampler ddim --steps 50 --seed 1 -o /tmp/cold.npy \
+         -q --time --repeat 2 2>&1 | tr '\n' ' ')
+  echo "cold $setting: $line" | tee -a "$OUT/profile.txt"
+done
 
 # The run-time switches against the default, each in turn with it (default, switch, default, switch) so drift
 # favours neither: ddpm bench median ms (a replayed graph per forward), fp16. A switch that wins says which
