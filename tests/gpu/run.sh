@@ -19,7 +19,7 @@
 #
 # Expected run time on an H100/H200 (e465425's whole run took 2 min 41 s): ~2 min of tests, <= 1.5 min of
 # compute-sanitizer, ~1 min of benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~90 s of
-# switch A/B (56 short benches; limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
+# switch A/B (64 short benches; limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
 # Failed-check retries start only in the first 300 s and A/B benches only in the first 450 s, so that the run
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
@@ -266,6 +266,11 @@ done
 #   DDPM_CUDA_GN_CONV=0                  GroupNorm and the conv as separate ops (+ transpose)
 #   DDPM_CUDA_CONV=implicit              the NCHW conv kernel everywhere (no transposes, register-staged loads)
 #   DDPM_CUDA_CONV_REDUCE=last-block     split-K sums by the last block of each tile instead of a second launch
+#   DDPM_CUDA_CONV=nhwc                  1x1 convs channels last too (the default keeps them on the NCHW kernel,
+#                                        faster at batch 1 on the H200; at b128 fcae280's trace had that kernel
+#                                        at ~146 us own time per call, 7 calls)
+#   DDPM_CUDA_ATTN=split                 flash_split.cu's core at b128 too (fcae280: flash_mma_kernel 327 us per
+#                                        call there, ~40 TFLOP/s)
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
 #   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
 #                                        blocks: batch 1 at 16 x 16 tokens)
@@ -311,6 +316,8 @@ if [ $rc -ne 77 ]; then
   done <<'LIST'
 cifar10-32 1 DDPM_CUDA_ATTN=mma
 celebahq-256 1 DDPM_CUDA_ATTN=mma
+cifar10-32 128 DDPM_CUDA_CONV=nhwc
+cifar10-32 128 DDPM_CUDA_ATTN=split
 cifar10-32 1 DDPM_CUDA_FA_KW=64
 celebahq-256 1 DDPM_CUDA_FA_KW=64
 cifar10-32 1 DDPM_CUDA_CONV_REDUCE=last-block
