@@ -19,7 +19,7 @@
 #
 # Expected run time on an H100/H200 (e465425's whole run took 2 min 41 s): ~2 min of tests, <= 1.5 min of
 # compute-sanitizer, ~1 min of benchmarks, ~25 s of per-kernel profiles, ~20 s of in-graph traces, ~90 s of
-# switch A/B (64 short benches; limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
+# switch A/B (68 short benches; limits: 260 s, 45 + 3 x 25 s, 220 s, 5 x 60 s, 3 x 60 s and 60 s per bench).
 # Failed-check retries start only in the first 300 s and A/B benches only in the first 450 s, so that the run
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
@@ -271,6 +271,9 @@ done
 #                                        at ~146 us own time per call, 7 calls)
 #   DDPM_CUDA_ATTN=split                 flash_split.cu's core at b128 too (fcae280: flash_mma_kernel 327 us per
 #                                        call there, ~40 TFLOP/s)
+#   DDPM_CUDA_GN=fused                   GroupNorm -> channels last as statistics + 32 x 32 transposing tiles, not
+#                                        one block per group writing 8-byte runs along pixels (b128: gn_regs
+#                                        <2, true> ~68 us own per call x 10, ~1 TB/s)
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
 #   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
 #                                        blocks: batch 1 at 16 x 16 tokens)
@@ -318,6 +321,7 @@ cifar10-32 1 DDPM_CUDA_ATTN=mma
 celebahq-256 1 DDPM_CUDA_ATTN=mma
 cifar10-32 128 DDPM_CUDA_CONV=nhwc
 cifar10-32 128 DDPM_CUDA_ATTN=split
+cifar10-32 128 DDPM_CUDA_GN=fused
 cifar10-32 1 DDPM_CUDA_FA_KW=64
 celebahq-256 1 DDPM_CUDA_FA_KW=64
 cifar10-32 1 DDPM_CUDA_CONV_REDUCE=last-block
