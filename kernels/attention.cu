@@ -6,9 +6,9 @@
  * 1x1 convolutions; head h is rows [h*d, (h+1)*d) of Q, K, V (c = h*d + i, as diffusers splits heads).
  * Three cores for O_h = (V_h + bv) softmax((Q_h + bq)^T (K_h + bk) / sqrt(d))^T:
  * - fp16 / bf16 with tokens % 16 == 0 and d % 16 == 0, d <= 512, where the device's shared memory allows:
- *   flash_attention.cu's mma.sync kernel, which also applies the biases (no bias pass) and, with one head
- *   (unless $DDPM_CUDA_ATTN_OUT=0), the out projection, bias, residual and scale: the whole block after the
- *   QKV GEMM in one launch;
+ *   an mma.sync kernel (flash_split.cu's where 16-query blocks are few, else flash_attention.cu's), which
+ *   also applies the biases (no bias pass) and, with one head (unless $DDPM_CUDA_ATTN_OUT=0), the out
+ *   projection, bias, residual and scale: the whole block after the QKV GEMM in one launch;
  * - else, or with $DDPM_CUDA_ATTN=wmma, fp16 / bf16 up to 4096 tokens: flash_attention_kernel below (WMMA, the
  *   score rows and O in shared memory), after a bias pass;
  * - otherwise (fp32, odd shapes, $DDPM_CUDA_ATTN=cublas), after a bias pass:

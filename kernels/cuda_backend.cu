@@ -658,6 +658,22 @@ probe_pdl (CudaBackend *cb)
 #endif
 }
 
+/* $name as a number (atoi), 0 when unset: the run-time switches of tests and tuning runs */
+static int
+env_int (const char *name)
+{
+  const char *v = g_getenv (name);
+  return v != NULL ? atoi (v) : 0;
+}
+
+/* $name when it is a power of two in [lo, hi], else 0 (the planner's own rule) */
+static int
+env_pow2 (const char *name, int lo, int hi)
+{
+  const int v = env_int (name);
+  return v >= lo && v <= hi && (v & (v - 1)) == 0 ? v : 0;
+}
+
 extern "C" __attribute__ ((visibility ("default"))) DdpmBackend *
 ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
 {
@@ -669,10 +685,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
       cudaGetLastError ();
       return NULL;
     }
-  int device = 0;
-  const char *dev_env = g_getenv ("DDPM_CUDA_DEVICE");
-  if (dev_env != NULL)
-    device = atoi (dev_env);
+  const int device = env_int ("DDPM_CUDA_DEVICE");
   if (device < 0 || device >= count)
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "DDPM_CUDA_DEVICE=%d but only %d CUDA device(s) exist",
@@ -703,8 +716,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->device = device;
   cb->sm_count = prop.multiProcessorCount;
   cb->smem_per_block_optin = prop.sharedMemPerBlockOptin;
-  const char *smem_limit = g_getenv ("DDPM_CUDA_SMEM_LIMIT");   /* tests: a smaller GPU's limit */
-  const int limit = smem_limit != NULL ? atoi (smem_limit) : 0;
+  const int limit = env_int ("DDPM_CUDA_SMEM_LIMIT");   /* tests: a smaller GPU's limit */
   if (limit > 0 && (size_t) limit < cb->smem_per_block_optin)
     cb->smem_per_block_optin = (size_t) limit;
   cb->cc_major = prop.major;
@@ -718,15 +730,14 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *tile = g_getenv ("DDPM_CUDA_CONV_TILE");
   cb->conv_tile = tile == NULL ? TILE_AUTO : strcmp (tile, "small") == 0 ? TILE_SMALL
                   : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA : TILE_AUTO;
-  const char *splitk = g_getenv ("DDPM_CUDA_CONV_SPLITK");
-  cb->conv_splitk = splitk != NULL ? atoi (splitk) : 0;
+  cb->conv_splitk = env_int ("DDPM_CUDA_CONV_SPLITK");
   /* split-K sums: a second launch by default (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last
    * block summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same); =last-block keeps the other */
   cb->conv_reduce_kernel = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_REDUCE"), "last-block") != 0;
   /* the split-K rule's two numbers, for tuning runs on a GPU (conv2d.cu conv_plan) */
-  const char *bps = g_getenv ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), *mks = g_getenv ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
-  cb->conv_split_blocks_per_sm = bps != NULL && atoi (bps) > 0 ? atoi (bps) : 2;
-  cb->conv_split_min_slices = mks != NULL && atoi (mks) > 0 ? atoi (mks) : 2;
+  const int bps = env_int ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), mks = env_int ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
+  cb->conv_split_blocks_per_sm = bps > 0 ? bps : 2;
+  cb->conv_split_min_slices = mks > 0 ? mks : 2;
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : GN_AUTO;
@@ -737,13 +748,9 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                   : strcmp (attn, "split") == 0 ? ATTN_SPLIT : ATTN_AUTO;
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
-  const char *fa_ds = g_getenv ("DDPM_CUDA_FA_DS"), *fa_qt = g_getenv ("DDPM_CUDA_FA_QT");
-  const int ds = fa_ds != NULL ? atoi (fa_ds) : 0, qt = fa_qt != NULL ? atoi (fa_qt) : 0;
-  cb->fa_ds = ds == 16 || ds == 32 || ds == 64 || ds == 128 ? ds : 0;   /* else the plan's rule */
-  cb->fa_qt = qt == 1 || qt == 2 || qt == 4 ? qt : 0;
-  const char *fa_kw = g_getenv ("DDPM_CUDA_FA_KW");
-  const int kw = fa_kw != NULL ? atoi (fa_kw) : 0;
-  cb->fa_kw = kw == 16 || kw == 32 || kw == 64 ? kw : 0;
+  cb->fa_ds = env_pow2 ("DDPM_CUDA_FA_DS", 16, 128);
+  cb->fa_qt = env_pow2 ("DDPM_CUDA_FA_QT", 1, 4);
+  cb->fa_kw = env_pow2 ("DDPM_CUDA_FA_KW", 16, 64);
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;
