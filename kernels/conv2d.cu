@@ -13,10 +13,12 @@
  *   fill tiles at batch > 1), K in slices of 32 with the next slice's loads in flight
  *   while the tensor cores work on the current one (two shared-memory stages). When the tiles alone cannot
  *   fill the GPU (batch 1, 4x4 .. 16x16 layers: a handful of tiles with K up to 9216), K is split over
- *   up to 16 blocks that write float32 partial tiles to scratch (each tile's splits contiguous); the last
- *   block of each tile to finish (an atomic counter per tile, reset by that block) adds them in a fixed
- *   order with the bias, with many 16-byte loads in flight (that sum is latency-bound), so the split costs
- *   no second launch and the result does not depend on timing.
+ *   up to 16 blocks. On sm_90+ a tile's splits are one thread-block cluster: each block keeps its float
+ *   tile in shared memory and sums a share of the tile from all of them (distributed shared memory), so
+ *   the split costs no scratch and no second launch. Elsewhere the blocks write float32 partial tiles to
+ *   scratch (each tile's splits contiguous), summed by a second launch (or, $DDPM_CUDA_CONV_REDUCE=last-block,
+ *   by the last block of each tile to finish: an atomic counter per tile). Every way adds the splits in
+ *   split order onto the bias, so all three give the same bits and none depends on timing.
  * - the same on a channels-last copy of x (conv2d_nhwc.cu; the default where Cin % 32 == 0 and k == 3,
  *   DDPM_CUDA_CONV=nhwc also for k == 1): the same plan (tiles, splits) and block end (conv2d.cuh), loads by
  *   cp.async; with DDPM_CUDA_CONV=mma, a 128 x 128 mma.sync tile where its tiles fill a wave.
@@ -90,6 +92,7 @@ struct ConvPlan {
   bool mma;                             /* nhwc with the 128 x 128 mma.sync tile, no K split (conv2d_nhwc.cu) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
+  bool cluster;                         /* the splits of a tile are one cluster and sum each other's tiles */
   int kps;                              /* K tiles (of IG_BK) per split */
   size_t xh_bytes;                      /* nhwc: the channels-last copy of x at the start of scratch */
   size_t scratch;                       /* bytes of scratch the convolution uses (xh, then split partials) */
@@ -99,7 +102,7 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, false, false, TILE_SMALL, 1, 0, 0, 0 };
+  ConvPlan p = { use_implicit (cb), false, false, false, TILE_SMALL, 1, false, 0, 0, 0 };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -128,6 +131,8 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   else if (blocks < cb->sm_count)
     splits = (int) ((target + blocks - 1) / blocks);
   splits = imin (imin (splits, IG_MAX_SPLITS), imax (ktiles / cb->conv_split_min_slices, 1));
+  if (cb->conv_reduce == REDUCE_CLUSTER)
+    splits = imin (splits, cb->conv_cluster_max);   /* a tile's splits are one cluster */
   splits = imax (splits, 1);
   p.kps = (ktiles + splits - 1) / splits;
   p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
@@ -150,8 +155,9 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
       p.splits = 1;
       p.kps = ktiles;
     }
+  p.cluster = p.splits > 1 && cb->conv_reduce == REDUCE_CLUSTER;
   p.scratch = p.xh_bytes;
-  if (p.splits > 1)   /* whole tiles, [tile][split][BM * IG_BN] */
+  if (p.splits > 1 && !p.cluster)   /* whole tiles, [tile][split][BM * IG_BN] */
     {
       const int bm = tile_rows (p.tile);
       p.scratch += (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
@@ -278,12 +284,12 @@ struct IgTile {
 template <typename T, int KS, int BM>
 __global__ void __launch_bounds__ (128)
 conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
-                      T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
-                      ConvEpi<T> epi)
+                      T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
 {
   grid_dependency_wait ();
   typedef IgTile<BM> G;
-  __shared__ __align__ (128) unsigned char smem[G::SMEM];
+  static_assert (G::SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
+  DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
   T *const As0 = reinterpret_cast<T *> (smem);                      /* stage st: As0 + st * A_STAGE */
   T *const Bs0 = reinterpret_cast<T *> (smem) + 2 * G::A_STAGE;     /* stage st: Bs0 + st * B_STAGE */
   float *const Cs = reinterpret_cast<float *> (smem);               /* [BM][LDC], after the K loop */
@@ -399,7 +405,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   /* epilogue: fragments -> shared (every warp is past the loop's last barrier), then coalesced stores */
   warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
   __syncthreads ();
-  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
+  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, sk, s, m0, p0);
 }
 
 /* y = bias + the sum of the split-K partials ([tile][split][BM * IG_BN] float32, tiles gx wide), in split
@@ -440,14 +446,14 @@ conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__res
 template <typename T, int KS>
 static void
 launch_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const ConvPlan &p,
-                 float *partial, int *counters, dim3 grid, const ConvEpi<T> &epi)
+                 const SplitK &sk, dim3 grid, const ConvEpi<T> &epi)
 {
   if (p.tile == TILE_LARGE)
-    launch (cb, "conv_implicit_128", grid, 128, 0, conv_implicit_kernel<T, KS, 128>, (const T *) w->weight,
-            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps, epi);
+    conv_launch (cb, "conv_implicit_128", grid, IgTile<128>::SMEM, sk, conv_implicit_kernel<T, KS, 128>,
+                 (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, p.kps, epi);
   else
-    launch (cb, "conv_implicit_64", grid, 128, 0, conv_implicit_kernel<T, KS, 64>, (const T *) w->weight,
-            (const float *) w->bias, (const T *) x, (T *) y, partial, counters, s, p.kps, epi);
+    conv_launch (cb, "conv_implicit_64", grid, IgTile<64>::SMEM, sk, conv_implicit_kernel<T, KS, 64>,
+                 (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, p.kps, epi);
 }
 
 /* xh_ready: the plan is channels last and the channels-last copy of x is already at the start of scratch
@@ -469,6 +475,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       /* planned with more scratch than was reserved: the NCHW kernel unsplit needs none, rather than fail */
       const int ktiles = (s.K + IG_BK - 1) / IG_BK;
       p.splits = 1;
+      p.cluster = false;
       p.kps = ktiles;
       p.nhwc = false;
       p.mma = false;
@@ -482,28 +489,34 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       cuda_fail (cb, DDPM_ERROR_LIMIT, "conv2d: output of %lld pixels x %d channels exceeds the grid", P, s.Cout);
       return;
     }
-  float *partial = p.splits > 1 ? (float *) ((char *) cb->scratch + p.xh_bytes) : NULL;
-  /* the in-kernel reduction needs a counter per tile; past the counters buffer, a second kernel reduces */
-  int *counters = partial != NULL && gx * gy <= CUDA_CONV_COUNTERS && !cb->conv_reduce_kernel ? cb->conv_counters
-                  : NULL;
+  SplitK sk = {};
+  if (p.cluster)
+    sk.cluster = 1;
+  else if (p.splits > 1)
+    {
+      sk.partial = (float *) ((char *) cb->scratch + p.xh_bytes);
+      /* the last-block sum needs a counter per tile; past the counters buffer, a second kernel sums */
+      if (cb->conv_reduce == REDUCE_LAST_BLOCK && gx * gy <= CUDA_CONV_COUNTERS)
+        sk.counters = cb->conv_counters;
+    }
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
   if (p.nhwc && !xh_ready)
     cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
   if (p.mma)
     cuda_conv_nhwc_mma_launch (cb, w, cb->scratch, y, s, e);
   else if (p.nhwc)
-    cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, partial, counters, s, p.kps, e);
+    cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, sk, s, p.kps, e);
   else if (s.k == 3)
-    launch_implicit<T, 3> (cb, w, x, y, s, p, partial, counters, grid, epi);
+    launch_implicit<T, 3> (cb, w, x, y, s, p, sk, grid, epi);
   else if (s.k == 1)
-    launch_implicit<T, 1> (cb, w, x, y, s, p, partial, counters, grid, epi);
+    launch_implicit<T, 1> (cb, w, x, y, s, p, sk, grid, epi);
   else
-    launch_implicit<T, 0> (cb, w, x, y, s, p, partial, counters, grid, epi);
-  if (partial != NULL && counters == NULL)
+    launch_implicit<T, 0> (cb, w, x, y, s, p, sk, grid, epi);
+  if (sk.partial != NULL && sk.counters == NULL)
     {
       const size_t n = (size_t) s.Cout * (size_t) P;
       launch (cb, "conv_splitk_reduce", elementwise_blocks (cb, n, 256), 256, 0, conv_splitk_reduce_kernel<T>,
-              (const float *) partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx,
+              (const float *) sk.partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx,
               epi);
     }
 }

@@ -16,6 +16,32 @@ struct ConvShape {
                                          * channels-last kernels only (upsample_conv2d), else 0 */
 };
 
+/* How a block of a K-split convolution ends (conv_tile_epilogue). One of:
+ * - partial: its float tile goes to [tile][split][BM * IG_BN] float32 partials in scratch, then
+ *   - counters: the last of the tile's blocks to arrive sums them, or
+ *   - neither: conv_splitk_reduce_kernel does in a second launch;
+ * - cluster: the tile's splits are one thread-block cluster (grid z = splits = cluster size) and sum each
+ *   other's tiles from shared memory (no partials, no second launch).
+ * All zero: no K split. */
+struct SplitK {
+  float *partial;
+  int *counters;
+  int cluster;
+};
+
+/* Launches an implicit-GEMM kernel (128 threads, smem bytes of dynamic shared memory) that ends with
+ * conv_tile_epilogue: where sk.cluster, the grid.z splits of each tile as one cluster. */
+template <typename... KArgs, typename... Args>
+static inline void
+conv_launch (CudaBackend *cb, const char *name, dim3 grid, size_t smem, const SplitK &sk, void (*kernel) (KArgs...),
+             Args... args)
+{
+  if (sk.cluster)
+    launch_cluster (cb, name, grid, 128, smem, grid.z, kernel, args...);
+  else
+    launch (cb, name, grid, 128, smem, kernel, args...);
+}
+
 /* DdpmConvEpilogue, typed: what the implicit GEMM adds to conv + bias (in float) before its one rounding. */
 template <typename T>
 struct ConvEpi {
@@ -221,20 +247,70 @@ splitk_sum_valid (const float4 *tile_partials, int splits, int nvr, int nv, cons
     }
 }
 
+/* The cluster's sum of a tile's splits: each split's float tile Cs (row stride LDC) is in its own block's
+ * shared memory. After a cluster barrier, block z sums its share of the tile's valid float4 vectors (a
+ * contiguous 1 / splits of them) over all splits in split order onto the bias, reading the other blocks'
+ * tiles through distributed shared memory, 8 splits' loads in flight: the same additions in the same order
+ * as the other two ways (so the same bits). A second barrier keeps every block's shared memory alive until
+ * all have read it. */
+template <typename T, int BM, int THREADS, int LDC>
+__device__ __forceinline__ void
+splitk_cluster_sum (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
+                    const ConvShape &s, int m0, long long p0)
+{
+  constexpr int ZS = 8;
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  const int splits = (int) gridDim.z, z = (int) blockIdx.z;
+  const int nvr = P - p0 >= IG_BN ? IG_BN / 4 : (int) ((P - p0 + 3) / 4);   /* valid vectors per row */
+  const int nv = imin (BM, s.Cout - m0) * nvr;
+  const int per = (nv + splits - 1) / splits, u_end = imin (nv, (z + 1) * per);
+  cluster_sync ();                       /* every split's tile is in its block's shared memory */
+  for (int u = z * per + (int) threadIdx.x; u < u_end; u += THREADS)
+    {
+      const int ml = u / nvr, pc = (u % nvr) * 4;
+      const float *const mine = Cs + ml * LDC + pc;
+      const float b0 = bias != NULL ? bias[m0 + ml] : 0.0f;
+      float4 sum = make_float4 (b0, b0, b0, b0);
+#pragma unroll 1
+      for (int z0 = 0; z0 < splits; z0 += ZS)
+        {
+          float4 a[ZS];
+#pragma unroll
+          for (int zz = 0; zz < ZS; zz++)
+            a[zz] = z0 + zz < splits ? *reinterpret_cast<const float4 *> (cluster_map_shared (mine, z0 + zz))
+                                     : make_float4 (0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+          for (int zz = 0; zz < ZS; zz++)
+            if (z0 + zz < splits)
+              sum = add4 (sum, a[zz]);
+        }
+      splitk_store4 (y, epi, s, m0 + ml, p0 + pc, sum);
+    }
+  cluster_sync ();                       /* nobody leaves while its tile may still be read */
+}
+
 /* The end of an implicit-GEMM block: its BM x IG_BN float tile is in shared memory Cs (row stride LDC,
- * written and synchronised). Without a K split (partial NULL): y = epilogue(tile + bias), coalesced along
- * pixels. With one: the tile's float4 vectors that hold valid outputs go to its own contiguous slot of
- * partial [tile][split][BM * IG_BN] (the others are neither written nor read); then, with counters, the last of the tile's blocks to arrive
- * sums the splits (in split order, so timing does not change the result) and stores y; without counters
- * conv_splitk_reduce_kernel does that in a second launch. */
+ * written and synchronised; dynamic shared memory where sk.cluster). Without a K split (sk all zero): y =
+ * epilogue(tile + bias), coalesced along pixels. With one (SplitK says how): the cluster sums its tiles
+ * (splitk_cluster_sum); or the tile's float4 vectors that hold valid outputs go to its own contiguous slot
+ * of partial [tile][split][BM * IG_BN] (the others are neither written nor read); then, with counters, the
+ * last of the tile's blocks to arrive sums the splits (in split order, so timing does not change the result)
+ * and stores y; without counters conv_splitk_reduce_kernel does that in a second launch. */
 template <typename T, int BM, int THREADS, int LDC>
 __device__ __forceinline__ void
 conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
-                    float *__restrict__ partial, int *__restrict__ counters, const ConvShape &s, int m0, long long p0)
+                    const SplitK &sk, const ConvShape &s, int m0, long long p0)
 {
   const int tid = threadIdx.x;
   const int HoWo = s.Ho * s.Wo;
   const long long P = (long long) s.B * HoWo;
+  float *__restrict__ const partial = sk.partial;
+  int *__restrict__ const counters = sk.counters;
+  if (sk.cluster)
+    {
+      splitk_cluster_sum<T, BM, THREADS, LDC> (Cs, bias, y, epi, s, m0, p0);
+      return;
+    }
   if (partial == NULL)
     {
       for (int e = tid; e < BM * IG_BN; e += THREADS)
@@ -294,12 +370,13 @@ conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restri
 
 /* conv2d_nhwc.cu: whether the channels-last kernel takes this shape (fp16/bf16, Cin a multiple of IG_BK, k 1
  * or 3); the bytes of its channels-last copy of x; that copy (x (B, Cin, H, W) -> xh (B, H, W, Cin)); and
- * the kernel on grid (P / 64, Cout / BM, splits), BM 128 when large, with split K as conv2d.cu's. */
+ * the kernel on grid (P / 64, Cout / BM, splits), BM 128 when large, with split K as conv2d.cu's (sk.cluster:
+ * as one cluster per tile). */
 bool cuda_conv_nhwc_fits (const CudaBackend *cb, const ConvShape &s);
 size_t cuda_conv_nhwc_bytes (const CudaBackend *cb, const ConvShape &s);
 void cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const ConvShape &s);
 void cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
-                            float *partial, int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *epi);
+                            const SplitK &sk, const ConvShape &s, int kps, const DdpmConvEpilogue *epi);
 
 /* conv2d_nhwc.cu: the 128 x 128 mma.sync tile on the channels-last copy xh (same fit, no K split), grid
  * (P / 128, Cout / 128). */

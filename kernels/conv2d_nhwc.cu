@@ -33,7 +33,7 @@ struct NhwcTile {
   static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
   static constexpr int A_COPIES = BM * IG_BK / 8 / THREADS;                          /* 16-byte copies */
   static constexpr int B_COPIES = IG_BN * IG_BK / 8 / THREADS;
-  static_assert (SMEM <= 48 * 1024, "static shared memory");
+  static_assert (SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
 };
 
 /* xh (B, HW, C) = x (B, C, HW), 32 x 32 tiles. */
@@ -104,12 +104,11 @@ struct NhwcSliceCopies {
 template <typename T, int BM>
 __global__ void __launch_bounds__ (128)
 conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
-                  T *__restrict__ y, float *__restrict__ partial, int *__restrict__ counters, ConvShape s, int kps,
-                  ConvEpi<T> epi)
+                  T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
 {
   grid_dependency_wait ();
   typedef NhwcTile<BM> G;
-  __shared__ __align__ (128) unsigned char smem[G::SMEM];
+  DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
   T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][NHWC_LD] */
   T *const Bs0 = reinterpret_cast<T *> (smem) + G::STAGES * G::A_STAGE; /* [stage][IG_BN][NHWC_LD] */
   float *const Cs = reinterpret_cast<float *> (smem);                   /* [BM][LDC], after the K loop */
@@ -159,7 +158,7 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
 
   warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
   __syncthreads ();
-  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, partial, counters, s, m0, p0);
+  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, sk, s, m0, p0);
 }
 
 /* ---- the 128 x 128 tile on mma.sync, for large shapes (no K split) ----
@@ -280,7 +279,7 @@ conv_nhwc_mma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
                 Cs[(wm * 64 + i * 16 + g + (e >= 2 ? 8 : 0)) * LDC + j * 8 + 2 * t + (e & 1)] = acc[i][j][e];
         }
       __syncthreads ();
-      conv_tile_epilogue<T, MMA_BM, MMA_THREADS, LDC> (Cs, bias, y, epi, NULL, NULL, s, m0, p0 + half * IG_BN);
+      conv_tile_epilogue<T, MMA_BM, MMA_THREADS, LDC> (Cs, bias, y, epi, SplitK {}, s, m0, p0 + half * IG_BN);
       __syncthreads ();                  /* before the other half overwrites Cs */
     }
 }
@@ -310,26 +309,26 @@ cuda_conv_nhwc_transpose (CudaBackend *cb, const void *x, void *xh, const ConvSh
 
 template <typename T>
 static void
-launch_t (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y, float *partial,
-          int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *e)
+launch_t (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk,
+          const ConvShape &s, int kps, const DdpmConvEpilogue *e)
 {
   const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
   if (large)
-    launch (cb, "conv_nhwc_128", grid, 128, 0, conv_nhwc_kernel<T, 128>, (const T *) w->weight,
-            (const float *) w->bias, (const T *) xh, (T *) y, partial, counters, s, kps, epi);
+    conv_launch (cb, "conv_nhwc_128", grid, NhwcTile<128>::SMEM, sk, conv_nhwc_kernel<T, 128>, (const T *) w->weight,
+                 (const float *) w->bias, (const T *) xh, (T *) y, sk, s, kps, epi);
   else
-    launch (cb, "conv_nhwc_64", grid, 128, 0, conv_nhwc_kernel<T, 64>, (const T *) w->weight,
-            (const float *) w->bias, (const T *) xh, (T *) y, partial, counters, s, kps, epi);
+    conv_launch (cb, "conv_nhwc_64", grid, NhwcTile<64>::SMEM, sk, conv_nhwc_kernel<T, 64>, (const T *) w->weight,
+                 (const float *) w->bias, (const T *) xh, (T *) y, sk, s, kps, epi);
 }
 
 void
 cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
-                       float *partial, int *counters, const ConvShape &s, int kps, const DdpmConvEpilogue *epi)
+                       const SplitK &sk, const ConvShape &s, int kps, const DdpmConvEpilogue *epi)
 {
   if (cb->act_type == CT_F16)
-    launch_t<__half> (cb, large, grid, w, xh, y, partial, counters, s, kps, epi);
+    launch_t<__half> (cb, large, grid, w, xh, y, sk, s, kps, epi);
   else
-    launch_t<__nv_bfloat16> (cb, large, grid, w, xh, y, partial, counters, s, kps, epi);
+    launch_t<__nv_bfloat16> (cb, large, grid, w, xh, y, sk, s, kps, epi);
 }
 
 void
@@ -345,4 +344,77 @@ cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh
     launch (cb, "conv_nhwc_mma", grid, MMA_THREADS, 0, conv_nhwc_mma_kernel<__nv_bfloat16>,
             (const __nv_bfloat16 *) w->weight, (const float *) w->bias, (const __nv_bfloat16 *) xh,
             (__nv_bfloat16 *) y, s, conv_epi<__nv_bfloat16> (e, s.Cout));
+}
+
+/* ---- whether clusters work here ---- */
+
+/* Each block of a cluster of gridDim.z puts z + 1 in its shared memory; after a cluster barrier, block z adds
+ * what block (z + 1) % gridDim.z holds to *count, so one launch adds n (n + 1) / 2. */
+__global__ void
+cluster_probe_kernel (unsigned long long *count)
+{
+  grid_dependency_wait ();
+  DYNAMIC_SMEM (smem);
+  float *const mine = reinterpret_cast<float *> (smem);
+  if (threadIdx.x == 0)
+    mine[0] = (float) (blockIdx.z + 1);
+  cluster_sync ();
+  if (threadIdx.x == 0)
+    atomicAdd (count, (unsigned long long) *cluster_map_shared (mine, (int) ((blockIdx.z + 1) % gridDim.z)));
+  cluster_sync ();
+}
+
+/* Whether clusters of n blocks work for the conv kernels: the largest of them (128 threads, 45 KiB of shared
+ * memory) can be resident, and two captured cluster launches of the probe kernel (with PDL as the backend
+ * launches) add up right when the graph runs. */
+static bool
+cluster_size_works (CudaBackend *cb, unsigned n)
+{
+  const void *largest = (const void *) conv_nhwc_kernel<__half, 128>;
+  if (n > 8 && allow_large_clusters (largest) != cudaSuccess)
+    return false;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = n;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3 (1, 1, n);
+  config.blockDim = dim3 (128);
+  config.dynamicSmemBytes = NhwcTile<128>::SMEM;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters (&clusters, largest, &config) != cudaSuccess || clusters < 1)
+    return false;
+  unsigned long long count = 0;
+  cudaGraph_t graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  bool ok = cudaMemsetAsync (cb->counter, 0, sizeof count, cb->stream) == cudaSuccess
+            && cudaStreamBeginCapture (cb->stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  if (ok)
+    {
+      for (int i = 0; i < 2 && ok; i++)
+        ok = launch_cluster_status (cb, dim3 (1, 1, n), dim3 (32), 16, n, cluster_probe_kernel, cb->counter)
+             == cudaSuccess;
+      ok = cudaStreamEndCapture (cb->stream, &graph) == cudaSuccess && ok;
+    }
+  ok = ok && cudaGraphInstantiate (&exec, graph, 0) == cudaSuccess && cudaGraphLaunch (exec, cb->stream) == cudaSuccess
+       && cudaMemcpyAsync (&count, cb->counter, sizeof count, cudaMemcpyDeviceToHost, cb->stream) == cudaSuccess
+       && cudaStreamSynchronize (cb->stream) == cudaSuccess && count == (unsigned long long) n * (n + 1);
+  if (exec != NULL)
+    cudaGraphExecDestroy (exec);
+  if (graph != NULL)
+    cudaGraphDestroy (graph);
+  return ok;
+}
+
+int
+cuda_conv_cluster_probe (CudaBackend *cb)
+{
+  int n = 0;
+  if (cb->cc_major >= 9)
+    n = cluster_size_works (cb, 16) ? 16 : cluster_size_works (cb, 8) ? 8 : 0;
+  cudaGetLastError ();                   /* a failed probe leaves no error behind */
+  return n;
 }

@@ -731,9 +731,6 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->conv_tile = tile == NULL ? TILE_AUTO : strcmp (tile, "small") == 0 ? TILE_SMALL
                   : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA : TILE_AUTO;
   cb->conv_splitk = env_int ("DDPM_CUDA_CONV_SPLITK");
-  /* split-K sums: a second launch by default (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last
-   * block summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same); =last-block keeps the other */
-  cb->conv_reduce_kernel = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_REDUCE"), "last-block") != 0;
   /* the split-K rule's two numbers, for tuning runs on a GPU (conv2d.cu conv_plan) */
   const int bps = env_int ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), mks = env_int ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
   cb->conv_split_blocks_per_sm = bps > 0 ? bps : 2;
@@ -786,11 +783,28 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   /* programmatic dependent launch where it works, unless $DDPM_CUDA_PDL=0 or profiling (the profile's events
    * between kernels would serialise them anyway) */
   cb->pdl = cb->profile == NULL && g_strcmp0 (g_getenv ("DDPM_CUDA_PDL"), "0") != 0 && probe_pdl (cb);
+  /* split-K sums: inside each tile's cluster where clusters work (no second launch: at cifar10-32 batch 1
+   * that is 63 launches fewer; untimed), else a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against
+   * 1.60 with the last block summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same).
+   * $DDPM_CUDA_CONV_REDUCE=kernel|last-block picks one of the others, $DDPM_CUDA_CONV_CLUSTER_MAX=2..16 caps
+   * the cluster (and so the K splits). */
+  const char *reduce = g_getenv ("DDPM_CUDA_CONV_REDUCE");
+  cb->conv_cluster_max = g_strcmp0 (reduce, "kernel") == 0 || g_strcmp0 (reduce, "last-block") == 0
+                         ? 0 : cuda_conv_cluster_probe (cb);
+  const int cluster_cap = env_pow2 ("DDPM_CUDA_CONV_CLUSTER_MAX", 2, 16);
+  if (cluster_cap > 0 && cluster_cap < cb->conv_cluster_max)
+    cb->conv_cluster_max = cluster_cap;
+  cb->conv_reduce = g_strcmp0 (reduce, "last-block") == 0 ? REDUCE_LAST_BLOCK
+                    : cb->conv_cluster_max > 0 ? REDUCE_CLUSTER : REDUCE_KERNEL;
 
   char *blas_note = NULL;
   cb->have_blas = setup_blas (cb, &blas_note);
-  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s)", prop.name,
-              prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "");
+  char clusters[32] = "";
+  if (cb->conv_reduce == REDUCE_CLUSTER)
+    g_snprintf (clusters, sizeof clusters, ", clusters of %d", cb->conv_cluster_max);
+  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s)", prop.name,
+              prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "",
+              clusters);
   g_free (blas_note);
   return &cb->base;
 }

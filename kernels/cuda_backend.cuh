@@ -25,6 +25,11 @@ enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA };
 /* Implicit-GEMM conv tiles (output channels x output pixels): 64 x 64, 128 x 64, and the 128 x 128
  * mma.sync tile; $DDPM_CUDA_CONV_TILE=small|large|mma forces one (tests), TILE_AUTO lets conv2d.cu pick. */
 enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA };
+/* Who sums a conv's split-K partial tiles ($DDPM_CUDA_CONV_REDUCE): the blocks of the tile's thread-block
+ * cluster, each a share of the tile read from the others' shared memory ("cluster", the default where the
+ * creation probe launched one: sm_90+), a second launch ("kernel", the default elsewhere), or the last block
+ * of each tile to finish, through float32 partials in scratch and a counter ("last-block"). */
+enum CudaConvReduce { REDUCE_CLUSTER, REDUCE_KERNEL, REDUCE_LAST_BLOCK };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 /* attention core: flash_attention.cu's mma.sync kernel or the WMMA one where they fit (attention.cu), or the cuBLAS
@@ -84,8 +89,8 @@ struct CudaBackend {
   CudaConvAlgo conv_algo;
   CudaConvTile conv_tile;          /* $DDPM_CUDA_CONV_TILE (tests); TILE_MMA: wherever the channels-last kernel runs */
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
-  gboolean conv_reduce_kernel;     /* split-K sums in a second launch ($DDPM_CUDA_CONV_REDUCE=last-block: the
-                                    * last block of each tile sums them) */
+  CudaConvReduce conv_reduce;      /* who sums split-K partials ($DDPM_CUDA_CONV_REDUCE) */
+  int conv_cluster_max;            /* blocks a conv's cluster may have: 16, 8, or 0 (no clusters here) */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
@@ -180,6 +185,68 @@ launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t sme
     cuda_ok (cb, e, name);
 }
 
+/* Lets kernel launch with clusters of more than 8 blocks (H100: up to 16), once per kernel. */
+static inline cudaError_t
+allow_large_clusters (const void *kernel)
+{
+  static const void *allowed[64];        /* kernels already set (a lost race only sets one twice) */
+  static int n_allowed;
+  for (int i = 0; i < n_allowed && i < 64; i++)
+    if (allowed[i] == kernel)
+      return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute (kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (e == cudaSuccess && n_allowed < 64)
+    allowed[n_allowed++] = kernel;
+  return e;
+}
+
+/* Launches kernel on grid in clusters of cluster_z blocks along z (grid.z a multiple of it), with
+ * programmatic dependent launch as launch_raw; returns the launch's status (no cuda_fail). */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t
+launch_cluster_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsigned cluster_z,
+                       void (*kernel) (KArgs...), Args... args)
+{
+  static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
+  if (cluster_z > 8)
+    {
+      const cudaError_t e = allow_large_clusters ((const void *) kernel);
+      if (e != cudaSuccess)
+        return e;
+    }
+#ifdef DDPM_CUDA_EMU
+  emu_launch ((const void *) kernel, grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); },
+              cluster_z);
+  return cudaGetLastError ();
+#else
+  cudaLaunchAttribute attrs[2];
+  cudaLaunchConfig_t config = pdl_config (cb, grid, block, smem, &attrs[1]);
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = 1;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = cluster_z;
+  config.attrs = attrs;
+  config.numAttrs = cb->pdl ? 2 : 1;
+  return cudaLaunchKernelEx (&config, kernel, ((KArgs) args)...);
+#endif
+}
+
+/* launch for a cluster kernel (launch_cluster_status, failures kept): only where cb->conv_cluster_max allows
+ * (probed at creation). */
+template <typename... KArgs, typename... Args>
+static inline void
+launch_cluster (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, unsigned cluster_z,
+                void (*kernel) (KArgs...), Args... args)
+{
+  if (G_UNLIKELY (cb->profile != NULL))
+    cuda_profile_begin (cb, name);
+  const cudaError_t e = launch_cluster_status (cb, grid, block, smem, cluster_z, kernel, args...);
+  if (e != cudaSuccess)
+    cuda_ok (cb, e, name);
+  if (G_UNLIKELY (cb->profile != NULL))
+    cuda_profile_end (cb);
+}
+
 /* launch_raw, timed when profiling; `name` (a string literal) labels the kernel in the profile. */
 template <typename... KArgs, typename... Args>
 static inline void
@@ -253,6 +320,10 @@ size_t cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int C
                             const int pad[4]);
 void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
                   const int pad[4], const DdpmConvEpilogue *epi);
+/* conv2d_nhwc.cu, once at creation (after PDL is decided): the largest cluster (16 or 8 blocks) the conv
+ * kernels can launch with here, as a captured graph runs it, or 0 (below sm_90, or any failure; no error
+ * kept). */
+int cuda_conv_cluster_probe (CudaBackend *cb);
 void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
                       float eps, const void *scale_shift, gboolean silu);
 void cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float eps, const void *scale_shift,

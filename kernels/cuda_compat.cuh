@@ -18,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 #include <cuda_pipeline.h>             /* __pipeline_memcpy_async: cp.async on sm_80+ */
+#include <cooperative_groups.h>        /* this_cluster (): sm_90+ */
 #endif
 
 #include <stdint.h>
@@ -50,6 +51,45 @@ grid_dependency_wait (void)
 #define DYNAMIC_SMEM(name) unsigned char *const name = emu_dynamic_smem ()
 #else
 #define DYNAMIC_SMEM(name) extern __shared__ __align__ (128) unsigned char name[]
+#endif
+
+/* Thread-block clusters (sm_90+; launch_cluster in cuda_backend.cuh, along z only): cluster_sync () is a
+ * barrier of every thread of the cluster's blocks that also orders their shared-memory writes before it
+ * against reads after it, and cluster_map_shared (p, rank) the address of the same byte of block `rank`'s
+ * shared memory (distributed shared memory). Host code launches cluster kernels only where
+ * cb->conv_cluster_max > 0 (sm_90+): compiled for older GPUs they trap. In the emulator a cluster's blocks
+ * take turns between barriers, so what must outlive one lives in dynamic shared memory (DYNAMIC_SMEM). */
+#ifdef DDPM_CUDA_EMU
+static inline void cluster_sync (void) { emu_cluster_sync (); }
+template <typename T>
+static inline const T *
+cluster_map_shared (const T *p, int rank)
+{
+  return static_cast<const T *> (emu_cluster_map (p, (unsigned) rank));
+}
+#else
+__device__ __forceinline__ void
+cluster_sync (void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster ().sync ();
+#else
+  __trap ();
+#endif
+}
+
+template <typename T>
+__device__ __forceinline__ const T *
+cluster_map_shared (const T *p, int rank)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster ().map_shared_rank (const_cast<T *> (p), (unsigned) rank);
+#else
+  (void) rank;
+  __trap ();
+  return p;
+#endif
+}
 #endif
 
 /* ---- element types: storage type T, arithmetic always in float ---- */

@@ -55,7 +55,7 @@ asm (".text\n"
 
 namespace {
 
-enum FiberState { FIBER_RUN, FIBER_AT_BLOCK, FIBER_AT_WARP, FIBER_DONE };
+enum FiberState { FIBER_RUN, FIBER_AT_BLOCK, FIBER_AT_WARP, FIBER_AT_CLUSTER, FIBER_DONE };
 
 struct Fiber {
   void *sp;                        /* saved stack pointer while switched out */
@@ -66,10 +66,10 @@ struct Fiber {
 
 const size_t kStackBytes = 256 * 1024;
 
-std::vector<Fiber> fibers;
+std::vector<Fiber> fibers;                                /* block r of a cluster: [r n, (r + 1) n) */
 std::vector<std::array<uint8_t, 64>> lane_slots;          /* what a lane hands its warp: shuffles, ldmatrix, mma */
 void *scheduler_sp;
-int current_fiber;
+int current_fiber;                                        /* index in fibers (the cluster's blocks together) */
 const std::function<void ()> *current_body;
 unsigned long launches;
 bool in_kernel;
@@ -216,26 +216,27 @@ emu_abort_missing_wait (void)
   emu_abort ("a kernel thread reached a barrier or its end without calling grid_dependency_wait () first");
 }
 
+/* Fresh fibers [base, base + n) for a block of n threads. */
 void
-run_block (const std::function<void ()> &body)
+start_block (int base, int n)
 {
-  const int n = (int) (blockDim.x * blockDim.y * blockDim.z);
-  if ((int) fibers.size () < n)
+  const int total = base + n;
+  if ((int) fibers.size () < total)
     {
       size_t old = fibers.size ();
-      fibers.resize (n);
-      for (size_t i = old; i < (size_t) n; i++)
+      fibers.resize (total);
+      for (size_t i = old; i < (size_t) total; i++)
         {
           fibers[i].stack = mmap (nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
           if (fibers[i].stack == MAP_FAILED)
             emu_abort ("cannot map a fiber stack");
         }
-      lane_slots.resize (((size_t) n + 31) & ~(size_t) 31);
     }
-  current_body = &body;
-  if ((int) thread_copies.size () < n)
-    thread_copies.resize (n);
-  for (int i = 0; i < n; i++)
+  if (lane_slots.size () < (((size_t) n + 31) & ~(size_t) 31))
+    lane_slots.resize (((size_t) n + 31) & ~(size_t) 31);
+  if ((int) thread_copies.size () < total)
+    thread_copies.resize (total);
+  for (int i = base; i < total; i++)
     {
       fiber_init (fibers[i]);
       fibers[i].state = FIBER_RUN;
@@ -243,10 +244,18 @@ run_block (const std::function<void ()> &body)
       thread_copies[i].committed.clear ();
       thread_copies[i].open.clear ();
     }
+}
+
+/* Runs the block whose n fibers are [base, base + n) (blockIdx set) until every thread has ended or waits at
+ * the cluster barrier; true when all have ended. */
+bool
+run_block (int base, int n)
+{
   /* Between two __syncthreads each warp in turn runs its whole stretch (its shuffles released as its lanes
    * meet), so one warp's writes to shared memory (plain or cp.async) all land before the next warp reads:
    * a missing barrier between a warp refilling a buffer and another still reading it shows. Odd rounds
    * reverse the warp order; the lane order alternates at each of a warp's own barriers too. */
+  Fiber *const f = &fibers[base];
   const int nw = (n + 31) / 32;
   for (int round = 0;; round++)
     {
@@ -258,72 +267,121 @@ run_block (const std::function<void ()> &body)
               for (int j = 0; j < lanes; j++)
                 {
                   const int i = ((round + pass) & 1) ? lo + lanes - 1 - j : lo + j;
-                  if (fibers[i].state != FIBER_RUN)
+                  if (f[i].state != FIBER_RUN)
                     continue;
-                  current_fiber = i;
+                  current_fiber = base + i;
                   set_thread_index (i);
-                  emu_ctx_switch (&scheduler_sp, fibers[i].sp);
+                  emu_ctx_switch (&scheduler_sp, f[i].sp);
                 }
               int waiting = 0, done = 0;
               for (int l = 0; l < lanes; l++)
                 {
-                  waiting += fibers[lo + l].state == FIBER_AT_WARP;
-                  done += fibers[lo + l].state == FIBER_DONE;
+                  waiting += f[lo + l].state == FIBER_AT_WARP;
+                  done += f[lo + l].state == FIBER_DONE;
                 }
               if (waiting == 0 || waiting + done != lanes)
                 break;                  /* at __syncthreads or done (or stuck: checked below) */
               if (done > 0)
                 emu_abort ("warp shuffle while some lanes of the warp have exited");
               for (int l = 0; l < lanes; l++)
-                fibers[lo + l].state = FIBER_RUN;
+                f[lo + l].state = FIBER_RUN;
             }
         }
-      int live = 0, at_block = 0;
+      int live = 0, at_block = 0, at_cluster = 0;
       for (int i = 0; i < n; i++)
         {
-          live += fibers[i].state != FIBER_DONE;
-          at_block += fibers[i].state == FIBER_AT_BLOCK;
+          live += f[i].state != FIBER_DONE;
+          at_block += f[i].state == FIBER_AT_BLOCK;
+          at_cluster += f[i].state == FIBER_AT_CLUSTER;
         }
       if (live == 0)
-        return;
+        return true;
+      if (at_cluster == live)
+        return false;
       if (at_block == live)
         {
           for (int i = 0; i < n; i++)
-            if (fibers[i].state == FIBER_AT_BLOCK)
-              fibers[i].state = FIBER_RUN;
+            if (f[i].state == FIBER_AT_BLOCK)
+              f[i].state = FIBER_RUN;
           continue;
         }
-      emu_abort ("threads of one block wait at different barriers (divergent __syncthreads or shuffle)");
+      emu_abort ("threads of one block wait at different barriers (divergent __syncthreads, cluster barrier or "
+                 "shuffle)");
     }
 }
 
-/* The launch's dynamic shared memory (extern __shared__ on a GPU): one buffer, as blocks run one after
- * another, filled with 0xff bytes (NaN in fp16, bf16 and float) at every block start, so a kernel that reads
- * what no thread of its block wrote gets NaN here, not the previous block's values. */
+/* The launch's dynamic shared memory (extern __shared__ on a GPU): one buffer per block of a cluster (one
+ * without clusters), as the cluster's blocks run one after another, filled with 0xff bytes (NaN in fp16, bf16
+ * and float) at every block start and again at its end, so a kernel that reads what no thread of its block
+ * wrote, or the shared memory of a cluster's block that has ended, gets NaN here, not stale values. */
 std::vector<unsigned char> dynamic_smem_store;
-unsigned char *dynamic_smem_base;
+unsigned char *dynamic_smem_first;     /* block rank 0's, 128-byte aligned */
+size_t dynamic_smem_stride;            /* bytes from one rank's buffer to the next (a multiple of 128) */
 size_t dynamic_smem_bytes;
+unsigned cluster_size = 1, current_rank;
 
-void
-run_kernel (dim3 grid, dim3 block, size_t smem, const std::function<void ()> &body)
+unsigned char *
+rank_smem (unsigned rank)
 {
-  dynamic_smem_store.resize (smem + 128);
-  dynamic_smem_base = dynamic_smem_store.data () + (128 - (uintptr_t) dynamic_smem_store.data () % 128) % 128;
+  return dynamic_smem_first + rank * dynamic_smem_stride;
+}
+
+/* Blocks run cluster by cluster (clusters of cluster_z blocks along z, in grid order). Inside a cluster,
+ * each block runs until all its threads wait at the cluster barrier (or have ended), in rank order, reversed
+ * at odd phases; when every live thread of the cluster waits there, all go on. So a block that reads another's
+ * shared memory without a cluster barrier in between sees it unwritten (NaN) or, after that block ended,
+ * poisoned (NaN) again. */
+void
+run_kernel (dim3 grid, dim3 block, size_t smem, unsigned cluster_z, const std::function<void ()> &body)
+{
+  dynamic_smem_stride = (smem + 127) / 128 * 128;
+  dynamic_smem_store.resize (cluster_z * dynamic_smem_stride + 128);
+  dynamic_smem_first = dynamic_smem_store.data () + (128 - (uintptr_t) dynamic_smem_store.data () % 128) % 128;
   dynamic_smem_bytes = smem;
+  cluster_size = cluster_z;
   gridDim = grid;
   blockDim = block;
+  current_body = &body;
+  const int n = (int) (block.x * block.y * block.z);
   in_kernel = true;
-  for (unsigned z = 0; z < grid.z; z++)
+  for (unsigned z0 = 0; z0 < grid.z; z0 += cluster_z)
     for (unsigned y = 0; y < grid.y; y++)
       for (unsigned x = 0; x < grid.x; x++)
         {
-          blockIdx.x = x;
-          blockIdx.y = y;
-          blockIdx.z = z;
-          memset (dynamic_smem_base, 0xff, dynamic_smem_bytes);
-          run_block (body);
+          std::vector<bool> ended (cluster_z, false);
+          for (unsigned r = 0; r < cluster_z; r++)
+            {
+              memset (rank_smem (r), 0xff, dynamic_smem_bytes);
+              start_block ((int) r * n, n);
+            }
+          for (int phase = 0;; phase++)
+            {
+              unsigned live = 0;
+              for (unsigned j = 0; j < cluster_z; j++)
+                {
+                  const unsigned r = (phase & 1) ? cluster_z - 1 - j : j;
+                  if (ended[r])
+                    continue;
+                  blockIdx.x = x;
+                  blockIdx.y = y;
+                  blockIdx.z = z0 + r;
+                  current_rank = r;
+                  ended[r] = run_block ((int) r * n, n);
+                  if (ended[r])
+                    memset (rank_smem (r), 0xff, dynamic_smem_bytes);
+                  else
+                    live++;
+                }
+              if (live == 0)
+                break;
+              /* every live thread of the cluster waits at the cluster barrier: release them */
+              for (int i = 0; i < (int) cluster_z * n; i++)
+                if (fibers[i].state == FIBER_AT_CLUSTER)
+                  fibers[i].state = FIBER_RUN;
+            }
         }
   in_kernel = false;
+  cluster_size = 1;
 }
 
 } /* namespace */
@@ -333,7 +391,30 @@ emu_dynamic_smem (void)
 {
   if (!in_kernel)
     emu_abort ("dynamic shared memory outside a kernel");
-  return dynamic_smem_base;
+  return rank_smem (current_rank);
+}
+
+void
+emu_cluster_sync (void)
+{
+  yield_to_scheduler (FIBER_AT_CLUSTER);
+}
+
+unsigned
+emu_cluster_rank (void)
+{
+  if (!in_kernel)
+    emu_abort ("cluster rank outside a kernel");
+  return current_rank;
+}
+
+void *
+emu_cluster_map (const void *p, unsigned rank)
+{
+  const unsigned char *c = static_cast<const unsigned char *> (p), *mine = rank_smem (current_rank);
+  if (!in_kernel || rank >= cluster_size || c < mine || c >= mine + dynamic_smem_bytes)
+    emu_abort ("cluster_map_shared: not an address in this block's dynamic shared memory, or no such rank");
+  return rank_smem (rank) + (c - mine);
 }
 
 void
@@ -419,12 +500,22 @@ emu_enqueue (cudaStream_t stream, std::function<void ()> work)
     work ();
 }
 
-/* What cudaFuncSetAttribute (MaxDynamicSharedMemorySize) allowed each kernel (default 48 KiB). */
+/* What cudaFuncSetAttribute (MaxDynamicSharedMemorySize) allowed each kernel (default 48 KiB), and which
+ * kernels may have clusters of more than 8 blocks (NonPortableClusterSizeAllowed). */
 std::map<const void *, int> max_dynamic_smem;
+std::map<const void *, int> nonportable_cluster;
+
+/* Cluster sizes a launch may have: up to 8 blocks, 16 where the kernel allows non-portable sizes (H100). */
+unsigned
+max_cluster_size (const void *kernel)
+{
+  const auto np = nonportable_cluster.find (kernel);
+  return np != nonportable_cluster.end () && np->second != 0 ? 16 : 8;
+}
 
 void
 emu_launch (const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-            std::function<void ()> body)
+            std::function<void ()> body, unsigned cluster_z)
 {
   const auto allowed = max_dynamic_smem.find (kernel);
   if (smem > (allowed != max_dynamic_smem.end () ? (size_t) allowed->second : (size_t) 48 * 1024))
@@ -439,9 +530,14 @@ emu_launch (const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t
       last_error = cudaErrorInvalidConfiguration;
       return;
     }
-  emu_enqueue (stream, [grid, block, smem, body] () {
+  if (cluster_z == 0 || cluster_z > max_cluster_size (kernel) || grid.z % cluster_z != 0)
+    {
+      last_error = cudaErrorInvalidClusterSize;
+      return;
+    }
+  emu_enqueue (stream, [grid, block, smem, cluster_z, body] () {
     launches++;
-    run_kernel (grid, block, smem, body);
+    run_kernel (grid, block, smem, cluster_z, body);
   });
 }
 
@@ -450,10 +546,30 @@ emu_launch (const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t
 cudaError_t
 cudaFuncSetAttribute (const void *func, enum cudaFuncAttribute attr, int value)
 {
+  if (attr == cudaFuncAttributeNonPortableClusterSizeAllowed && (value == 0 || value == 1))
+    {
+      nonportable_cluster[func] = value;
+      return cudaSuccess;
+    }
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > 232448)
     return cudaErrorInvalidValue;
   max_dynamic_smem[func] = value;
   return cudaSuccess;
+}
+
+cudaError_t
+cudaOccupancyMaxActiveClusters (int *clusters, const void *func, const cudaLaunchConfig_t *config)
+{
+  unsigned cz = 1;
+  for (unsigned i = 0; i < config->numAttrs; i++)
+    if (config->attrs[i].id == cudaLaunchAttributeClusterDimension)
+      {
+        if (config->attrs[i].val.clusterDim.x != 1 || config->attrs[i].val.clusterDim.y != 1)
+          return cudaErrorInvalidValue;   /* clusters along z only here */
+        cz = config->attrs[i].val.clusterDim.z;
+      }
+  *clusters = cz >= 1 && cz <= max_cluster_size (func) ? 1 : 0;
+  return cz > 16 ? cudaErrorInvalidClusterSize : cudaSuccess;
 }
 
 cudaError_t

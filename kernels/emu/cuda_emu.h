@@ -92,10 +92,20 @@ static inline float __saturatef (float x) { return x < 0.0f ? 0.0f : (x > 1.0f ?
  * dynamic shared memory needs cudaFuncSetAttribute (kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, >=
  * smem) first, else the launch fails with cudaErrorInvalidValue. */
 void emu_launch (const void *kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                 std::function<void ()> body);
+                 std::function<void ()> body, unsigned cluster_z = 1);
 /* The launch's dynamic shared memory (DYNAMIC_SMEM in cuda_compat.cuh), 128-byte aligned, 0xff-filled at each
  * block start. */
 unsigned char *emu_dynamic_smem (void);
+/* Thread-block clusters (sm_90), along z only: a launch with cluster_z > 1 (grid.z a multiple of it, at most 8,
+ * or 16 after cudaFuncSetAttribute (NonPortableClusterSizeAllowed, 1)) runs its blocks cluster by cluster;
+ * a cluster's blocks take turns between cluster barriers, each with its own dynamic shared memory (static
+ * __shared__ is one per process here: cluster kernels keep what must outlive a cluster barrier in dynamic
+ * shared memory). emu_cluster_map gives the address of the same byte of another rank's dynamic shared memory. */
+void emu_cluster_sync (void);
+unsigned emu_cluster_rank (void);
+void *emu_cluster_map (const void *p, unsigned rank);
+/* cudaOccupancyMaxActiveClusters (declared by cuda_runtime_api.h): 1 for cluster sizes the kernel may launch
+ * with (as emu_launch checks), else 0. */
 /* Runs (or records) host work that stands for an asynchronous device operation (copies, cuBLAS). */
 void emu_enqueue (cudaStream_t stream, std::function<void ()> work);
 /* Counts kernel launches (for tests of the graph path). */

@@ -265,7 +265,9 @@ done
 #   DDPM_CUDA_PDL=0                      programmatic dependent launch off (cuda_compat.cuh grid_dependency_wait)
 #   DDPM_CUDA_GN_CONV=0                  GroupNorm and the conv as separate ops (+ transpose)
 #   DDPM_CUDA_CONV=implicit              the NCHW conv kernel everywhere (no transposes, register-staged loads)
-#   DDPM_CUDA_CONV_REDUCE=last-block     split-K sums by the last block of each tile instead of a second launch
+#   DDPM_CUDA_CONV_REDUCE=kernel         split-K sums by a second launch, not inside each tile's thread-block
+#                                        cluster (the default where the creation probe launched one: sm_90)
+#   DDPM_CUDA_CONV_CLUSTER_MAX=8         clusters (and so K splits) of at most 8 blocks, not 16
 #   DDPM_CUDA_CONV=nhwc                  1x1 convs channels last too (the default keeps them on the NCHW kernel,
 #                                        faster at batch 1 on the H200; at b128 fcae280's trace had that kernel
 #                                        at ~146 us own time per call, 7 calls)
@@ -286,8 +288,8 @@ done
 #                                        less repeated score work; the rule takes 64 where blocks are few) /
 #                                        2 query tiles per block (the rule takes up to 4)
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
-#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 / DDPM_CUDA_CONV_SPLITK=1  half the K splits / none at batch 1: each
-#                                        split conv now costs a second launch (~5 us at cifar b1, 63 per forward)
+#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 / DDPM_CUDA_CONV_SPLITK=1  half the K splits / none at batch 1 (a
+#                                        cluster's blocks wait for each other at its two barriers)
 # (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425, 1.794-1.817 ms for
 # blocks per SM 1, 2, 4 and min K slices 2, 4, 8, when the last block summed the splits.)
 ab () {   # ab CONFIG BATCH SETTING
@@ -313,10 +315,14 @@ echo "== 4. Run-time switches against the default (ddpm bench median ms, fp16; a
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
 if [ $rc -ne 77 ]; then
   # most telling first (AB_UNTIL cuts the rest). Left out after the H100 run of fcae280 (within 1.5 % or
-  # worse): GN_CONV=0 and UPSAMPLE_CONV=0 everywhere, CONV=implicit and FA_DS=128 at cifar b1 (1.055, 1.052).
+  # worse): GN_CONV=0 and UPSAMPLE_CONV=0 everywhere, CONV=implicit and FA_DS=128 at cifar b1 (1.055, 1.052);
+  # after 573f2d7's: CONV_REDUCE=last-block (0.671 the other way at cifar b1, as the second launch's gain).
   while read -r shape batch setting; do
     ab "$shape" "$batch" "$setting" < /dev/null
   done <<'LIST'
+cifar10-32 1 DDPM_CUDA_CONV_REDUCE=kernel
+celebahq-256 1 DDPM_CUDA_CONV_REDUCE=kernel
+cifar10-32 1 DDPM_CUDA_CONV_CLUSTER_MAX=8
 cifar10-32 1 DDPM_CUDA_ATTN=mma
 celebahq-256 1 DDPM_CUDA_ATTN=mma
 cifar10-32 128 DDPM_CUDA_CONV=nhwc
@@ -324,7 +330,6 @@ cifar10-32 128 DDPM_CUDA_ATTN=split
 cifar10-32 128 DDPM_CUDA_GN=fused
 cifar10-32 1 DDPM_CUDA_FA_KW=64
 celebahq-256 1 DDPM_CUDA_FA_KW=64
-cifar10-32 1 DDPM_CUDA_CONV_REDUCE=last-block
 cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
 cifar10-32 1 DDPM_CUDA_CONV_SPLITK=1
 cifar10-32 1 DDPM_CUDA_PDL=0

@@ -20,8 +20,9 @@
  * instead of the implicit-GEMM kernels) and =implicit (the NCHW kernel, also where the default takes the
  * channels-last one), with each kernel's other tile and a forced K split (DDPM_CUDA_CONV_TILE=large,
  * DDPM_CUDA_CONV_SPLITK=3), =mma (the 128 x 128 mma.sync tile where it fills a wave; and with
- * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), and with
- * DDPM_CUDA_CONV_REDUCE=last-block (split-K sums by the last block of each tile, not a second launch); the
+ * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), with DDPM_CUDA_CONV_REDUCE=kernel and
+ * =last-block (split-K sums by a second launch, or by the last block of each tile, not inside each tile's
+ * thread-block cluster), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
@@ -195,8 +196,13 @@ main (int argc, char **argv)
                   env.timing = FALSE;
                   /* ... and wherever the channels-last kernel runs, small and partial tiles included */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "mma", OPS_CONV);
-                  /* split-K sums in a second launch (what more tiles than counters take) */
+                  /* split-K sums by a second launch (the default below sm_90) and by the last block of each
+                   * tile, not inside each tile's cluster */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "last-block", OPS_CONV);
+                  /* clusters of more than 8 blocks (non-portable sizes: up to 16 on an H100) in both kernels */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "16", OPS_CONV);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=16", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
                 {
