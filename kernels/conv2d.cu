@@ -90,6 +90,7 @@ struct ConvPlan {
   bool nhwc;                            /* the channels-last kernel (conv2d_nhwc.cu) */
   bool direct;                          /* the CUDA-core kernel for Cout <= 8 or K <= 32 (conv2d_direct.cu) */
   bool mma;                             /* nhwc with the 128 x 128 mma.sync tile, no K split (conv2d_nhwc.cu) */
+  bool pointwise;                       /* a 1x1 convolution on conv2d_pointwise.cu's kernel (NCHW, cp.async) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
   bool cluster;                         /* the splits of a tile are one cluster and sum each other's tiles */
@@ -102,7 +103,7 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, false, false, TILE_SMALL, 1, false, 0, 0, 0 };
+  ConvPlan p = { use_implicit (cb), false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0 };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -145,6 +146,9 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   p.nhwc = (cb->conv_algo == CONV_NHWC || (cb->conv_algo != CONV_IMPLICIT && s.k != 1)) && cuda_conv_nhwc_fits (cb, s);
   if (p.nhwc)
     p.xh_bytes = (cuda_conv_nhwc_bytes (cb, s) + 255) / 256 * 256;
+  /* 1x1 convolutions the channels-last kernel does not take: x's channel planes by cp.async, unless
+   * $DDPM_CUDA_CONV=implicit (conv2d.cu's kernel, B through registers) */
+  p.pointwise = !p.nhwc && cb->conv_algo != CONV_IMPLICIT && cuda_conv_pointwise_fits (cb, s);
   /* $DDPM_CUDA_CONV=mma: the 128 x 128 tile where its tiles alone fill a wave of the GPU (no K split);
    * $DDPM_CUDA_CONV_TILE=mma: wherever the channels-last kernel runs (tests) */
   const long long tiles_mma = (P + 127) / 128 * ((s.Cout + 127) / 128);
@@ -456,6 +460,20 @@ launch_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, 
                  (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, p.kps, epi);
 }
 
+bool
+cuda_conv_implicit_allow_large_clusters (void)
+{
+  const void *const kernels[] = {
+    (const void *) conv_implicit_kernel<__half, 0, 64>, (const void *) conv_implicit_kernel<__half, 0, 128>,
+    (const void *) conv_implicit_kernel<__half, 1, 64>, (const void *) conv_implicit_kernel<__half, 1, 128>,
+    (const void *) conv_implicit_kernel<__half, 3, 64>, (const void *) conv_implicit_kernel<__half, 3, 128>,
+    (const void *) conv_implicit_kernel<__nv_bfloat16, 0, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 0, 128>,
+    (const void *) conv_implicit_kernel<__nv_bfloat16, 1, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 1, 128>,
+    (const void *) conv_implicit_kernel<__nv_bfloat16, 3, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 3, 128>,
+  };
+  return allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]));
+}
+
 /* xh_ready: the plan is channels last and the channels-last copy of x is already at the start of scratch
  * (cuda_group_norm_conv2d wrote it); x is not read then. */
 template <typename T>
@@ -478,6 +496,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       p.cluster = false;
       p.kps = ktiles;
       p.nhwc = false;
+      p.pointwise = false;
       p.mma = false;
       p.xh_bytes = 0;
     }
@@ -506,6 +525,8 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     cuda_conv_nhwc_mma_launch (cb, w, cb->scratch, y, s, e);
   else if (p.nhwc)
     cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, sk, s, p.kps, e);
+  else if (p.pointwise && aligned16 (x))
+    cuda_conv_pointwise_launch (cb, p.tile == TILE_LARGE, grid, w, x, y, sk, s, p.kps, e);
   else if (s.k == 3)
     launch_implicit<T, 3> (cb, w, x, y, s, p, sk, grid, epi);
   else if (s.k == 1)

@@ -383,6 +383,18 @@ void cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLi
 void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
                                 const DdpmConvEpilogue *e);
 
+/* conv2d_pointwise.cu: whether the cp.async kernel on NCHW takes this 1x1 convolution (fp16/bf16, stride 1, no
+ * padding, Cin % 32 == 0, Ho Wo % 8 == 0; unless $DDPM_CUDA_CONV_PW=0), and the kernel on grid (P / 64, Cout /
+ * BM, splits) as cuda_conv_nhwc_launch, reading x itself (16-byte aligned). */
+bool cuda_conv_pointwise_fits (const CudaBackend *cb, const ConvShape &s);
+void cuda_conv_pointwise_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *x, void *y,
+                                 const SplitK &sk, const ConvShape &s, int kps, const DdpmConvEpilogue *epi);
+
+/* Each implicit-GEMM file: lets its cluster kernels launch with more than 8 blocks per cluster (for
+ * cuda_conv_cluster_probe); false if any refuses. */
+bool cuda_conv_implicit_allow_large_clusters (void);
+bool cuda_conv_pointwise_allow_large_clusters (void);
+
 /* conv2d_direct.cu: whether the direct CUDA-core kernel takes this shape (fp16/bf16, Cout <= 8 or K <= 32),
  * and the convolution with it (bias and epilogue included; no scratch). */
 bool cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s);

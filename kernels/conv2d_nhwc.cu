@@ -364,14 +364,20 @@ cluster_probe_kernel (unsigned long long *count)
   cluster_sync ();
 }
 
-/* Whether clusters of n blocks work for the conv kernels: the largest of them (128 threads, 45 KiB of shared
- * memory) can be resident, and two captured cluster launches of the probe kernel (with PDL as the backend
- * launches) add up right when the graph runs. */
+/* Whether clusters of n blocks work for the conv kernels: above 8, each of them allows it; the largest of
+ * them (128 threads, 45 KiB of shared memory) can be resident; and two captured cluster launches of the probe
+ * kernel (with PDL as the backend launches) add up right when the graph runs. */
 static bool
 cluster_size_works (CudaBackend *cb, unsigned n)
 {
-  const void *largest = (const void *) conv_nhwc_kernel<__half, 128>;
-  if (n > 8 && allow_large_clusters (largest) != cudaSuccess)
+  const void *const kernels[] = {
+    (const void *) conv_nhwc_kernel<__half, 64>, (const void *) conv_nhwc_kernel<__half, 128>,
+    (const void *) conv_nhwc_kernel<__nv_bfloat16, 64>, (const void *) conv_nhwc_kernel<__nv_bfloat16, 128>,
+    (const void *) cluster_probe_kernel,
+  };
+  const void *const largest = kernels[1];
+  if (n > 8 && !(allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]))
+                 && cuda_conv_implicit_allow_large_clusters () && cuda_conv_pointwise_allow_large_clusters ()))
     return false;
   cudaLaunchAttribute attr;
   attr.id = cudaLaunchAttributeClusterDimension;

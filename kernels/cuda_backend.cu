@@ -731,6 +731,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->conv_tile = tile == NULL ? TILE_AUTO : strcmp (tile, "small") == 0 ? TILE_SMALL
                   : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA : TILE_AUTO;
   cb->conv_splitk = env_int ("DDPM_CUDA_CONV_SPLITK");
+  cb->conv_pointwise = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PW"), "0") != 0;
   /* the split-K rule's two numbers, for tuning runs on a GPU (conv2d.cu conv_plan) */
   const int bps = env_int ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), mks = env_int ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
   cb->conv_split_blocks_per_sm = bps > 0 ? bps : 2;

@@ -91,6 +91,7 @@ struct CudaBackend {
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   CudaConvReduce conv_reduce;      /* who sums split-K partials ($DDPM_CUDA_CONV_REDUCE) */
   int conv_cluster_max;            /* blocks a conv's cluster may have: 16, 8, or 0 (no clusters here) */
+  gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
@@ -185,19 +186,15 @@ launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t sme
     cuda_ok (cb, e, name);
 }
 
-/* Lets kernel launch with clusters of more than 8 blocks (H100: up to 16), once per kernel. */
-static inline cudaError_t
-allow_large_clusters (const void *kernel)
+/* Lets each of n kernels launch with clusters of more than 8 blocks (H100: up to 16). Done once, at creation
+ * (cuda_conv_cluster_probe), not inside a graph capture; a launch above 8 without it fails. */
+static inline bool
+allow_large_clusters (const void *const *kernels, int n)
 {
-  static const void *allowed[64];        /* kernels already set (a lost race only sets one twice) */
-  static int n_allowed;
-  for (int i = 0; i < n_allowed && i < 64; i++)
-    if (allowed[i] == kernel)
-      return cudaSuccess;
-  const cudaError_t e = cudaFuncSetAttribute (kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  if (e == cudaSuccess && n_allowed < 64)
-    allowed[n_allowed++] = kernel;
-  return e;
+  for (int i = 0; i < n; i++)
+    if (cudaFuncSetAttribute (kernels[i], cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess)
+      return false;
+  return true;
 }
 
 /* Launches kernel on grid in clusters of cluster_z blocks along z (grid.z a multiple of it), with
@@ -208,12 +205,6 @@ launch_cluster_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsi
                        void (*kernel) (KArgs...), Args... args)
 {
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
-  if (cluster_z > 8)
-    {
-      const cudaError_t e = allow_large_clusters ((const void *) kernel);
-      if (e != cudaSuccess)
-        return e;
-    }
 #ifdef DDPM_CUDA_EMU
   emu_launch ((const void *) kernel, grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); },
               cluster_z);
@@ -322,7 +313,7 @@ void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y,
                   const int pad[4], const DdpmConvEpilogue *epi);
 /* conv2d_nhwc.cu, once at creation (after PDL is decided): the largest cluster (16 or 8 blocks) the conv
  * kernels can launch with here, as a captured graph runs it, or 0 (below sm_90, or any failure; no error
- * kept). */
+ * kept). For 16 it lets every cluster kernel of the three conv files launch above 8 first. */
 int cuda_conv_cluster_probe (CudaBackend *cb);
 void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
                       float eps, const void *scale_shift, gboolean silu);

@@ -332,6 +332,11 @@ static const ConvCase conv_cases[] = {
    * tiles, 18 K slices; a 1x1 with 3 slices */
   { "odd conv mma", 2, 64, 15, 17, 200, 3, 1, { 1, 1, 1, 1 }, 0 },
   { "odd conv mma 1x1", 3, 96, 11, 13, 130, 1, 1, { 0, 0, 0, 0 }, 0 },
+  /* 1x1 on conv2d_pointwise.cu's kernel (Cin % 32 == 0, H W % 8 == 0): pixel tiles across 3 images and a
+   * partial one, a partial channel tile, 6 K slices; 128-row tiles; one tile, K split 4 ways by default */
+  { "odd conv pointwise", 3, 192, 6, 4, 72, 1, 1, { 0, 0, 0, 0 }, 0 },
+  { "odd conv pointwise Cout136", 2, 96, 8, 8, 136, 1, 1, { 0, 0, 0, 0 }, 0 },
+  { "odd conv pointwise split", 1, 256, 4, 4, 64, 1, 1, { 0, 0, 0, 0 }, 0 },
   /* conv_in's full layout (8 groups of 16 channels per block, no K split), a partial second block */
   { "odd conv direct Cin3 Cout136", 1, 3, 6, 7, 136, 3, 1, { 1, 1, 1, 1 }, 0 },
 };

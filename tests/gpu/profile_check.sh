@@ -19,7 +19,7 @@ check $r "bench with DDPM_CUDA_PROFILE=1 exits 0 with its result line (exit $rc)
 grep -q '3 rounds after 1 cold one' "$ERR" && r=ok || r=no
 check $r "profile header: 3 timed rounds after the cold one"
 convs=$(head -c 65536 "$MODEL/diffusion_pytorch_model.safetensors" | grep -ao '"shape":\[[0-9]*,[0-9]*,[0-9]*,[0-9]*\]' | wc -l)
-profiled=$(awk '$1 ~ /^conv_((implicit|nhwc)_[0-9]+|nhwc_mma|direct)$/ { n += $2 } END { printf "%g", n }' "$ERR")
+profiled=$(awk '$1 ~ /^conv_((implicit|nhwc|pointwise)_[0-9]+|nhwc_mma|direct)$/ { n += $2 } END { printf "%g", n }' "$ERR")
 [ "$convs" -gt 0 ] && [ "$profiled" = "$convs" ] && r=ok || r=no
 check $r "conv launches per round: profile $profiled, model $convs conv weights"
 # the fusions: all resnets' time projections in one launch (plus the time MLP's two), and no separate

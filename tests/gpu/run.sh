@@ -268,6 +268,9 @@ done
 #   DDPM_CUDA_CONV_REDUCE=kernel         split-K sums by a second launch, not inside each tile's thread-block
 #                                        cluster (the default where the creation probe launched one: sm_90)
 #   DDPM_CUDA_CONV_CLUSTER_MAX=8         clusters (and so K splits) of at most 8 blocks, not 16
+#   DDPM_CUDA_CONV_PW=0                  1x1 convs on conv2d.cu's NCHW kernel (B through registers, 2 bytes a load),
+#                                        not conv2d_pointwise.cu's cp.async one (fcae280: the NCHW kernel at ~146 us
+#                                        own per call at cifar b128, 62-207 us per call at celebahq b1)
 #   DDPM_CUDA_CONV=nhwc                  1x1 convs channels last too (the default keeps them on the NCHW kernel,
 #                                        faster at batch 1 on the H200; at b128 fcae280's trace had that kernel
 #                                        at ~146 us own time per call, 7 calls)
@@ -323,6 +326,8 @@ if [ $rc -ne 77 ]; then
 cifar10-32 1 DDPM_CUDA_CONV_REDUCE=kernel
 celebahq-256 1 DDPM_CUDA_CONV_REDUCE=kernel
 cifar10-32 1 DDPM_CUDA_CONV_CLUSTER_MAX=8
+cifar10-32 128 DDPM_CUDA_CONV_PW=0
+celebahq-256 1 DDPM_CUDA_CONV_PW=0
 cifar10-32 1 DDPM_CUDA_ATTN=mma
 celebahq-256 1 DDPM_CUDA_ATTN=mma
 cifar10-32 128 DDPM_CUDA_CONV=nhwc

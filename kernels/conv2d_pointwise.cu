@@ -1,0 +1,154 @@
+/* conv2d_pointwise.cu: 1x1 convolutions (stride 1, no padding: the resnet shortcuts) as an implicit GEMM on
+ * the NCHW input itself, operands by cp.async (fp16 / bf16); conv2d.cu decides where.
+ *
+ * Why: with k == 1 a K slice of 32 input channels is 32 rows of x's channel planes, and the tile's 64 pixels
+ * are contiguous in each of them (pixels run across the batch; an image's HW % 8 == 0 keeps every 8-pixel
+ * chunk inside one image and 16-byte aligned). So B needs no gather and no transpose: four 16-byte copies
+ * per row straight into shared memory, in a pipeline STAGES deep like conv2d_nhwc.cu's. conv2d.cu's NCHW
+ * kernel stages B through registers one 2-byte element at a time (16 loads per thread per slice), which
+ * fcae280's H100 trace had at ~146 us own time per call at cifar10-32 batch 128 and 62-207 us per call at
+ * celebahq-256 batch 1 (a 256 -> 128 shortcut at 256 x 256 is 4.3 GFLOP: ~20 TFLOP/s).
+ *
+ * Tile: BM output channels x IG_BN (64) pixels, 4 warps (2 x 2) of (BM/2) x 32, the same WMMA slice product
+ * (B row-major: K down the rows) and block end (conv_tile_epilogue: K split with a cluster, partials or none)
+ * as the other implicit GEMMs; needs Cin % 32 == 0 and Ho * Wo % 8 == 0. */
+#include "conv2d.cuh"
+
+#define PW_LDA (IG_BK + 8)               /* A row stride (elements): weight row m, 32 K values; 80 bytes */
+#define PW_LDB (IG_BN + 8)               /* B row stride (elements): input channel k, 64 pixels; 144 bytes */
+
+template <int BM>
+struct PwTile {
+  static constexpr int THREADS = 128;
+  static constexpr int STAGES = BM == 64 ? 4 : 3;
+  static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
+  static constexpr int A_STAGE = BM * PW_LDA, B_STAGE = IG_BK * PW_LDB;               /* elements */
+  static constexpr int SMEM_AB = STAGES * (A_STAGE + B_STAGE) * 2;                    /* bytes */
+  static constexpr int LDC = IG_BN + 4;
+  static constexpr int SMEM_C = BM * LDC * 4;
+  static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
+  static constexpr int A_COPIES = BM * IG_BK / 8 / THREADS;                          /* 16-byte copies */
+  static constexpr int B_COPIES = IG_BK * IG_BN / 8 / THREADS;
+  static_assert (SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
+};
+
+template <typename T, int BM>
+__global__ void __launch_bounds__ (128)
+conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
+                       T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
+{
+  grid_dependency_wait ();
+  typedef PwTile<BM> G;
+  DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
+  T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][PW_LDA] */
+  T *const Bs0 = reinterpret_cast<T *> (smem) + G::STAGES * G::A_STAGE; /* [stage][IG_BK][PW_LDB] */
+  float *const Cs = reinterpret_cast<float *> (smem);                   /* [BM][LDC], after the K loop */
+
+  const int tid = threadIdx.x, warp = tid >> 5;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int m0 = blockIdx.y * BM;
+  const long long p0 = (long long) blockIdx.x * IG_BN;
+  const int HW = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HW;
+  const int kt_begin = blockIdx.z * kps, kt_end = imin (kt_begin + kps, s.Cin / IG_BK);  /* this split's slices */
+  const int nkt = imax (kt_end - kt_begin, 0);
+
+  /* This thread's copies of a slice: A rows tid / 4 + 32 i, chunk tid % 4 (8 K values); B rows (channels)
+   * tid / 8 + 16 i, chunk tid % 8 (8 pixels), whose source is the same for every slice but for the channel */
+  const int a_chunk = tid & 3, b_chunk = tid & 7, b_row = tid >> 3;
+  const long long pc = p0 + b_chunk * 8;
+  const bool b_ok = pc < P;              /* P % 8 == 0: a chunk is all inside or all past the end */
+  const T *const b_src = x + (b_ok ? (size_t) (pc / HW) * s.Cin * HW + (size_t) (pc % HW) : 0);
+  auto load_stage = [&] (int st, int kt) {
+    T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
+    const int k0 = kt * IG_BK;
+#pragma unroll
+    for (int i = 0; i < G::A_COPIES; i++)
+      {
+        const int r = (tid >> 2) + 32 * i, m = m0 + r;
+        const bool in = m < s.Cout;
+        __pipeline_memcpy_async (As + r * PW_LDA + a_chunk * 8, in ? Wt + (size_t) m * s.ldw + k0 + a_chunk * 8 : Wt,
+                                 16, in ? 0 : 16);
+      }
+#pragma unroll
+    for (int i = 0; i < G::B_COPIES; i++)
+      {
+        const int r = b_row + 16 * i;
+        __pipeline_memcpy_async (Bs + r * PW_LDB + b_chunk * 8, b_ok ? b_src + (size_t) (k0 + r) * HW : x, 16,
+                                 b_ok ? 0 : 16);
+      }
+  };
+
+  ConvAccFrag acc[G::FM][G::FN];
+  warp_acc_zero (acc);
+
+  /* the pipeline of conv2d_nhwc.cu: slices 0 .. STAGES-2 in flight, then one group committed per iteration
+   * (maybe empty), so "all but the newest STAGES-2 groups done" means "slice i has landed" */
+#pragma unroll
+  for (int st = 0; st < G::STAGES - 1; st++)
+    {
+      if (st < nkt)
+        load_stage (st, kt_begin + st);
+      __pipeline_commit ();
+    }
+  for (int i = 0; i < nkt; i++)          /* slice kt_begin + i lives in stage i % STAGES */
+    {
+      __pipeline_wait_prior (G::STAGES - 2);
+      __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
+      const int next = i + G::STAGES - 1;
+      if (next < nkt)
+        load_stage (next % G::STAGES, kt_begin + next);   /* the stage slice i - 1 used */
+      __pipeline_commit ();
+      const T *As = As0 + (i % G::STAGES) * G::A_STAGE, *Bs = Bs0 + (i % G::STAGES) * G::B_STAGE;
+      warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * PW_LDA, PW_LDA,
+                                                                Bs + wn * (IG_BN / 2), PW_LDB, 1, PW_LDB);
+    }
+  __pipeline_wait_prior (0);
+  __syncthreads ();                      /* the C tile reuses the stages */
+
+  warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
+  __syncthreads ();
+  conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, sk, s, m0, p0);
+}
+
+bool
+cuda_conv_pointwise_allow_large_clusters (void)
+{
+  const void *const kernels[] = {
+    (const void *) conv_pointwise_kernel<__half, 64>, (const void *) conv_pointwise_kernel<__half, 128>,
+    (const void *) conv_pointwise_kernel<__nv_bfloat16, 64>, (const void *) conv_pointwise_kernel<__nv_bfloat16, 128>,
+  };
+  return allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]));
+}
+
+bool
+cuda_conv_pointwise_fits (const CudaBackend *cb, const ConvShape &s)
+{
+  return cb->act_type != CT_F32 && cb->conv_pointwise && s.k == 1 && s.stride == 1 && s.pad_top == 0
+         && s.pad_left == 0 && s.up == 0 && s.Ho == s.H && s.Wo == s.W && s.Cin % IG_BK == 0
+         && (s.Ho * s.Wo) % 8 == 0 && s.ldw % 8 == 0;
+}
+
+template <typename T>
+static void
+launch_t (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *x, void *y, const SplitK &sk,
+          const ConvShape &s, int kps, const DdpmConvEpilogue *e)
+{
+  const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
+  if (large)
+    conv_launch (cb, "conv_pointwise_128", grid, PwTile<128>::SMEM, sk, conv_pointwise_kernel<T, 128>,
+                 (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, kps, epi);
+  else
+    conv_launch (cb, "conv_pointwise_64", grid, PwTile<64>::SMEM, sk, conv_pointwise_kernel<T, 64>,
+                 (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, kps, epi);
+}
+
+void
+cuda_conv_pointwise_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *x, void *y,
+                            const SplitK &sk, const ConvShape &s, int kps, const DdpmConvEpilogue *epi)
+{
+  if (cb->act_type == CT_F16)
+    launch_t<__half> (cb, large, grid, w, x, y, sk, s, kps, epi);
+  else
+    launch_t<__nv_bfloat16> (cb, large, grid, w, x, y, sk, s, kps, epi);
+}
