@@ -117,6 +117,36 @@ warp_mma_slice (ConvAccFrag (&acc)[FM][FN], const T *A, int lda, const T *B, int
     }
 }
 
+/* The K loop of the cp.async kernels (conv2d_nhwc.cu, conv2d_pointwise.cu) over nkt slices in STAGES shared
+ * stages: load (stage, i) issues slice i's copies, mma (stage) multiplies the slice in it. Slices 0 ..
+ * STAGES-2 go in flight first; every iteration then commits exactly one group (maybe empty), so "all but the
+ * newest STAGES-2 groups done" always means "slice i has landed". Ends with every copy landed and a barrier,
+ * so the stages may be reused (the C tile). */
+template <int STAGES, typename Load, typename Mma>
+__device__ __forceinline__ void
+cp_async_k_loop (int nkt, Load load, Mma mma)
+{
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; st++)
+    {
+      if (st < nkt)
+        load (st, st);
+      __pipeline_commit ();
+    }
+  for (int i = 0; i < nkt; i++)          /* slice i lives in stage i % STAGES */
+    {
+      __pipeline_wait_prior (STAGES - 2);
+      __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
+      const int next = i + STAGES - 1;
+      if (next < nkt)
+        load (next % STAGES, next);      /* the stage slice i - 1 used */
+      __pipeline_commit ();
+      mma (i % STAGES);
+    }
+  __pipeline_wait_prior (0);
+  __syncthreads ();
+}
+
 /* The warp's sub-tile into the float tile C (row stride ldc) at its top-left corner. */
 template <int FM, int FN>
 __device__ __forceinline__ void

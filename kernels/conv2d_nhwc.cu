@@ -132,30 +132,12 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   ConvAccFrag acc[G::FM][G::FN];
   warp_acc_zero (acc);
 
-  /* prologue: slices 0 .. STAGES-2 in flight; every iteration then commits exactly one group (maybe empty),
-   * so "all but the newest STAGES-2 groups done" always means "slice kt has landed" */
-#pragma unroll
-  for (int st = 0; st < G::STAGES - 1; st++)
-    {
-      if (st < nkt)
-        load_stage (st, kt_begin + st);
-      __pipeline_commit ();
-    }
-  for (int i = 0; i < nkt; i++)          /* slice kt_begin + i lives in stage i % STAGES */
-    {
-      __pipeline_wait_prior (G::STAGES - 2);
-      __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
-      const int next = i + G::STAGES - 1;
-      if (next < nkt)
-        load_stage (next % G::STAGES, kt_begin + next);   /* the stage slice i - 1 used */
-      __pipeline_commit ();
-      const T *As = As0 + (i % G::STAGES) * G::A_STAGE, *Bs = Bs0 + (i % G::STAGES) * G::B_STAGE;
-      warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * NHWC_LD, NHWC_LD,
-                                                                Bs + wn * (IG_BN / 2) * NHWC_LD, NHWC_LD, NHWC_LD, 1);
-    }
-  __pipeline_wait_prior (0);
-  __syncthreads ();                      /* the C tile reuses the stages */
-
+  cp_async_k_loop<G::STAGES> (nkt, [&] (int st, int i) { load_stage (st, kt_begin + i); }, [&] (int st) {
+    const T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
+    warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * NHWC_LD, NHWC_LD,
+                                                              Bs + wn * (IG_BN / 2) * NHWC_LD, NHWC_LD, NHWC_LD, 1);
+  });
+  /* the C tile reuses the stages */
   warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
   __syncthreads ();
   conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, sk, s, m0, p0);
@@ -221,48 +203,33 @@ conv_nhwc_mma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   const int a_row = wm * 64 + (q & 1) * 8 + r8, a_chunk = q >> 1;   /* + 16 i rows, + 2 ks chunks */
   const int b_row = wn * 64 + (q >> 1) * 8 + r8, b_chunk = q & 1;   /* + 16 jj pixels, + 2 ks chunks */
 
+  cp_async_k_loop<MMA_STAGES> (nkt, load_stage, [&] (int st) {
+    const T *As = S0 + st * STAGE, *Bs = As + MMA_BM * IG_BK;
 #pragma unroll
-  for (int st = 0; st < MMA_STAGES - 1; st++)
-    {
-      if (st < nkt)
-        load_stage (st, st);
-      __pipeline_commit ();
-    }
-  for (int kt = 0; kt < nkt; kt++)      /* slice kt lives in stage kt % STAGES */
-    {
-      __pipeline_wait_prior (MMA_STAGES - 2);
-      __syncthreads ();
-      const int next = kt + MMA_STAGES - 1;
-      if (next < nkt)
-        load_stage (next % MMA_STAGES, next);
-      __pipeline_commit ();
-      const T *As = S0 + (kt % MMA_STAGES) * STAGE, *Bs = As + MMA_BM * IG_BK;
+    for (int ks = 0; ks < 2; ks++)
+      {
+        uint32_t af[4][4], bf[8][2];
 #pragma unroll
-      for (int ks = 0; ks < 2; ks++)
-        {
-          uint32_t af[4][4], bf[8][2];
+        for (int i = 0; i < 4; i++)
+          ldmatrix_x4 (af[i], As + mma_swizzle (a_row + 16 * i, a_chunk + 2 * ks));
 #pragma unroll
-          for (int i = 0; i < 4; i++)
-            ldmatrix_x4 (af[i], As + mma_swizzle (a_row + 16 * i, a_chunk + 2 * ks));
+        for (int jj = 0; jj < 4; jj++)
+          {
+            uint32_t r[4];
+            ldmatrix_x4 (r, Bs + mma_swizzle (b_row + 16 * jj, b_chunk + 2 * ks));
+            bf[2 * jj][0] = r[0];
+            bf[2 * jj][1] = r[1];
+            bf[2 * jj + 1][0] = r[2];
+            bf[2 * jj + 1][1] = r[3];
+          }
 #pragma unroll
-          for (int jj = 0; jj < 4; jj++)
-            {
-              uint32_t r[4];
-              ldmatrix_x4 (r, Bs + mma_swizzle (b_row + 16 * jj, b_chunk + 2 * ks));
-              bf[2 * jj][0] = r[0];
-              bf[2 * jj][1] = r[1];
-              bf[2 * jj + 1][0] = r[2];
-              bf[2 * jj + 1][1] = r[3];
-            }
+        for (int i = 0; i < 4; i++)
 #pragma unroll
-          for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-              mma_m16n8k16<T> (acc[i][j], af[i], bf[j]);
-        }
-    }
-  __pipeline_wait_prior (0);
-  __syncthreads ();                      /* the C tile reuses the stages */
+          for (int j = 0; j < 8; j++)
+            mma_m16n8k16<T> (acc[i][j], af[i], bf[j]);
+      }
+  });
+  /* the C tile reuses the stages */
 
   /* two halves of 64 pixels: the warps of that half (wn) put their fragments in Cs, then the shared end */
   const int g = lane >> 2, t = lane & 3;

@@ -82,30 +82,12 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
   ConvAccFrag acc[G::FM][G::FN];
   warp_acc_zero (acc);
 
-  /* the pipeline of conv2d_nhwc.cu: slices 0 .. STAGES-2 in flight, then one group committed per iteration
-   * (maybe empty), so "all but the newest STAGES-2 groups done" means "slice i has landed" */
-#pragma unroll
-  for (int st = 0; st < G::STAGES - 1; st++)
-    {
-      if (st < nkt)
-        load_stage (st, kt_begin + st);
-      __pipeline_commit ();
-    }
-  for (int i = 0; i < nkt; i++)          /* slice kt_begin + i lives in stage i % STAGES */
-    {
-      __pipeline_wait_prior (G::STAGES - 2);
-      __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
-      const int next = i + G::STAGES - 1;
-      if (next < nkt)
-        load_stage (next % G::STAGES, kt_begin + next);   /* the stage slice i - 1 used */
-      __pipeline_commit ();
-      const T *As = As0 + (i % G::STAGES) * G::A_STAGE, *Bs = Bs0 + (i % G::STAGES) * G::B_STAGE;
-      warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * PW_LDA, PW_LDA,
-                                                                Bs + wn * (IG_BN / 2), PW_LDB, 1, PW_LDB);
-    }
-  __pipeline_wait_prior (0);
-  __syncthreads ();                      /* the C tile reuses the stages */
-
+  cp_async_k_loop<G::STAGES> (nkt, [&] (int st, int i) { load_stage (st, kt_begin + i); }, [&] (int st) {
+    const T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
+    warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * PW_LDA, PW_LDA,
+                                                              Bs + wn * (IG_BN / 2), PW_LDB, 1, PW_LDB);
+  });
+  /* the C tile reuses the stages */
   warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
   __syncthreads ();
   conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, sk, s, m0, p0);

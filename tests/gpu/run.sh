@@ -291,8 +291,9 @@ done
 #                                        less repeated score work; the rule takes 64 where blocks are few) /
 #                                        2 query tiles per block (the rule takes up to 4)
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
-#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 / DDPM_CUDA_CONV_SPLITK=1  half the K splits / none at batch 1 (a
-#                                        cluster's blocks wait for each other at its two barriers)
+#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 / =4 / DDPM_CUDA_CONV_SPLITK=1  half / twice the K splits / none at
+#                                        batch 1 (a cluster's blocks wait for each other at its two barriers, but
+#                                        a split no longer costs a launch)
 # (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425, 1.794-1.817 ms for
 # blocks per SM 1, 2, 4 and min K slices 2, 4, 8, when the last block summed the splits.)
 ab () {   # ab CONFIG BATCH SETTING
@@ -336,6 +337,7 @@ cifar10-32 128 DDPM_CUDA_GN=fused
 cifar10-32 1 DDPM_CUDA_FA_KW=64
 celebahq-256 1 DDPM_CUDA_FA_KW=64
 cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
+cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=4
 cifar10-32 1 DDPM_CUDA_CONV_SPLITK=1
 cifar10-32 1 DDPM_CUDA_PDL=0
 cifar10-32 1 DDPM_CUDA_ATTN_OUT=0
