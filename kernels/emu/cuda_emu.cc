@@ -328,9 +328,9 @@ rank_smem (unsigned rank)
 
 /* Blocks run cluster by cluster (clusters of cluster_z blocks along z, in grid order). Inside a cluster,
  * each block runs until all its threads wait at the cluster barrier (or have ended), in rank order, reversed
- * at odd phases; when every live thread of the cluster waits there, all go on. So a block that reads another's
- * shared memory without a cluster barrier in between sees it unwritten (NaN) or, after that block ended,
- * poisoned (NaN) again. */
+ * at odd phases; when every thread of the cluster waits there, all go on (a block that ends while the others
+ * wait aborts: a GPU would hang). So a block that reads another's shared memory without a cluster barrier in
+ * between sees it unwritten (NaN) or, after that block ended, poisoned (NaN) again. */
 void
 run_kernel (dim3 grid, dim3 block, size_t smem, unsigned cluster_z, const std::function<void ()> &body)
 {
@@ -374,7 +374,9 @@ run_kernel (dim3 grid, dim3 block, size_t smem, unsigned cluster_z, const std::f
                 }
               if (live == 0)
                 break;
-              /* every live thread of the cluster waits at the cluster barrier: release them */
+              if (live < cluster_z)     /* on a GPU the barrier would wait for the block that left */
+                emu_abort ("a block of a cluster ended while others wait at a cluster barrier");
+              /* every thread of the cluster waits at the cluster barrier: release them */
               for (int i = 0; i < (int) cluster_z * n; i++)
                 if (fibers[i].state == FIBER_AT_CLUSTER)
                   fibers[i].state = FIBER_RUN;
@@ -398,14 +400,6 @@ void
 emu_cluster_sync (void)
 {
   yield_to_scheduler (FIBER_AT_CLUSTER);
-}
-
-unsigned
-emu_cluster_rank (void)
-{
-  if (!in_kernel)
-    emu_abort ("cluster rank outside a kernel");
-  return current_rank;
 }
 
 void *

@@ -102,7 +102,6 @@ unsigned char *emu_dynamic_smem (void);
  * __shared__ is one per process here: cluster kernels keep what must outlive a cluster barrier in dynamic
  * shared memory). emu_cluster_map gives the address of the same byte of another rank's dynamic shared memory. */
 void emu_cluster_sync (void);
-unsigned emu_cluster_rank (void);
 void *emu_cluster_map (const void *p, unsigned rank);
 /* cudaOccupancyMaxActiveClusters (declared by cuda_runtime_api.h): 1 for cluster sizes the kernel may launch
  * with (as emu_launch checks), else 0. */
