@@ -36,10 +36,7 @@ static inline void
 conv_launch (CudaBackend *cb, const char *name, dim3 grid, size_t smem, const SplitK &sk, void (*kernel) (KArgs...),
              Args... args)
 {
-  if (sk.cluster)
-    launch_cluster (cb, name, grid, 128, smem, grid.z, kernel, args...);
-  else
-    launch (cb, name, grid, 128, smem, kernel, args...);
+  launch_cluster (cb, name, grid, 128, smem, sk.cluster ? grid.z : 1, kernel, args...);
 }
 
 /* DdpmConvEpilogue, typed: what the implicit GEMM adds to conv + bias (in float) before its one rounding. */
@@ -116,6 +113,27 @@ warp_mma_slice (ConvAccFrag (&acc)[FM][FN], const T *A, int lda, const T *B, int
           wmma::mma_sync (acc[i][j], af[i], bf[j], acc[i][j]);
     }
 }
+
+/* Geometry of the cp.async implicit GEMMs (conv2d_nhwc.cu, conv2d_pointwise.cu): BM x IG_BN tiles, 4 warps
+ * (2 x 2) of (BM/2) x 32, 128 threads; A rows of CP_LDA elements (one K slice, padded to 80 bytes against bank
+ * conflicts), B_STAGE elements of B per stage in the kernel's own layout; the float C tile reuses the stages.
+ * STAGES: K slices in flight. 4 for 64-row tiles (about 40 KiB): the batch-1 convolutions split K until each
+ * block has only ~4-5 slices, so nearly all of a block's loads are issued at once; 3 for 128 rows (<= 48 KiB). */
+#define CP_LDA (IG_BK + 8)
+template <int BM, int B_STAGE_ELEMS>
+struct CpAsyncTile {
+  static constexpr int THREADS = 128;
+  static constexpr int STAGES = BM == 64 ? 4 : 3;
+  static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
+  static constexpr int A_STAGE = BM * CP_LDA, B_STAGE = B_STAGE_ELEMS;                /* elements */
+  static constexpr int SMEM_AB = STAGES * (A_STAGE + B_STAGE) * 2;                    /* bytes */
+  static constexpr int LDC = IG_BN + 4;
+  static constexpr int SMEM_C = BM * LDC * 4;
+  static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
+  static constexpr int A_COPIES = BM * IG_BK / 8 / THREADS;                          /* 16-byte copies */
+  static constexpr int B_COPIES = IG_BN * IG_BK / 8 / THREADS;
+  static_assert (SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
+};
 
 /* The K loop of the cp.async kernels (conv2d_nhwc.cu, conv2d_pointwise.cu) over nkt slices in STAGES shared
  * stages: load (stage, i) issues slice i's copies, mma (stage) multiplies the slice in it. Slices 0 ..

@@ -17,24 +17,9 @@
 #include "conv2d.cuh"
 #include "mma_sync.cuh"
 
-#define NHWC_LD (IG_BK + 8)              /* shared row stride (elements) of A rows and B columns: 80 bytes */
-
-/* STAGES: K slices in flight. 4 for 64-row tiles (40 KiB): the batch-1 convolutions split K until each block
- * has only ~4-5 slices, so nearly all of a block's loads are issued at once; 3 for 128 rows (45 KiB of the 48). */
+/* B stages: the tile's IG_BN pixels as rows of one K slice, the A rows' stride (CP_LDA, 80 bytes). */
 template <int BM>
-struct NhwcTile {
-  static constexpr int THREADS = 128;
-  static constexpr int STAGES = BM == 64 ? 4 : 3;
-  static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
-  static constexpr int A_STAGE = BM * NHWC_LD, B_STAGE = IG_BN * NHWC_LD;             /* elements */
-  static constexpr int SMEM_AB = STAGES * (A_STAGE + B_STAGE) * 2;                    /* bytes */
-  static constexpr int LDC = IG_BN + 4;
-  static constexpr int SMEM_C = BM * LDC * 4;
-  static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
-  static constexpr int A_COPIES = BM * IG_BK / 8 / THREADS;                          /* 16-byte copies */
-  static constexpr int B_COPIES = IG_BN * IG_BK / 8 / THREADS;
-  static_assert (SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
-};
+using NhwcTile = CpAsyncTile<BM, IG_BN * CP_LDA>;
 
 /* xh (B, HW, C) = x (B, C, HW), 32 x 32 tiles. */
 template <typename T>
@@ -109,8 +94,8 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   grid_dependency_wait ();
   typedef NhwcTile<BM> G;
   DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
-  T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][NHWC_LD] */
-  T *const Bs0 = reinterpret_cast<T *> (smem) + G::STAGES * G::A_STAGE; /* [stage][IG_BN][NHWC_LD] */
+  T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][CP_LDA] */
+  T *const Bs0 = reinterpret_cast<T *> (smem) + G::STAGES * G::A_STAGE; /* [stage][IG_BN][CP_LDA] */
   float *const Cs = reinterpret_cast<float *> (smem);                   /* [BM][LDC], after the K loop */
 
   const int tid = threadIdx.x, warp = tid >> 5;
@@ -120,13 +105,13 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   const int kt_begin = blockIdx.z * kps, kt_end = imin (kt_begin + kps, s.K / IG_BK);  /* this split's slices */
   const int nkt = imax (kt_end - kt_begin, 0);
 
-  /* K slice kt into stage st: rows of NHWC_LD elements */
+  /* K slice kt into stage st: rows of CP_LDA elements */
   const NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES> copies (xh, s, p0, tid);
   auto load_stage = [&] (int st, int kt) {
     T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
     const int c8 = copies.chunk * 8;
-    copies.issue (Wt, xh, s, m0, kt * IG_BK, tid, [&] (int r) { return As + r * NHWC_LD + c8; },
-                  [&] (int n) { return Bs + n * NHWC_LD + c8; });
+    copies.issue (Wt, xh, s, m0, kt * IG_BK, tid, [&] (int r) { return As + r * CP_LDA + c8; },
+                  [&] (int n) { return Bs + n * CP_LDA + c8; });
   };
 
   ConvAccFrag acc[G::FM][G::FN];
@@ -134,8 +119,8 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
 
   cp_async_k_loop<G::STAGES> (nkt, [&] (int st, int i) { load_stage (st, kt_begin + i); }, [&] (int st) {
     const T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
-    warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * NHWC_LD, NHWC_LD,
-                                                              Bs + wn * (IG_BN / 2) * NHWC_LD, NHWC_LD, NHWC_LD, 1);
+    warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * CP_LDA, CP_LDA,
+                                                              Bs + wn * (IG_BN / 2) * CP_LDA, CP_LDA, CP_LDA, 1);
   });
   /* the C tile reuses the stages */
   warp_acc_store (Cs + wm * (BM / 2) * G::LDC + wn * (IG_BN / 2), G::LDC, acc);
@@ -368,8 +353,7 @@ cluster_size_works (CudaBackend *cb, unsigned n)
   if (ok)
     {
       for (int i = 0; i < 2 && ok; i++)
-        ok = launch_cluster_status (cb, dim3 (1, 1, n), dim3 (32), 16, n, cluster_probe_kernel, cb->counter)
-             == cudaSuccess;
+        ok = launch_status (cb, dim3 (1, 1, n), dim3 (32), 16, n, cluster_probe_kernel, cb->counter) == cudaSuccess;
       ok = cudaStreamEndCapture (cb->stream, &graph) == cudaSuccess && ok;
     }
   ok = ok && cudaGraphInstantiate (&exec, graph, 0) == cudaSuccess && cudaGraphLaunch (exec, cb->stream) == cudaSuccess

@@ -14,23 +14,11 @@
  * as the other implicit GEMMs; needs Cin % 32 == 0 and Ho * Wo % 8 == 0. */
 #include "conv2d.cuh"
 
-#define PW_LDA (IG_BK + 8)               /* A row stride (elements): weight row m, 32 K values; 80 bytes */
 #define PW_LDB (IG_BN + 8)               /* B row stride (elements): input channel k, 64 pixels; 144 bytes */
 
+/* B stages: the slice's IG_BK channels as rows of the tile's 64 pixels. */
 template <int BM>
-struct PwTile {
-  static constexpr int THREADS = 128;
-  static constexpr int STAGES = BM == 64 ? 4 : 3;
-  static constexpr int FM = BM / 2 / 16, FN = IG_BN / 2 / 16;
-  static constexpr int A_STAGE = BM * PW_LDA, B_STAGE = IG_BK * PW_LDB;               /* elements */
-  static constexpr int SMEM_AB = STAGES * (A_STAGE + B_STAGE) * 2;                    /* bytes */
-  static constexpr int LDC = IG_BN + 4;
-  static constexpr int SMEM_C = BM * LDC * 4;
-  static constexpr int SMEM = SMEM_AB > SMEM_C ? SMEM_AB : SMEM_C;
-  static constexpr int A_COPIES = BM * IG_BK / 8 / THREADS;                          /* 16-byte copies */
-  static constexpr int B_COPIES = IG_BK * IG_BN / 8 / THREADS;
-  static_assert (SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
-};
+using PwTile = CpAsyncTile<BM, IG_BK * PW_LDB>;
 
 template <typename T, int BM>
 __global__ void __launch_bounds__ (128)
@@ -40,7 +28,7 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
   grid_dependency_wait ();
   typedef PwTile<BM> G;
   DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
-  T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][PW_LDA] */
+  T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][CP_LDA] */
   T *const Bs0 = reinterpret_cast<T *> (smem) + G::STAGES * G::A_STAGE; /* [stage][IG_BK][PW_LDB] */
   float *const Cs = reinterpret_cast<float *> (smem);                   /* [BM][LDC], after the K loop */
 
@@ -67,7 +55,7 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
       {
         const int r = (tid >> 2) + 32 * i, m = m0 + r;
         const bool in = m < s.Cout;
-        __pipeline_memcpy_async (As + r * PW_LDA + a_chunk * 8, in ? Wt + (size_t) m * s.ldw + k0 + a_chunk * 8 : Wt,
+        __pipeline_memcpy_async (As + r * CP_LDA + a_chunk * 8, in ? Wt + (size_t) m * s.ldw + k0 + a_chunk * 8 : Wt,
                                  16, in ? 0 : 16);
       }
 #pragma unroll
@@ -84,7 +72,7 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
 
   cp_async_k_loop<G::STAGES> (nkt, [&] (int st, int i) { load_stage (st, kt_begin + i); }, [&] (int st) {
     const T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
-    warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * PW_LDA, PW_LDA,
+    warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * CP_LDA, CP_LDA,
                                                               Bs + wn * (IG_BN / 2), PW_LDB, 1, PW_LDB);
   });
   /* the C tile reuses the stages */

@@ -157,35 +157,6 @@ pdl_config (const CudaBackend *cb, dim3 grid, dim3 block, size_t smem, cudaLaunc
 }
 #endif
 
-/* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and checks the
- * launch. Arguments are converted to the kernel's parameter types. */
-template <typename... KArgs, typename... Args>
-static inline void
-launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
-            Args... args)
-{
-  static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
-#ifdef DDPM_CUDA_EMU
-  emu_launch ((const void *) kernel, grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); });
-  cudaError_t e = cudaGetLastError ();
-#else
-  cudaError_t e;
-  if (cb->pdl)
-    {
-      cudaLaunchAttribute attr;
-      const cudaLaunchConfig_t config = pdl_config (cb, grid, block, smem, &attr);
-      e = cudaLaunchKernelEx (&config, kernel, ((KArgs) args)...);
-    }
-  else
-    {
-      kernel<<<grid, block, smem, cb->stream>>> (((KArgs) args)...);
-      e = cudaGetLastError ();
-    }
-#endif
-  if (e != cudaSuccess)
-    cuda_ok (cb, e, name);
-}
-
 /* Lets each of n kernels launch with clusters of more than 8 blocks (H100: up to 16). Done once, at creation
  * (cuda_conv_cluster_probe), not inside a graph capture; a launch above 8 without it fails. */
 static inline bool
@@ -197,12 +168,14 @@ allow_large_clusters (const void *const *kernels, int n)
   return true;
 }
 
-/* Launches kernel on grid in clusters of cluster_z blocks along z (grid.z a multiple of it), with
- * programmatic dependent launch as launch_raw; returns the launch's status (no cuda_fail). */
+/* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and returns the
+ * launch's status (no cuda_fail). cluster_z > 1: in thread-block clusters of that many blocks along z (grid.z
+ * a multiple of it; only where cb->conv_cluster_max allows, probed at creation). With programmatic dependent
+ * launch when cb->pdl. Arguments are converted to the kernel's parameter types. */
 template <typename... KArgs, typename... Args>
 static inline cudaError_t
-launch_cluster_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsigned cluster_z,
-                       void (*kernel) (KArgs...), Args... args)
+launch_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsigned cluster_z, void (*kernel) (KArgs...),
+               Args... args)
 {
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
 #ifdef DDPM_CUDA_EMU
@@ -210,20 +183,39 @@ launch_cluster_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsi
               cluster_z);
   return cudaGetLastError ();
 #else
+  if (!cb->pdl && cluster_z <= 1)
+    {
+      kernel<<<grid, block, smem, cb->stream>>> (((KArgs) args)...);
+      return cudaGetLastError ();
+    }
   cudaLaunchAttribute attrs[2];
-  cudaLaunchConfig_t config = pdl_config (cb, grid, block, smem, &attrs[1]);
-  attrs[0].id = cudaLaunchAttributeClusterDimension;
-  attrs[0].val.clusterDim.x = 1;
-  attrs[0].val.clusterDim.y = 1;
-  attrs[0].val.clusterDim.z = cluster_z;
-  config.attrs = attrs;
-  config.numAttrs = cb->pdl ? 2 : 1;
+  cudaLaunchConfig_t config = pdl_config (cb, grid, block, smem, &attrs[0]);
+  config.numAttrs = cb->pdl ? 1 : 0;
+  if (cluster_z > 1)
+    {
+      cudaLaunchAttribute *c = &attrs[config.numAttrs++];
+      c->id = cudaLaunchAttributeClusterDimension;
+      c->val.clusterDim.x = 1;
+      c->val.clusterDim.y = 1;
+      c->val.clusterDim.z = cluster_z;
+    }
   return cudaLaunchKernelEx (&config, kernel, ((KArgs) args)...);
 #endif
 }
 
-/* launch for a cluster kernel (launch_cluster_status, failures kept): only where cb->conv_cluster_max allows
- * (probed at creation). */
+/* launch_status without clusters, a failure kept (cuda_ok). */
+template <typename... KArgs, typename... Args>
+static inline void
+launch_raw (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
+            Args... args)
+{
+  const cudaError_t e = launch_status (cb, grid, block, smem, 1, kernel, args...);
+  if (e != cudaSuccess)
+    cuda_ok (cb, e, name);
+}
+
+/* launch_status, a failure kept, timed when profiling; `name` (a string literal) labels the kernel in the
+ * profile. */
 template <typename... KArgs, typename... Args>
 static inline void
 launch_cluster (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, unsigned cluster_z,
@@ -231,24 +223,20 @@ launch_cluster (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t
 {
   if (G_UNLIKELY (cb->profile != NULL))
     cuda_profile_begin (cb, name);
-  const cudaError_t e = launch_cluster_status (cb, grid, block, smem, cluster_z, kernel, args...);
+  const cudaError_t e = launch_status (cb, grid, block, smem, cluster_z, kernel, args...);
   if (e != cudaSuccess)
     cuda_ok (cb, e, name);
   if (G_UNLIKELY (cb->profile != NULL))
     cuda_profile_end (cb);
 }
 
-/* launch_raw, timed when profiling; `name` (a string literal) labels the kernel in the profile. */
+/* launch_cluster without clusters: the launch of every kernel but the split convolutions'. */
 template <typename... KArgs, typename... Args>
 static inline void
 launch (CudaBackend *cb, const char *name, dim3 grid, dim3 block, size_t smem, void (*kernel) (KArgs...),
         Args... args)
 {
-  if (G_UNLIKELY (cb->profile != NULL))
-    cuda_profile_begin (cb, name);
-  launch_raw (cb, name, grid, block, smem, kernel, args...);
-  if (G_UNLIKELY (cb->profile != NULL))
-    cuda_profile_end (cb);
+  launch_cluster (cb, name, grid, block, smem, 1, kernel, args...);
 }
 
 /* Blocks for a grid-stride elementwise kernel of n elements with `threads` per block. */

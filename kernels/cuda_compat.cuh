@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-/* Programmatic dependent launch (sm_90+; launch_raw sets the attribute when cb->pdl). A kernel launched
+/* Programmatic dependent launch (sm_90+; launch_status sets the attribute when cb->pdl). A kernel launched
  * that way may start while the kernel before it in the stream still runs, so EVERY kernel calls this
  * first, before it touches memory: it waits until the previous grid has finished and its writes are
  * visible (so every earlier grid has too: each waited for its own predecessor), then lets the next grid
@@ -53,9 +53,9 @@ grid_dependency_wait (void)
 #define DYNAMIC_SMEM(name) extern __shared__ __align__ (128) unsigned char name[]
 #endif
 
-/* Thread-block clusters (sm_90+; launch_cluster in cuda_backend.cuh, along z only): cluster_sync () is a
- * barrier of every thread of the cluster's blocks that also orders their shared-memory writes before it
- * against reads after it, and cluster_map_shared (p, rank) the address of the same byte of block `rank`'s
+/* Thread-block clusters (sm_90+; launch_cluster or launch_status in cuda_backend.cuh, along z only):
+ * cluster_sync () is a barrier of every thread of the cluster's blocks that also orders their shared-memory
+ * writes before it against reads after it, and cluster_map_shared (p, rank) the address of the same byte of block `rank`'s
  * shared memory (distributed shared memory). Host code launches cluster kernels only where
  * cb->conv_cluster_max > 0 (sm_90+): compiled for older GPUs they trap. In the emulator a cluster's blocks
  * take turns between barriers, so what must outlive one lives in dynamic shared memory (DYNAMIC_SMEM). */
