@@ -788,10 +788,10 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
    * that is 63 launches fewer; untimed), else a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against
    * 1.60 with the last block summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same).
    * $DDPM_CUDA_CONV_REDUCE=kernel|last-block picks one of the others, $DDPM_CUDA_CONV_CLUSTER_MAX=2..16 caps
-   * the cluster (and so the K splits). */
+   * the cluster (and so the K splits). fp32 convolutions never split (im2col + cuBLAS): no probe. */
   const char *reduce = g_getenv ("DDPM_CUDA_CONV_REDUCE");
-  cb->conv_cluster_max = g_strcmp0 (reduce, "kernel") == 0 || g_strcmp0 (reduce, "last-block") == 0
-                         ? 0 : cuda_conv_cluster_probe (cb);
+  cb->conv_cluster_max = cb->act_type == CT_F32 || g_strcmp0 (reduce, "kernel") == 0
+                         || g_strcmp0 (reduce, "last-block") == 0 ? 0 : cuda_conv_cluster_probe (cb);
   const int cluster_cap = env_pow2 ("DDPM_CUDA_CONV_CLUSTER_MAX", 2, 16);
   if (cluster_cap > 0 && cluster_cap < cb->conv_cluster_max)
     cb->conv_cluster_max = cluster_cap;
