@@ -326,12 +326,14 @@ flash_launch (CudaBackend *cb, const void *Q, const void *K, const void *V, void
             (const T *) V, (T *) O, HW, d, heads, C, stride, inv_sqrt_d);
 }
 
-/* dst_b (C x HW) = W (C x C) src_b (C x HW) for every image b (bias added by the caller). */
+/* dst_b (out x HW) = W (out x C) src_b (C x HW) for every image b (bias added by the caller): as a 1x1
+ * convolution where conv2d_pointwise.cu's kernel takes it, else cuBLAS. */
 static void
 project (CudaBackend *cb, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
 {
-  cuda_gemm_rm (cb, false, false, w->out, HW, w->in, 1.0f, w->weight, weight_ld (w), 0, src, HW, (long long) C * HW,
-                0.0f, dst, HW, (long long) w->out * HW, B, cb->act_type, cb->act_type);
+  if (!cuda_projection (cb, w, src, dst, B, HW))
+    cuda_gemm_rm (cb, false, false, w->out, HW, w->in, 1.0f, w->weight, weight_ld (w), 0, src, HW,
+                  (long long) C * HW, 0.0f, dst, HW, (long long) w->out * HW, B, cb->act_type, cb->act_type);
 }
 
 void
@@ -377,8 +379,8 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
   if (fused)
     {
       /* [Q; K; V]_b (3C x HW) = [Wq; Wk; Wv] (3C x C) n_b (C x HW) */
-      cuda_gemm_rm (cb, false, false, 3 * C, HW, C, 1.0f, w->to_q.weight, ld, 0, normed, HW, (long long) C * HW, 0.0f,
-                    Q, HW, 3LL * C * HW, B, cb->act_type, cb->act_type);
+      const DdpmLinearW qkv = { w->to_q.weight, NULL, 3 * C, C, w->to_q.k };
+      project (cb, &qkv, normed, Q, B, C, HW);
       const size_t n3 = (size_t) B * 3 * C * HW;
       if (bias_passes)
         DISPATCH_ACT (cb, T, {

@@ -570,6 +570,34 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
     conv2d_implicit (cb, w, x, y, s, p, epi);
 }
 
+bool
+cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, int B, int HW)
+{
+  static const int pad[4] = { 0, 0, 0, 0 };
+  const DdpmLinearW w1 = { w->weight, NULL, w->out, w->in, 1 };
+  const ConvShape s = conv_shape (&w1, B, 1, HW, 1, pad);
+  if ((long long) B * HW > cb->proj_conv_pixels || s.B <= 0 || s.Wo <= 0 || s.Cout <= 0 || !aligned16 (x))
+    return false;
+  ConvPlan p = conv_plan (cb, s, pad);
+  if (!p.implicit)
+    return false;
+  if (p.direct)
+    {
+      cuda_conv_direct (cb, &w1, x, y, s, NULL);
+      return true;
+    }
+  if (!p.pointwise)
+    return false;
+  if (p.scratch > 0)   /* split partials (no clusters here): unsplit instead */
+    {
+      p.splits = 1;
+      p.kps = (s.K + IG_BK - 1) / IG_BK;
+      p.scratch = 0;
+    }
+  conv2d_implicit (cb, &w1, x, y, s, p, NULL);
+  return true;
+}
+
 /* The fused ops' common condition: the convolution s is non-empty and its plan (*p) runs channels last (so
  * the implicit path, not the direct one) within the reserved scratch, where the op can write or redirect
  * the channels-last copy of its input. */

@@ -732,6 +732,12 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                   : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA : TILE_AUTO;
   cb->conv_splitk = env_int ("DDPM_CUDA_CONV_SPLITK");
   cb->conv_pointwise = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PW"), "0") != 0;
+  /* attention's projections as 1x1 convs up to 16 images at 16 x 16 tokens. H100, 2026-11-27, against cuBLAS
+   * (one point each side of the line): at 256 pixels 0.7 % slower per forward (cifar10-32 b1), but the first
+   * sampling call 85 ms faster (DDPM-1000 cold 1099 against 1184 ms; DDIM-50 on emoji-32 43 against 130 ms);
+   * at 32768 (cifar10-32 b128) 3.5 % slower, where cuBLAS's first use is paid off within a few steps */
+  const char *proj = g_getenv ("DDPM_CUDA_PROJ");
+  cb->proj_conv_pixels = g_strcmp0 (proj, "cublas") == 0 ? 0 : g_strcmp0 (proj, "conv") == 0 ? G_MAXINT64 : 4096;
   /* the split-K rule's two numbers, for tuning runs on a GPU (conv2d.cu conv_plan) */
   const int bps = env_int ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), mks = env_int ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
   cb->conv_split_blocks_per_sm = bps > 0 ? bps : 2;
@@ -784,14 +790,15 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   /* programmatic dependent launch where it works, unless $DDPM_CUDA_PDL=0 or profiling (the profile's events
    * between kernels would serialise them anyway) */
   cb->pdl = cb->profile == NULL && g_strcmp0 (g_getenv ("DDPM_CUDA_PDL"), "0") != 0 && probe_pdl (cb);
-  /* split-K sums: inside each tile's cluster where clusters work (no second launch: at cifar10-32 batch 1
-   * that is 63 launches fewer; untimed), else a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against
-   * 1.60 with the last block summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same).
-   * $DDPM_CUDA_CONV_REDUCE=kernel|last-block picks one of the others, $DDPM_CUDA_CONV_CLUSTER_MAX=2..16 caps
+  /* split-K sums: a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last block
+   * summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same; H100, 2026-11-27: 1.046 against
+   * 1.141 with each tile's splits summing inside their thread-block cluster, celebahq-256 b1 8.47 / 8.55: the
+   * cluster barriers cost more than the launch they save). $DDPM_CUDA_CONV_REDUCE=cluster (where the creation
+   * probe launches one: sm_90) or =last-block picks one of the others, $DDPM_CUDA_CONV_CLUSTER_MAX=2..16 caps
    * the cluster (and so the K splits). fp32 convolutions never split (im2col + cuBLAS): no probe. */
   const char *reduce = g_getenv ("DDPM_CUDA_CONV_REDUCE");
-  cb->conv_cluster_max = cb->act_type == CT_F32 || g_strcmp0 (reduce, "kernel") == 0
-                         || g_strcmp0 (reduce, "last-block") == 0 ? 0 : cuda_conv_cluster_probe (cb);
+  cb->conv_cluster_max = cb->act_type != CT_F32 && g_strcmp0 (reduce, "cluster") == 0 ? cuda_conv_cluster_probe (cb)
+                         : 0;
   const int cluster_cap = env_pow2 ("DDPM_CUDA_CONV_CLUSTER_MAX", 2, 16);
   if (cluster_cap > 0 && cluster_cap < cb->conv_cluster_max)
     cb->conv_cluster_max = cluster_cap;

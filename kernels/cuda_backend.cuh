@@ -25,10 +25,10 @@ enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA };
 /* Implicit-GEMM conv tiles (output channels x output pixels): 64 x 64, 128 x 64, and the 128 x 128
  * mma.sync tile; $DDPM_CUDA_CONV_TILE=small|large|mma forces one (tests), TILE_AUTO lets conv2d.cu pick. */
 enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA };
-/* Who sums a conv's split-K partial tiles ($DDPM_CUDA_CONV_REDUCE): the blocks of the tile's thread-block
- * cluster, each a share of the tile read from the others' shared memory ("cluster", the default where the
- * creation probe launched one: sm_90+), a second launch ("kernel", the default elsewhere), or the last block
- * of each tile to finish, through float32 partials in scratch and a counter ("last-block"). */
+/* Who sums a conv's split-K partial tiles ($DDPM_CUDA_CONV_REDUCE): a second launch ("kernel", the default:
+ * fastest on the H100), the blocks of the tile's thread-block cluster, each a share of the tile read from the
+ * others' shared memory ("cluster", where the creation probe launches one: sm_90+), or the last block of each
+ * tile to finish, through float32 partials in scratch and a counter ("last-block"). */
 enum CudaConvReduce { REDUCE_CLUSTER, REDUCE_KERNEL, REDUCE_LAST_BLOCK };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
@@ -92,6 +92,10 @@ struct CudaBackend {
   CudaConvReduce conv_reduce;      /* who sums split-K partials ($DDPM_CUDA_CONV_REDUCE) */
   int conv_cluster_max;            /* blocks a conv's cluster may have: 16, 8, or 0 (no clusters here) */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
+  long long proj_conv_pixels;      /* attention's projections on that kernel too up to this many pixels (B * HW):
+                                    * batch-1 sampling then never touches cuBLAS, whose first use cost ~90-165 ms
+                                    * on the H100 (2026-11-27); above it cuBLAS is faster (b128: 3.5 %).
+                                    * $DDPM_CUDA_PROJ=conv: always, =cublas: never */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;
@@ -299,9 +303,16 @@ size_t cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int C
                             const int pad[4]);
 void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
                   const int pad[4], const DdpmConvEpilogue *epi);
-/* conv2d_nhwc.cu, once at creation (after PDL is decided): the largest cluster (16 or 8 blocks) the conv
- * kernels can launch with here, as a captured graph runs it, or 0 (below sm_90, or any failure; no error
- * kept). For 16 it lets every cluster kernel of the three conv files launch above 8 first. */
+/* conv2d.cu: y_b (Cout x HW) = W x_b (Cin x HW) for every image b, no bias: attention's projections as a 1x1
+ * convolution on the kernels that need no scratch (attention's operands fill it): conv2d_direct.cu's where the
+ * plan takes it (K <= 32), else conv2d_pointwise.cu's, unsplit where a split would need partials. FALSE (nothing
+ * launched) where neither takes it (fp32, $DDPM_CUDA_CONV=gemm / implicit / nhwc, $DDPM_CUDA_CONV_PW=0,
+ * shapes, alignment) or B * HW exceeds cb->proj_conv_pixels: the caller uses cuBLAS. */
+bool cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, int B, int HW);
+/* conv2d_nhwc.cu, once at creation (after PDL is decided), for $DDPM_CUDA_CONV_REDUCE=cluster: the largest
+ * cluster (16 or 8 blocks) the conv kernels can launch with here, as a captured graph runs it, or 0 (below
+ * sm_90, or any failure; no error kept). For 16 it lets every cluster kernel of the three conv files launch
+ * above 8 first. */
 int cuda_conv_cluster_probe (CudaBackend *cb);
 void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
                       float eps, const void *scale_shift, gboolean silu);

@@ -20,12 +20,14 @@
  * instead of the implicit-GEMM kernels) and =implicit (the NCHW kernel, also where the default takes the
  * channels-last one), with each kernel's other tile and a forced K split (DDPM_CUDA_CONV_TILE=large,
  * DDPM_CUDA_CONV_SPLITK=3), =mma (the 128 x 128 mma.sync tile where it fills a wave; and with
- * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), with DDPM_CUDA_CONV_REDUCE=kernel and
- * =last-block (split-K sums by a second launch, or by the last block of each tile, not inside each tile's
- * thread-block cluster), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks); the
+ * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), with DDPM_CUDA_CONV_REDUCE=cluster and
+ * =last-block (split-K sums inside each tile's thread-block cluster, or by the last block of each tile, not by
+ * a second launch), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks, and the second launch
+ * summing 16); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
- * and (fp16, bf16) attention with DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
+ * and (fp16, bf16) attention with DDPM_CUDA_PROJ=cublas (the projections by cuBLAS, not as 1x1 convolutions),
+ * DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core),
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
  * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), two forced block shapes of the mma core
@@ -196,18 +198,23 @@ main (int argc, char **argv)
                   env.timing = FALSE;
                   /* ... and wherever the channels-last kernel runs, small and partial tiles included */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "mma", OPS_CONV);
-                  /* split-K sums by a second launch (the default below sm_90) and by the last block of each
-                   * tile, not inside each tile's cluster */
-                  run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "kernel", OPS_CONV);
+                  /* split-K sums inside each tile's thread-block cluster (sm_90) and by the last block of
+                   * each tile, not by a second launch */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "cluster", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "last-block", OPS_CONV);
-                  /* clusters of more than 8 blocks (non-portable sizes: up to 16 on an H100) in both kernels */
+                  /* 16 splits: clusters of more than 8 blocks (non-portable sizes: up to 16 on an H100) in both
+                   * kernels, and the second launch summing 16 */
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_REDUCE=cluster DDPM_CUDA_CONV_SPLITK=16", OPS_CONV);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_REDUCE=cluster DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=16",
+                                OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "16", OPS_CONV);
-                  run_ops_with (&env, p, "DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=16", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
                 {
                   /* the cuBLAS score / softmax / PV path where a fused attention core would run */
                   run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cublas", OPS_ATTENTION);
+                  /* the projections by cuBLAS, where the default takes them as 1x1 convolutions */
+                  run_ops_on (&env, p, "DDPM_CUDA_PROJ", "cublas", OPS_ATTENTION);
                   /* the WMMA core (bias passes before it) with 8 and 4 warps per block, where the default takes
                    * flash_attention.cu's mma core; timed like the default so the two compare shape by shape */
                   env.timing = timing && p == DDPM_PRECISION_FP16;
