@@ -90,6 +90,7 @@ newest=$(for f in "$CARRY"/bin/* "$CARRY"/lib/* "$CARRY"/lib-fallback/*; do objd
 {
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
   echo "nvcc: $(nvcc --version | tail -1)"
+  echo "archs: ${CUDA_ARCHS:-all}"
   echo "newest glibc symbol: $newest (the GPU machine has 2.39)"
   (cd "$CARRY" && ls -l bin lib lib-fallback)
 } > "$CARRY/MANIFEST"

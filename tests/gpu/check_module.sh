@@ -6,7 +6,8 @@
 #    the module's weight upload quit the program on the first real GPU run while every emulator test
 #    passed (the emulator compiles everything as host code). Our own code never calls exit.
 # 2. The module exports exactly the create function the loader looks up (everything else is hidden).
-# 3. It carries machine code for sm_80, sm_86, sm_89, sm_90 and PTX for compute_90, when cuobjdump exists.
+# 3. It carries machine code for sm_80, sm_86, sm_89, sm_90 and PTX for compute_90, when cuobjdump exists;
+#    with $EXPECT_ARCHS (e.g. "90" or "80;90": a build made with CUDA_ARCHS, no PTX) machine code for those only.
 set -u
 MODULE=$1
 fail=0
@@ -28,10 +29,16 @@ fi
 if command -v cuobjdump >/dev/null 2>&1; then
   elfs=$(cuobjdump --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')
   ptx=$(cuobjdump --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')
-  for sm in sm_80 sm_86 sm_89 sm_90; do
+  want="sm_80 sm_86 sm_89 sm_90"
+  case "${EXPECT_ARCHS:-all}" in all) ;; *) want=$(echo "$EXPECT_ARCHS" | tr ';,' '  ' | sed 's/\([0-9][0-9]*\)/sm_\1/g') ;; esac
+  for sm in $want; do
     case " $elfs" in *" $sm "*) ;; *) echo "FAIL: no $sm machine code (have: $elfs)"; fail=1 ;; esac
   done
-  case " $ptx" in *" sm_90 "*) echo "PASS: machine code $elfs, PTX $ptx" ;; *) echo "FAIL: no compute_90 PTX (have: $ptx)"; fail=1 ;; esac
+  if [ "${EXPECT_ARCHS:-all}" != all ]; then
+    [ $fail -eq 0 ] && echo "PASS: machine code $elfs (built for $want only; no PTX expected)"
+  else
+    case " $ptx" in *" sm_90 "*) echo "PASS: machine code $elfs, PTX $ptx" ;; *) echo "FAIL: no compute_90 PTX (have: $ptx)"; fail=1 ;; esac
+  fi
 else
   echo "SKIP: cuobjdump not found: architectures not checked"
 fi

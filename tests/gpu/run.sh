@@ -82,7 +82,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export PYTHONUNBUFFERED=1
 
 echo "== 0. module checks"
-sh tests/gpu/check_module.sh "$CARRY/lib/libddpm-cuda.so"
+# a carry built with CUDA_ARCHS=90 has sm_90 code only (tools/gpu_prepare.sh writes which into MANIFEST)
+EXPECT_ARCHS=$(sed -n 's/^archs: //p' "$CARRY/MANIFEST" 2>/dev/null) sh tests/gpu/check_module.sh "$CARRY/lib/libddpm-cuda.so"
 
 echo "== 1. GPU tests"
 # A crash prints a backtrace into tests-full.txt (tools/crash_backtrace.c; addr2line against build-gpu).
@@ -156,7 +157,7 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   }
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
   echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 (fp16 ops, fp32 conv, fp16 channels-last conv, fp16 mma.sync conv;" \
-    "0 clean, 3 errors found, 124 timed out; memcheck.txt)"
+    "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
 
 # Benchmark the conv paths that passed their checks: the default ("auto": channels last where it fits) and
@@ -245,13 +246,14 @@ else
        sec > 0 && n++ < 13 { print }' "$OUT/trace.txt"
 fi
 
-# What the first sampling call pays on top of the steps (the DDPM-1000 target counts it: 1134 ms cold, 996 warm
-# on the H100 of 573f2d7): DDIM 50 steps on the shipped emoji-32, cold (first call: planning, graph capture,
-# first use of every kernel and of cuBLAS) and warm, by default, with the CUDA module loaded eagerly at start-up
-# (the lazy loading's share), and without cuBLAS (DDPM_CUDA_GEMM=fallback: its first-use share).
+# What the first sampling call pays on top of the steps (the DDPM-1000 target counts it: 1184 ms cold, 1079 warm
+# on the H100 of 108f44a): DDIM 50 steps on the shipped emoji-32, cold (first call: planning, graph capture,
+# first use of every kernel and of cuBLAS) and warm, by default, with attention's projections on cuBLAS
+# (DDPM_CUDA_PROJ=cublas: 108f44a's default, whose first GEMM cost ~165 ms cold there), and with the slow own GEMM
+# for everything (DDPM_CUDA_GEMM=fallback: no cuBLAS at all). (CUDA_MODULE_LOADING=EAGER: no change at 108f44a.)
 echo "== 3c. Cold start (ddpm sample --time, emoji-32, DDIM 50 steps, fp16)"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for setting in default CUDA_MODULE_LOADING=EAGER DDPM_CUDA_GEMM=fallback; do
+[ $rc -eq 77 ] || for setting in default DDPM_CUDA_PROJ=cublas DDPM_CUDA_GEMM=fallback; do
   set_env=; [ "$setting" = default ] || set_env=$setting
   line=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $set_env timeout 60 "$CARRY/bin/ddpm" sample \
          --model weights/emoji-32 --device cuda --precision fp16 --sampler ddim --steps 50 --seed 1 -o /tmp/cold.npy \
@@ -265,9 +267,12 @@ done
 #   DDPM_CUDA_PDL=0                      programmatic dependent launch off (cuda_compat.cuh grid_dependency_wait)
 #   DDPM_CUDA_GN_CONV=0                  GroupNorm and the conv as separate ops (+ transpose)
 #   DDPM_CUDA_CONV=implicit              the NCHW conv kernel everywhere (no transposes, register-staged loads)
-#   DDPM_CUDA_CONV_REDUCE=kernel         split-K sums by a second launch, not inside each tile's thread-block
-#                                        cluster (the default where the creation probe launched one: sm_90)
-#   DDPM_CUDA_CONV_CLUSTER_MAX=8         clusters (and so K splits) of at most 8 blocks, not 16
+#   DDPM_CUDA_CONV_REDUCE=cluster        split-K sums inside each tile's thread-block cluster (sm_90), not by a
+#                                        second launch (H100 of 108f44a: 1.141 against 1.046 ms at cifar b1)
+#   DDPM_CUDA_CONV_CLUSTER_MAX=8         with =cluster: clusters (and so K splits) of at most 8 blocks, not 16
+#   DDPM_CUDA_PROJ=cublas / =conv        attention's QKV (and unfused out) projections by cuBLAS, not as 1x1 convs
+#                                        on conv2d_pointwise.cu's kernel (the default up to 4096 pixels, which keeps
+#                                        batch-1 sampling off cuBLAS) / as convs at every size
 #   DDPM_CUDA_CONV_PW=0                  1x1 convs on conv2d.cu's NCHW kernel (B through registers, 2 bytes a load),
 #                                        not conv2d_pointwise.cu's cp.async one (fcae280: the NCHW kernel at ~146 us
 #                                        own per call at cifar b128, 62-207 us per call at celebahq b1)
@@ -291,11 +296,11 @@ done
 #                                        less repeated score work; the rule takes 64 where blocks are few) /
 #                                        2 query tiles per block (the rule takes up to 4)
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
-#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 / =4 / DDPM_CUDA_CONV_SPLITK=1  half / twice the K splits / none at
-#                                        batch 1 (a cluster's blocks wait for each other at its two barriers, but
-#                                        a split no longer costs a launch)
+#   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 half the K splits at batch 1
 # (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425, 1.794-1.817 ms for
-# blocks per SM 1, 2, 4 and min K slices 2, 4, 8, when the last block summed the splits.)
+# blocks per SM 1, 2, 4 and min K slices 2, 4, 8, when the last block summed the splits; on the H100 of 108f44a,
+# with clusters summing, 1 and 4 gave 0.994 and 1.026, with the second launch 1 gave 0.925 against clusters
+# where the second launch alone gave 0.916; no split at all (SPLITK=1) 2.568.)
 ab () {   # ab CONFIG BATCH SETTING
   if [ $SECONDS -gt "${AB_UNTIL:-450}" ]; then   # the device session's time: the rest is cut, not the log
     echo "ab $1 batch $2 $3: not run ($SECONDS s into the run)" | tee -a "$OUT/profile.txt"
@@ -320,27 +325,27 @@ echo "== 4. Run-time switches against the default (ddpm bench median ms, fp16; a
 if [ $rc -ne 77 ]; then
   # most telling first (AB_UNTIL cuts the rest). Left out after the H100 run of fcae280 (within 1.5 % or
   # worse): GN_CONV=0 and UPSAMPLE_CONV=0 everywhere, CONV=implicit and FA_DS=128 at cifar b1 (1.055, 1.052);
-  # after 573f2d7's: CONV_REDUCE=last-block (0.671 the other way at cifar b1, as the second launch's gain).
+  # after 573f2d7's: CONV_REDUCE=last-block (0.671 the other way at cifar b1, as the second launch's gain);
+  # after 108f44a's (switch/default, clusters then the default): CONV_SPLITK=1 2.568, CLUSTER_MAX=8 0.995,
+  # ATTN=mma 1.024 and SPLIT_BLOCKS_PER_SM=4 1.026 at cifar b1.
   while read -r shape batch setting; do
     ab "$shape" "$batch" "$setting" < /dev/null
   done <<'LIST'
-cifar10-32 1 DDPM_CUDA_CONV_REDUCE=kernel
-celebahq-256 1 DDPM_CUDA_CONV_REDUCE=kernel
-cifar10-32 1 DDPM_CUDA_CONV_CLUSTER_MAX=8
+cifar10-32 1 DDPM_CUDA_PROJ=cublas
+cifar10-32 128 DDPM_CUDA_PROJ=conv
+cifar10-32 1 DDPM_CUDA_CONV_REDUCE=cluster
+celebahq-256 1 DDPM_CUDA_CONV_REDUCE=cluster
 cifar10-32 128 DDPM_CUDA_CONV_PW=0
 celebahq-256 1 DDPM_CUDA_CONV_PW=0
-cifar10-32 1 DDPM_CUDA_ATTN=mma
-celebahq-256 1 DDPM_CUDA_ATTN=mma
 cifar10-32 128 DDPM_CUDA_CONV=nhwc
 cifar10-32 128 DDPM_CUDA_ATTN=split
 cifar10-32 128 DDPM_CUDA_GN=fused
 cifar10-32 1 DDPM_CUDA_FA_KW=64
 celebahq-256 1 DDPM_CUDA_FA_KW=64
-cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
-cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=4
-cifar10-32 1 DDPM_CUDA_CONV_SPLITK=1
+celebahq-256 1 DDPM_CUDA_ATTN=mma
 cifar10-32 1 DDPM_CUDA_PDL=0
 cifar10-32 1 DDPM_CUDA_ATTN_OUT=0
+cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
 cifar10-32 128 DDPM_CUDA_CONV=mma
 cifar10-32 128 DDPM_CUDA_FA_QT=2
 celebahq-256 1 DDPM_CUDA_CONV=mma
