@@ -5,28 +5,32 @@
  * GFLOP); at K = 27 its NCHW gather is scalar with a division per element (celebahq-256 conv_in: 62 us to
  * write 16 MB).
  *
- * Block: 256 threads = 8 warps over 32 output pixels (lane = pixel; pixels run across the batch, so loads of
- * x and stores of y are coalesced). Warp w takes output channels [g * CO, g * CO + CO) of the block's
- * G * CO (g = w % G) and the reduction slice r = w / G of R = 8 / G slices of K. Each thread keeps CO float
- * sums; with R > 1 the slices meet in shared memory and are added in slice order (no atomics, so the result
- * does not depend on timing). The reduction index is the weights' (tap, channel) order (conv2d.cu), so a
+ * Block: WARPS warps over 32 output pixels (lane = pixel; pixels run across the batch, so loads of x and
+ * stores of y are coalesced). Warp w takes output channels [g * CO, g * CO + CO) of the block's G * CO
+ * (g = w % G, G <= 8) and the reduction slice r = w / G of R = WARPS / G slices of K. Each thread keeps CO
+ * float sums; with R > 1 the slices meet in shared memory and are added in slice order (no atomics, so the
+ * result does not depend on timing). WARPS = 128 / CO (32, 16, 8: 16 KiB of slice sums): the loop is
+ * latency-bound (a trip to L2 per DC_BATCH channels), and a slice is what one warp waits through, so more
+ * warps per block means fewer trips one after another. The H100 trace of 108f44a (8 warps for all) had
+ * cifar10-32's conv_out (128 -> 3, 32 blocks, 144 of K per warp) at 27.7 us own time and conv_in (3 -> 128,
+ * K = 27 in one slice) at 14 us; with 32 warps they get 36 and 7 of K per warp. $DDPM_CUDA_DIRECT_WARPS
+ * (8 / 16 / 32) caps WARPS (8: the old kernel). The reduction index is the weights' (tap, channel) order (conv2d.cu), so a
  * slice walks taps and channels without divisions, checking the image border once per tap. Weights are
  * warp-uniform loads (one L1 broadcast each). */
 #include "conv2d.cuh"
 
-#define DC_THREADS 256
-#define DC_WARPS (DC_THREADS / 32)
+#define DC_GROUPS 8                             /* at most this many output-channel groups per block */
 #define DC_BATCH 8                              /* input channels loaded together (see the K loop) */
 
-template <typename T, int CO>
-__global__ void __launch_bounds__ (DC_THREADS)
+template <typename T, int CO, int WARPS>
+__global__ void __launch_bounds__ (WARPS * 32)
 conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
                     T *__restrict__ y, ConvShape s, int G, ConvEpi<T> epi)
 {
   grid_dependency_wait ();
-  __shared__ float part[DC_WARPS][CO][32];      /* the R slices' sums, when R > 1 */
+  __shared__ float part[WARPS][CO][32];         /* the R slices' sums, when R > 1 */
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int g = warp % G, r = warp / G, R = DC_WARPS / G;
+  const int g = warp % G, r = warp / G, R = WARPS / G;
   const int HoWo = s.Ho * s.Wo;
   const long long p = (long long) blockIdx.x * 32 + lane;
   const bool p_ok = p < (long long) s.B * HoWo;
@@ -109,7 +113,8 @@ cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s)
   return cb->act_type != CT_F32 && (s.Cout <= 8 || s.K <= 32) && (P + 31) / 32 <= 2147483647LL;
 }
 
-/* Output channels per thread, and output-channel groups per block (a power of two, so R = 8 / G slices).
+/* Output channels per thread, and output-channel groups per block (a power of two <= 8, so R = WARPS / G
+ * slices).
  * Up to 16 channels per thread, fewer where the grid would not cover the SMs: cifar10-32's conv_in at
  * batch 1 (1024 pixels, 128 channels) gets 128 blocks of 4 channels per thread instead of 32 of 16. */
 static void
@@ -120,7 +125,7 @@ direct_split (const CudaBackend *cb, const ConvShape &s, long long pixel_blocks,
     {
       const int need = ceil_div (s.Cout, c);
       int g = 1;
-      while (g < need && g < DC_WARPS)
+      while (g < need && g < DC_GROUPS)
         g *= 2;
       *co = c;
       *groups = g;
@@ -128,6 +133,15 @@ direct_split (const CudaBackend *cb, const ConvShape &s, long long pixel_blocks,
         return;
       c /= 2;
     }
+}
+
+template <typename T, int CO, int WARPS>
+static void
+launch_co (CudaBackend *cb, dim3 grid, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, int G,
+           const ConvEpi<T> &epi)
+{
+  launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, CO, WARPS>, (const T *) w->weight,
+          (const float *) w->bias, (const T *) x, (T *) y, s, G, epi);
 }
 
 template <typename T>
@@ -145,15 +159,19 @@ launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const C
       return;
     }
   const dim3 grid ((unsigned) ((P + 31) / 32), (unsigned) gy);
-  const T *wt = (const T *) w->weight;
-  const float *b = (const float *) w->bias;
-  if (co == 4)
-    launch (cb, "conv_direct", grid, DC_THREADS, 0, conv_direct_kernel<T, 4>, wt, b, (const T *) x, (T *) y, s, G, epi);
+  const int cap = cb->direct_warps > 0 ? cb->direct_warps : 32;   /* warps: 128 / co, at most cap */
+  if (co == 4 && cap >= 32)
+    launch_co<T, 4, 32> (cb, grid, w, x, y, s, G, epi);
+  else if (co == 4 && cap >= 16)
+    launch_co<T, 4, 16> (cb, grid, w, x, y, s, G, epi);
+  else if (co == 4)
+    launch_co<T, 4, 8> (cb, grid, w, x, y, s, G, epi);
+  else if (co == 8 && cap >= 16)
+    launch_co<T, 8, 16> (cb, grid, w, x, y, s, G, epi);
   else if (co == 8)
-    launch (cb, "conv_direct", grid, DC_THREADS, 0, conv_direct_kernel<T, 8>, wt, b, (const T *) x, (T *) y, s, G, epi);
+    launch_co<T, 8, 8> (cb, grid, w, x, y, s, G, epi);
   else
-    launch (cb, "conv_direct", grid, DC_THREADS, 0, conv_direct_kernel<T, 16>, wt, b, (const T *) x, (T *) y, s, G,
-            epi);
+    launch_co<T, 16, 8> (cb, grid, w, x, y, s, G, epi);
 }
 
 void

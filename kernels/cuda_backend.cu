@@ -755,6 +755,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->fa_ds = env_pow2 ("DDPM_CUDA_FA_DS", 16, 128);
   cb->fa_qt = env_pow2 ("DDPM_CUDA_FA_QT", 1, 4);
   cb->fa_kw = env_pow2 ("DDPM_CUDA_FA_KW", 16, 64);
+  cb->direct_warps = env_pow2 ("DDPM_CUDA_DIRECT_WARPS", 8, 32);
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;

@@ -108,6 +108,8 @@ struct CudaBackend {
   size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
   gboolean flash_mma_ready;        /* the mma attention kernels may use that much (cuda_flash_mma_prepare) */
   int fa_kw;                       /* $DDPM_CUDA_FA_KW: keys per warp of the split core (0: its own rule) */
+  int direct_warps;                /* $DDPM_CUDA_DIRECT_WARPS: at most this many warps per direct conv block (0:
+                                    * 128 / its output channels per thread) */
   int fa_ds, fa_qt;                /* $DDPM_CUDA_FA_DS / _FA_QT: the mma attention plan's dims per warp and query
                                     * tiles per block (0: its own rule) */
   gboolean attn_out_fuse;          /* the mma attention core also does the out projection (one head;

@@ -270,6 +270,8 @@ done
 #   DDPM_CUDA_CONV_REDUCE=cluster        split-K sums inside each tile's thread-block cluster (sm_90), not by a
 #                                        second launch (H100 of 108f44a: 1.141 against 1.046 ms at cifar b1)
 #   DDPM_CUDA_CONV_CLUSTER_MAX=8         with =cluster: clusters (and so K splits) of at most 8 blocks, not 16
+#   DDPM_CUDA_DIRECT_WARPS=8             the direct conv (conv_in, conv_out) with 8 warps per block, not 128 / its
+#                                        output channels per thread (32 at conv_out, 3 channels; untimed)
 #   DDPM_CUDA_PROJ=cublas / =conv        attention's QKV (and unfused out) projections by cuBLAS, not as 1x1 convs
 #                                        on conv2d_pointwise.cu's kernel (the default up to 4096 pixels, which keeps
 #                                        batch-1 sampling off cuBLAS) / as convs at every size
@@ -331,6 +333,8 @@ if [ $rc -ne 77 ]; then
   while read -r shape batch setting; do
     ab "$shape" "$batch" "$setting" < /dev/null
   done <<'LIST'
+cifar10-32 1 DDPM_CUDA_DIRECT_WARPS=8
+celebahq-256 1 DDPM_CUDA_DIRECT_WARPS=8
 cifar10-32 1 DDPM_CUDA_PROJ=cublas
 cifar10-32 128 DDPM_CUDA_PROJ=conv
 cifar10-32 1 DDPM_CUDA_CONV_REDUCE=cluster

@@ -23,7 +23,8 @@
  * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), with DDPM_CUDA_CONV_REDUCE=cluster and
  * =last-block (split-K sums inside each tile's thread-block cluster, or by the last block of each tile, not by
  * a second launch), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks, and the second launch
- * summing 16); the
+ * summing 16), with DDPM_CUDA_DIRECT_WARPS=8 and =16 (the direct kernel's blocks smaller than the default's
+ * 32 warps); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_PROJ=cublas (the projections by cuBLAS, not as 1x1 convolutions),
@@ -208,6 +209,10 @@ main (int argc, char **argv)
                   run_ops_with (&env, p, "DDPM_CUDA_CONV_REDUCE=cluster DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=16",
                                 OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "16", OPS_CONV);
+                  /* the direct kernel (conv_in / conv_out shapes) with 8 and 16 warps per block, where the
+                   * default takes up to 32 */
+                  run_ops_on (&env, p, "DDPM_CUDA_DIRECT_WARPS", "8", OPS_CONV);
+                  run_ops_on (&env, p, "DDPM_CUDA_DIRECT_WARPS", "16", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
                 {
