@@ -327,7 +327,7 @@ flash_launch (CudaBackend *cb, const void *Q, const void *K, const void *V, void
 }
 
 /* dst_b (out x HW) = W (out x C) src_b (C x HW) for every image b (bias added by the caller): as a 1x1
- * convolution where conv2d_pointwise.cu's kernel takes it, else cuBLAS. */
+ * convolution where cuda_projection takes it (conv2d.cu: small sizes, so batch 1 needs no cuBLAS), else cuBLAS. */
 static void
 project (CudaBackend *cb, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
 {

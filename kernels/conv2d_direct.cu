@@ -14,9 +14,10 @@
  * warps per block means fewer trips one after another. The H100 trace of 108f44a (8 warps for all) had
  * cifar10-32's conv_out (128 -> 3, 32 blocks, 144 of K per warp) at 27.7 us own time and conv_in (3 -> 128,
  * K = 27 in one slice) at 14 us; with 32 warps they get 36 and 7 of K per warp. $DDPM_CUDA_DIRECT_WARPS
- * (8 / 16 / 32) caps WARPS (8: the old kernel). The reduction index is the weights' (tap, channel) order (conv2d.cu), so a
- * slice walks taps and channels without divisions, checking the image border once per tap. Weights are
- * warp-uniform loads (one L1 broadcast each). */
+ * (8 / 16 / 32) caps WARPS (8: the old kernel).
+ * The reduction index is the weights' (tap, channel) order (conv2d.cu), so a slice walks taps and channels
+ * without divisions, checking the image border once per tap. Weights are warp-uniform loads (one L1
+ * broadcast each). */
 #include "conv2d.cuh"
 
 #define DC_GROUPS 8                             /* at most this many output-channel groups per block */

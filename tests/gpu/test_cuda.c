@@ -206,7 +206,8 @@ main (int argc, char **argv)
                   /* 16 splits: clusters of more than 8 blocks (non-portable sizes: up to 16 on an H100) in both
                    * kernels, and the second launch summing 16 */
                   run_ops_with (&env, p, "DDPM_CUDA_CONV_REDUCE=cluster DDPM_CUDA_CONV_SPLITK=16", OPS_CONV);
-                  run_ops_with (&env, p, "DDPM_CUDA_CONV_REDUCE=cluster DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=16",
+                  run_ops_with (&env, p,
+                                "DDPM_CUDA_CONV_REDUCE=cluster DDPM_CUDA_CONV=implicit DDPM_CUDA_CONV_SPLITK=16",
                                 OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "16", OPS_CONV);
                   /* the direct kernel (conv_in / conv_out shapes) with 8 and 16 warps per block, where the
