@@ -11,8 +11,8 @@
 #   4. the run-time switches (PDL, the GroupNorm -> conv and upsampling fusions, conv kernels, split-K sums,
 #      attention cores) against the default, alternating, at the benchmark's forward shapes.
 # Nothing is built there: tools/gpu_prepare.sh builds everything here into build-gpu/carry (the binaries and
-# the GLib libraries the GPU machine lacks) and puts the diffusers wheels into .whl; both travel with
-# `carry`. Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
+# the GLib libraries the GPU machine lacks), packs it as build-gpu/carry.tar.xz and puts the diffusers wheels
+# into .whl; the archive and .whl travel with `carry` (run.sh unpacks the archive into /tmp). Logs go to $OUT (the device tool's output folder, at most 8 files) or build-gpu/gpu-out.
 #
 # Without a GPU (a rehearsal) the tests exit 77 (skipped) and the benchmark reports what it could not run;
 # the script exits 0 then too. Its exit status is the GPU test program's otherwise.
@@ -33,8 +33,20 @@ CARRY=${DDPM_CARRY:-$ROOT/build-gpu/carry}
 exec > >(tee "$OUT/run.log") 2>&1
 
 echo "== $(date -u) on $(hostname)"
+# the carry travels compressed (tools/gpu_prepare.sh: the device tool's 64 MiB): unpack it where the folder is not
+if [ ! -x "$CARRY/bin/test_cuda" ] && [ -z "${DDPM_CARRY:-}" ] && [ -f "$ROOT/build-gpu/carry.tar.xz" ]; then
+  rm -rf /tmp/ddpm-carry && mkdir -p /tmp/ddpm-carry
+  python3 -c 'import sys, tarfile
+t = tarfile.open(sys.argv[1])
+try:
+    t.extractall(sys.argv[2], filter="data")
+except TypeError:
+    t.extractall(sys.argv[2])' \
+    "$ROOT/build-gpu/carry.tar.xz" /tmp/ddpm-carry && CARRY=/tmp/ddpm-carry/carry
+  echo "unpacked build-gpu/carry.tar.xz into $CARRY"
+fi
 if [ ! -x "$CARRY/bin/test_cuda" ]; then
-  echo "no $CARRY/bin/test_cuda: run tools/gpu_prepare.sh first and carry build-gpu/carry"
+  echo "no $CARRY/bin/test_cuda: run tools/gpu_prepare.sh first and carry build-gpu/carry.tar.xz"
   exit 2
 fi
 cat "$CARRY/MANIFEST" 2>/dev/null
