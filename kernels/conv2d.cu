@@ -553,6 +553,19 @@ conv2d_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, 
     conv2d_implicit_t<__nv_bfloat16> (cb, w, x, y, s, p, e, xh_ready);
 }
 
+/* The convolution on the path its plan names. */
+static void
+conv2d_run (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const ConvPlan &p,
+            const int pad[4], const DdpmConvEpilogue *epi)
+{
+  if (!p.implicit)
+    conv2d_gemm (cb, w, x, y, s, pad, epi);
+  else if (p.direct)
+    cuda_conv_direct (cb, w, x, y, s, epi);
+  else
+    conv2d_implicit (cb, w, x, y, s, p, epi);
+}
+
 void
 cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
              const int pad[4], const DdpmConvEpilogue *epi)
@@ -561,13 +574,7 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
   const ConvShape s = conv_shape (w, B, H, W, stride, pad);
   if (s.B <= 0 || s.Ho <= 0 || s.Wo <= 0 || s.Cout <= 0)
     return;
-  const ConvPlan p = conv_plan (cb, s, pad);
-  if (!p.implicit)
-    conv2d_gemm (cb, w, x, y, s, pad, epi);
-  else if (p.direct)
-    cuda_conv_direct (cb, w, x, y, s, epi);
-  else
-    conv2d_implicit (cb, w, x, y, s, p, epi);
+  conv2d_run (cb, w, x, y, s, conv_plan (cb, s, pad), pad, epi);
 }
 
 bool
@@ -579,22 +586,15 @@ cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, 
   if ((long long) B * HW > cb->proj_conv_pixels || s.B <= 0 || s.Wo <= 0 || s.Cout <= 0 || !aligned16 (x))
     return false;
   ConvPlan p = conv_plan (cb, s, pad);
-  if (!p.implicit)
+  if (!p.implicit || !(p.direct || p.pointwise))
     return false;
-  if (p.direct)
-    {
-      cuda_conv_direct (cb, &w1, x, y, s, NULL);
-      return true;
-    }
-  if (!p.pointwise)
-    return false;
-  if (p.scratch > 0)   /* split partials (no clusters here): unsplit instead */
+  if (p.scratch > 0)   /* split partials (pointwise, no clusters here): unsplit instead */
     {
       p.splits = 1;
       p.kps = (s.K + IG_BK - 1) / IG_BK;
       p.scratch = 0;
     }
-  conv2d_implicit (cb, &w1, x, y, s, p, NULL);
+  conv2d_run (cb, &w1, x, y, s, p, pad, NULL);
   return true;
 }
 

@@ -55,8 +55,8 @@ grid_dependency_wait (void)
 
 /* Thread-block clusters (sm_90+; launch_cluster or launch_status in cuda_backend.cuh, along z only):
  * cluster_sync () is a barrier of every thread of the cluster's blocks that also orders their shared-memory
- * writes before it against reads after it, and cluster_map_shared (p, rank) the address of the same byte of block `rank`'s
- * shared memory (distributed shared memory). Host code launches cluster kernels only where
+ * writes before it against reads after it, and cluster_map_shared (p, rank) the address of the same byte of
+ * block `rank`'s shared memory (distributed shared memory). Host code launches cluster kernels only where
  * cb->conv_cluster_max > 0 (sm_90+): compiled for older GPUs they trap. In the emulator a cluster's blocks
  * take turns between barriers, so what must outlive one lives in dynamic shared memory (DYNAMIC_SMEM). */
 #ifdef DDPM_CUDA_EMU

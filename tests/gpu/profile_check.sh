@@ -44,9 +44,9 @@ check $r "no add_channel_bias / add_scaled launches (fused into the conv epilogu
 # attention: the fixture has 5 attention blocks at 8x8 (64 tokens: AttnDownBlock2D x 2 layers, AttnUpBlock2D x 3)
 # and the mid block's at 2x2 (4 tokens, not a multiple of 16: the cuBLAS core). The 5 take flash_attention.cu's
 # core with the biases and the out projection inside: one launch each, and no bias or out pass of their own.
-fa=$(count flash_attention_mma) qb=$(count qkv_bias) ao=$(count attention_out)
-[ "$fa" = 5 ] && [ "$qb" = 1 ] && [ "$ao" = 1 ] && r=ok || r=no
-check $r "attention launches per round: flash_attention_mma $fa, qkv_bias $qb, attention_out $ao (expected 5, 1, 1)"
+fa=$(count flash_attention_mma) qb=$(count qkv_bias)
+[ "$fa" = 5 ] && [ "$qb" = 1 ] && [ "$outs" = 1 ] && r=ok || r=no
+check $r "attention launches per round: flash_attention_mma $fa, qkv_bias $qb, attention_out $outs (expected 5, 1, 1)"
 kernels=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "in" && $(i + 1) == "kernels,") print $(i - 2) }' "$ERR")
 span=$(awk '/ms in kernels/ { for (i = 1; i <= NF; i++) if ($i == "first") print $(i - 4) }' "$ERR")
 awk -v k="$kernels" -v s="$span" 'BEGIN { exit !(k + 0 > 0 && s + 0 >= k + 0) }' && r=ok || r=no
