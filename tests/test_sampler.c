@@ -159,7 +159,9 @@ test_seed_per_image (void)
       sample_once (ctx, &p, one);
       CompareResult r = compare_f32 (both + b * per, one, per);
       report_compare ("batch item vs single run", &r);
-      g_assert_cmpfloat (r.max_abs, <=, 1e-6);
+      /* the GEMMs' sum order depends on the batch (OpenBLAS blocking): 1.23e-6 on an AMD EPYC, 2026-11-27
+       * (test_unet.c's test_batch_independence); another image's noise would differ at ~1 */
+      g_assert_cmpfloat (r.max_abs, <=, 1e-5);
     }
   /* Another seed gives another image; the same seed the same image. */
   p.seed = 99;

@@ -93,7 +93,10 @@ test_batch_independence (void)
   g_assert_true (ddpm_context_eps (ctx, (float *) x->data + per, (int64_t *) t->data + 1, 1, H, W, second, &error));
   CompareResult r = compare_f32 (both + per, second, per);
   report_compare ("batch item 1 alone vs in a batch of 2", &r);
-  g_assert_cmpfloat (r.max_abs, <=, 1e-6);
+  /* Not bit for bit: OpenBLAS blocks a GEMM by its width (batch x pixels), so the sums' order differs. 1e-6
+   * held on the Intel machines; an AMD EPYC's kernels gave 1.07e-6 (2026-11-27). Leakage between images
+   * would show at the scale of the values (~1), so 1e-5 still tells the two apart. */
+  g_assert_cmpfloat (r.max_abs, <=, 1e-5);
 }
 
 static void
