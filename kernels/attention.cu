@@ -23,7 +23,7 @@
  * take three GEMMs.
  *
  * Scratch (attention_scratch): Q, K, V, O (B, C, HW) act, and for the cuBLAS core S (B*heads, HW, HW) f32 + P
- * likewise in act.
+ * likewise in act; then the split partials of the projections where they run as 1x1 convolutions.
  * At the UNets' attention resolutions (16x16 = 256 tokens; 4x4 and 8x8 in the mid blocks) S is 256 KiB per
  * image and head. */
 #include "cuda_backend.cuh"
@@ -31,7 +31,7 @@
 #define ATTN_ALIGN 256
 
 struct AttnLayout {
-  size_t q, k, v, o, s, p, total;       /* byte offsets into scratch */
+  size_t q, k, v, o, s, p, part, total; /* byte offsets into scratch */
 };
 
 enum AttnCore { CORE_MMA, CORE_WMMA, CORE_CUBLAS };
@@ -57,7 +57,10 @@ attn_layout (const CudaBackend *cb, int B, int C, int HW, int heads)
   l.o = l.v + act;
   l.s = l.o + act;
   l.p = l.s + align_up (scores * sizeof (float));
-  l.total = l.p + align_up (scores * cb->act_size);
+  l.part = l.p + align_up (scores * cb->act_size);
+  /* the projections' split partials (as 1x1 convs): the fused QKV's (3C outputs) or one of C */
+  const size_t qkv = cuda_projection_scratch (cb, 3 * C, C, B, HW), one = cuda_projection_scratch (cb, C, C, B, HW);
+  l.total = l.part + align_up (qkv > one ? qkv : one);
   return l;
 }
 
@@ -329,9 +332,9 @@ flash_launch (CudaBackend *cb, const void *Q, const void *K, const void *V, void
 /* dst_b (out x HW) = W (out x C) src_b (C x HW) for every image b (bias added by the caller): as a 1x1
  * convolution where cuda_projection takes it (conv2d.cu: small sizes, so batch 1 needs no cuBLAS), else cuBLAS. */
 static void
-project (CudaBackend *cb, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
+project (CudaBackend *cb, const AttnLayout &l, const DdpmLinearW *w, const void *src, void *dst, int B, int C, int HW)
 {
-  if (!cuda_projection (cb, w, src, dst, B, HW))
+  if (!cuda_projection (cb, w, src, dst, B, HW, (char *) cb->scratch + l.part, l.total - l.part))
     cuda_gemm_rm (cb, false, false, w->out, HW, w->in, 1.0f, w->weight, weight_ld (w), 0, src, HW,
                   (long long) C * HW, 0.0f, dst, HW, (long long) w->out * HW, B, cb->act_type, cb->act_type);
 }
@@ -380,7 +383,7 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
     {
       /* [Q; K; V]_b (3C x HW) = [Wq; Wk; Wv] (3C x C) n_b (C x HW) */
       const DdpmLinearW qkv = { w->to_q.weight, NULL, 3 * C, C, w->to_q.k };
-      project (cb, &qkv, normed, Q, B, C, HW);
+      project (cb, l, &qkv, normed, Q, B, C, HW);
       const size_t n3 = (size_t) B * 3 * C * HW;
       if (bias_passes)
         DISPATCH_ACT (cb, T, {
@@ -399,9 +402,9 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
     }
   else
     {
-      project (cb, &w->to_q, normed, Q, B, C, HW);
-      project (cb, &w->to_k, normed, K, B, C, HW);
-      project (cb, &w->to_v, normed, V, B, C, HW);
+      project (cb, l, &w->to_q, normed, Q, B, C, HW);
+      project (cb, l, &w->to_k, normed, K, B, C, HW);
+      project (cb, l, &w->to_v, normed, V, B, C, HW);
       if (bias_passes)
         {
           cuda_add_bias (cb, Q, (const float *) w->to_q.bias, B, C, HW);
@@ -443,7 +446,7 @@ cuda_attention (DdpmBackend *be, const DdpmAttentionW *w, const void *normed, co
                     (long long) d * HW, BH, cb->act_type, cb->act_type);
     }
   /* out projection into Q's space (free now), then bias + residual + scale */
-  project (cb, &w->to_out, O, Q, B, C, HW);
+  project (cb, l, &w->to_out, O, Q, B, C, HW);
   const size_t n = (size_t) B * C * HW;
   DISPATCH_ACT (cb, T, {
     constexpr int N = Vec16<T>::N;

@@ -50,6 +50,7 @@ conv_shape (const DdpmLinearW *w, int B, int H, int W, int stride, const int pad
   s.K = w->in * w->k * w->k;
   s.ldw = weight_ld (w);
   s.up = 0;
+  s.prefetch = 0;
   return s;
 }
 
@@ -96,14 +97,19 @@ struct ConvPlan {
   bool cluster;                         /* the splits of a tile are one cluster and sum each other's tiles */
   int kps;                              /* K tiles (of IG_BK) per split */
   size_t xh_bytes;                      /* nhwc: the channels-last copy of x at the start of scratch */
+  size_t partial_at;                    /* where the split partials start in scratch: past xh and, so that a
+                                         * GroupNorm summing them (cb->defer_reduce) may write its channels-last
+                                         * output to scratch meanwhile, past y's size */
   size_t scratch;                       /* bytes of scratch the convolution uses (xh, then split partials) */
+  float *partials;                      /* NULL: the split partials at scratch + partial_at; else here (the caller's
+                                         * region, cuda_projection), and `scratch` counts none of them */
 };
 
 /* One decision used both by conv2d_scratch (planning) and conv2d (running), so they always agree. */
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0 };
+  ConvPlan p = { use_implicit (cb), false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, NULL };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -160,11 +166,17 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
       p.kps = ktiles;
     }
   p.cluster = p.splits > 1 && cb->conv_reduce == REDUCE_CLUSTER;
-  p.scratch = p.xh_bytes;
+  p.scratch = p.partial_at = p.xh_bytes;
   if (p.splits > 1 && !p.cluster)   /* whole tiles, [tile][split][BM * IG_BN] */
     {
       const int bm = tile_rows (p.tile);
-      p.scratch += (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
+      if (cb->defer_reduce)
+        {
+          const size_t y_bytes = ((size_t) s.Cout * (size_t) P * cb->act_size + 255) / 256 * 256;
+          p.partial_at = p.xh_bytes > y_bytes ? p.xh_bytes : y_bytes;
+        }
+      p.scratch = p.partial_at
+                  + (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
     }
   return p;
 }
@@ -513,7 +525,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     sk.cluster = 1;
   else if (p.splits > 1)
     {
-      sk.partial = (float *) ((char *) cb->scratch + p.xh_bytes);
+      sk.partial = p.partials != NULL ? p.partials : (float *) ((char *) cb->scratch + p.partial_at);
       /* the last-block sum needs a counter per tile; past the counters buffer, a second kernel sums */
       if (cb->conv_reduce == REDUCE_LAST_BLOCK && gx * gy <= CUDA_CONV_COUNTERS)
         sk.counters = cb->conv_counters;
@@ -535,10 +547,38 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     launch_implicit<T, 0> (cb, w, x, y, s, p, sk, grid, epi);
   if (sk.partial != NULL && sk.counters == NULL)
     {
-      const size_t n = (size_t) s.Cout * (size_t) P;
-      launch (cb, "conv_splitk_reduce", elementwise_blocks (cb, n, 256), 256, 0, conv_splitk_reduce_kernel<T>,
-              (const float *) sk.partial, (const float *) w->bias, (T *) y, p.splits, s.Cout, s.Ho * s.Wo, P, bm, (int) gx,
-              epi);
+      const CudaPendingReduce r = { sk.partial, (const float *) w->bias, y, p.splits, s.Cout, s.Ho * s.Wo, bm, IG_BN,
+                                    (int) gx, P, epi.channel_bias, epi.residual, epi.cb_stride, epi.scale };
+      cb->pending = r;
+      cb->reduce_pending = TRUE;
+      /* held back for a GroupNorm of y where it may be (the partials past y's size, not the caller's region;
+       * not when profiling: the profile would give its time to the next kernel) */
+      if (!cb->defer_reduce || p.partials != NULL || cb->profile != NULL)
+        cuda_flush_reduce (cb);
+    }
+}
+
+void
+cuda_flush_reduce (CudaBackend *cb)
+{
+  if (!cb->reduce_pending)
+    return;
+  cb->reduce_pending = FALSE;           /* before the launch: launch_status flushes what is pending */
+  const CudaPendingReduce &r = cb->pending;
+  const size_t n = (size_t) r.Cout * (size_t) r.P;
+  const unsigned blocks = elementwise_blocks (cb, n, 256);
+  if (cb->act_type == CT_F16)   /* the split paths are 16-bit only */
+    {
+      const ConvEpi<__half> epi = { (const __half *) r.channel_bias, (const __half *) r.residual, r.cb_stride, r.scale };
+      launch (cb, "conv_splitk_reduce", blocks, 256, 0, conv_splitk_reduce_kernel<__half>, r.partial, r.bias,
+              (__half *) r.y, r.splits, r.Cout, r.HoWo, r.P, r.bm, r.gx, epi);
+    }
+  else
+    {
+      typedef __nv_bfloat16 BF16;
+      const ConvEpi<BF16> epi = { (const BF16 *) r.channel_bias, (const BF16 *) r.residual, r.cb_stride, r.scale };
+      launch (cb, "conv_splitk_reduce", blocks, 256, 0, conv_splitk_reduce_kernel<BF16>, r.partial, r.bias, (BF16 *) r.y,
+              r.splits, r.Cout, r.HoWo, r.P, r.bm, r.gx, epi);
     }
 }
 
@@ -577,21 +617,47 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
   conv2d_run (cb, w, x, y, s, conv_plan (cb, s, pad), pad, epi);
 }
 
+/* The plan of a projection (out x in weights over B x HW pixels) as a 1x1 convolution, or false where
+ * cuda_projection leaves it to cuBLAS. */
+static bool
+projection_plan (const CudaBackend *cb, int out, int in, int B, int HW, ConvShape *s, ConvPlan *p)
+{
+  static const int pad[4] = { 0, 0, 0, 0 };
+  const DdpmLinearW w1 = { NULL, NULL, out, in, 1 };
+  *s = conv_shape (&w1, B, 1, HW, 1, pad);
+  if ((long long) B * HW > cb->proj_conv_pixels || s->B <= 0 || s->Wo <= 0 || s->Cout <= 0)
+    return false;
+  *p = conv_plan (cb, *s, pad);
+  return p->implicit && (p->direct || p->pointwise);
+}
+
+size_t
+cuda_projection_scratch (const CudaBackend *cb, int out, int in, int B, int HW)
+{
+  ConvShape s;
+  ConvPlan p;
+  return cb->proj_split && projection_plan (cb, out, in, B, HW, &s, &p) ? p.scratch : 0;
+}
+
 bool
-cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, int B, int HW)
+cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, int B, int HW, void *partials,
+                 size_t partial_bytes)
 {
   static const int pad[4] = { 0, 0, 0, 0 };
   const DdpmLinearW w1 = { w->weight, NULL, w->out, w->in, 1 };
-  const ConvShape s = conv_shape (&w1, B, 1, HW, 1, pad);
-  if ((long long) B * HW > cb->proj_conv_pixels || s.B <= 0 || s.Wo <= 0 || s.Cout <= 0 || !aligned16 (x))
+  ConvShape s;
+  ConvPlan p;
+  if (!aligned16 (x) || !projection_plan (cb, w->out, w->in, B, HW, &s, &p))
     return false;
-  ConvPlan p = conv_plan (cb, s, pad);
-  if (!p.implicit || !(p.direct || p.pointwise))
-    return false;
-  if (p.scratch > 0)   /* split partials (pointwise, no clusters here): unsplit instead */
+  if (p.scratch > 0)   /* split partials (pointwise, no clusters here): in the caller's region, else unsplit */
     {
-      p.splits = 1;
-      p.kps = (s.K + IG_BK - 1) / IG_BK;
+      if (cb->proj_split && partials != NULL && p.scratch <= partial_bytes)
+        p.partials = (float *) partials;
+      else
+        {
+          p.splits = 1;
+          p.kps = (s.K + IG_BK - 1) / IG_BK;
+        }
       p.scratch = 0;
     }
   conv2d_run (cb, &w1, x, y, s, p, pad, NULL);

@@ -14,6 +14,9 @@ struct ConvShape {
   int ldw;                              /* weight row stride (weight_ld) */
   int up;                               /* 1: the input is x upsampled 2x (nearest), x is (H / 2) x (W / 2):
                                          * channels-last kernels only (upsample_conv2d), else 0 */
+  int prefetch;                         /* 1: the cp.async kernels copy their first weight slices before the
+                                         * wait on the previous kernel (cp_async_k_loop_prefetch; their
+                                         * launchers set it from cb->conv_prefetch), else 0 */
 };
 
 /* How a block of a K-split convolution ends (conv_tile_epilogue). One of:
@@ -163,6 +166,28 @@ cp_async_k_loop (int nkt, Load load, Mma mma)
     }
   __pipeline_wait_prior (0);
   __syncthreads ();
+}
+
+/* cp_async_k_loop for kernels that have not waited for the previous kernel yet: load_a (stage, i) issues
+ * slice i's weight copies, load_b (stage, i) its activation copies. With prefetch, the weights of slices 0 ..
+ * STAGES-2 are issued before grid_dependency_wait (weights never depend on an earlier kernel, so with
+ * programmatic dependent launch they land while that kernel finishes) and join the first group, which the
+ * first iteration waits for anyway; the group count stays as cp_async_k_loop's. */
+template <int STAGES, typename LoadA, typename LoadB, typename Mma>
+__device__ __forceinline__ void
+cp_async_k_loop_prefetch (int nkt, bool prefetch, LoadA load_a, LoadB load_b, Mma mma)
+{
+  if (prefetch)
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++)
+      if (st < nkt)
+        load_a (st, st);
+  grid_dependency_wait ();
+  cp_async_k_loop<STAGES> (nkt, [&] (int st, int i) {
+    if (!prefetch || i >= STAGES - 1)
+      load_a (st, i);
+    load_b (st, i);
+  }, mma);
 }
 
 /* The warp's sub-tile into the float tile C (row stride ldc) at its top-left corner. */

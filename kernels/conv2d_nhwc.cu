@@ -66,6 +66,15 @@ struct NhwcSliceCopies {
   __device__ __forceinline__ void
   issue (const T *Wt, const T *xh, const ConvShape &s, int m0, int k0, int tid, DstA dst_a, DstB dst_b) const
   {
+    issue_a (Wt, s, m0, k0, tid, dst_a);
+    issue_b (xh, s, k0, tid, dst_b);
+  }
+
+  /* the weight rows' copies alone (they may go before the wait on the previous kernel) */
+  template <typename DstA>
+  __device__ __forceinline__ void
+  issue_a (const T *Wt, const ConvShape &s, int m0, int k0, int tid, DstA dst_a) const
+  {
 #pragma unroll
     for (int i = 0; i < NA; i++)
       {
@@ -73,6 +82,13 @@ struct NhwcSliceCopies {
         const bool in = m < s.Cout;
         __pipeline_memcpy_async (dst_a (r), in ? Wt + (size_t) m * s.ldw + k0 + chunk * 8 : Wt, 16, in ? 0 : 16);
       }
+  }
+
+  /* the pixel rows' copies alone */
+  template <typename DstB>
+  __device__ __forceinline__ void
+  issue_b (const T *xh, const ConvShape &s, int k0, int tid, DstB dst_b) const
+  {
     const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
 #pragma unroll
     for (int i = 0; i < NB; i++)
@@ -91,7 +107,7 @@ __global__ void __launch_bounds__ (128)
 conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
                   T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
 {
-  grid_dependency_wait ();
+  /* grid_dependency_wait: in the K loop, after the first weight copies */
   typedef NhwcTile<BM> G;
   DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
   T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][CP_LDA] */
@@ -107,17 +123,20 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
 
   /* K slice kt into stage st: rows of CP_LDA elements */
   const NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES> copies (xh, s, p0, tid);
-  auto load_stage = [&] (int st, int kt) {
-    T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
-    const int c8 = copies.chunk * 8;
-    copies.issue (Wt, xh, s, m0, kt * IG_BK, tid, [&] (int r) { return As + r * CP_LDA + c8; },
-                  [&] (int n) { return Bs + n * CP_LDA + c8; });
+  const int c8 = copies.chunk * 8;
+  auto load_a = [&] (int st, int i) {
+    T *As = As0 + st * G::A_STAGE;
+    copies.issue_a (Wt, s, m0, (kt_begin + i) * IG_BK, tid, [&] (int r) { return As + r * CP_LDA + c8; });
+  };
+  auto load_b = [&] (int st, int i) {
+    T *Bs = Bs0 + st * G::B_STAGE;
+    copies.issue_b (xh, s, (kt_begin + i) * IG_BK, tid, [&] (int n) { return Bs + n * CP_LDA + c8; });
   };
 
   ConvAccFrag acc[G::FM][G::FN];
   warp_acc_zero (acc);
 
-  cp_async_k_loop<G::STAGES> (nkt, [&] (int st, int i) { load_stage (st, kt_begin + i); }, [&] (int st) {
+  cp_async_k_loop_prefetch<G::STAGES> (nkt, s.prefetch != 0, load_a, load_b, [&] (int st) {
     const T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
     warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::col_major> (acc, As + wm * (BM / 2) * CP_LDA, CP_LDA,
                                                               Bs + wn * (IG_BN / 2) * CP_LDA, CP_LDA, CP_LDA, 1);
@@ -277,10 +296,12 @@ void
 cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *xh, void *y,
                        const SplitK &sk, const ConvShape &s, int kps, const DdpmConvEpilogue *epi)
 {
+  ConvShape sp = s;
+  sp.prefetch = cb->conv_prefetch ? 1 : 0;
   if (cb->act_type == CT_F16)
-    launch_t<__half> (cb, large, grid, w, xh, y, sk, s, kps, epi);
+    launch_t<__half> (cb, large, grid, w, xh, y, sk, sp, kps, epi);
   else
-    launch_t<__nv_bfloat16> (cb, large, grid, w, xh, y, sk, s, kps, epi);
+    launch_t<__nv_bfloat16> (cb, large, grid, w, xh, y, sk, sp, kps, epi);
 }
 
 void

@@ -25,7 +25,7 @@ __global__ void __launch_bounds__ (128)
 conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
                        T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
 {
-  grid_dependency_wait ();
+  /* grid_dependency_wait: in the K loop, after the first weight copies */
   typedef PwTile<BM> G;
   DYNAMIC_SMEM (smem);                   /* G::SMEM bytes; dynamic so that a cluster's blocks may read its C tile */
   T *const As0 = reinterpret_cast<T *> (smem);                          /* [stage][BM][CP_LDA] */
@@ -47,21 +47,25 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
   const long long pc = p0 + b_chunk * 8;
   const bool b_ok = pc < P;              /* P % 8 == 0: a chunk is all inside or all past the end */
   const T *const b_src = x + (b_ok ? (size_t) (pc / HW) * s.Cin * HW + (size_t) (pc % HW) : 0);
-  auto load_stage = [&] (int st, int kt) {
-    T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
-    const int k0 = kt * IG_BK;
+  auto load_a = [&] (int st, int i) {   /* slice kt_begin + i of the weights */
+    T *As = As0 + st * G::A_STAGE;
+    const int k0 = (kt_begin + i) * IG_BK;
 #pragma unroll
-    for (int i = 0; i < G::A_COPIES; i++)
+    for (int j = 0; j < G::A_COPIES; j++)
       {
-        const int r = (tid >> 2) + 32 * i, m = m0 + r;
+        const int r = (tid >> 2) + 32 * j, m = m0 + r;
         const bool in = m < s.Cout;
         __pipeline_memcpy_async (As + r * CP_LDA + a_chunk * 8, in ? Wt + (size_t) m * s.ldw + k0 + a_chunk * 8 : Wt,
                                  16, in ? 0 : 16);
       }
+  };
+  auto load_b = [&] (int st, int i) {   /* ... and of x */
+    T *Bs = Bs0 + st * G::B_STAGE;
+    const int k0 = (kt_begin + i) * IG_BK;
 #pragma unroll
-    for (int i = 0; i < G::B_COPIES; i++)
+    for (int j = 0; j < G::B_COPIES; j++)
       {
-        const int r = b_row + 16 * i;
+        const int r = b_row + 16 * j;
         __pipeline_memcpy_async (Bs + r * PW_LDB + b_chunk * 8, b_ok ? b_src + (size_t) (k0 + r) * HW : x, 16,
                                  b_ok ? 0 : 16);
       }
@@ -70,7 +74,7 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
   ConvAccFrag acc[G::FM][G::FN];
   warp_acc_zero (acc);
 
-  cp_async_k_loop<G::STAGES> (nkt, [&] (int st, int i) { load_stage (st, kt_begin + i); }, [&] (int st) {
+  cp_async_k_loop_prefetch<G::STAGES> (nkt, s.prefetch != 0, load_a, load_b, [&] (int st) {
     const T *As = As0 + st * G::A_STAGE, *Bs = Bs0 + st * G::B_STAGE;
     warp_mma_slice<T, G::FM, G::FN, nvcuda::wmma::row_major> (acc, As + wm * (BM / 2) * CP_LDA, CP_LDA,
                                                               Bs + wn * (IG_BN / 2), PW_LDB, 1, PW_LDB);
@@ -117,8 +121,10 @@ void
 cuda_conv_pointwise_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLinearW *w, const void *x, void *y,
                             const SplitK &sk, const ConvShape &s, int kps, const DdpmConvEpilogue *epi)
 {
+  ConvShape sp = s;
+  sp.prefetch = cb->conv_prefetch ? 1 : 0;
   if (cb->act_type == CT_F16)
-    launch_t<__half> (cb, large, grid, w, x, y, sk, s, kps, epi);
+    launch_t<__half> (cb, large, grid, w, x, y, sk, sp, kps, epi);
   else
-    launch_t<__nv_bfloat16> (cb, large, grid, w, x, y, sk, s, kps, epi);
+    launch_t<__nv_bfloat16> (cb, large, grid, w, x, y, sk, sp, kps, epi);
 }

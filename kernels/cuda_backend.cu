@@ -61,6 +61,7 @@ static gboolean
 cuda_check_error (DdpmBackend *be, GError **error)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (!cb->capturing)
     cuda_ok (cb, cudaStreamSynchronize (cb->stream), "synchronize");
   return take_error (cb, error);
@@ -160,6 +161,7 @@ static void
 cuda_free (DdpmBackend *be, void *ptr)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (ptr == NULL || arena_owns (&cb->matrices, ptr) || arena_owns (&cb->vectors, ptr))
     return;                        /* weights go with the backend */
   cuda_ok (cb, cudaFree (ptr), "cudaFree");
@@ -247,6 +249,7 @@ static void
 cuda_to_device (DdpmBackend *be, void *dst, const void *src, size_t n)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (cb->capturing)
     {
       cuda_fail (cb, DDPM_ERROR_DEVICE, "to_device called during graph capture (copy before graph_begin)");
@@ -271,6 +274,7 @@ static void
 cuda_to_host (DdpmBackend *be, void *dst, const void *src, size_t n)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (cb->capturing)
     {
       cuda_fail (cb, DDPM_ERROR_DEVICE, "to_host called during graph capture");
@@ -300,6 +304,7 @@ static gboolean
 cuda_reserve_scratch (DdpmBackend *be, size_t n, GError **error)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (!take_error (cb, error))
     return FALSE;
   if (n <= cb->scratch_bytes)
@@ -326,6 +331,7 @@ static void
 cuda_synchronize (DdpmBackend *be)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (cb->capturing)
     {
       cuda_fail (cb, DDPM_ERROR_DEVICE, "synchronize called during graph capture");
@@ -350,6 +356,7 @@ static gboolean
 cuda_graph_begin (DdpmBackend *be, GError **error)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (!take_error (cb, error))
     return FALSE;
   if (cb->capturing)
@@ -372,6 +379,7 @@ static gboolean
 cuda_graph_end (DdpmBackend *be, GError **error)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (!cb->capturing)
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA backend: graph_end without graph_begin");
@@ -411,6 +419,7 @@ static gboolean
 cuda_graph_launch (DdpmBackend *be, GError **error)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (!take_error (cb, error))
     return FALSE;
   if (cb->graph_exec == NULL)
@@ -445,6 +454,7 @@ static void
 cuda_destroy (DdpmBackend *be)
 {
   CudaBackend *cb = cuda_backend (be);
+  cuda_flush_reduce (cb);               /* a held-back split-K sum goes first */
   if (cb->capturing)
     {
       cudaGraph_t g = NULL;
@@ -749,13 +759,22 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
   cb->attn_mode = attn == NULL ? ATTN_AUTO : strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS
                   : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : strcmp (attn, "mma") == 0 ? ATTN_MMA
-                  : strcmp (attn, "split") == 0 ? ATTN_SPLIT : ATTN_AUTO;
+                  : strcmp (attn, "split") == 0 ? ATTN_SPLIT : strcmp (attn, "cluster") == 0 ? ATTN_CLUSTER
+                  : ATTN_AUTO;
+  cb->fa_cluster = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_CLUSTER"), "0") == 0 ? -1
+                   : env_pow2 ("DDPM_CUDA_FA_CLUSTER", 2, 8);
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
   cb->fa_ds = env_pow2 ("DDPM_CUDA_FA_DS", 16, 128);
   cb->fa_qt = env_pow2 ("DDPM_CUDA_FA_QT", 1, 4);
   cb->fa_kw = env_pow2 ("DDPM_CUDA_FA_KW", 16, 64);
   cb->direct_warps = env_pow2 ("DDPM_CUDA_DIRECT_WARPS", 8, 32);
+  cb->proj_split = g_strcmp0 (g_getenv ("DDPM_CUDA_PROJ_SPLIT"), "0") != 0;
+  /* off by default: on the H200 (2026-11-27) the one forward timed with it, cifar10-32 b1 0.917 ms, was no
+   * faster than the run before without it (0.88); one GroupNorm block per group reads all its partials, so
+   * the sum runs on 32 SMs where the second launch spreads it over all of them (kernels/NOTES.md) */
+  cb->defer_reduce = g_strcmp0 (g_getenv ("DDPM_CUDA_DEFER_REDUCE"), "1") == 0;
+  cb->conv_prefetch = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PREFETCH"), "0") != 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
 
   GError *local = NULL;

@@ -34,7 +34,7 @@ enum CudaConvReduce { REDUCE_CLUSTER, REDUCE_KERNEL, REDUCE_LAST_BLOCK };
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
 /* attention core: flash_attention.cu's mma.sync kernel or the WMMA one where they fit (attention.cu), or the cuBLAS
  * score / softmax / PV path */
-enum CudaAttnMode { ATTN_AUTO, ATTN_MMA, ATTN_SPLIT, ATTN_WMMA, ATTN_CUBLAS };
+enum CudaAttnMode { ATTN_AUTO, ATTN_MMA, ATTN_SPLIT, ATTN_CLUSTER, ATTN_WMMA, ATTN_CUBLAS };
 
 #define CUDA_STAGING_SLOTS 64
 #define CUDA_STAGING_SLOT_BYTES (64 * 1024)
@@ -56,6 +56,21 @@ struct CudaArena {
 };
 
 struct CudaProfile;                /* profile.cu */
+
+/* A split convolution's second launch (the sum of its float partials through its epilogue into y), held
+ * back with $DDPM_CUDA_DEFER_REDUCE=1 (conv2d.cu): a GroupNorm that reads y next sums the partials itself
+ * (group_norm.cu gn_regs_launch: one launch fewer); anything else the stream runs first launches it as it was
+ * (cuda_flush_reduce, from launch_status and the stream's other entry points). */
+struct CudaPendingReduce {
+  const float *partial;                 /* [tile][split][bm * IG_BN] */
+  const float *bias;                    /* the conv's (Cout) or NULL */
+  void *y;                              /* (B, Cout, HoWo) act */
+  int splits, Cout, HoWo, bm, bn, gx;   /* a tile: bm channels x bn pixels; gx tiles along the pixels */
+  long long P;                          /* B * HoWo */
+  const void *channel_bias, *residual;  /* the ConvEpi's, act */
+  int cb_stride;
+  float scale;
+};
 
 struct CudaBackend {
   DdpmBackend base;                /* first member: the engine holds a DdpmBackend * */
@@ -102,12 +117,23 @@ struct CudaBackend {
   gboolean upsample_conv_fuse;     /* upsample_conv2d samples x at half resolution ($DDPM_CUDA_UPSAMPLE_CONV=0: the
                                     * two ops) */
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN: =mma flash_attention.cu's core only, =split flash_split.cu's
-                                    * wherever it applies (default: where blocks are few), =wmma the WMMA core,
-                                    * =cublas none of them */
+                                    * wherever it applies, =cluster flash_cluster.cu's wherever it applies (default:
+                                    * cluster, else split, where blocks are few), =wmma the WMMA core, =cublas none
+                                    * of them */
+  int fa_cluster;                  /* $DDPM_CUDA_FA_CLUSTER: flash_cluster.cu's cluster size (2, 4, 8; 0: its own
+                                    * rule; -1 with =0: that core off) */
+  gboolean flash_cluster_ready;    /* its kernels may use the shared memory and clusters of 4 fit (sm_90+) */
   int fa_warps;                    /* warps per WMMA attention block: 8, or 4 with $DDPM_CUDA_FA_WARPS=4 */
   size_t smem_per_block_optin;     /* dynamic shared memory a block may have (bytes; $DDPM_CUDA_SMEM_LIMIT lowers it) */
   gboolean flash_mma_ready;        /* the mma attention kernels may use that much (cuda_flash_mma_prepare) */
   int fa_kw;                       /* $DDPM_CUDA_FA_KW: keys per warp of the split core (0: its own rule) */
+  gboolean proj_split;             /* attention's projections as convs split K like other convs, partials in
+                                    * the attention's scratch ($DDPM_CUDA_PROJ_SPLIT=0: unsplit) */
+  gboolean defer_reduce;           /* split-K sums may wait for the next GroupNorm ($DDPM_CUDA_DEFER_REDUCE=1) */
+  gboolean reduce_pending;         /* `pending` holds one not launched yet */
+  CudaPendingReduce pending;
+  gboolean conv_prefetch;          /* the cp.async conv kernels copy their first weight slices before the wait on
+                                    * the previous kernel ($DDPM_CUDA_CONV_PREFETCH=0: after it) */
   int direct_warps;                /* $DDPM_CUDA_DIRECT_WARPS: at most this many warps per direct conv block (0:
                                     * 128 / its output channels per thread) */
   int fa_ds, fa_qt;                /* $DDPM_CUDA_FA_DS / _FA_QT: the mma attention plan's dims per warp and query
@@ -174,6 +200,9 @@ allow_large_clusters (const void *const *kernels, int n)
   return true;
 }
 
+/* conv2d.cu: launches the held-back split-K sum, if any (before anything else touches the stream). */
+void cuda_flush_reduce (CudaBackend *cb);
+
 /* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and returns the
  * launch's status (no cuda_fail). cluster_z > 1: in thread-block clusters of that many blocks along z (grid.z
  * a multiple of it; only where cb->conv_cluster_max allows, probed at creation). With programmatic dependent
@@ -184,6 +213,8 @@ launch_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsigned clu
                Args... args)
 {
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
+  if (G_UNLIKELY (cb->reduce_pending))   /* it comes first (it writes what this kernel may read) */
+    cuda_flush_reduce (cb);
 #ifdef DDPM_CUDA_EMU
   emu_launch ((const void *) kernel, grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); },
               cluster_z);
@@ -306,11 +337,15 @@ size_t cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int C
 void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
                   const int pad[4], const DdpmConvEpilogue *epi);
 /* conv2d.cu: y_b (Cout x HW) = W x_b (Cin x HW) for every image b, no bias: attention's projections as a 1x1
- * convolution on the kernels that need no scratch (attention's operands fill it): conv2d_direct.cu's where the
- * plan takes it (K <= 32), else conv2d_pointwise.cu's, unsplit where a split would need partials. FALSE (nothing
- * launched) where neither takes it (fp32, $DDPM_CUDA_CONV=gemm / implicit / nhwc, $DDPM_CUDA_CONV_PW=0,
- * shapes, alignment) or B * HW exceeds cb->proj_conv_pixels: the caller uses cuBLAS. */
-bool cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, int B, int HW);
+ * convolution (attention's operands fill the scratch): conv2d_direct.cu's kernel where the plan takes it
+ * (K <= 32), else conv2d_pointwise.cu's, its K split with float partials in `partials` (the caller's region of
+ * scratch, partial_bytes long, at least cuda_projection_scratch's size) or unsplit where they do not fit
+ * ($DDPM_CUDA_PROJ_SPLIT=0: always unsplit). FALSE (nothing launched) where neither kernel takes it (fp32,
+ * $DDPM_CUDA_CONV=gemm / implicit / nhwc, $DDPM_CUDA_CONV_PW=0, shapes, alignment) or B * HW exceeds
+ * cb->proj_conv_pixels: the caller uses cuBLAS. */
+bool cuda_projection (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, int B, int HW, void *partials,
+                      size_t partial_bytes);
+size_t cuda_projection_scratch (const CudaBackend *cb, int out, int in, int B, int HW);
 /* conv2d_nhwc.cu, once at creation (after PDL is decided), for $DDPM_CUDA_CONV_REDUCE=cluster: the largest
  * cluster (16 or 8 blocks) the conv kernels can launch with here, as a captured graph runs it, or 0 (below
  * sm_90, or any failure; no error kept). For 16 it lets every cluster kernel of the three conv files launch
@@ -348,6 +383,13 @@ bool cuda_flash_split_allow_smem (const CudaBackend *cb);
 bool cuda_flash_attention_split (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                                  const float *bv, int B, int heads, int C, int HW, long long stride,
                                  const CudaFlashOut *out);
+/* flash_cluster.cu: the one-head block (core + out projection) with the keys of a query tile split across a
+ * thread-block cluster (few blocks, sm_90+) */
+bool cuda_flash_cluster_prepare (const CudaBackend *cb);
+bool cuda_flash_cluster_fits (const CudaBackend *cb, int BH, int HW, int d);
+bool cuda_flash_attention_cluster (CudaBackend *cb, const void *Q, const void *K, const void *V, const float *bq,
+                                   const float *bv, int B, int heads, int C, int HW, long long stride,
+                                   const CudaFlashOut *out);
 bool cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                                const float *bv, int B, int heads, int C, int HW, long long stride,
                                const CudaFlashOut *out);

@@ -31,6 +31,7 @@ cuda_cast_in (DdpmBackend *be, const float *x, void *y, size_t n)
     return;
   if (cb->act_type == CT_F32)
     {
+      cuda_flush_reduce (cb);
       if ((const void *) x != y)
         cuda_ok (cb, cudaMemcpyAsync (y, x, n * sizeof (float), cudaMemcpyDeviceToDevice, cb->stream), "cast_in");
       return;
@@ -305,6 +306,7 @@ cuda_count_nonfinite (DdpmBackend *be, const float *x, size_t n)
   if (n == 0)
     return 0;
   unsigned long long count = 0;
+  cuda_flush_reduce (cb);
   cuda_ok (cb, cudaMemsetAsync (cb->counter, 0, sizeof count, cb->stream), "cudaMemsetAsync");
   launch (cb, "count_nonfinite", elementwise_blocks (cb, n, EW_THREADS), EW_THREADS, 0, count_nonfinite_kernel, x, n,
           cb->counter);

@@ -249,6 +249,8 @@ cuda_flash_mma_prepare (CudaBackend *cb)
       g_message ("CUDA backend: cudaFuncSetAttribute (%d bytes of shared memory) failed: %s; attention takes the "
                  "WMMA core", bytes, cudaGetErrorString (cudaGetLastError ()));
     }
+  cb->flash_cluster_ready = cb->flash_mma_ready && cuda_flash_cluster_prepare (cb);
+  cudaGetLastError ();                   /* a failed cluster check leaves no error behind */
 }
 
 bool
@@ -278,7 +280,8 @@ bool
 cuda_flash_attention_mma (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                           const float *bv, int B, int heads, int C, int HW, long long stride, const CudaFlashOut *out)
 {
-  if (cuda_flash_attention_split (cb, Q, K, V, O, bq, bv, B, heads, C, HW, stride, out))
+  if (cuda_flash_attention_cluster (cb, Q, K, V, bq, bv, B, heads, C, HW, stride, out)
+      || cuda_flash_attention_split (cb, Q, K, V, O, bq, bv, B, heads, C, HW, stride, out))
     return true;
   const int d = C / heads, BH = B * heads;
   FlashMmaPlan p;

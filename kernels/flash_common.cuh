@@ -25,7 +25,9 @@ pack2 (float lo, float hi)
 }
 
 /* Qs [d][LQ] (shared) = q (d x cols, row stride HW, global) + bq (per row; NULL: none), in float, rounded once
- * (the values the bias pass it replaces gave); cols a multiple of 16 bytes' worth, q 16-byte aligned. */
+ * (the values the bias pass it replaces gave); cols a multiple of 16 bytes' worth, q 16-byte aligned. q may be
+ * Qs itself (HW = LQ: the bias added in place to a Q that came by cp.async; each value is read, then written,
+ * by one thread). */
 template <typename T>
 __device__ __forceinline__ void
 fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
@@ -89,6 +91,26 @@ fm_exp_row_sum (float (&s)[NJ][4], int cols, const float (&m)[2], float (&sum)[2
     {
       sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 1);
       sum[r] += __shfl_xor_sync (0xffffffffu, sum[r], 2);
+    }
+}
+
+/* The block's row maxima m[] from each warp's (mx[], fm_scale_row_max's; lane (g, t): rows g and g + 8) through
+ * red_max [W][16] (shared); a barrier inside, so every thread of the block calls it. */
+__device__ __forceinline__ void
+fm_block_row_max (const float (&mx)[2], float *red_max, int W, float (&m)[2])
+{
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
+  if ((lane & 3) == 0)
+    {
+      red_max[warp * 16 + g] = mx[0];
+      red_max[warp * 16 + g + 8] = mx[1];
+    }
+  __syncthreads ();
+  m[0] = m[1] = -INFINITY;
+  for (int w = 0; w < W; w++)
+    {
+      m[0] = fmaxf (m[0], red_max[w * 16 + g]);
+      m[1] = fmaxf (m[1], red_max[w * 16 + g + 8]);
     }
 }
 
@@ -159,6 +181,65 @@ fm_out_proj_elems (int C)
   return 2 * (size_t) C * (FM_WK + FM_PAD);
 }
 
+/* The out projection's accumulators (DS channels x 16 queries) zeroed. */
+template <int DS>
+__device__ __forceinline__ void
+fm_out_zero (float (&acc)[DS / 16][2][4])
+{
+#pragma unroll
+  for (int mt = 0; mt < DS / 16; mt++)
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+      acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.0f;
+}
+
+/* acc (DS channels x 16 queries, mma.sync C fragments as fm_out_store takes them) += W (DS x dims, shared, row
+ * stride LW) O (dims x 16, shared [dim][query], row stride LQ), over `dims` (a multiple of 16) dims. */
+template <typename T, int DS>
+__device__ __forceinline__ void
+fm_out_mma (float (&acc)[DS / 16][2][4], const T *Os, int LQ, const T *W, int LW, int dims)
+{
+  const int lane = threadIdx.x & 31, mrow = lane & 7, mhi = (lane >> 4) & 1, mlo = (lane >> 3) & 1;
+#pragma unroll 4
+  for (int ks = 0; ks < dims; ks += 16)
+    {
+      uint32_t ob[4];   /* O (dims +0, queries +0), (+8, +0), (+0, +8), (+8, +8) */
+      ldmatrix_x4_trans (ob, Os + (size_t) (ks + 8 * mlo + mrow) * LQ + 8 * mhi);
+      const uint32_t b0[2] = { ob[0], ob[1] }, b1[2] = { ob[2], ob[3] };
+#pragma unroll
+      for (int mt = 0; mt < DS / 16; mt++)
+        {
+          uint32_t a[4];   /* W (channels +0, dims +0), (+8, +0), (+0, +8), (+8, +8) */
+          ldmatrix_x4 (a, W + (size_t) (16 * mt + 8 * mlo + mrow) * LW + ks + 8 * mhi);
+          mma_m16n8k16<T> (acc[mt][0], a, b0);
+          mma_m16n8k16<T> (acc[mt][1], a, b1);
+        }
+    }
+}
+
+/* The out projection's end: y = (acc + bo + residual) * scale, in the unfused pass's order, one rounding.
+ * acc[mt][n] is the mma.sync C fragment of channels ch0 + 16 mt .. + 15 and queries q0 + 8 n .. + 7 of image b
+ * (y and residual (B, C, HW)); y may alias residual (each element is read, then written, by one thread). */
+template <typename T, int DS>
+__device__ __forceinline__ void
+fm_out_store (const float (&acc)[DS / 16][2][4], int ch0, const float *__restrict__ bo, const T *residual, T *y,
+              float scale, int b, int C, int HW, int q0)
+{
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < DS / 16; mt++)
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        {
+          const int ch = ch0 + 16 * mt + g + 8 * (e >> 1);
+          const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t + (e & 1);
+          const float v = acc[mt][n][e] + (bo != NULL ? bo[ch] : 0.0f);
+          y[i] = from_f32<T> ((v + to_f32<T> (residual[i])) * scale);
+        }
+}
+
 /* The out projection of a one-head attention block (C = d) for 16 queries:
  *   y (C x 16) = (Wo (C x d) O (d x 16) + bo + residual) * scale,
  * O (rounded to T, as the unfused path stores it) in Os as [dim][query] (row stride LQ, the 16 queries at
@@ -172,14 +253,8 @@ fm_out_projection (const T *Os, int LQ, int qcol, int ds, T *Ws, const T *__rest
                    const float *__restrict__ bo, const T *residual, T *y, float scale, int b, int HW, int q0)
 {
   constexpr int LW = FM_WK + FM_PAD;
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int mrow = lane & 7, mhi = (lane >> 4) & 1, mlo = (lane >> 3) & 1;
   float acc[DS / 16][2][4];
-#pragma unroll
-  for (int mt = 0; mt < DS / 16; mt++)
-#pragma unroll
-    for (int n = 0; n < 2; n++)
-      acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.0f;
+  fm_out_zero<DS> (acc);
   const int nwk = d / FM_WK;
   fm_copy_rows (Ws, LW, Wo, ldw, C, FM_WK);
   for (int c = 0; c < nwk; c++)
@@ -188,35 +263,9 @@ fm_out_projection (const T *Os, int LQ, int qcol, int ds, T *Ws, const T *__rest
         fm_copy_rows (Ws + (size_t) ((c + 1) & 1) * C * LW, LW, Wo + (c + 1) * FM_WK, ldw, C, FM_WK);
       __pipeline_wait_prior (c + 1 < nwk ? 1 : 0);   /* chunk c has landed */
       __syncthreads ();
-      const T *w = Ws + (size_t) (c & 1) * C * LW;
-#pragma unroll
-      for (int ks = 0; ks < FM_WK; ks += 16)
-        {
-          uint32_t ob[4];   /* O (dims +0, queries +0), (+8, +0), (+0, +8), (+8, +8) */
-          ldmatrix_x4_trans (ob, Os + (size_t) (c * FM_WK + ks + 8 * mlo + mrow) * LQ + qcol + 8 * mhi);
-          const uint32_t b0[2] = { ob[0], ob[1] }, b1[2] = { ob[2], ob[3] };
-#pragma unroll
-          for (int mt = 0; mt < DS / 16; mt++)
-            {
-              uint32_t a[4];   /* Wo (channels +0, dims +0), (+8, +0), (+0, +8), (+8, +8) */
-              ldmatrix_x4 (a, w + (size_t) (ds * DS + 16 * mt + 8 * mlo + mrow) * LW + ks + 8 * mhi);
-              mma_m16n8k16<T> (acc[mt][0], a, b0);
-              mma_m16n8k16<T> (acc[mt][1], a, b1);
-            }
-        }
+      const T *w = Ws + (size_t) (c & 1) * C * LW + (size_t) ds * DS * LW;   /* this warp's channels of chunk c */
+      fm_out_mma<T, DS> (acc, Os + (size_t) c * FM_WK * LQ + qcol, LQ, w, LW, FM_WK);
       __syncthreads ();                 /* every warp is done with buffer c & 1 before chunk c + 2 refills it */
     }
-  /* y = (proj + bo + residual) * scale, in the unfused pass's order, one rounding */
-#pragma unroll
-  for (int mt = 0; mt < DS / 16; mt++)
-#pragma unroll
-    for (int n = 0; n < 2; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++)
-        {
-          const int ch = ds * DS + 16 * mt + g + 8 * (e >> 1);
-          const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t + (e & 1);
-          const float v = acc[mt][n][e] + (bo != NULL ? bo[ch] : 0.0f);
-          y[i] = from_f32<T> ((v + to_f32<T> (residual[i])) * scale);
-        }
+  fm_out_store<T, DS> (acc, ds * DS, bo, residual, y, scale, b, C, HW, q0);
 }

@@ -123,19 +123,9 @@ flash_split_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *_
 
   /* exact softmax of rows g (r = 0) and g + 8 (r = 1) over all HW keys: row maxima and sums meet across
    * warps in shared memory */
-  float mx[2], m[2] = { -INFINITY, -INFINITY }, sum[2];
+  float mx[2], m[2], sum[2];
   fm_scale_row_max (s, kw, inv_sqrt_d, mx);
-  if (t == 0)
-    {
-      red_max[warp * 16 + g] = mx[0];
-      red_max[warp * 16 + g + 8] = mx[1];
-    }
-  __syncthreads ();
-  for (int w = 0; w < W; w++)
-    {
-      m[0] = fmaxf (m[0], red_max[w * 16 + g]);
-      m[1] = fmaxf (m[1], red_max[w * 16 + g + 8]);
-    }
+  fm_block_row_max (mx, red_max, W, m);
   fm_exp_row_sum (s, kw, m, sum);
   if (t == 0)
     {

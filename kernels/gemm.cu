@@ -98,6 +98,7 @@ cuda_gemm_rm (CudaBackend *cb, bool ta, bool tb, int M, int N, int K, float alph
 {
   if (M <= 0 || N <= 0 || batch <= 0)
     return;
+  cuda_flush_reduce (cb);               /* cuBLAS's launches do not pass launch_status */
   if (cb->have_blas)
     {
       const cublasComputeType_t compute = cb->act_type == CT_F32 && ab == CT_F32 ? DDPM_CUBLAS_COMPUTE_32F_PEDANTIC

@@ -170,10 +170,60 @@ group_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
  * bits, from one read of x. NHWC: y is the channels-last copy (B, HW, C) a convolution reads (group_norm_conv2d):
  * the normalised group goes through shared memory and out along pixels, so statistics, normalisation and
  * transpose are one launch. */
-template <typename T, int R, bool NHWC>
+template <typename T>
+struct GnPartials {                     /* a held-back split-K sum (cuda_backend.cuh CudaPendingReduce), typed */
+  const float *partial, *bias;
+  T *conv_y;                            /* = x: where the sums go too */
+  const T *channel_bias, *residual;
+  int splits, bm, bn, gx, cb_stride;
+  float scale;
+};
+
+/* With RED, x's N values at (image b, channel m, pixels pix ..) are a split convolution's: the sum of its float
+ * partials in split order onto the bias, then its epilogue, rounded to T, in conv_splitk_reduce_kernel's
+ * order (conv2d.cu, conv_store), so the same bits; they are written to x as well. pix % N == 0. */
+template <typename T, int N>
+__device__ __forceinline__ void
+gn_partials_load (const GnPartials<T> &pr, int b, int m, int pix, int C, int HW, float (&f)[N])
+{
+  const long long pp = (long long) b * HW + pix;
+  const size_t te = (size_t) pr.bm * pr.bn;
+  const size_t tile = (size_t) (m / pr.bm) * pr.gx + (size_t) (pp / pr.bn);
+  const float *src = pr.partial + tile * pr.splits * te + (size_t) (m % pr.bm) * pr.bn + (size_t) (pp % pr.bn);
+  const float b0 = pr.bias != NULL ? pr.bias[m] : 0.0f;
+#pragma unroll
+  for (int j = 0; j < N; j++)
+    f[j] = b0;
+#pragma unroll 4
+  for (int z = 0; z < pr.splits; z++)
+#pragma unroll
+    for (int j = 0; j < N; j += 4)
+      {
+        const float4 v = __ldcg (reinterpret_cast<const float4 *> (src + (size_t) z * te + j));
+        f[j] += v.x;
+        f[j + 1] += v.y;
+        f[j + 2] += v.z;
+        f[j + 3] += v.w;
+      }
+  const size_t i = ((size_t) b * C + m) * HW + pix;
+  const float add = pr.channel_bias != NULL ? to_f32<T> (pr.channel_bias[(size_t) b * pr.cb_stride + m]) : 0.0f;
+#pragma unroll
+  for (int j = 0; j < N; j++)
+    {
+      float v = f[j];
+      if (pr.channel_bias != NULL)
+        v = __fadd_rn (v, add);
+      if (pr.residual != NULL)
+        v = __fmul_rn (__fadd_rn (to_f32<T> (pr.residual[i + j]), v), pr.scale);
+      f[j] = to_f32<T> (from_f32<T> (v));
+    }
+  store16<T> (pr.conv_y + i, f);
+}
+
+template <typename T, int R, bool NHWC, bool RED = false>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
-                const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu)
+                const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr)
 {
   grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
@@ -191,7 +241,10 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
       const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
       if (i < len)
         {
-          load16<T> (xg + i, f[r]);
+          if (RED)
+            gn_partials_load<T, N> (pr, b, g * cpg + (int) (i / (size_t) HW), (int) (i % (size_t) HW), C, HW, f[r]);
+          else
+            load16<T> (xg + i, f[r]);
 #pragma unroll
           for (int j = 0; j < N; j++)
             s += f[r][j];
@@ -385,12 +438,26 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   if (cb->gn_mode == GN_FUSED || len > 8 * per_pass || gn_split (cb, groups, len) > 1)
     return false;
   const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
-  void (*kernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool)
-    = len <= per_pass ? gn_regs_kernel<T, 1, NHWC> : len <= 2 * per_pass ? gn_regs_kernel<T, 2, NHWC>
-      : len <= 4 * per_pass                                                 ? gn_regs_kernel<T, 4, NHWC>
-                                                                            : gn_regs_kernel<T, 8, NHWC>;
-  launch (cb, name, groups, GN_THREADS, 0, kernel, (const T *) x, (T *) y, gamma, beta, (const T *) scale_shift, C,
-          HW, G, eps, silu);
+  /* x still to be summed from a split convolution's partials (conv2d.cu held the sum back): here, one launch */
+  const CudaPendingReduce &r = cb->pending;
+  const bool red = cb->reduce_pending && r.y == x && r.Cout == C && r.HoWo == HW && r.P == (long long) B * HW;
+  GnPartials<T> pr = {};
+  if (red)
+    {
+      pr = { r.partial, r.bias, (T *) r.y, (const T *) r.channel_bias, (const T *) r.residual, r.splits, r.bm, r.bn, r.gx,
+             r.cb_stride, r.scale };
+      cb->reduce_pending = FALSE;       /* taken over: launch does not flush it */
+    }
+  typedef void (*Kernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool,
+                          GnPartials<T>);
+  const int rk = len <= per_pass ? 0 : len <= 2 * per_pass ? 1 : len <= 4 * per_pass ? 2 : 3;
+  static const Kernel kernels[2][4] = {
+    { gn_regs_kernel<T, 1, NHWC>, gn_regs_kernel<T, 2, NHWC>, gn_regs_kernel<T, 4, NHWC>, gn_regs_kernel<T, 8, NHWC> },
+    { gn_regs_kernel<T, 1, NHWC, true>, gn_regs_kernel<T, 2, NHWC, true>, gn_regs_kernel<T, 4, NHWC, true>,
+      gn_regs_kernel<T, 8, NHWC, true> },
+  };
+  launch (cb, red ? "group_norm_reduce" : name, groups, GN_THREADS, 0, kernels[red ? 1 : 0][rk], (const T *) x, (T *) y,
+          gamma, beta, (const T *) scale_shift, C, HW, G, eps, silu, pr);
   return true;
 }
 

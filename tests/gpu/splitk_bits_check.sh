@@ -1,6 +1,7 @@
 #!/bin/sh
-# splitk_bits_check.sh DDPM MODULE FIXTURES: the three ways a split convolution's partial tiles are summed
-# (a second launch, the default; inside each tile's thread-block cluster, on sm_90; the last block of each tile)
+# splitk_bits_check.sh DDPM MODULE FIXTURES: the ways a split convolution's partial tiles are summed
+# (a second launch, the default; the same held back so that a GroupNorm reading the output sums them itself,
+# DDPM_CUDA_DEFER_REDUCE=1; inside each tile's thread-block cluster, on sm_90; the last block of each tile)
 # add the same numbers in the same order, so a whole DDIM sample must come out bit for bit the same with each
 # (suite gpu-emu, on the CUDA emulator). Forced K splits (3, and 16 for clusters of more than 8 blocks) make
 # sure nearly every convolution of the fixture is split; the run must say which way it took.
@@ -14,8 +15,12 @@ check () { if [ "$1" = ok ]; then echo "PASS: $2"; else echo "FAIL: $2"; fail=1;
 for model in cifar-like celebahq-like; do
   for splits in 3 16; do
     ref=
-    for reduce in kernel cluster last-block; do
-      set_reduce=; [ $reduce = kernel ] || set_reduce="DDPM_CUDA_CONV_REDUCE=$reduce"
+    for reduce in kernel held-back cluster last-block; do
+      case $reduce in
+        kernel) set_reduce= ;;
+        held-back) set_reduce="DDPM_CUDA_DEFER_REDUCE=1" ;;   # the next GroupNorm sums the partials
+        *) set_reduce="DDPM_CUDA_CONV_REDUCE=$reduce" ;;
+      esac
       out=$DIR/$model-$splits-$reduce.npy
       desc=$(env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE $set_reduce DDPM_CUDA_CONV_SPLITK=$splits \
              DDPM_CUDA_MODULE=$MODULE "$DDPM" sample -m "$FIXTURES/models/$model" --device cuda --precision fp16 \

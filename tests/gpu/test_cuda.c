@@ -24,17 +24,22 @@
  * =last-block (split-K sums inside each tile's thread-block cluster, or by the last block of each tile, not by
  * a second launch), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks, and the second launch
  * summing 16), with DDPM_CUDA_DIRECT_WARPS=8 and =16 (the direct kernel's blocks smaller than the default's
- * 32 warps); the
+ * 32 warps), with DDPM_CUDA_CONV_PREFETCH=0 (first weight slices copied after the wait on the previous
+ * kernel); the
  * GroupNorm checks with DDPM_CUDA_GN=split and =fused, and
  * conv + attention with DDPM_CUDA_GEMM=fallback (the backend's own GEMM, used when cuBLAS cannot be loaded),
  * and (fp16, bf16) attention with DDPM_CUDA_PROJ=cublas (the projections by cuBLAS, not as 1x1 convolutions),
+ * DDPM_CUDA_CONV_SPLITK=3 (the projections' K split, partials in the attention's scratch; and with
+ * DDPM_CUDA_PROJ_SPLIT=0 unsplit),
  * DDPM_CUDA_ATTN=cublas (the cuBLAS core instead of a fused kernel), =wmma
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core),
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
  * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), two forced block shapes of the mma core
  * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT), =split (flash_split.cu's core wherever it applies; with
  * DDPM_CUDA_FA_KW=16 / 64 keys per warp, within 99 KiB, without the out projection) and =mma
- * (flash_attention.cu's core where the default would take the split one).
+ * (flash_attention.cu's core where the default would take the split one), =cluster (flash_cluster.cu's block
+ * wherever it applies; with DDPM_CUDA_FA_CLUSTER=2 / 8 blocks per cluster, within 99 KiB) and
+ * DDPM_CUDA_FA_CLUSTER=0 (the split core where the default takes the cluster one).
  *
  * Usage: test_cuda [--quick] [--only TEXT] [--precision fp32|fp16|bf16] [--no-models] [--no-ops]
  *                  [--no-variants] [--timing] [--log FILE]
@@ -176,6 +181,16 @@ main (int argc, char **argv)
           env.timing = timing && p != DDPM_PRECISION_BF16;
           run_ops_on (&env, p, NULL, NULL, OPS_ALL);
           env.timing = FALSE;
+        }
+      /* whole models before the variants: a run cut short by the device's time still has them */
+      if (!no_models)
+        {
+          env.precision = p;
+          printf ("---- %s whole models\n", precision_name (p));
+          run_model_checks (&env);
+        }
+      if (!no_ops)
+        {
           if (!no_variants)
             {
               if (p != DDPM_PRECISION_FP32)
@@ -214,6 +229,9 @@ main (int argc, char **argv)
                    * default takes up to 32 */
                   run_ops_on (&env, p, "DDPM_CUDA_DIRECT_WARPS", "8", OPS_CONV);
                   run_ops_on (&env, p, "DDPM_CUDA_DIRECT_WARPS", "16", OPS_CONV);
+                  /* the cp.async kernels' first weight slices copied after the wait on the previous kernel,
+                   * where the default copies them before it */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_PREFETCH", "0", OPS_CONV);
                 }
               if (p != DDPM_PRECISION_FP32)
                 {
@@ -221,6 +239,9 @@ main (int argc, char **argv)
                   run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cublas", OPS_ATTENTION);
                   /* the projections by cuBLAS, where the default takes them as 1x1 convolutions */
                   run_ops_on (&env, p, "DDPM_CUDA_PROJ", "cublas", OPS_ATTENTION);
+                  /* ... as convolutions with K split in 3 (partials in the attention's scratch), and unsplit */
+                  run_ops_on (&env, p, "DDPM_CUDA_CONV_SPLITK", "3", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_SPLITK=3 DDPM_CUDA_PROJ_SPLIT=0", OPS_ATTENTION);
                   /* the WMMA core (bias passes before it) with 8 and 4 warps per block, where the default takes
                    * flash_attention.cu's mma core; timed like the default so the two compare shape by shape */
                   env.timing = timing && p == DDPM_PRECISION_FP16;
@@ -238,6 +259,16 @@ main (int argc, char **argv)
                   run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_FA_KW=64", OPS_ATTENTION);
                   run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_SMEM_LIMIT=101376", OPS_ATTENTION);
                   run_ops_with (&env, p, "DDPM_CUDA_ATTN=split DDPM_CUDA_ATTN_OUT=0", OPS_ATTENTION);
+                  /* flash_cluster.cu's block (a query tile's keys split across a thread-block cluster) wherever
+                   * it applies, timed, and the split core where the default takes the cluster one; with
+                   * clusters of 2 (Wo after K and V in their space, at d = 256) and 8, and within 99 KiB */
+                  env.timing = timing && p == DDPM_PRECISION_FP16;
+                  run_ops_on (&env, p, "DDPM_CUDA_ATTN", "cluster", OPS_ATTENTION);
+                  run_ops_on (&env, p, "DDPM_CUDA_FA_CLUSTER", "0", OPS_ATTENTION);
+                  env.timing = FALSE;
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=cluster DDPM_CUDA_FA_CLUSTER=2", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=cluster DDPM_CUDA_FA_CLUSTER=8", OPS_ATTENTION);
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=cluster DDPM_CUDA_SMEM_LIMIT=101376", OPS_ATTENTION);
                   /* the mma core within an sm_86 / sm_89 block's 99 KiB of shared memory: fewer keys per chunk
                    * and query tiles per block (celebahq's d = 512: 16 keys) */
                   run_ops_on (&env, p, "DDPM_CUDA_SMEM_LIMIT", "101376", OPS_ATTENTION);
@@ -253,12 +284,6 @@ main (int argc, char **argv)
               if (p != DDPM_PRECISION_BF16)
                 run_ops_on (&env, p, "DDPM_CUDA_GEMM", "fallback", OPS_CONV | OPS_ATTENTION);
             }
-        }
-      if (!no_models)
-        {
-          env.precision = p;
-          printf ("---- %s whole models\n", precision_name (p));
-          run_model_checks (&env);
         }
     }
   printf ("==== %d checks, %d failed (%.1f s)\n", env.checks, env.failures,
