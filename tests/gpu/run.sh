@@ -23,6 +23,7 @@
 # Failed-check retries start only in the first 300 s and A/B benches only in the first 450 s, so that the run
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
+# SKIP_BENCH=1 (no PyTorch comparison), TRACE_SHAPES="cifar10-32:1 ..." (config:batch), AB_LIST (lines of stage 4),
 # BENCH_CONVS=auto, SKIP_PROFILE=1, RETRY_UNTIL=S, AB_UNTIL=S. RUN=short sets what is unset of them as the
 # second H100 call of 2026-11-27 had them (fp16 tests without timings, one memcheck, the default conv only in
 # the benchmark, no eager profile, A/B until 370 s): 380 s in all, so `timeout_s` 460 covers the machine's start.
@@ -119,18 +120,20 @@ echo "(all lines: tests-full.txt; timings: lines starting with spaces)"
 case $rc in
   0) echo "GPU tests: all passed" ;;
   77) echo "GPU tests: skipped (no usable CUDA device)" ;;
-  124) echo "GPU tests: TIMED OUT after 260 s" ;;
+  124) echo "GPU tests: TIMED OUT after ${DDPM_TEST_TIMEOUT:-260} s" ;;
   *) echo "GPU tests: FAILED (exit $rc)" ;;
 esac
 
 # When checks fail, find out whether one of the switchable features is to blame (programmatic dependent
 # launch, GroupNorm writing the conv's channels-last input, the conv sampling the upsampled input, the out
-# projection inside the attention core, the mma.sync attention core): the failing checks again with each off. If turning one off clears them, the rest of the run
+# projection inside the attention core, the mma.sync attention core; and 2026-11-27's cluster attention block
+# and weight copies before the dependency wait):
+# the failing checks again with each off. If turning one off clears them, the rest of the run
 # goes on without it, so its numbers still come.
 if [ $rc -eq 1 ]; then
   echo "== 1a. the failed checks again with each switchable feature off"
-  for setting in DDPM_CUDA_PDL=0 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=mma \
-                 DDPM_CUDA_ATTN=wmma; do
+  for setting in DDPM_CUDA_FA_CLUSTER=0 DDPM_CUDA_CONV_PREFETCH=0 DDPM_CUDA_PDL=0 \
+                 DDPM_CUDA_GN_CONV=0 DDPM_CUDA_UPSAMPLE_CONV=0 DDPM_CUDA_ATTN_OUT=0 DDPM_CUDA_ATTN=mma DDPM_CUDA_ATTN=wmma; do
     if [ $SECONDS -gt "${RETRY_UNTIL:-300}" ]; then   # the device session's time: leave it to the benchmarks
       echo "$setting: not tried ($SECONDS s into the run)"
       continue
@@ -160,6 +163,10 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 45 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 > "$OUT/memcheck.txt" 2>&1
   mrc=$?
+  # the 16 x 16-token attention blocks at full size (the quick shapes are too small for flash_cluster.cu)
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 40 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
+    "$CARRY/bin/test_cuda" --no-models --no-variants --precision fp16 --only "attention 16x16" >> "$OUT/memcheck.txt" 2>&1
+  mrc=$mrc/$?
   mrc2=skipped mrc3=skipped mrc4=skipped
   [ "${MEMCHECK:-full}" = quick ] || {
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 25 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
@@ -175,7 +182,7 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   mrc4=$?
   }
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
-  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 (fp16 ops, fp32 conv, fp16 channels-last conv, fp16 mma.sync conv;" \
+  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 (fp16 ops/full-size 16x16 attention, fp32 conv, fp16 channels-last conv, fp16 mma.sync conv;" \
     "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
 
@@ -193,15 +200,19 @@ if grep -q '^FAIL conv2d\[conv=mma\|^FAIL conv2d\[conv_tile=mma\|^FAIL norm_conv
 fi
 
 echo "== 2. Benchmarks against PyTorch"
-if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+if [ "${SKIP_BENCH:-0}" = 1 ]; then
+  echo "(skipped: SKIP_BENCH=1; stage 4 times the switches against our default)"
+elif python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
      > "$OUT/pip.txt" 2>&1; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 else
   echo "installing the carried wheels failed (see pip.txt): the PyTorch side may be skipped"
 fi
-timeout 220 python3 tools/bench_gpu.py --ddpm "$CARRY/bin/ddpm" --conv "$CONVS" --json "$OUT/bench.json"
-brc=$?
-[ $brc -ne 0 ] && echo "benchmark: exit $brc"
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+  timeout 220 python3 tools/bench_gpu.py --ddpm "$CARRY/bin/ddpm" --conv "$CONVS" --json "$OUT/bench.json"
+  brc=$?
+  [ $brc -ne 0 ] && echo "benchmark: exit $brc"
+fi
 
 # Where the time goes: every kernel timed with events in eager forwards (kernels/profile.cu), fp16.
 echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.txt)"
@@ -245,8 +256,8 @@ elif [ -z "$CUPTI_DIR" ]; then
 elif [ ! -e "$CARRY/lib/libddpm-kernel-trace.so" ]; then
   echo "(skipped: no $CARRY/lib/libddpm-kernel-trace.so: run tools/gpu_prepare.sh again)"
 else
-  for shape in "cifar10-32 1" "cifar10-32 128" "celebahq-256 1"; do
-    set -- $shape
+  for shape in ${TRACE_SHAPES:-cifar10-32:1 cifar10-32:128 celebahq-256:1}; do
+    set -- ${shape/:/ }
     echo "---- $1 batch $2" >> "$OUT/trace.txt"
     before=$(grep -c '^== kernel_trace' "$OUT/trace.txt")
     LD_LIBRARY_PATH=$LIBS:$CUPTI_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
@@ -311,6 +322,13 @@ done
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
 #                                        (flash_attention.cu, biases inside)
 #   DDPM_CUDA_ATTN_OUT=0                 the mma.sync core without the out projection (cuBLAS GEMM + a pass)
+#   DDPM_CUDA_DEFER_REDUCE=1             a split conv's sum held back for the next GroupNorm to do (one launch fewer
+#                                        per conv + GroupNorm pair, but the sum on one block per group)
+#   DDPM_CUDA_CONV_PREFETCH=0            the cp.async conv kernels' first weight slices copied after the wait on the
+#                                        previous kernel, not before it
+#   DDPM_CUDA_PROJ_SPLIT=0               attention's projections (1x1 convs) unsplit, as before 2026-11-27's session
+#   DDPM_CUDA_FA_CLUSTER=0 / 8 / 2       flash_split.cu's core where the default takes flash_cluster.cu's (batch 1 and
+#                                        4 at 16 x 16 tokens) / clusters of 8 or 2 blocks (the rule: 4)
 #   DDPM_CUDA_FA_KW=64                   the split core with 64 keys per warp (4 warps at 256 tokens; the rule: 8
 #                                        of 32)
 #   DDPM_CUDA_FA_DS=128 / DDPM_CUDA_FA_QT=2  the mma.sync core's block shape: 128 output dims per warp (fewer warps,
@@ -348,33 +366,41 @@ if [ $rc -ne 77 ]; then
   # worse): GN_CONV=0 and UPSAMPLE_CONV=0 everywhere, CONV=implicit and FA_DS=128 at cifar b1 (1.055, 1.052);
   # after 573f2d7's: CONV_REDUCE=last-block (0.671 the other way at cifar b1, as the second launch's gain);
   # after 108f44a's (switch/default, clusters then the default): CONV_SPLITK=1 2.568, CLUSTER_MAX=8 0.995,
-  # ATTN=mma 1.024 and SPLIT_BLOCKS_PER_SM=4 1.026 at cifar b1.
-  while read -r shape batch setting; do
-    ab "$shape" "$batch" "$setting" < /dev/null
-  done <<'LIST'
-cifar10-32 1 DDPM_CUDA_DIRECT_WARPS=8
-celebahq-256 1 DDPM_CUDA_DIRECT_WARPS=8
-cifar10-32 1 DDPM_CUDA_PROJ=cublas
-cifar10-32 128 DDPM_CUDA_PROJ=conv
-cifar10-32 1 DDPM_CUDA_CONV_REDUCE=cluster
-celebahq-256 1 DDPM_CUDA_CONV_REDUCE=cluster
-cifar10-32 128 DDPM_CUDA_CONV_PW=0
-celebahq-256 1 DDPM_CUDA_CONV_PW=0
-cifar10-32 128 DDPM_CUDA_CONV=nhwc
-cifar10-32 128 DDPM_CUDA_ATTN=split
-cifar10-32 128 DDPM_CUDA_GN=fused
-cifar10-32 1 DDPM_CUDA_FA_KW=64
-celebahq-256 1 DDPM_CUDA_FA_KW=64
-celebahq-256 1 DDPM_CUDA_ATTN=mma
+  # ATTN=mma 1.024 and SPLIT_BLOCKS_PER_SM=4 1.026 at cifar b1; after the H200 run of 2865982+ (8200496):
+  # DIRECT_WARPS=8 1.014 cifar b1 / 0.992 celebahq b1, PROJ=cublas 0.952 cifar b1 (but DDIM-50 cold 142 ms
+  # against 44), PROJ=conv 1.049 b128, CONV_REDUCE=cluster 1.048 / 1.007, CONV_PW=0 1.024 b128 / 1.015
+  # celebahq, CONV=nhwc 1.018 b128, ATTN=split 1.018 b128, GN=fused 1.055 b128, FA_KW=64 1.021 / 1.006,
+  # ATTN=mma 0.999 celebahq b1 (the last six left out now).
+  # AB_LIST: other lines of "config batch setting" (a shorter run) instead of these
+  default_list=$(cat <<'LIST'
+cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
+celebahq-256 1 DDPM_CUDA_DEFER_REDUCE=1
+cifar10-32 1 DDPM_CUDA_FA_CLUSTER=0
+cifar10-32 128 DDPM_CUDA_CONV_PREFETCH=0
+celebahq-256 4 DDPM_CUDA_FA_CLUSTER=0
+cifar10-32 1 DDPM_CUDA_CONV_PREFETCH=0
+cifar10-32 1 DDPM_CUDA_PROJ_SPLIT=0
+celebahq-256 1 DDPM_CUDA_FA_CLUSTER=0
+cifar10-32 1 DDPM_CUDA_FA_CLUSTER=8
 cifar10-32 1 DDPM_CUDA_PDL=0
-cifar10-32 1 DDPM_CUDA_ATTN_OUT=0
 cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
 cifar10-32 128 DDPM_CUDA_CONV=mma
 cifar10-32 128 DDPM_CUDA_FA_QT=2
 celebahq-256 1 DDPM_CUDA_CONV=mma
+cifar10-32 1 DDPM_CUDA_PROJ=cublas
+cifar10-32 1 DDPM_CUDA_DIRECT_WARPS=8
+celebahq-256 1 DDPM_CUDA_DIRECT_WARPS=8
+cifar10-32 128 DDPM_CUDA_PROJ=conv
+cifar10-32 1 DDPM_CUDA_CONV_REDUCE=cluster
+cifar10-32 128 DDPM_CUDA_GN=fused
+celebahq-256 1 DDPM_CUDA_ATTN=mma
 cifar10-32 1 DDPM_CUDA_ATTN=wmma
 celebahq-256 1 DDPM_CUDA_ATTN=wmma
 LIST
+)
+  while read -r shape batch setting; do
+    [ -n "$shape" ] && ab "$shape" "$batch" "$setting" < /dev/null
+  done <<< "${AB_LIST:-$default_list}"
 fi
 
 echo "== done $(date -u)"
