@@ -91,6 +91,7 @@ struct ConvPlan {
   bool nhwc;                            /* the channels-last kernel (conv2d_nhwc.cu) */
   bool direct;                          /* the CUDA-core kernel for Cout <= 8 or K <= 32 (conv2d_direct.cu) */
   bool mma;                             /* nhwc with the 128 x 128 mma.sync tile, no K split (conv2d_nhwc.cu) */
+  bool wgmma;                           /* nhwc with the 128 x 128 wgmma tile, no K split (conv2d_wgmma.cu) */
   bool pointwise;                       /* a 1x1 convolution on conv2d_pointwise.cu's kernel (NCHW, cp.async) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
@@ -109,7 +110,7 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, NULL };
+  ConvPlan p = { use_implicit (cb), false, false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, NULL };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -162,6 +163,16 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
       && (cb->conv_tile == TILE_MMA || (cb->conv_algo == CONV_MMA && tiles_mma >= cb->sm_count)))
     {
       p.mma = true;
+      p.splits = 1;
+      p.kps = ktiles;
+    }
+  /* $DDPM_CUDA_CONV=wgmma: the wgmma tile where its tiles alone fill a wave (sm_90a, Cin % 64 == 0);
+   * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests) */
+  if (p.nhwc && cb->conv_splitk == 0 && cuda_conv_wgmma_fits (cb, s)
+      && (cb->conv_tile == TILE_WGMMA || (cb->conv_algo == CONV_WGMMA && cuda_conv_wgmma_tiles (s) >= cb->sm_count)))
+    {
+      p.wgmma = true;
+      p.mma = false;
       p.splits = 1;
       p.kps = ktiles;
     }
@@ -510,6 +521,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       p.nhwc = false;
       p.pointwise = false;
       p.mma = false;
+      p.wgmma = false;
       p.xh_bytes = 0;
     }
   const long long gx = (P + IG_BN - 1) / IG_BN;
@@ -533,7 +545,9 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
   if (p.nhwc && !xh_ready)
     cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
-  if (p.mma)
+  if (p.wgmma)
+    cuda_conv_wgmma_launch (cb, w, cb->scratch, y, s, e);
+  else if (p.mma)
     cuda_conv_nhwc_mma_launch (cb, w, cb->scratch, y, s, e);
   else if (p.nhwc)
     cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, sk, s, p.kps, e);

@@ -202,6 +202,78 @@ warp_acc_store (float *C, int ldc, const ConvAccFrag (&acc)[FM][FN])
       nvcuda::wmma::store_matrix_sync (C + i * 16 * ldc + j * 16, acc[i][j], ldc, nvcuda::wmma::mem_row_major);
 }
 
+/* The cp.async copies one thread makes for a K slice (one filter tap, 8 CHUNKS channels) of the channels-last
+ * kernels: the 16-byte chunk tid % CHUNKS (8 channels) of tile rows tid / CHUNKS + 32 i (so 32 CHUNKS threads:
+ * 128 with IG_BK's 4 chunks, conv2d_nhwc.cu; 256 with 8, conv2d_wgmma.cu), for NA weight rows (output channels m0 + row)
+ * and NB pixel rows (output pixels p0 + row, across the batch). Outside the image or past Cout, zero
+ * fill (nothing is read from the source then). With s.up, input pixel (iy, ix) is pixel (iy / 2, ix / 2) of
+ * xh, the half-size image (upsample_conv2d). Where a chunk lands is the kernel's: dst_a (row) and dst_b (row)
+ * give its shared-memory address. */
+template <typename T, int NA, int NB, int CHUNKS = 4>
+struct NhwcSliceCopies {
+  const T *image[NB];
+  int iy0[NB], ix0[NB];
+  bool ok[NB];
+  int chunk;
+
+  __device__ __forceinline__
+  NhwcSliceCopies (const T *xh, const ConvShape &s, long long p0, int tid)
+  {
+    const int HoWo = s.Ho * s.Wo;
+    const long long P = (long long) s.B * HoWo;
+    chunk = tid % CHUNKS;
+#pragma unroll
+    for (int i = 0; i < NB; i++)
+      {
+        const long long p = p0 + tid / CHUNKS + 32 * i;
+        ok[i] = p < P;
+        const int b = ok[i] ? (int) (p / HoWo) : 0, pix = ok[i] ? (int) (p % HoWo) : 0;
+        image[i] = xh + (size_t) b * (s.H >> s.up) * (s.W >> s.up) * s.Cin;
+        iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
+        ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
+      }
+  }
+
+  template <typename DstA, typename DstB>
+  __device__ __forceinline__ void
+  issue (const T *Wt, const T *xh, const ConvShape &s, int m0, int k0, int tid, DstA dst_a, DstB dst_b) const
+  {
+    issue_a (Wt, s, m0, k0, tid, dst_a);
+    issue_b (xh, s, k0, tid, dst_b);
+  }
+
+  /* the weight rows' copies alone (they may go before the wait on the previous kernel) */
+  template <typename DstA>
+  __device__ __forceinline__ void
+  issue_a (const T *Wt, const ConvShape &s, int m0, int k0, int tid, DstA dst_a) const
+  {
+#pragma unroll
+    for (int i = 0; i < NA; i++)
+      {
+        const int r = tid / CHUNKS + 32 * i, m = m0 + r;
+        const bool in = m < s.Cout;
+        __pipeline_memcpy_async (dst_a (r), in ? Wt + (size_t) m * s.ldw + k0 + chunk * 8 : Wt, 16, in ? 0 : 16);
+      }
+  }
+
+  /* the pixel rows' copies alone */
+  template <typename DstB>
+  __device__ __forceinline__ void
+  issue_b (const T *xh, const ConvShape &s, int k0, int tid, DstB dst_b) const
+  {
+    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
+#pragma unroll
+    for (int i = 0; i < NB; i++)
+      {
+        const int iy = iy0[i] + ky, ix = ix0[i] + kx;
+        const bool in = ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
+        const T *src = in ? image[i] + ((size_t) (iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + ci0 + chunk * 8
+                          : xh;
+        __pipeline_memcpy_async (dst_b (tid / CHUNKS + 32 * i), src, 16, in ? 0 : 16);
+      }
+  }
+};
+
 /* The 4 outputs of one summed partial vector: row m, pixels pp0 .. pp0 + 3 (those < P), through the epilogue. */
 template <typename T>
 __device__ __forceinline__ void
@@ -455,6 +527,14 @@ void cuda_conv_nhwc_launch (CudaBackend *cb, bool large, dim3 grid, const DdpmLi
  * (P / 128, Cout / 128). */
 void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
                                 const DdpmConvEpilogue *e);
+
+/* conv2d_wgmma.cu (cuda_conv_wgmma_prepare in cuda_backend.cuh): whether its kernel takes this shape (that, and
+ * cuda_conv_nhwc_fits with Cin % 64 == 0); its tiles (128 x 128) for the shape; and the convolution on the
+ * channels-last copy xh (no K split, the same epilogue). */
+bool cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s);
+long long cuda_conv_wgmma_tiles (const ConvShape &s);
+void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
+                             const DdpmConvEpilogue *e);
 
 /* conv2d_pointwise.cu: whether the cp.async kernel on NCHW takes this 1x1 convolution (fp16/bf16, stride 1, no
  * padding, Cin % 32 == 0, Ho Wo % 8 == 0; unless $DDPM_CUDA_CONV_PW=0), and the kernel on grid (P / 64, Cout /

@@ -736,10 +736,11 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *conv = g_getenv ("DDPM_CUDA_CONV");
   cb->conv_algo = conv == NULL ? CONV_AUTO : strcmp (conv, "gemm") == 0 ? CONV_GEMM
                   : strcmp (conv, "implicit") == 0 ? CONV_IMPLICIT : strcmp (conv, "nhwc") == 0 ? CONV_NHWC
-                  : strcmp (conv, "mma") == 0 ? CONV_MMA : CONV_AUTO;
+                  : strcmp (conv, "mma") == 0 ? CONV_MMA : strcmp (conv, "wgmma") == 0 ? CONV_WGMMA : CONV_AUTO;
   const char *tile = g_getenv ("DDPM_CUDA_CONV_TILE");
   cb->conv_tile = tile == NULL ? TILE_AUTO : strcmp (tile, "small") == 0 ? TILE_SMALL
-                  : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA : TILE_AUTO;
+                  : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA
+                  : strcmp (tile, "wgmma") == 0 ? TILE_WGMMA : TILE_AUTO;
   cb->conv_splitk = env_int ("DDPM_CUDA_CONV_SPLITK");
   cb->conv_pointwise = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PW"), "0") != 0;
   /* attention's projections as 1x1 convs up to 16 images at 16 x 16 tokens. H100, 2026-11-27, against cuBLAS
@@ -804,6 +805,11 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
       }
 
   cuda_flash_mma_prepare (cb);
+  /* the wgmma convolution only where asked for, until a GPU run times it (it probes and sets attributes) */
+  cb->conv_wgmma_ready = (cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA) && cuda_conv_wgmma_prepare (cb);
+  if ((cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA) && !cb->conv_wgmma_ready && cb->act_type != CT_F32)
+    g_message ("CUDA backend: no wgmma convolution here (needs fp16/bf16, a cc 9.0 device and sm_90a code): the "
+               "other tiles run");
   cuda_profile_init (cb);
   if (cb->profile != NULL)
     cb->base.ops = &cuda_ops_eager;
@@ -830,9 +836,9 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   char clusters[32] = "";
   if (cb->conv_reduce == REDUCE_CLUSTER)
     g_snprintf (clusters, sizeof clusters, ", clusters of %d", cb->conv_cluster_max);
-  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s)", prop.name,
+  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s%s)", prop.name,
               prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "",
-              clusters);
+              clusters, cb->conv_wgmma_ready ? ", wgmma convs" : "");
   g_free (blas_note);
   return &cb->base;
 }

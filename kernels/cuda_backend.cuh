@@ -19,12 +19,14 @@ enum CudaType { CT_F32, CT_F16, CT_BF16 };
 /* How conv2d runs in fp16/bf16 ($DDPM_CUDA_CONV): the fused implicit-GEMM tensor-core kernel on a
  * channels-last copy of the input where the shape allows (conv2d_nhwc.cu; the default, or "nhwc"), else on
  * NCHW (conv2d.cu; "implicit" forces it everywhere), or im2col + cuBLAS GEMM + bias ("gemm"); "mma": as the
- * default, but the 128 x 128 mma.sync tile wherever it fills a wave without a K split (candidate default,
- * until a GPU run times it). fp32 always takes the GEMM path (exact reference mode). */
-enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA };
+ * default, but the 128 x 128 mma.sync tile wherever it fills a wave without a K split; "wgmma": the same with
+ * conv2d_wgmma.cu's 128 x 128 wgmma tile (sm_90a, Cin % 64 == 0; candidates until a GPU run times them). fp32
+ * always takes the GEMM path (exact reference mode). */
+enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA, CONV_WGMMA };
 /* Implicit-GEMM conv tiles (output channels x output pixels): 64 x 64, 128 x 64, and the 128 x 128
- * mma.sync tile; $DDPM_CUDA_CONV_TILE=small|large|mma forces one (tests), TILE_AUTO lets conv2d.cu pick. */
-enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA };
+ * mma.sync tile, the 128 x 128 wgmma tile; $DDPM_CUDA_CONV_TILE=small|large|mma|wgmma forces one wherever it
+ * fits (tests), TILE_AUTO lets conv2d.cu pick. */
+enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA, TILE_WGMMA };
 /* Who sums a conv's split-K partial tiles ($DDPM_CUDA_CONV_REDUCE): a second launch ("kernel", the default:
  * fastest on the H100), the blocks of the tile's thread-block cluster, each a share of the tile read from the
  * others' shared memory ("cluster", where the creation probe launches one: sm_90+), or the last block of each
@@ -106,6 +108,8 @@ struct CudaBackend {
   int conv_splitk;                 /* $DDPM_CUDA_CONV_SPLITK: 0 auto, else forced K splits (tests) */
   CudaConvReduce conv_reduce;      /* who sums split-K partials ($DDPM_CUDA_CONV_REDUCE) */
   int conv_cluster_max;            /* blocks a conv's cluster may have: 16, 8, or 0 (no clusters here) */
+  gboolean conv_wgmma_ready;       /* conv2d_wgmma.cu's kernel may run: asked for ($DDPM_CUDA_CONV=wgmma or
+                                    * _TILE=wgmma), a cc 9.0 device, and its sm_90a code there (cuda_conv_wgmma_prepare) */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
   long long proj_conv_pixels;      /* attention's projections on that kernel too up to this many pixels (B * HW):
                                     * batch-1 sampling then never touches cuBLAS, whose first use cost ~90-165 ms
@@ -351,6 +355,9 @@ size_t cuda_projection_scratch (const CudaBackend *cb, int out, int in, int B, i
  * sm_90, or any failure; no error kept). For 16 it lets every cluster kernel of the three conv files launch
  * above 8 first. */
 int cuda_conv_cluster_probe (CudaBackend *cb);
+/* conv2d_wgmma.cu, once at creation: whether its kernel may run here (fp16/bf16 on a cc 9.0 device whose code
+ * has wgmma, asked by a probe kernel; its shared memory allowed). */
+bool cuda_conv_wgmma_prepare (CudaBackend *cb);
 void cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, int B, int C, int HW, int G,
                       float eps, const void *scale_shift, gboolean silu);
 void cuda_group_norm_conv2d (DdpmBackend *be, const DdpmNormW *w_norm, int G, float eps, const void *scale_shift,

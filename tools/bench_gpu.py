@@ -246,7 +246,7 @@ def main():
     ap.add_argument("--ddpm", required=True, help="the ddpm CLI binary")
     ap.add_argument("--json", help="write all numbers here")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, no whole samples")
-    ap.add_argument("--conv", default="auto,mma", help="ddpm conv paths to time (DDPM_CUDA_CONV values; auto: the default)")
+    ap.add_argument("--conv", default="auto,wgmma,mma", help="ddpm conv paths to time (DDPM_CUDA_CONV values; auto: the default)")
     a = ap.parse_args()
     convs = [c for c in a.conv.split(",") if c]
     results = {"host": os.uname().nodename}

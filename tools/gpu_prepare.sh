@@ -8,7 +8,7 @@
 #
 # build-gpu/carry/
 #   bin/ddpm, bin/test_cuda        the CLI (bench, sample) and the GPU test program, stripped
-#   lib/libddpm-cuda.so            the CUDA backend module (sm_80/86/89/90 + compute_90 PTX), stripped
+#   lib/libddpm-cuda.so            the CUDA backend module (sm_80/86/89/90a + compute_90 PTX), stripped
 #   lib/libddpm-kernel-trace.so    the in-graph kernel trace (tools/kernel_trace.c, CUPTI; run.sh stage 3b).
 #                                  libcupti.so.13 itself stays behind: the GPU machine's toolkit has it
 #   lib/libddpm-crash-backtrace.so a backtrace on SIGSEGV/SIGBUS/SIGFPE/SIGABRT (tools/crash_backtrace.c; run.sh
@@ -17,13 +17,13 @@
 #                                  json-glib)
 #   lib-fallback/                  pcre2, ffi, gomp: used there only where the system has none
 #   MANIFEST                       what was built, from which commit, and the newest glibc symbol needed
-# build-gpu/carry.tar.xz: the same folder, xz-compressed (14 MB -> 2.4 MB with CUDA_ARCHS=90), what the device
+# build-gpu/carry.tar.xz: the same folder, xz-compressed (14 MB -> 2.4 MB with CUDA_ARCHS=90a), what the device
 # command carries: the tracked tree alone is ~46 MB (weights, fixtures), and on 2026-11-27 tree + carry + wheels
 # came to ~66 MB, past the device tool's 64 MiB. run.sh unpacks it (Python's tarfile) when the folder is absent.
 # Python wheels for tools/bench_gpu.py (diffusers and importlib_metadata; PyTorch is there) go to .whl/.
 #
 # Usage: tools/gpu_prepare.sh            (then run the device command printed at the end)
-#        CUDA_ARCHS=90 tools/gpu_prepare.sh   machine code for sm_90 only, no PTX, no line information
+#        CUDA_ARCHS=90a tools/gpu_prepare.sh  machine code for sm_90a (H100 / H200) only, no PTX, no line information
 #                                          (H100/H200): the module shrinks from ~36 MB to under a quarter,
 #                                          for when the tracked tree (~46 MB), the carry and the wheels
 #                                          would pass the device tool's 64 MiB
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
 CARRY=$BUILD/carry
 
-ARCHS=(-Dgpu_archs=80,86,89,90 -Dgpu_ptx=true -Dgpu_lineinfo=true)
+ARCHS=(-Dgpu_archs=80,86,89,90a -Dgpu_ptx=true -Dgpu_lineinfo=true)
 [ -n "${CUDA_ARCHS:-}" ] && ARCHS=(-Dgpu_archs="$CUDA_ARCHS" -Dgpu_ptx=false -Dgpu_lineinfo=false)
 if [ ! -f "$BUILD/build.ninja" ]; then
   meson setup "$BUILD" -Dcuda=enabled -Dgimp=disabled -Dbuildtype=release "${ARCHS[@]}"

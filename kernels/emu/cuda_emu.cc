@@ -86,6 +86,32 @@ struct ThreadCopies {
 };
 std::vector<ThreadCopies> thread_copies;     /* per fiber, emptied at every block start */
 
+/* A thread's open group of asynchronous operations (cp.async copies, wgmma) joins its committed ones. */
+template <typename Groups>
+void
+commit_open_group (Groups &t)
+{
+  t.committed.push_back (std::move (t.open));
+  t.open.clear ();
+}
+
+/* wgmma.mma_async operations of one thread: committed groups (oldest first) and the open one */
+struct WgmmaOp {
+  float *d;
+  uint64_t desc_a, desc_b;
+  int scale_d;
+  bool bf16;
+  float at_issue[64];              /* A B^T for this thread's 64 accumulators, computed at issue */
+};
+struct ThreadWgmma {
+  std::vector<std::vector<WgmmaOp>> committed;
+  std::vector<WgmmaOp> open;
+  long issued;                     /* wgmma count of this thread, for the warpgroup uniformity check */
+};
+std::vector<ThreadWgmma> thread_wgmma;       /* per fiber, emptied at every block start */
+/* (first fiber of the warpgroup, k-th wgmma) -> the first thread's descriptors and scale */
+std::map<std::pair<int, long>, std::array<uint64_t, 3>> wgmma_issued;
+
 bool
 copies_late (void)
 {
@@ -155,6 +181,7 @@ set_thread_index (int linear)
 }
 
 void emu_abort_missing_wait (void);
+[[noreturn]] void emu_abort (const char *what);
 
 [[noreturn]] void
 fiber_main (void)
@@ -167,6 +194,9 @@ fiber_main (void)
   for (const AsyncCopy &c : thread_copies[(size_t) current_fiber].open)
     do_copy (c);
   thread_copies[(size_t) current_fiber].open.clear ();
+  const ThreadWgmma &w = thread_wgmma[(size_t) current_fiber];
+  if (!w.open.empty () || !w.committed.empty ())
+    emu_abort ("a thread ended with wgmma operations not waited for (wgmma.wait_group)");
   Fiber &f = fibers[current_fiber];
   f.state = FIBER_DONE;
   emu_ctx_switch (&f.sp, scheduler_sp);
@@ -236,6 +266,10 @@ start_block (int base, int n)
     lane_slots.resize (((size_t) n + 31) & ~(size_t) 31);
   if ((int) thread_copies.size () < total)
     thread_copies.resize (total);
+  if ((int) thread_wgmma.size () < total)
+    thread_wgmma.resize (total);
+  if (base == 0)
+    wgmma_issued.clear ();
   for (int i = base; i < total; i++)
     {
       fiber_init (fibers[i]);
@@ -243,6 +277,9 @@ start_block (int base, int n)
       fibers[i].dependency_waited = false;
       thread_copies[i].committed.clear ();
       thread_copies[i].open.clear ();
+      thread_wgmma[i].committed.clear ();
+      thread_wgmma[i].open.clear ();
+      thread_wgmma[i].issued = 0;
     }
 }
 
@@ -396,6 +433,107 @@ emu_dynamic_smem (void)
   return rank_smem (current_rank);
 }
 
+/* ---- wgmma ---- */
+
+namespace {
+
+const uint32_t kSmemWindowBase = 128;       /* shared address of the dynamic shared memory's first byte */
+
+/* Element k (0..15) of row r (0..63 of A, 0..127 of B) of a K-major operand with 128-byte swizzle: rows of
+ * 128 bytes, 8-row groups sbo bytes apart, 16-byte chunk c of an address stored at chunk c ^ (address bits
+ * 7..9), as the hardware applies the swizzle to the shared address itself. */
+float
+wgmma_element (uint64_t desc, int r, int k, bool bf16)
+{
+  const uint32_t start = (uint32_t) (desc & 0x3fff) << 4, sbo = (uint32_t) ((desc >> 32) & 0x3fff) << 4;
+  if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0)
+    emu_abort ("wgmma: only 128-byte-swizzle descriptors with base offset 0 are emulated");
+  const uint32_t addr = start + (uint32_t) (r >> 3) * sbo + (uint32_t) (r & 7) * 128 + (uint32_t) k * 2;
+  const uint32_t phys = addr ^ (((addr >> 7) & 7) << 4);
+  if (phys < kSmemWindowBase || phys + 2 > kSmemWindowBase + dynamic_smem_bytes)
+    emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
+  const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
+  if (bf16)
+    {
+      __nv_bfloat16 v;
+      memcpy (&v, p, 2);
+      return __bfloat162float (v);
+    }
+  __half v;
+  memcpy (&v, p, 2);
+  return __half2float (v);
+}
+
+/* This thread's 64 elements of A (64 x 16) B^T (B: 128 x 16), in the accumulator fragment layout. */
+void
+wgmma_products (const WgmmaOp &op, float out[64])
+{
+  const int wt = emu_linear_thread () % 128, w = wt / 32, lane = wt % 32, g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 64; i++)
+    {
+      const int j = i / 4, e = i % 4;
+      const int r = 16 * w + g + (e >= 2 ? 8 : 0), c = 8 * j + 2 * t + (e & 1);
+      float sum = 0.0f;
+      for (int k = 0; k < 16; k++)
+        sum += wgmma_element (op.desc_a, r, k, op.bf16) * wgmma_element (op.desc_b, c, k, op.bf16);
+      out[i] = sum;
+    }
+}
+
+} /* namespace */
+
+uint32_t
+emu_smem_address (const void *p)
+{
+  const unsigned char *c = static_cast<const unsigned char *> (p), *mine = rank_smem (current_rank);
+  if (!in_kernel || c < mine || c >= mine + dynamic_smem_bytes)
+    emu_abort ("a shared address of something outside the block's dynamic shared memory");
+  return kSmemWindowBase + (uint32_t) (c - mine);
+}
+
+void
+emu_wgmma_m64n128k16 (float *d, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16)
+{
+  if (!in_kernel || blockDim.x * blockDim.y * blockDim.z % 128 != 0)
+    emu_abort ("wgmma: outside a kernel, or a block that is not whole warpgroups");
+  ThreadWgmma &tw = thread_wgmma[(size_t) current_fiber];
+  const std::pair<int, long> key (current_fiber - emu_linear_thread () % 128, tw.issued++);
+  const std::array<uint64_t, 3> mine = { desc_a, desc_b, (uint64_t) (scale_d != 0) };
+  auto it = wgmma_issued.find (key);
+  if (it == wgmma_issued.end ())
+    wgmma_issued.emplace (key, mine);
+  else if (it->second != mine)
+    emu_abort ("wgmma: threads of one warpgroup gave different descriptors or scale-d");
+  WgmmaOp op = { d, desc_a, desc_b, scale_d, bf16, {} };
+  wgmma_products (op, op.at_issue);
+  tw.open.push_back (op);
+}
+
+void
+emu_wgmma_commit (void)
+{
+  commit_open_group (thread_wgmma[(size_t) current_fiber]);
+}
+
+void
+emu_wgmma_wait (int keep)
+{
+  ThreadWgmma &tw = thread_wgmma[(size_t) current_fiber];
+  while ((int) tw.committed.size () > keep)
+    {
+      for (const WgmmaOp &op : tw.committed.front ())
+        {
+          float now[64];
+          wgmma_products (op, now);
+          if (memcmp (now, op.at_issue, sizeof now) != 0)
+            emu_abort ("wgmma: a shared-memory operand changed between wgmma.mma_async and its wgmma.wait_group");
+          for (int i = 0; i < 64; i++)
+            op.d[i] = (op.scale_d ? op.d[i] : 0.0f) + now[i];
+        }
+      tw.committed.erase (tw.committed.begin ());
+    }
+}
+
 void
 emu_cluster_sync (void)
 {
@@ -449,9 +587,7 @@ __pipeline_memcpy_async (void *dst, const void *src, size_t size, size_t zfill)
 void
 __pipeline_commit (void)
 {
-  ThreadCopies &t = thread_copies[(size_t) current_fiber];
-  t.committed.push_back (std::move (t.open));
-  t.open.clear ();
+  commit_open_group (thread_copies[(size_t) current_fiber]);
 }
 
 void

@@ -6,8 +6,8 @@
 #    the module's weight upload quit the program on the first real GPU run while every emulator test
 #    passed (the emulator compiles everything as host code). Our own code never calls exit.
 # 2. The module exports exactly the create function the loader looks up (everything else is hidden).
-# 3. It carries machine code for sm_80, sm_86, sm_89, sm_90 and PTX for compute_90, when cuobjdump exists;
-#    with $EXPECT_ARCHS (e.g. "90" or "80;90": a build made with CUDA_ARCHS, no PTX) machine code for those only.
+# 3. It carries machine code for sm_80, sm_86, sm_89, sm_90a and PTX for compute_90, when cuobjdump exists;
+#    with $EXPECT_ARCHS (e.g. "90a" or "80;90a": a build made with CUDA_ARCHS, no PTX) machine code for those only.
 set -u
 MODULE=$1
 fail=0
@@ -27,9 +27,9 @@ else
   echo "PASS: exports only ddpm_cuda_backend_create"
 fi
 if command -v cuobjdump >/dev/null 2>&1; then
-  elfs=$(cuobjdump --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')
-  ptx=$(cuobjdump --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*' | sort -u | tr '\n' ' ')
-  want="sm_80 sm_86 sm_89 sm_90"
+  elfs=$(cuobjdump --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
+  ptx=$(cuobjdump --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
+  want="sm_80 sm_86 sm_89 sm_90a"
   case "${EXPECT_ARCHS:-all}" in all) ;; *) want=$(echo "$EXPECT_ARCHS" | tr ';,' '  ' | sed 's/\([0-9][0-9]*\)/sm_\1/g') ;; esac
   for sm in $want; do
     case " $elfs" in *" $sm "*) ;; *) echo "FAIL: no $sm machine code (have: $elfs)"; fail=1 ;; esac

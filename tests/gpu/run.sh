@@ -102,7 +102,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 export PYTHONUNBUFFERED=1
 
 echo "== 0. module checks"
-# a carry built with CUDA_ARCHS=90 has sm_90 code only (tools/gpu_prepare.sh writes which into MANIFEST)
+# a carry built with CUDA_ARCHS=90a has sm_90a code only (tools/gpu_prepare.sh writes which into MANIFEST)
 EXPECT_ARCHS=$(sed -n 's/^archs: //p' "$CARRY/MANIFEST" 2>/dev/null) sh tests/gpu/check_module.sh "$CARRY/lib/libddpm-cuda.so"
 
 echo "== 1. GPU tests"
@@ -123,6 +123,20 @@ case $rc in
   124) echo "GPU tests: TIMED OUT after ${DDPM_TEST_TIMEOUT:-260} s" ;;
   *) echo "GPU tests: FAILED (exit $rc)" ;;
 esac
+
+# The wgmma convolution tile (2026-12-06, never run on a GPU yet) on its own, so a short run still checks it:
+# every conv check at full size in fp16 and at the quick sizes in bf16, then the whole models in fp16, with
+# the tile wherever it fits. Its FAIL lines keep it out of the benchmarks below.
+echo "== 1w. the wgmma conv tile (DDPM_CUDA_CONV_TILE=wgmma): full-size fp16 and quick bf16 conv checks, fp16 models"
+: > "$OUT/tests-wgmma.txt"
+[ $rc -eq 77 ] || for args in "--no-models --precision fp16 --only conv" "--quick --no-models --precision bf16 --only conv" \
+                              "--no-ops --precision fp16"; do
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma timeout 60 "$CARRY/bin/test_cuda" \
+    --no-variants $args >> "$OUT/tests-wgmma.txt" 2>&1
+  echo "test_cuda $args: exit $?"
+done
+grep -m3 -E 'wgmma|cuda:' "$OUT/tests-wgmma.txt"
+grep -E '^FAIL|^====' "$OUT/tests-wgmma.txt" | head -20
 
 # When checks fail, find out whether one of the switchable features is to blame (programmatic dependent
 # launch, GroupNorm writing the conv's channels-last input, the conv sampling the upsampled input, the out
@@ -167,7 +181,7 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 40 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --no-models --no-variants --precision fp16 --only "attention 16x16" >> "$OUT/memcheck.txt" 2>&1
   mrc=$mrc/$?
-  mrc2=skipped mrc3=skipped mrc4=skipped
+  mrc2=skipped mrc3=skipped mrc4=skipped mrc5=skipped
   [ "${MEMCHECK:-full}" = quick ] || {
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 25 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp32 --only conv >> "$OUT/memcheck.txt" 2>&1
@@ -180,16 +194,21 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
     >> "$OUT/memcheck.txt" 2>&1
   mrc4=$?
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma timeout 25 "$SAN" --tool memcheck --report-api-errors no \
+    --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
+    >> "$OUT/memcheck.txt" 2>&1
+  mrc5=$?
   }
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
-  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 (fp16 ops/full-size 16x16 attention, fp32 conv, fp16 channels-last conv, fp16 mma.sync conv;" \
+  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 / $mrc5 (fp16 ops/full-size 16x16 attention, fp32 conv, fp16 channels-last conv," \
+    "fp16 mma.sync conv, fp16 wgmma conv;" \
     "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
 
 # Benchmark the conv paths that passed their checks: the default ("auto": channels last where it fits) and
-# the candidate "mma" (the 128 x 128 mma.sync tile where it fills a wave); im2col + cuBLAS only when the
-# default failed. The NCHW kernel's per-shape times are in tests-full.txt (lines "time ... conv=implicit").
-CONVS=${BENCH_CONVS:-auto,mma}
+# the candidates "wgmma" and "mma" (the 128 x 128 wgmma / mma.sync tiles where they fill a wave); im2col +
+# cuBLAS only when the default failed. The NCHW kernel's per-shape times are in tests-full.txt (lines "time ... conv=implicit").
+CONVS=${BENCH_CONVS:-auto,wgmma,mma}
 if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
   echo "the default conv failed a check: benchmarking the im2col + cuBLAS path"
   CONVS=gemm
@@ -197,6 +216,11 @@ fi
 if grep -q '^FAIL conv2d\[conv=mma\|^FAIL conv2d\[conv_tile=mma\|^FAIL norm_conv\[conv=mma' "$OUT/tests-full.txt"; then
   echo "the mma.sync conv failed a check: not benchmarked"
   CONVS=${CONVS/,mma/}
+fi
+if grep -q '^FAIL conv2d\[conv=wgmma\|^FAIL conv2d\[conv_tile=wgmma\|^FAIL norm_conv\[conv=wgmma\|^FAIL upsample_conv\[conv=wgmma' "$OUT/tests-full.txt" \
+   || grep -q '^FAIL' "$OUT/tests-wgmma.txt"; then
+  echo "the wgmma conv failed a check: not benchmarked"
+  CONVS=${CONVS/,wgmma/}
 fi
 
 echo "== 2. Benchmarks against PyTorch"
@@ -219,7 +243,7 @@ echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.t
 : > "$OUT/profile.txt"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
 [ "${SKIP_PROFILE:-0}" = 1 ] && echo "(skipped: SKIP_PROFILE=1; stage 3b traces the graph)"
-[ $rc -eq 77 ] || [ "${SKIP_PROFILE:-0}" = 1 ] || for shape in "cifar10-32 1 auto" "cifar10-32 128 auto" "cifar10-32 128 mma" "celebahq-256 1 auto" "celebahq-256 1 mma"; do
+[ $rc -eq 77 ] || [ "${SKIP_PROFILE:-0}" = 1 ] || for shape in "cifar10-32 1 auto" "cifar10-32 128 auto" "cifar10-32 128 wgmma" "celebahq-256 1 auto" "celebahq-256 1 wgmma"; do
   set -- $shape
   echo "---- $1 batch $2 conv=$3" >> "$OUT/profile.txt"
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV=$3 DDPM_CUDA_PROFILE=1 timeout 60 "$CARRY/bin/ddpm" bench \
@@ -317,6 +341,8 @@ done
 #                                        one block per group writing 8-byte runs along pixels (b128: gn_regs
 #                                        <2, true> ~68 us own per call x 10, ~1 TB/s)
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
+#   DDPM_CUDA_CONV=wgmma                 the 128 x 128 wgmma tile (sm_90a) where it fills a wave (untimed: first
+#                                        in the list)
 #   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
 #                                        blocks: batch 1 at 16 x 16 tokens)
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
@@ -373,6 +399,9 @@ if [ $rc -ne 77 ]; then
   # ATTN=mma 0.999 celebahq b1 (the last six left out now).
   # AB_LIST: other lines of "config batch setting" (a shorter run) instead of these
   default_list=$(cat <<'LIST'
+cifar10-32 128 DDPM_CUDA_CONV=wgmma
+celebahq-256 1 DDPM_CUDA_CONV=wgmma
+celebahq-256 4 DDPM_CUDA_CONV=wgmma
 cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_DEFER_REDUCE=1
 cifar10-32 1 DDPM_CUDA_FA_CLUSTER=0

@@ -1,0 +1,189 @@
+/* conv2d_wgmma.cu: the channels-last implicit-GEMM convolution on Hopper's wgmma (sm_90a: H100 / H200), for
+ * the large shapes (cifar10-32 at batch 128, celebahq-256) where the tiles fill the GPU without a K split.
+ * conv2d.cu plans it ($DDPM_CUDA_CONV=wgmma where its tiles fill a wave, $DDPM_CUDA_CONV_TILE=wgmma wherever
+ * it fits: tests) on the same channels-last copy xh as conv2d_nhwc.cu.
+ *
+ * Tile: 128 output channels (A: weight rows) x 128 pixels (B: xh rows) per block of 2 warpgroups (256
+ * threads), each warpgroup 64 channels x 128 pixels: 64 float accumulators per thread. K slices of 64 (one
+ * filter tap's 64 channels: a 128-byte row, the 128-byte swizzle's width; so Cin % 64 == 0), 3 stages of 32
+ * KiB (two blocks per SM) filled by 16-byte cp.async (NhwcSliceCopies with 8 chunks per row, zero fill at
+ * the image border), 4 wgmma.mma_async per warpgroup per slice. Why: ~100-130 TFLOP/s is what our mma.sync /
+ * WMMA tiles reach at these shapes (cifar b128 17 ms against PyTorch's 12.3 and the issue's 6).
+ *
+ * Pipeline per slice i: this thread's copies of slice i land (wait), fence.proxy.async (the copies were
+ * generic-proxy writes, wgmma reads through the async proxy), barrier (all copies of slice i visible, and
+ * both warpgroups done with slice i - 1's stage), copies of slice i + 2 into that stage, then the wgmmas of
+ * slice i, committed and waited for before the next barrier. */
+#include "conv2d.cuh"
+#include "wgmma.cuh"
+
+#define WG_BM 128                        /* output channels per tile (A rows) */
+#define WG_BN 128                        /* pixels per tile (B rows) */
+#define WG_BK 64                         /* K per slice: one tap's 64 channels, 128 bytes */
+#define WG_THREADS 256
+#define WG_STAGES 3
+#define WG_LDC (WG_BN + 4)
+constexpr int WG_A_BYTES = WG_BM * WG_BK * 2, WG_B_BYTES = WG_BN * WG_BK * 2;
+constexpr int WG_STAGE_BYTES = WG_A_BYTES + WG_B_BYTES;                 /* 32 KiB, a multiple of 1024 */
+constexpr size_t WG_SMEM = (size_t) WG_STAGES * WG_STAGE_BYTES + 1024;  /* + the 1024-byte alignment */
+static_assert (WG_BM * WG_LDC * 4 <= WG_STAGES * WG_STAGE_BYTES, "the float C tile reuses the stages");
+
+/* Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled operand tile (wgmma.cuh's layout). */
+__device__ __forceinline__ int
+wg_swizzle (int r, int c)
+{
+  return r * 128 + ((c ^ (r & 7)) << 4);
+}
+
+template <typename T>
+__global__ void __launch_bounds__ (WG_THREADS, 2)   /* two blocks per SM: <= 128 registers */
+conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
+                        T *__restrict__ y, ConvShape s, ConvEpi<T> epi)
+{
+#if WGMMA_COMPILED
+  /* grid_dependency_wait: after the first weight copies */
+  DYNAMIC_SMEM (smem_raw);
+  unsigned char *const smem = smem_raw + ((1024 - (smem_address (smem_raw) & 1023)) & 1023);
+  const uint32_t smem_at = smem_address (smem);
+  float *const Cs = reinterpret_cast<float *> (smem);                   /* [WG_BM][WG_LDC], after the K loop */
+
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int m0 = blockIdx.y * WG_BM;
+  const long long p0 = (long long) blockIdx.x * WG_BN;
+  const int nkt = s.K / WG_BK;
+  constexpr int COPIES = WG_BM * WG_BK / 8 / WG_THREADS;               /* 16-byte copies per thread, A and B: 4 */
+  const NhwcSliceCopies<T, COPIES, COPIES, 8> copies (xh, s, p0, tid);
+  const int chunk = copies.chunk;
+  auto load_a = [&] (int st, int kt) {
+    unsigned char *As = smem + st * WG_STAGE_BYTES;
+    copies.issue_a (Wt, s, m0, kt * WG_BK, tid, [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
+  };
+  auto load_b = [&] (int st, int kt) {
+    unsigned char *Bs = smem + st * WG_STAGE_BYTES + WG_A_BYTES;
+    copies.issue_b (xh, s, kt * WG_BK, tid, [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++)
+    acc[i] = 0.0f;
+
+  /* weights of the first slices before the wait on the previous kernel (they never depend on it) */
+  const bool prefetch = s.prefetch != 0;
+  if (prefetch)
+#pragma unroll
+    for (int st = 0; st < WG_STAGES - 1; st++)
+      if (st < nkt)
+        load_a (st, st);
+  grid_dependency_wait ();
+#pragma unroll
+  for (int st = 0; st < WG_STAGES - 1; st++)
+    {
+      if (st < nkt)
+        {
+          if (!prefetch)
+            load_a (st, st);
+          load_b (st, st);
+        }
+      __pipeline_commit ();
+    }
+  for (int i = 0; i < nkt; i++)          /* slice i lives in stage i % WG_STAGES */
+    {
+      __pipeline_wait_prior (WG_STAGES - 2);
+      fence_proxy_async_shared ();
+      __syncthreads ();
+      const int next = i + WG_STAGES - 1;
+      if (next < nkt)
+        {
+          load_a (next % WG_STAGES, next);
+          load_b (next % WG_STAGES, next);
+        }
+      __pipeline_commit ();
+      const uint32_t a_at = smem_at + (i % WG_STAGES) * WG_STAGE_BYTES + wg * 64 * 128;   /* this warpgroup's rows */
+      const uint32_t b_at = smem_at + (i % WG_STAGES) * WG_STAGE_BYTES + WG_A_BYTES;
+      wgmma_fence_regs (acc);
+      wgmma_fence ();
+#pragma unroll
+      for (int ks = 0; ks < WG_BK / 16; ks++)
+        wgmma_m64n128k16<T> (acc, wgmma_desc_sw128 (a_at + 32 * ks), wgmma_desc_sw128 (b_at + 32 * ks), 1);
+      wgmma_commit ();
+      wgmma_wait<0> ();
+      wgmma_fence_regs (acc);
+    }
+  __pipeline_wait_prior (0);
+  __syncthreads ();                      /* the C tile reuses the stages */
+
+  /* accumulator fragments into Cs: warp w of warpgroup wg holds channel rows 64 wg + 16 w + lane / 4 (+ 8) */
+  const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int i = 0; i < 64; i++)
+    {
+      const int j = i >> 2, e = i & 3;
+      Cs[(wg * 64 + warp * 16 + g + (e >= 2 ? 8 : 0)) * WG_LDC + j * 8 + 2 * t + (e & 1)] = acc[i];
+    }
+  __syncthreads ();
+  /* the shared end, in two 64-pixel halves (it writes IG_BN pixels per tile row) */
+  conv_tile_epilogue<T, WG_BM, WG_THREADS, WG_LDC> (Cs, bias, y, epi, SplitK {}, s, m0, p0);
+  conv_tile_epilogue<T, WG_BM, WG_THREADS, WG_LDC> (Cs + IG_BN, bias, y, epi, SplitK {}, s, m0, p0 + IG_BN);
+#else
+  grid_dependency_wait ();
+  __trap ();                             /* not built for sm_90a: cuda_conv_wgmma_prepare never allows a launch */
+#endif
+}
+
+/* Writes 1 to *flag where the running code has wgmma (sm_90a machine code on a cc 9.0 device). */
+__global__ void
+wgmma_probe_kernel (int *flag)
+{
+  grid_dependency_wait ();
+  *flag = WGMMA_COMPILED;
+}
+
+bool
+cuda_conv_wgmma_prepare (CudaBackend *cb)
+{
+  if (cb->act_type == CT_F32 || cb->cc_major != 9 || cb->cc_minor != 0 || cb->smem_per_block_optin < WG_SMEM)
+    return false;
+  int flag = 0;
+  bool ok = launch_status (cb, dim3 (1), dim3 (1), 0, 1, wgmma_probe_kernel, (int *) cb->counter) == cudaSuccess
+            && cudaMemcpyAsync (&flag, cb->counter, sizeof flag, cudaMemcpyDeviceToHost, cb->stream) == cudaSuccess
+            && cudaStreamSynchronize (cb->stream) == cudaSuccess && flag == 1;
+  const void *const kernels[] = { (const void *) conv_nhwc_wgmma_kernel<__half>,
+                                  (const void *) conv_nhwc_wgmma_kernel<__nv_bfloat16> };
+  for (const void *k : kernels)
+    ok = ok && cudaFuncSetAttribute (k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) WG_SMEM) == cudaSuccess;
+  cudaGetLastError ();                   /* a failed probe leaves no error behind */
+  return ok;
+}
+
+bool
+cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s)
+{
+  return cb->conv_wgmma_ready && s.Cin % WG_BK == 0 && s.K % WG_BK == 0 && cuda_conv_nhwc_fits (cb, s)
+         && (s.Cout + WG_BM - 1) / WG_BM <= 65535;
+}
+
+long long
+cuda_conv_wgmma_tiles (const ConvShape &s)
+{
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  return (P + WG_BN - 1) / WG_BN * ((s.Cout + WG_BM - 1) / WG_BM);
+}
+
+void
+cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
+                        const DdpmConvEpilogue *e)
+{
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  const dim3 grid ((unsigned) ((P + WG_BN - 1) / WG_BN), (unsigned) ceil_div (s.Cout, WG_BM));
+  ConvShape sp = s;
+  sp.prefetch = cb->conv_prefetch ? 1 : 0;
+  if (cb->act_type == CT_F16)
+    launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, WG_SMEM, conv_nhwc_wgmma_kernel<__half>,
+            (const __half *) w->weight, (const float *) w->bias, (const __half *) xh, (__half *) y, sp,
+            conv_epi<__half> (e, s.Cout));
+  else
+    launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, WG_SMEM, conv_nhwc_wgmma_kernel<__nv_bfloat16>,
+            (const __nv_bfloat16 *) w->weight, (const float *) w->bias, (const __nv_bfloat16 *) xh,
+            (__nv_bfloat16 *) y, sp, conv_epi<__nv_bfloat16> (e, s.Cout));
+}
