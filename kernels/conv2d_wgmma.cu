@@ -6,14 +6,17 @@
  * Tile: 128 output channels (A: weight rows) x 128 pixels (B: xh rows) per block of 2 warpgroups (256
  * threads), each warpgroup 64 channels x 128 pixels: 64 float accumulators per thread. K slices of 64 (one
  * filter tap's 64 channels: a 128-byte row, the 128-byte swizzle's width; so Cin % 64 == 0), 3 stages of 32
- * KiB (two blocks per SM) filled by 16-byte cp.async (NhwcSliceCopies with 8 chunks per row, zero fill at
+ * KiB (two blocks per SM; or 4 stages, one block, with DDPM_CUDA_WGMMA_OVERLAP=1) filled by 16-byte cp.async (NhwcSliceCopies with 8 chunks per row, zero fill at
  * the image border), 4 wgmma.mma_async per warpgroup per slice. Why: ~100-130 TFLOP/s is what our mma.sync /
  * WMMA tiles reach at these shapes (cifar b128 17 ms against PyTorch's 12.3 and the issue's 6).
  *
  * Pipeline per slice i: this thread's copies of slice i land (wait), fence.proxy.async (the copies were
  * generic-proxy writes, wgmma reads through the async proxy), barrier (all copies of slice i visible, and
- * both warpgroups done with slice i - 1's stage), copies of slice i + 2 into that stage, then the wgmmas of
- * slice i, committed and waited for before the next barrier. */
+ * both warpgroups done with the stage the next copies go to), copies of slice i + D into that stage, then
+ * the wgmmas of slice i, committed, and a wait until at most INFLIGHT groups are in flight. INFLIGHT 0 (3
+ * stages, D = 2): the tensor cores idle from each slice's last wgmma to the next slice's first. INFLIGHT 1 (4
+ * stages, D = 2): slice i's wgmmas still run while the warpgroup waits for slice i + 1 and passes the barrier;
+ * the copies then go to slice i - 2's stage, whose wgmmas the wait at the end of slice i - 1 finished. */
 #include "conv2d.cuh"
 #include "wgmma.cuh"
 
@@ -21,12 +24,17 @@
 #define WG_BN 128                        /* pixels per tile (B rows) */
 #define WG_BK 64                         /* K per slice: one tap's 64 channels, 128 bytes */
 #define WG_THREADS 256
-#define WG_STAGES 3
 #define WG_LDC (WG_BN + 4)
 constexpr int WG_A_BYTES = WG_BM * WG_BK * 2, WG_B_BYTES = WG_BN * WG_BK * 2;
 constexpr int WG_STAGE_BYTES = WG_A_BYTES + WG_B_BYTES;                 /* 32 KiB, a multiple of 1024 */
-constexpr size_t WG_SMEM = (size_t) WG_STAGES * WG_STAGE_BYTES + 1024;  /* + the 1024-byte alignment */
-static_assert (WG_BM * WG_LDC * 4 <= WG_STAGES * WG_STAGE_BYTES, "the float C tile reuses the stages");
+
+/* Dynamic shared memory of the kernel with STAGES stages: the stages + the 1024-byte alignment. */
+static constexpr size_t
+wg_smem (int stages)
+{
+  return (size_t) stages * WG_STAGE_BYTES + 1024;
+}
+static_assert (WG_BM * WG_LDC * 4 <= 3 * WG_STAGE_BYTES, "the float C tile reuses the stages");
 
 /* Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled operand tile (wgmma.cuh's layout). */
 __device__ __forceinline__ int
@@ -35,8 +43,8 @@ wg_swizzle (int r, int c)
   return r * 128 + ((c ^ (r & 7)) << 4);
 }
 
-template <typename T>
-__global__ void __launch_bounds__ (WG_THREADS, 2)   /* two blocks per SM: <= 128 registers */
+template <typename T, int STAGES, int INFLIGHT>
+__global__ void __launch_bounds__ (WG_THREADS, 2)   /* two blocks per SM (3 stages): <= 128 registers */
 conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
                         T *__restrict__ y, ConvShape s, ConvEpi<T> epi)
 {
@@ -69,15 +77,17 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
     acc[i] = 0.0f;
 
   /* weights of the first slices before the wait on the previous kernel (they never depend on it) */
+  static_assert (INFLIGHT == 0 || INFLIGHT == 1, "wgmma groups left in flight");
+  constexpr int D = STAGES - 1 - INFLIGHT;                              /* slices loaded ahead */
   const bool prefetch = s.prefetch != 0;
   if (prefetch)
 #pragma unroll
-    for (int st = 0; st < WG_STAGES - 1; st++)
+    for (int st = 0; st < D; st++)
       if (st < nkt)
         load_a (st, st);
   grid_dependency_wait ();
 #pragma unroll
-  for (int st = 0; st < WG_STAGES - 1; st++)
+  for (int st = 0; st < D; st++)
     {
       if (st < nkt)
         {
@@ -87,29 +97,31 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
         }
       __pipeline_commit ();
     }
-  for (int i = 0; i < nkt; i++)          /* slice i lives in stage i % WG_STAGES */
+  for (int i = 0; i < nkt; i++)          /* slice i lives in stage i % STAGES */
     {
-      __pipeline_wait_prior (WG_STAGES - 2);
+      __pipeline_wait_prior (D - 1);     /* D + i groups committed: slice i's has landed */
       fence_proxy_async_shared ();
       __syncthreads ();
-      const int next = i + WG_STAGES - 1;
+      const int next = i + D;
       if (next < nkt)
         {
-          load_a (next % WG_STAGES, next);
-          load_b (next % WG_STAGES, next);
+          load_a (next % STAGES, next);
+          load_b (next % STAGES, next);
         }
       __pipeline_commit ();
-      const uint32_t a_at = smem_at + (i % WG_STAGES) * WG_STAGE_BYTES + wg * 64 * 128;   /* this warpgroup's rows */
-      const uint32_t b_at = smem_at + (i % WG_STAGES) * WG_STAGE_BYTES + WG_A_BYTES;
+      const uint32_t a_at = smem_at + (i % STAGES) * WG_STAGE_BYTES + wg * 64 * 128;   /* this warpgroup's rows */
+      const uint32_t b_at = smem_at + (i % STAGES) * WG_STAGE_BYTES + WG_A_BYTES;
       wgmma_fence_regs (acc);
       wgmma_fence ();
 #pragma unroll
       for (int ks = 0; ks < WG_BK / 16; ks++)
         wgmma_m64n128k16<T> (acc, wgmma_desc_sw128 (a_at + 32 * ks), wgmma_desc_sw128 (b_at + 32 * ks), 1);
       wgmma_commit ();
-      wgmma_wait<0> ();
+      wgmma_wait<INFLIGHT> ();
       wgmma_fence_regs (acc);
     }
+  wgmma_wait<0> ();
+  wgmma_fence_regs (acc);
   __pipeline_wait_prior (0);
   __syncthreads ();                      /* the C tile reuses the stages */
 
@@ -139,19 +151,31 @@ wgmma_probe_kernel (int *flag)
   *flag = WGMMA_COMPILED;
 }
 
+/* The kernel's two pipelines: 3 stages, each slice's wgmmas finished before the next barrier (two blocks per
+ * SM); or 4 stages with one group left in flight ($DDPM_CUDA_WGMMA_OVERLAP=1; one block per SM). */
+template <typename T, typename Body>
+static auto
+wg_with_pipeline (bool overlap, Body body)
+{
+  return overlap ? body (conv_nhwc_wgmma_kernel<T, 4, 1>, wg_smem (4)) : body (conv_nhwc_wgmma_kernel<T, 3, 0>, wg_smem (3));
+}
+
 bool
 cuda_conv_wgmma_prepare (CudaBackend *cb)
 {
-  if (cb->act_type == CT_F32 || cb->cc_major != 9 || cb->cc_minor != 0 || cb->smem_per_block_optin < WG_SMEM)
+  const size_t smem = wg_smem (cb->wgmma_overlap ? 4 : 3);
+  if (cb->act_type == CT_F32 || cb->cc_major != 9 || cb->cc_minor != 0 || cb->smem_per_block_optin < smem)
     return false;
   int flag = 0;
   bool ok = launch_status (cb, dim3 (1), dim3 (1), 0, 1, wgmma_probe_kernel, (int *) cb->counter) == cudaSuccess
             && cudaMemcpyAsync (&flag, cb->counter, sizeof flag, cudaMemcpyDeviceToHost, cb->stream) == cudaSuccess
             && cudaStreamSynchronize (cb->stream) == cudaSuccess && flag == 1;
-  const void *const kernels[] = { (const void *) conv_nhwc_wgmma_kernel<__half>,
-                                  (const void *) conv_nhwc_wgmma_kernel<__nv_bfloat16> };
-  for (const void *k : kernels)
-    ok = ok && cudaFuncSetAttribute (k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) WG_SMEM) == cudaSuccess;
+  auto allow = [] (auto kernel, size_t bytes) {
+    return cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) bytes)
+           == cudaSuccess;
+  };
+  ok = ok && wg_with_pipeline<__half> (cb->wgmma_overlap, allow)
+       && wg_with_pipeline<__nv_bfloat16> (cb->wgmma_overlap, allow);
   cudaGetLastError ();                   /* a failed probe leaves no error behind */
   return ok;
 }
@@ -178,12 +202,16 @@ cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, v
   const dim3 grid ((unsigned) ((P + WG_BN - 1) / WG_BN), (unsigned) ceil_div (s.Cout, WG_BM));
   ConvShape sp = s;
   sp.prefetch = cb->conv_prefetch ? 1 : 0;
-  if (cb->act_type == CT_F16)
-    launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, WG_SMEM, conv_nhwc_wgmma_kernel<__half>,
-            (const __half *) w->weight, (const float *) w->bias, (const __half *) xh, (__half *) y, sp,
-            conv_epi<__half> (e, s.Cout));
+  auto run = [&] (auto t) {
+    using T = decltype (t);
+    return wg_with_pipeline<T> (cb->wgmma_overlap, [&] (auto kernel, size_t smem) {
+      launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, smem, kernel, (const T *) w->weight, (const float *) w->bias,
+              (const T *) xh, (T *) y, sp, conv_epi<T> (e, s.Cout));
+      return true;
+    });
+  };
+  if (cb->act_type == CT_F16)           /* fp16 / bf16 only (cuda_conv_wgmma_prepare) */
+    run (__half ());
   else
-    launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, WG_SMEM, conv_nhwc_wgmma_kernel<__nv_bfloat16>,
-            (const __nv_bfloat16 *) w->weight, (const float *) w->bias, (const __nv_bfloat16 *) xh,
-            (__nv_bfloat16 *) y, sp, conv_epi<__nv_bfloat16> (e, s.Cout));
+    run (__nv_bfloat16 ());
 }

@@ -110,6 +110,7 @@ struct CudaBackend {
   int conv_cluster_max;            /* blocks a conv's cluster may have: 16, 8, or 0 (no clusters here) */
   gboolean conv_wgmma_ready;       /* conv2d_wgmma.cu's kernel may run: asked for ($DDPM_CUDA_CONV=wgmma or
                                     * _TILE=wgmma), a cc 9.0 device, and its sm_90a code there (cuda_conv_wgmma_prepare) */
+  gboolean wgmma_overlap;          /* $DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline with one wgmma group in flight */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
   long long proj_conv_pixels;      /* attention's projections on that kernel too up to this many pixels (B * HW):
                                     * batch-1 sampling then never touches cuBLAS, whose first use cost ~90-165 ms

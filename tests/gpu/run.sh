@@ -131,9 +131,12 @@ echo "== 1w. the wgmma conv tile (DDPM_CUDA_CONV_TILE=wgmma): full-size fp16 and
 : > "$OUT/tests-wgmma.txt"
 [ $rc -eq 77 ] || for args in "--no-models --precision fp16 --only conv" "--quick --no-models --precision bf16 --only conv" \
                               "--no-ops --precision fp16"; do
-  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma timeout 60 "$CARRY/bin/test_cuda" \
-    --no-variants $args >> "$OUT/tests-wgmma.txt" 2>&1
-  echo "test_cuda $args: exit $?"
+  for overlap in 0 1; do
+    [ $overlap = 1 ] && [ "$args" = "--no-ops --precision fp16" ] && continue
+    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_WGMMA_OVERLAP=$overlap \
+      timeout 60 "$CARRY/bin/test_cuda" --no-variants $args >> "$OUT/tests-wgmma.txt" 2>&1
+    echo "test_cuda $args (WGMMA_OVERLAP=$overlap): exit $?"
+  done
 done
 grep -m3 -E 'wgmma|cuda:' "$OUT/tests-wgmma.txt"
 grep -E '^FAIL|^====' "$OUT/tests-wgmma.txt" | head -20
@@ -342,7 +345,8 @@ done
 #                                        <2, true> ~68 us own per call x 10, ~1 TB/s)
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
 #   DDPM_CUDA_CONV=wgmma                 the 128 x 128 wgmma tile (sm_90a) where it fills a wave (untimed: first
-#                                        in the list)
+#                                        in the list); + DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline with one
+#                                        wgmma group in flight across each barrier (one block per SM, not two)
 #   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
 #                                        blocks: batch 1 at 16 x 16 tokens)
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
@@ -402,6 +406,8 @@ if [ $rc -ne 77 ]; then
 cifar10-32 128 DDPM_CUDA_CONV=wgmma
 celebahq-256 1 DDPM_CUDA_CONV=wgmma
 celebahq-256 4 DDPM_CUDA_CONV=wgmma
+cifar10-32 128 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
+celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
 cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_DEFER_REDUCE=1
 cifar10-32 1 DDPM_CUDA_FA_CLUSTER=0
