@@ -51,7 +51,7 @@ wgmma_desc_sw128 (uint32_t addr)
 
 #ifdef DDPM_CUDA_EMU
 static inline void wgmma_fence (void) {}
-static inline void fence_proxy_async_shared (void) {}
+static inline void fence_proxy_async_shared (void) { emu_fence_proxy_async (); }
 static inline void wgmma_commit (void) { emu_wgmma_commit (); }
 template <int N> static inline void wgmma_wait (void) { emu_wgmma_wait (N); }
 template <typename T>

@@ -112,6 +112,16 @@ std::vector<ThreadWgmma> thread_wgmma;       /* per fiber, emptied at every bloc
 /* (first fiber of the warpgroup, k-th wgmma) -> the first thread's descriptors and scale */
 std::map<std::pair<int, long>, std::array<uint64_t, 3>> wgmma_issued;
 
+/* Who last wrote each byte of the cluster's dynamic shared memory by cp.async (fiber, -1: nobody since the
+ * block start) and that fiber's fence.proxy.async count then: wgmma reads through the async proxy, so a byte
+ * whose writer has not fenced since is stale to it on a GPU (plain stores are not seen here). */
+struct AsyncWrite {
+  int fiber;
+  unsigned fences;
+};
+std::vector<AsyncWrite> smem_writes;
+std::vector<unsigned> proxy_fences;          /* per fiber: fence.proxy.async calls since its block start */
+
 bool
 copies_late (void)
 {
@@ -124,9 +134,12 @@ copies_late (void)
   return late == 1;
 }
 
+void note_async_write (const void *dst, size_t n);
+
 void
 do_copy (const AsyncCopy &c)
 {
+  note_async_write (c.dst, c.size);
   memcpy (c.dst, c.src, c.size - c.zfill);
   memset ((char *) c.dst + (c.size - c.zfill), 0, c.zfill);
 }
@@ -268,6 +281,8 @@ start_block (int base, int n)
     thread_copies.resize (total);
   if ((int) thread_wgmma.size () < total)
     thread_wgmma.resize (total);
+  if ((int) proxy_fences.size () < total)
+    proxy_fences.resize (total);
   if (base == 0)
     wgmma_issued.clear ();
   for (int i = base; i < total; i++)
@@ -280,6 +295,7 @@ start_block (int base, int n)
       thread_wgmma[i].committed.clear ();
       thread_wgmma[i].open.clear ();
       thread_wgmma[i].issued = 0;
+      proxy_fences[i] = 0;
     }
 }
 
@@ -386,6 +402,7 @@ run_kernel (dim3 grid, dim3 block, size_t smem, unsigned cluster_z, const std::f
       for (unsigned x = 0; x < grid.x; x++)
         {
           std::vector<bool> ended (cluster_z, false);
+          smem_writes.assign (cluster_z * dynamic_smem_stride, AsyncWrite { -1, 0 });
           for (unsigned r = 0; r < cluster_z; r++)
             {
               memset (rank_smem (r), 0xff, dynamic_smem_bytes);
@@ -437,6 +454,16 @@ emu_dynamic_smem (void)
 
 namespace {
 
+void
+note_async_write (const void *dst, size_t n)
+{
+  const unsigned char *p = static_cast<const unsigned char *> (dst);
+  if (p < dynamic_smem_first || p + n > dynamic_smem_first + smem_writes.size ())
+    return;                              /* not dynamic shared memory */
+  for (size_t i = 0, at = (size_t) (p - dynamic_smem_first); i < n; i++)
+    smem_writes[at + i] = AsyncWrite { current_fiber, proxy_fences[(size_t) current_fiber] };
+}
+
 const uint32_t kSmemWindowBase = 128;       /* shared address of the dynamic shared memory's first byte */
 
 /* Element k (0..15) of row r (0..63 of A, 0..127 of B) of a K-major operand with 128-byte swizzle: rows of
@@ -453,6 +480,9 @@ wgmma_element (uint64_t desc, int r, int k, bool bf16)
   if (phys < kSmemWindowBase || phys + 2 > kSmemWindowBase + dynamic_smem_bytes)
     emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
   const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
+  const AsyncWrite &w = smem_writes[(size_t) (p - dynamic_smem_first)];
+  if (w.fiber >= 0 && proxy_fences[(size_t) w.fiber] == w.fences)
+    emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
   if (bf16)
     {
       __nv_bfloat16 v;
@@ -507,6 +537,12 @@ emu_wgmma_m64n128k16 (float *d, uint64_t desc_a, uint64_t desc_b, int scale_d, b
   WgmmaOp op = { d, desc_a, desc_b, scale_d, bf16, {} };
   wgmma_products (op, op.at_issue);
   tw.open.push_back (op);
+}
+
+void
+emu_fence_proxy_async (void)
+{
+  proxy_fences[(size_t) current_fiber]++;
 }
 
 void

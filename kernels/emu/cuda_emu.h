@@ -225,10 +225,13 @@ mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
  * (+ 8), columns 8 j + 2 (lane % 4) (+ 1), register 4 j + e); its products are computed at issue and again
  * when emu_wgmma_wait makes it due, and a difference aborts (an operand changed while the wgmma was in
  * flight); only then is d written, so reading d before the wait sees the old values. The descriptors and
- * scale of the k-th wgmma of a warpgroup must be the same in all its threads (checked). */
+ * scale of the k-th wgmma of a warpgroup must be the same in all its threads (checked). An operand byte that
+ * a cp.async wrote and whose writing thread has not called fence_proxy_async_shared (emu_fence_proxy_async)
+ * since aborts: on a GPU the async proxy may not see it (plain stores are not tracked). */
 uint32_t emu_smem_address (const void *p);
 void emu_wgmma_m64n128k16 (float *d, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16);
 void emu_wgmma_commit (void);
+void emu_fence_proxy_async (void);
 void emu_wgmma_wait (int keep);
 
 namespace nvcuda {
