@@ -499,13 +499,21 @@ void
 wgmma_products (const WgmmaOp &op, float out[64])
 {
   const int wt = emu_linear_thread () % 128, w = wt / 32, lane = wt % 32, g = lane / 4, t = lane % 4;
+  /* this thread's operands, each element read once: A rows 16 w + g (+ 8), B rows 8 j + 2 t (+ 1) */
+  float a[2][16], b[32][16];
+  for (int h = 0; h < 2; h++)
+    for (int k = 0; k < 16; k++)
+      a[h][k] = wgmma_element (op.desc_a, 16 * w + g + 8 * h, k, op.bf16);
+  for (int cj = 0; cj < 32; cj++)
+    for (int k = 0; k < 16; k++)
+      b[cj][k] = wgmma_element (op.desc_b, 8 * (cj / 2) + 2 * t + (cj & 1), k, op.bf16);
   for (int i = 0; i < 64; i++)
     {
       const int j = i / 4, e = i % 4;
-      const int r = 16 * w + g + (e >= 2 ? 8 : 0), c = 8 * j + 2 * t + (e & 1);
+      const float *ar = a[e >= 2 ? 1 : 0], *bc = b[2 * j + (e & 1)];
       float sum = 0.0f;
       for (int k = 0; k < 16; k++)
-        sum += wgmma_element (op.desc_a, r, k, op.bf16) * wgmma_element (op.desc_b, c, k, op.bf16);
+        sum += ar[k] * bc[k];
       out[i] = sum;
     }
 }
