@@ -138,17 +138,27 @@ struct CpAsyncTile {
   static_assert (SMEM <= 48 * 1024, "dynamic shared memory without the opt-in attribute");
 };
 
-/* The K loop of the cp.async kernels (conv2d_nhwc.cu, conv2d_pointwise.cu) over nkt slices in STAGES shared
- * stages: load (stage, i) issues slice i's copies, mma (stage) multiplies the slice in it. Slices 0 ..
- * STAGES-2 go in flight first; every iteration then commits exactly one group (maybe empty), so "all but the
- * newest STAGES-2 groups done" always means "slice i has landed". Ends with every copy landed and a barrier,
- * so the stages may be reused (the C tile). */
-template <int STAGES, typename Load, typename Mma>
+/* What cp_async_k_loop runs between a slice's copies landing and the barrier that shows them to the block:
+ * nothing here; conv2d_wgmma.cu passes fence.proxy.async (its tensor cores read through the async proxy). */
+struct CpLandedNothing {
+  __device__ __forceinline__ void operator() () const {}
+};
+
+/* The K loop of the cp.async kernels (conv2d_nhwc.cu, conv2d_pointwise.cu, conv2d_wgmma.cu) over nkt slices in
+ * STAGES shared stages: load (stage, i) issues slice i's copies, mma (stage) multiplies the slice in it.
+ * Slices 0 .. AHEAD-1 go in flight first; every iteration then commits exactly one group (maybe empty), so
+ * "all but the newest AHEAD-1 groups done" always means "slice i has landed"; then landed () and a barrier.
+ * The copies of slice i + AHEAD go to the stage of slice i + AHEAD - STAGES: with AHEAD = STAGES - 1 (the
+ * default) slice i - 1's, so mma must be done with its stage when it returns; with AHEAD = STAGES - 2 slice
+ * i - 2's, so mma may leave work reading its stage (wgmma) until the end of the next slice's mma. Ends with
+ * every copy landed and a barrier, so the stages may be reused (the C tile). */
+template <int STAGES, int AHEAD = STAGES - 1, typename Load, typename Mma, typename Landed = CpLandedNothing>
 __device__ __forceinline__ void
-cp_async_k_loop (int nkt, Load load, Mma mma)
+cp_async_k_loop (int nkt, Load load, Mma mma, Landed landed = Landed ())
 {
+  static_assert (AHEAD >= 1 && AHEAD <= STAGES - 1, "slices in flight ahead");
 #pragma unroll
-  for (int st = 0; st < STAGES - 1; st++)
+  for (int st = 0; st < AHEAD; st++)
     {
       if (st < nkt)
         load (st, st);
@@ -156,11 +166,12 @@ cp_async_k_loop (int nkt, Load load, Mma mma)
     }
   for (int i = 0; i < nkt; i++)          /* slice i lives in stage i % STAGES */
     {
-      __pipeline_wait_prior (STAGES - 2);
-      __syncthreads ();                  /* slice i visible to all; everyone is done with slice i - 1 */
-      const int next = i + STAGES - 1;
+      __pipeline_wait_prior (AHEAD - 1);
+      landed ();
+      __syncthreads ();                  /* slice i visible to all; everyone is done with the stage refilled next */
+      const int next = i + AHEAD;
       if (next < nkt)
-        load (next % STAGES, next);      /* the stage slice i - 1 used */
+        load (next % STAGES, next);
       __pipeline_commit ();
       mma (i % STAGES);
     }
@@ -170,24 +181,25 @@ cp_async_k_loop (int nkt, Load load, Mma mma)
 
 /* cp_async_k_loop for kernels that have not waited for the previous kernel yet: load_a (stage, i) issues
  * slice i's weight copies, load_b (stage, i) its activation copies. With prefetch, the weights of slices 0 ..
- * STAGES-2 are issued before grid_dependency_wait (weights never depend on an earlier kernel, so with
+ * AHEAD-1 are issued before grid_dependency_wait (weights never depend on an earlier kernel, so with
  * programmatic dependent launch they land while that kernel finishes) and join the first group, which the
  * first iteration waits for anyway; the group count stays as cp_async_k_loop's. */
-template <int STAGES, typename LoadA, typename LoadB, typename Mma>
+template <int STAGES, int AHEAD = STAGES - 1, typename LoadA, typename LoadB, typename Mma,
+          typename Landed = CpLandedNothing>
 __device__ __forceinline__ void
-cp_async_k_loop_prefetch (int nkt, bool prefetch, LoadA load_a, LoadB load_b, Mma mma)
+cp_async_k_loop_prefetch (int nkt, bool prefetch, LoadA load_a, LoadB load_b, Mma mma, Landed landed = Landed ())
 {
   if (prefetch)
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; st++)
+    for (int st = 0; st < AHEAD; st++)
       if (st < nkt)
         load_a (st, st);
   grid_dependency_wait ();
-  cp_async_k_loop<STAGES> (nkt, [&] (int st, int i) {
-    if (!prefetch || i >= STAGES - 1)
+  cp_async_k_loop<STAGES, AHEAD> (nkt, [&] (int st, int i) {
+    if (!prefetch || i >= AHEAD)
       load_a (st, i);
     load_b (st, i);
-  }, mma);
+  }, mma, landed);
 }
 
 /* The warp's sub-tile into the float tile C (row stride ldc) at its top-left corner. */

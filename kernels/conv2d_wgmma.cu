@@ -10,10 +10,11 @@
  * the image border), 4 wgmma.mma_async per warpgroup per slice. Why: ~100-130 TFLOP/s is what our mma.sync /
  * WMMA tiles reach at these shapes (cifar b128 17 ms against PyTorch's 12.3 and the issue's 6).
  *
- * Pipeline per slice i: this thread's copies of slice i land (wait), fence.proxy.async (the copies were
- * generic-proxy writes, wgmma reads through the async proxy), barrier (all copies of slice i visible, and
- * both warpgroups done with the stage the next copies go to), copies of slice i + D into that stage, then
- * the wgmmas of slice i, committed, and a wait until at most INFLIGHT groups are in flight. INFLIGHT 0 (3
+ * Pipeline (conv2d.cuh's cp_async_k_loop) per slice i: this thread's copies of slice i land (wait),
+ * fence.proxy.async (the copies were generic-proxy writes, wgmma reads through the async proxy), barrier (all
+ * copies of slice i visible, and both warpgroups done with the stage the next copies go to), copies of slice
+ * i + D into that stage, then the wgmmas of slice i, committed, and a wait until at most INFLIGHT groups are
+ * in flight. INFLIGHT 0 (3
  * stages, D = 2): the tensor cores idle from each slice's last wgmma to the next slice's first. INFLIGHT 1 (4
  * stages, D = 2): slice i's wgmmas still run while the warpgroup waits for slice i + 1 and passes the barrier;
  * the copies then go to slice i - 2's stage, whose wgmmas the wait at the end of slice i - 1 finished. */
@@ -76,54 +77,24 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
   for (int i = 0; i < 64; i++)
     acc[i] = 0.0f;
 
-  /* weights of the first slices before the wait on the previous kernel (they never depend on it) */
+  /* the shared K loop (first weight slices before the wait on the previous kernel); with INFLIGHT 1 the copies
+   * run one slice less ahead, so the stage they refill is one whose wgmmas the previous wait finished */
   static_assert (INFLIGHT == 0 || INFLIGHT == 1, "wgmma groups left in flight");
-  constexpr int D = STAGES - 1 - INFLIGHT;                              /* slices loaded ahead */
-  const bool prefetch = s.prefetch != 0;
-  if (prefetch)
+  cp_async_k_loop_prefetch<STAGES, STAGES - 1 - INFLIGHT> (nkt, s.prefetch != 0, load_a, load_b, [&] (int st) {
+    const uint32_t a_at = smem_at + st * WG_STAGE_BYTES + wg * 64 * 128;   /* this warpgroup's rows */
+    const uint32_t b_at = smem_at + st * WG_STAGE_BYTES + WG_A_BYTES;
+    wgmma_fence_regs (acc);
+    wgmma_fence ();
 #pragma unroll
-    for (int st = 0; st < D; st++)
-      if (st < nkt)
-        load_a (st, st);
-  grid_dependency_wait ();
-#pragma unroll
-  for (int st = 0; st < D; st++)
-    {
-      if (st < nkt)
-        {
-          if (!prefetch)
-            load_a (st, st);
-          load_b (st, st);
-        }
-      __pipeline_commit ();
-    }
-  for (int i = 0; i < nkt; i++)          /* slice i lives in stage i % STAGES */
-    {
-      __pipeline_wait_prior (D - 1);     /* D + i groups committed: slice i's has landed */
-      fence_proxy_async_shared ();
-      __syncthreads ();
-      const int next = i + D;
-      if (next < nkt)
-        {
-          load_a (next % STAGES, next);
-          load_b (next % STAGES, next);
-        }
-      __pipeline_commit ();
-      const uint32_t a_at = smem_at + (i % STAGES) * WG_STAGE_BYTES + wg * 64 * 128;   /* this warpgroup's rows */
-      const uint32_t b_at = smem_at + (i % STAGES) * WG_STAGE_BYTES + WG_A_BYTES;
-      wgmma_fence_regs (acc);
-      wgmma_fence ();
-#pragma unroll
-      for (int ks = 0; ks < WG_BK / 16; ks++)
-        wgmma_m64n128k16<T> (acc, wgmma_desc_sw128 (a_at + 32 * ks), wgmma_desc_sw128 (b_at + 32 * ks), 1);
-      wgmma_commit ();
-      wgmma_wait<INFLIGHT> ();
-      wgmma_fence_regs (acc);
-    }
+    for (int ks = 0; ks < WG_BK / 16; ks++)
+      wgmma_m64n128k16<T> (acc, wgmma_desc_sw128 (a_at + 32 * ks), wgmma_desc_sw128 (b_at + 32 * ks), 1);
+    wgmma_commit ();
+    wgmma_wait<INFLIGHT> ();
+    wgmma_fence_regs (acc);
+  }, [] { fence_proxy_async_shared (); });
   wgmma_wait<0> ();
   wgmma_fence_regs (acc);
-  __pipeline_wait_prior (0);
-  __syncthreads ();                      /* the C tile reuses the stages */
+  __syncthreads ();                      /* both warpgroups' last wgmmas done: the C tile reuses the stages */
 
   /* accumulator fragments into Cs: warp w of warpgroup wg holds channel rows 64 wg + 16 w + lane / 4 (+ 8) */
   const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -183,7 +154,7 @@ cuda_conv_wgmma_prepare (CudaBackend *cb)
 bool
 cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s)
 {
-  return cb->conv_wgmma_ready && s.Cin % WG_BK == 0 && s.K % WG_BK == 0 && cuda_conv_nhwc_fits (cb, s)
+  return cb->conv_wgmma_ready && s.Cin % WG_BK == 0 && cuda_conv_nhwc_fits (cb, s)   /* so K % WG_BK == 0 too */
          && (s.Cout + WG_BM - 1) / WG_BM <= 65535;
 }
 
@@ -204,10 +175,9 @@ cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, v
   sp.prefetch = cb->conv_prefetch ? 1 : 0;
   auto run = [&] (auto t) {
     using T = decltype (t);
-    return wg_with_pipeline<T> (cb->wgmma_overlap, [&] (auto kernel, size_t smem) {
+    wg_with_pipeline<T> (cb->wgmma_overlap, [&] (auto kernel, size_t smem) {
       launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, smem, kernel, (const T *) w->weight, (const float *) w->bias,
               (const T *) xh, (T *) y, sp, conv_epi<T> (e, s.Cout));
-      return true;
     });
   };
   if (cb->act_type == CT_F16)           /* fp16 / bf16 only (cuda_conv_wgmma_prepare) */

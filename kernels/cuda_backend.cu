@@ -807,8 +807,9 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cuda_flash_mma_prepare (cb);
   /* the wgmma convolution only where asked for, until a GPU run times it (it probes and sets attributes) */
   cb->wgmma_overlap = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_OVERLAP"), "1") == 0;
-  cb->conv_wgmma_ready = (cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA) && cuda_conv_wgmma_prepare (cb);
-  if ((cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA) && !cb->conv_wgmma_ready && cb->act_type != CT_F32)
+  const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
+  cb->conv_wgmma_ready = wgmma_asked && cuda_conv_wgmma_prepare (cb);
+  if (wgmma_asked && !cb->conv_wgmma_ready && cb->act_type != CT_F32)
     g_message ("CUDA backend: no wgmma convolution here (needs fp16/bf16, a cc 9.0 device and sm_90a code): the "
                "other tiles run");
   cuda_profile_init (cb);
