@@ -100,7 +100,8 @@ struct ConvPlan {
   size_t xh_bytes;                      /* nhwc: the channels-last copy of x at the start of scratch */
   size_t partial_at;                    /* where the split partials start in scratch: past xh and, so that a
                                          * GroupNorm summing them (cb->defer_reduce) may write its channels-last
-                                         * output to scratch meanwhile, past y's size */
+                                         * output to scratch meanwhile, past y's size (4 times it at batch 1: a
+                                         * concatenation whose head is y) */
   size_t scratch;                       /* bytes of scratch the convolution uses (xh, then split partials) */
   float *partials;                      /* NULL: the split partials at scratch + partial_at; else here (the caller's
                                          * region, cuda_projection), and `scratch` counts none of them */
@@ -183,8 +184,11 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
       const int bm = tile_rows (p.tile);
       if (cb->defer_reduce)
         {
+          /* at batch 1 the GroupNorm may read y as the head of a concatenation [y | skip] (an up resnet's input)
+           * and write all of it channels last: room for 4 times y's channels (group_norm.cu checks) */
           const size_t y_bytes = ((size_t) s.Cout * (size_t) P * cb->act_size + 255) / 256 * 256;
-          p.partial_at = p.xh_bytes > y_bytes ? p.xh_bytes : y_bytes;
+          const size_t room = s.B == 1 ? 4 * y_bytes : y_bytes;
+          p.partial_at = p.xh_bytes > room ? p.xh_bytes : room;
         }
       p.scratch = p.partial_at
                   + (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);

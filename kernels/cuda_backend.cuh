@@ -33,7 +33,7 @@ enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA, TILE_WGMMA
  * tile to finish, through float32 partials in scratch and a counter ("last-block"). */
 enum CudaConvReduce { REDUCE_CLUSTER, REDUCE_KERNEL, REDUCE_LAST_BLOCK };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
-enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT };
+enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT, GN_CLUSTER };
 /* attention core: flash_attention.cu's mma.sync kernel or the WMMA one where they fit (attention.cu), or the cuBLAS
  * score / softmax / PV path */
 enum CudaAttnMode { ATTN_AUTO, ATTN_MMA, ATTN_SPLIT, ATTN_CLUSTER, ATTN_WMMA, ATTN_CUBLAS };
@@ -118,7 +118,11 @@ struct CudaBackend {
                                     * $DDPM_CUDA_PROJ=conv: always, =cublas: never */
   int conv_split_blocks_per_sm;    /* $DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM: split K until this many blocks per SM (2) */
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
-  CudaGnMode gn_mode;
+  CudaGnMode gn_mode;              /* $DDPM_CUDA_GN: =fused, =split, =cluster (groups split over a thread-block
+                                    * cluster where few groups would leave SMs idle; opt-in until a GPU times it) */
+  int gn_cluster;                  /* $DDPM_CUDA_GN_CLUSTER: that cluster's size (2, 4, 8) wherever it fits (tests;
+                                    * 0: its own rule) */
+  gboolean gn_cluster_ready;       /* clusters of 8 GroupNorm blocks can run here (sm_90+; cuda_gn_cluster_prepare) */
   gboolean upsample_conv_fuse;     /* upsample_conv2d samples x at half resolution ($DDPM_CUDA_UPSAMPLE_CONV=0: the
                                     * two ops) */
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN: =mma flash_attention.cu's core only, =split flash_split.cu's
@@ -391,6 +395,10 @@ bool cuda_flash_split_allow_smem (const CudaBackend *cb);
 bool cuda_flash_attention_split (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                                  const float *bv, int B, int heads, int C, int HW, long long stride,
                                  const CudaFlashOut *out);
+/* group_norm.cu, once at creation where $DDPM_CUDA_GN=cluster: whether the cluster kernels can run here (sm_90+,
+ * clusters of 8 of the largest one resident). */
+bool cuda_gn_cluster_prepare (const CudaBackend *cb);
+
 /* flash_cluster.cu: the one-head block (core + out projection) with the keys of a query tile split across a
  * thread-block cluster (few blocks, sm_90+) */
 bool cuda_flash_cluster_prepare (const CudaBackend *cb);

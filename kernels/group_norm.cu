@@ -7,7 +7,7 @@
  * the sum of squared deviations around it: no cancellation), biased variance; rstd in double as the CPU.
  * The affine part follows the CPU's order: a = rstd * gamma[c], bias = beta[c] - mean * a, y = x * a + bias.
  *
- * Three shapes of launch:
+ * Four shapes of launch:
  * - in registers: one block per group of at most GN_THREADS * 8 vectors (every cifar10-32 layer): the group
  *   is read once into registers and both statistics and the output come from there (one read and one
  *   write of the tensor instead of three reads and one write). The default where it fits.
@@ -17,6 +17,9 @@
  * - split: a group is cut into S chunks; a statistics kernel writes (mean, M2, n) per chunk, then the apply
  *   kernel's blocks each merge the S partials (Chan et al.'s parallel variance) and normalise their chunk.
  *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image).
+ * - cluster ($DDPM_CUDA_GN=cluster, sm_90, opt-in until timed): the register kernel with a group's pixels split
+ *   over a thread-block cluster of 2-8 blocks, the blocks' statistics merged through distributed shared
+ *   memory; for few groups (batch 1: 4 blocks per group) and groups up to 8 times the register kernel's.
  * And for a convolution that reads the result channels last (cuda_group_norm_nhwc, for group_norm_conv2d):
  * where a group fits the register kernel, that kernel stages the normalised group in shared memory and
  * writes it out along pixels (one launch: every resnet norm of cifar10-32, and celebahq-256 below 256x256);
@@ -27,6 +30,8 @@
 #define GN_MAX_SPLIT 64
 #define GN_MERGE_BATCH 8                /* statistics partials loaded together by gn_merge */
 #define GN_NHWC_TILES 8                 /* 32-pixel tiles per block of gn_apply_nhwc_kernel at most */
+#define GN_CLUSTER_MAX 8                /* blocks per group in gn_cluster_kernel at most (portable clusters) */
+#define GN_CLUSTER_SMEM (5 * sizeof (float))   /* its dynamic shared memory */
 
 /* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. VEC: begin and
  * end are multiples of Vec16<T>::N and v is 16-byte aligned. */
@@ -165,6 +170,22 @@ group_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
     }
 }
 
+/* group_tile_to_nhwc in the widest vector that divides a pixel's cpg channels: 16, 8, 4 bytes, else one value. */
+template <typename T>
+__device__ __forceinline__ void
+gn_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
+{
+  constexpr int E1 = 16 / sizeof (T), E2 = E1 / 2, E3 = E2 > 1 ? E2 / 2 : 1;
+  if (cpg % E1 == 0)
+    group_tile_to_nhwc<T, E1> (tile, dst, cpg, HW, C);
+  else if (cpg % E2 == 0)
+    group_tile_to_nhwc<T, E2> (tile, dst, cpg, HW, C);
+  else if (cpg % E3 == 0)
+    group_tile_to_nhwc<T, E3> (tile, dst, cpg, HW, C);
+  else
+    group_tile_to_nhwc<T, 1> (tile, dst, cpg, HW, C);
+}
+
 /* gn_fused_kernel with the group (len <= GN_THREADS * R * Vec16<T>::N values, 16-byte vectors) held in R
  * vectors per thread: the same operations in the same order as block_stats and block_apply, so the same
  * bits, from one read of x. NHWC: y is the channels-last copy (B, HW, C) a convolution reads (group_norm_conv2d):
@@ -177,6 +198,8 @@ struct GnPartials {                     /* a held-back split-K sum (cuda_backend
   const T *channel_bias, *residual;
   int splits, bm, bn, gx, cb_stride;
   float scale;
+  int cout;                             /* x's channels [0, cout) are the convolution's, the rest x's own (batch 1:
+                                         * an up resnet's concatenation [hidden | skip] whose head it wrote) */
 };
 
 /* With RED, x's N values at (image b, channel m, pixels pix ..) are a split convolution's: the sum of its float
@@ -241,7 +264,7 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
       const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
       if (i < len)
         {
-          if (RED)
+          if (RED && g * cpg + (int) (i / (size_t) HW) < pr.cout)
             gn_partials_load<T, N> (pr, b, g * cpg + (int) (i / (size_t) HW), (int) (i % (size_t) HW), C, HW, f[r]);
           else
             load16<T> (xg + i, f[r]);
@@ -276,17 +299,7 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
   if (NHWC)
     {
       __syncthreads ();
-      T *dst = y + (size_t) b * HW * C + (size_t) g * cpg;
-      /* the widest vector that divides a pixel's cpg channels: 16, 8, 4 bytes, else one value */
-      constexpr int E1 = 16 / sizeof (T), E2 = E1 / 2, E3 = E2 > 1 ? E2 / 2 : 1;
-      if (cpg % E1 == 0)
-        group_tile_to_nhwc<T, E1> (tile, dst, cpg, HW, C);
-      else if (cpg % E2 == 0)
-        group_tile_to_nhwc<T, E2> (tile, dst, cpg, HW, C);
-      else if (cpg % E3 == 0)
-        group_tile_to_nhwc<T, E3> (tile, dst, cpg, HW, C);
-      else
-        group_tile_to_nhwc<T, 1> (tile, dst, cpg, HW, C);
+      gn_tile_to_nhwc<T> (tile, y + (size_t) b * HW * C + (size_t) g * cpg, cpg, HW, C);
     }
 }
 
@@ -321,6 +334,26 @@ gn_stats_kernel (const T *__restrict__ x, float *__restrict__ stats, int C, int 
     }
 }
 
+/* Adds one partial (mean mb, M2 m2b, nb values) to the running (n, mean, m2): Chan et al.'s parallel
+ * variance in double; an empty partial (nb 0) changes nothing. */
+__device__ __forceinline__ void
+chan_merge (float mb, float m2b, float nb, double *n, double *mean, double *m2)
+{
+  if (nb == 0.0f)
+    return;
+  const double delta = (double) mb - *mean, tot = *n + (double) nb;
+  *mean += delta * (double) nb / tot;
+  *m2 += (double) m2b + delta * delta * *n * (double) nb / tot;
+  *n = tot;
+}
+
+/* (mean, rstd) of merged statistics, rstd in double as the CPU. */
+__device__ __forceinline__ float2
+gn_mean_rstd (double n, double mean, double m2, float eps)
+{
+  return make_float2 ((float) mean, (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps)));
+}
+
 /* A group's (mean, rstd) from its S partials p[3 * i] = (mean, M2, n), merged in a fixed order
  * (deterministic; Chan et al.), rstd in double as the CPU. */
 __device__ __forceinline__ float2
@@ -341,17 +374,105 @@ gn_merge (const float *p, int S, float eps)
           part[u][e] = i0 + u < S ? p[3 * (i0 + u) + e] : 0.0f;
 #pragma unroll
       for (int u = 0; u < GN_MERGE_BATCH; u++)
+        chan_merge (part[u][0], part[u][1], part[u][2], &n, &mean, &m2);
+    }
+  return gn_mean_rstd (n, mean, m2, eps);
+}
+
+/* The register kernel with each group split over a thread-block cluster of K blocks (along z: blockIdx.z =
+ * group * K + rank): rank k holds pixels [k HW/K, (k+1) HW/K) of the group's cpg channels in registers (R
+ * vectors per thread), with RED summing them from a split convolution's partials as gn_regs_kernel does. Each
+ * block's two-pass (mean, M2, n) goes into its shared memory; after a cluster barrier thread 0 merges the K
+ * of them in rank order through distributed shared memory (chan_merge, as the split path's gn_merge), a second
+ * barrier keeps every block's partial alive until all have read it and publishes the result; then each block
+ * normalises its pixels (NHWC: through its shared tile, out along pixels). Why: with few groups (batch 1: 32)
+ * one block per group leaves most SMs idle, and a held-back split-K sum read by one block per group (~120-240
+ * KiB of partials at cifar10-32 b1) runs on 32 SMs. Statistics differ from gn_regs_kernel's in the last bits
+ * (merged partials), the same for every caller of one shape (NCHW and NHWC, with or without RED).
+ * Dynamic shared memory: 5 floats (the block's mean, M2, n; the group's mean, rstd); what outlives a cluster
+ * barrier lives there (the emulator runs a cluster's blocks in turns between barriers). */
+template <typename T, int R, bool NHWC, bool RED = false>
+__global__ void __launch_bounds__ (GN_THREADS)
+gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
+                   const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr, int K)
+{
+  grid_dependency_wait ();
+  constexpr int N = Vec16<T>::N;
+  __shared__ float red[32];
+  __shared__ __align__ (16) T tile[NHWC ? GN_THREADS * R * N : 1];
+  DYNAMIC_SMEM (smem);
+  float *stat = reinterpret_cast<float *> (smem);
+  const int rank = (int) blockIdx.z % K, bg = (int) blockIdx.z / K, b = bg / G, g = bg % G, cpg = C / G;
+  const int hwk = HW / K, p0 = rank * hwk, vpc = hwk / N;     /* this block's pixels; vectors per channel */
+  const int nvec = cpg * vpc;
+  float f[R][N] = {};                   /* zeros only quiet the compiler: every use is guarded like the load */
+  float s = 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    {
+      const int v = (int) threadIdx.x + r * (int) blockDim.x;
+      if (v < nvec)
         {
-          const double nb = part[u][2];
-          if (nb == 0.0)
-            continue;                   /* an empty chunk, or past S */
-          const double mb = part[u][0], delta = mb - mean, tot = n + nb;
-          mean += delta * nb / tot;
-          m2 += (double) part[u][1] + delta * delta * n * nb / tot;
-          n = tot;
+          const int m = g * cpg + v / vpc, pix = p0 + (v % vpc) * N;
+          if (RED && m < pr.cout)
+            gn_partials_load<T, N> (pr, b, m, pix, C, HW, f[r]);
+          else
+            load16<T> (x + ((size_t) b * C + m) * HW + pix, f[r]);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            s += f[r][j];
         }
     }
-  return make_float2 ((float) mean, (float) (1.0 / sqrt ((double) (float) (m2 / n) + (double) eps)));
+  const float n = (float) (nvec * N);
+  const float mean_k = block_sum (s, red) / n;
+  float q = 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    if ((int) threadIdx.x + r * (int) blockDim.x < nvec)
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        q += (f[r][j] - mean_k) * (f[r][j] - mean_k);
+  const float m2_k = block_sum (q, red);
+  if (threadIdx.x == 0)
+    {
+      stat[0] = mean_k;
+      stat[1] = m2_k;
+      stat[2] = n;
+    }
+  cluster_sync ();
+  if (threadIdx.x == 0)
+    {
+      double gn = 0.0, gmean = 0.0, gm2 = 0.0;
+      for (int k = 0; k < K; k++)       /* rank order: the same sums on every rank */
+        {
+          const float *o = cluster_map_shared (stat, k);
+          chan_merge (o[0], o[1], o[2], &gn, &gmean, &gm2);
+        }
+      const float2 group = gn_mean_rstd (gn, gmean, gm2, eps);
+      stat[3] = group.x;
+      stat[4] = group.y;
+    }
+  cluster_sync ();                      /* every rank's partial read; the group's constants visible */
+  const float mean = stat[3], rstd = stat[4];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    {
+      const int v = (int) threadIdx.x + r * (int) blockDim.x;
+      if (v < nvec)
+        {
+          const int c = v / vpc, pix = (v % vpc) * N;
+          const GnChannel k = gn_channel<T> (b, g * cpg + c, C, mean, rstd, gamma, beta, ss);
+#pragma unroll
+          for (int j = 0; j < N; j++)
+            f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
+          store16<T> (NHWC ? tile + (size_t) c * hwk + pix : y + ((size_t) b * C + g * cpg + c) * HW + p0 + pix, f[r]);
+        }
+    }
+  if (NHWC)
+    {
+      __syncthreads ();
+      gn_tile_to_nhwc<T> (tile, y + ((size_t) b * HW + p0) * C + (size_t) g * cpg, cpg, hwk, C);
+    }
 }
 
 template <typename T, bool VEC>
@@ -414,7 +535,7 @@ gn_split (const CudaBackend *cb, int groups, size_t len)
   if (cb->gn_mode == GN_FUSED)
     return 1;
   int S = ceil_div (4 * cb->sm_count, groups);
-  if (cb->gn_mode == GN_AUTO && (groups >= 2 * cb->sm_count || len <= 16384))
+  if ((cb->gn_mode == GN_AUTO || cb->gn_mode == GN_CLUSTER) && (groups >= 2 * cb->sm_count || len <= 16384))
     return 1;
   const int by_len = (int) (len / 2048);
   S = imin (S, imin (by_len, GN_MAX_SPLIT));
@@ -422,6 +543,52 @@ gn_split (const CudaBackend *cb, int groups, size_t len)
     S = imax (S, 2);
   S = imin (S, (int) (CUDA_GN_STATS_ENTRIES / (size_t) groups));
   return imax (S, 1);
+}
+
+/* Blocks per group for gn_cluster_kernel (2, 4 or 8), or 0 where it does not run: $DDPM_CUDA_GN=cluster on a
+ * device that can (cb->gn_cluster_ready), and K blocks with whole 16-byte vectors of each channel
+ * (HW % (K * N) == 0) and at most 8 vectors per thread. K: $DDPM_CUDA_GN_CLUSTER where it fits, else the
+ * largest that keeps all blocks in one wave (groups * K <= SMs: batch 1's 32 groups take 4 on 132 SMs), at
+ * least the smallest whose share fits the registers (celebahq-256's 128 x 128 groups: 8), 0 if that is 1.
+ * The same for NCHW and NHWC output and with or without a held-back sum, so their statistics match. */
+static int
+gn_cluster_plan (const CudaBackend *cb, int groups, int cpg, int HW, int N)
+{
+  if (!cb->gn_cluster_ready || cb->gn_mode != GN_CLUSTER || groups > 65535 / GN_CLUSTER_MAX)
+    return 0;
+  const size_t per_block = (size_t) GN_THREADS * 8 * (size_t) N;     /* values a block holds at most */
+  const auto fits = [&] (int K) { return HW % (K * N) == 0 && (size_t) cpg * (size_t) (HW / K) <= per_block; };
+  if (cb->gn_cluster > 0)
+    return fits (cb->gn_cluster) ? cb->gn_cluster : 0;
+  if (fits (1) && groups * 2 > cb->sm_count)
+    return 0;                           /* one block per group fits and fills the GPU: gn_regs_kernel */
+  int K = 0;
+  for (int k = 2; k <= GN_CLUSTER_MAX; k *= 2)
+    if (fits (k) && (K == 0 || groups * k <= cb->sm_count))
+      K = k;
+  return K;
+}
+
+bool
+cuda_gn_cluster_prepare (const CudaBackend *cb)
+{
+  if (cb->cc_major < 9)
+    return false;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = GN_CLUSTER_MAX;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3 (1, 1, GN_CLUSTER_MAX);
+  config.blockDim = dim3 (GN_THREADS);
+  config.dynamicSmemBytes = GN_CLUSTER_SMEM;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  /* the largest: 8 vectors per thread, a channels-last tile, 2-byte values (fp32's tile is the same size) */
+  const void *kernel = (const void *) gn_cluster_kernel<__half, 8, true, true>;
+  return cudaOccupancyMaxActiveClusters (&clusters, kernel, &config) == cudaSuccess && clusters >= 1;
 }
 
 /* The register kernel (NHWC: writing y channels last) where a group of this shape fits it: groups unsplit,
@@ -435,21 +602,46 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   constexpr size_t per_pass = (size_t) GN_THREADS * Vec16<T>::N;   /* values per vector per thread */
   const int groups = B * G;
   const size_t len = (size_t) (C / G) * HW;
-  if (cb->gn_mode == GN_FUSED || len > 8 * per_pass || gn_split (cb, groups, len) > 1)
+  const int K = gn_cluster_plan (cb, groups, C / G, HW, Vec16<T>::N);
+  if (K == 0 && (cb->gn_mode == GN_FUSED || len > 8 * per_pass || gn_split (cb, groups, len) > 1))
     return false;
   const float *gamma = (const float *) w->gamma, *beta = (const float *) w->beta;
   /* x still to be summed from a split convolution's partials (conv2d.cu held the sum back): here, one launch */
   const CudaPendingReduce &r = cb->pending;
-  const bool red = cb->reduce_pending && r.y == x && r.Cout == C && r.HoWo == HW && r.P == (long long) B * HW;
+  /* all of x, or at batch 1 its first channels (the head of a concatenation) */
+  const size_t partial_bytes = (size_t) r.splits * (size_t) ((r.Cout + r.bm - 1) / r.bm) * (size_t) r.gx
+                               * (size_t) r.bm * (size_t) r.bn * sizeof (float);
+  const char *y_begin = (const char *) y, *y_end = y_begin + (size_t) B * C * HW * sizeof (T);
+  const char *p_begin = (const char *) r.partial, *p_end = p_begin + partial_bytes;
+  const bool red = cb->reduce_pending && r.y == x && r.HoWo == HW && r.P == (long long) B * HW
+                   && (r.Cout == C || (B == 1 && r.Cout < C))
+                   && (y_end <= p_begin || p_end <= y_begin);   /* y (channels last: in scratch) past the partials */
   GnPartials<T> pr = {};
   if (red)
     {
       pr = { r.partial, r.bias, (T *) r.y, (const T *) r.channel_bias, (const T *) r.residual, r.splits, r.bm, r.bn, r.gx,
-             r.cb_stride, r.scale };
+             r.cb_stride, r.scale, r.Cout };
       cb->reduce_pending = FALSE;       /* taken over: launch does not flush it */
     }
   typedef void (*Kernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool,
                           GnPartials<T>);
+  if (K > 0)
+    {
+      typedef void (*ClusterKernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float,
+                                     bool, GnPartials<T>, int);
+      const size_t share = len / (size_t) K;
+      const int rk = share <= per_pass ? 0 : share <= 2 * per_pass ? 1 : share <= 4 * per_pass ? 2 : 3;
+      static const ClusterKernel ckernels[2][4] = {
+        { gn_cluster_kernel<T, 1, NHWC>, gn_cluster_kernel<T, 2, NHWC>, gn_cluster_kernel<T, 4, NHWC>,
+          gn_cluster_kernel<T, 8, NHWC> },
+        { gn_cluster_kernel<T, 1, NHWC, true>, gn_cluster_kernel<T, 2, NHWC, true>, gn_cluster_kernel<T, 4, NHWC, true>,
+          gn_cluster_kernel<T, 8, NHWC, true> },
+      };
+      launch_cluster (cb, red ? "group_norm_cluster_reduce" : "group_norm_cluster", dim3 (1, 1, (unsigned) (groups * K)),
+                      GN_THREADS, GN_CLUSTER_SMEM, (unsigned) K, ckernels[red ? 1 : 0][rk], (const T *) x, (T *) y, gamma,
+                      beta, (const T *) scale_shift, C, HW, G, eps, silu, pr, K);
+      return true;
+    }
   const int rk = len <= per_pass ? 0 : len <= 2 * per_pass ? 1 : len <= 4 * per_pass ? 2 : 3;
   static const Kernel kernels[2][4] = {
     { gn_regs_kernel<T, 1, NHWC>, gn_regs_kernel<T, 2, NHWC>, gn_regs_kernel<T, 4, NHWC>, gn_regs_kernel<T, 8, NHWC> },
@@ -480,11 +672,14 @@ cuda_group_norm (DdpmBackend *be, const DdpmNormW *w, const void *x, void *y, in
   /* 16-byte vectors: HW % 8 == 0 keeps a vector in one channel and every group and chunk boundary on a
    * multiple of 8 elements (chunks are multiples of 8) */
   const bool vec = HW % 8 == 0 && aligned16 (x) && aligned16 (y);
+  if (vec)
+    DISPATCH_ACT (cb, T, {
+      if (gn_regs_launch<T, false> (cb, "group_norm", w, x, y, B, C, HW, G, eps, scale_shift, silu))
+        return;
+    });
   if (S <= 1)
     {
       DISPATCH_ACT (cb, T, {
-        if (vec && gn_regs_launch<T, false> (cb, "group_norm", w, x, y, B, C, HW, G, eps, scale_shift, silu))
-          return;
         if (vec)
           launch (cb, "group_norm", groups, GN_THREADS, 0, gn_fused_kernel<T, true>, (const T *) x, (T *) y, gamma,
                   beta, (const T *) scale_shift, C, HW, G, eps, (bool) silu);

@@ -664,6 +664,16 @@ emu_launch_count (void)
   return launches;
 }
 
+/* $DDPM_CUDA_EMU_LAUNCHES=1: the number of kernel runs (graph replays included) on stderr at exit, to compare
+ * the launches per forward of two settings. */
+struct LaunchReport {
+  ~LaunchReport ()
+  {
+    if (getenv ("DDPM_CUDA_EMU_LAUNCHES") != NULL)
+      fprintf (stderr, "cuda emulator: %lu kernel runs\n", launches);
+  }
+} launch_report;
+
 void
 emu_enqueue (cudaStream_t stream, std::function<void ()> work)
 {

@@ -108,6 +108,7 @@ double op_bound (DdpmPrecision p);
 
 /* The op checks (ops_checks.c) and the whole-model checks (model_checks.c). */
 enum { OPS_ELEMENTWISE = 1, OPS_SAMPLER = 2, OPS_LINEAR = 4, OPS_NORM = 8, OPS_CONV = 16, OPS_ATTENTION = 32,
-       OPS_ALL = 63 };
+       OPS_ALL = 63,
+       OPS_NORM_CONV = 64 };          /* only OPS_CONV's GroupNorm -> conv cases (their norms are channels last) */
 void run_op_checks (GpuEnv *env, unsigned which);
 void run_model_checks (GpuEnv *env);

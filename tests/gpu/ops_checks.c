@@ -1101,7 +1101,7 @@ run_op_checks (GpuEnv *env, unsigned which)
         if (conv_cases[i].stride == 1)
           check_conv (env, &conv_cases[i], TRUE);
       }
-  if (which & OPS_CONV)
+  if (which & (OPS_CONV | OPS_NORM_CONV))
     for (size_t i = 0; i < G_N_ELEMENTS (norm_conv_cases); i++)
       check_norm_conv (env, &norm_conv_cases[i]);
   if (which & OPS_CONV)

@@ -291,6 +291,14 @@ main (int argc, char **argv)
                 }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
+              /* groups split over thread-block clusters (sm_90): by its rule (timed), and with 2, 4 and 8 blocks
+               * per group wherever the shape allows, written channels last for a convolution too */
+              env.timing = timing && p == DDPM_PRECISION_FP16;
+              run_ops_on (&env, p, "DDPM_CUDA_GN", "cluster", OPS_NORM | OPS_NORM_CONV);
+              env.timing = FALSE;
+              run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=2", OPS_NORM | OPS_NORM_CONV);
+              run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=4", OPS_NORM | OPS_NORM_CONV);
+              run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=8", OPS_NORM | OPS_NORM_CONV);
               if (p != DDPM_PRECISION_BF16)
                 run_ops_on (&env, p, "DDPM_CUDA_GEMM", "fallback", OPS_CONV | OPS_ATTENTION);
             }
