@@ -23,7 +23,7 @@
 # Failed-check retries start only in the first 300 s and A/B benches only in the first 450 s, so that the run
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
-# SKIP_BENCH=1 (no PyTorch comparison), TRACE_SHAPES="cifar10-32:1 ..." (config:batch), AB_LIST (lines of stage 4),
+# SKIP_BENCH=1 (no PyTorch comparison), TRACE_SHAPES="cifar10-32:1 ..." (config:batch[:VAR=V,VAR=V]), AB_LIST (lines of stage 4),
 # BENCH_CONVS=auto, SKIP_PROFILE=1, RETRY_UNTIL=S, AB_UNTIL=S. RUN=short sets what is unset of them as the
 # second H100 call of 2026-11-27 had them (fp16 tests without timings, one memcheck, the default conv only in
 # the benchmark, no eager profile, A/B until 370 s): 380 s in all, so `timeout_s` 460 covers the machine's start.
@@ -184,6 +184,11 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 40 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --no-models --no-variants --precision fp16 --only "attention 16x16" >> "$OUT/memcheck.txt" 2>&1
   mrc=$mrc/$?
+  # GroupNorm over thread-block clusters (4 blocks per group wherever that fits), with held-back split-K sums
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=4 \
+    DDPM_CUDA_DEFER_REDUCE=1 timeout 30 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
+    "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only norm >> "$OUT/memcheck.txt" 2>&1
+  mrc=$mrc/$?
   mrc2=skipped mrc3=skipped mrc4=skipped mrc5=skipped
   [ "${MEMCHECK:-full}" = quick ] || {
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 25 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
@@ -203,7 +208,7 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   mrc5=$?
   }
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
-  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 / $mrc5 (fp16 ops/full-size 16x16 attention, fp32 conv, fp16 channels-last conv," \
+  echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 / $mrc5 (fp16 ops/full-size 16x16 attention/GroupNorm clusters, fp32 conv, fp16 channels-last conv," \
     "fp16 mma.sync conv, fp16 wgmma conv;" \
     "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
@@ -283,11 +288,13 @@ elif [ -z "$CUPTI_DIR" ]; then
 elif [ ! -e "$CARRY/lib/libddpm-kernel-trace.so" ]; then
   echo "(skipped: no $CARRY/lib/libddpm-kernel-trace.so: run tools/gpu_prepare.sh again)"
 else
-  for shape in ${TRACE_SHAPES:-cifar10-32:1 cifar10-32:128 celebahq-256:1}; do
-    set -- ${shape/:/ }
-    echo "---- $1 batch $2" >> "$OUT/trace.txt"
+  # the last: GroupNorm over clusters with the held-back split-K sums (opt-in, untimed before this run)
+  for shape in ${TRACE_SHAPES:-cifar10-32:1 cifar10-32:128 celebahq-256:1 cifar10-32:1:DDPM_CUDA_GN=cluster,DDPM_CUDA_DEFER_REDUCE=1}; do
+    set -- $(echo "$shape" | tr ':' ' ')
+    shape_env=$(echo "${3:-}" | tr ',' ' ')
+    echo "---- $1 batch $2${3:+ $shape_env}" >> "$OUT/trace.txt"
     before=$(grep -c '^== kernel_trace' "$OUT/trace.txt")
-    LD_LIBRARY_PATH=$LIBS:$CUPTI_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+    LD_LIBRARY_PATH=$LIBS:$CUPTI_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $shape_env \
       CUDA_INJECTION64_PATH=$CARRY/lib/libddpm-kernel-trace.so DDPM_TRACE_OUT=$OUT/trace.txt timeout 60 \
       "$CARRY/bin/ddpm" bench --config "$1" --batch "$2" --device cuda --precision fp16 --warmup 2 --iters 10 \
       --quiet >> "$OUT/trace.txt" 2>&1 || echo "trace of $1 batch $2: exit $?" >> "$OUT/trace.txt"
@@ -354,6 +361,11 @@ done
 #   DDPM_CUDA_ATTN_OUT=0                 the mma.sync core without the out projection (cuBLAS GEMM + a pass)
 #   DDPM_CUDA_DEFER_REDUCE=1             a split conv's sum held back for the next GroupNorm to do (one launch fewer
 #                                        per conv + GroupNorm pair, but the sum on one block per group)
+#   DDPM_CUDA_GN=cluster                 GroupNorm groups split over thread-block clusters where few groups would
+#                                        leave SMs idle (batch 1: 4 blocks per group, 128 blocks; celebahq's 128 x
+#                                        128 groups in one launch, not statistics + apply); with DEFER_REDUCE=1 the
+#                                        held-back sums are then read by 4x as many blocks (untimed: first after
+#                                        the wgmma lines)
 #   DDPM_CUDA_CONV_PREFETCH=0            the cp.async conv kernels' first weight slices copied after the wait on the
 #                                        previous kernel, not before it
 #   DDPM_CUDA_PROJ_SPLIT=0               attention's projections (1x1 convs) unsplit, as before 2026-11-27's session
@@ -408,7 +420,11 @@ celebahq-256 1 DDPM_CUDA_CONV=wgmma
 celebahq-256 4 DDPM_CUDA_CONV=wgmma
 cifar10-32 128 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
 celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
+cifar10-32 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
+cifar10-32 1 DDPM_CUDA_GN=cluster
 cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
+celebahq-256 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
+celebahq-256 1 DDPM_CUDA_GN=cluster
 celebahq-256 1 DDPM_CUDA_DEFER_REDUCE=1
 cifar10-32 1 DDPM_CUDA_FA_CLUSTER=0
 cifar10-32 128 DDPM_CUDA_CONV_PREFETCH=0
