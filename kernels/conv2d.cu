@@ -190,8 +190,10 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
           const size_t room = s.B == 1 ? 4 * y_bytes : y_bytes;
           p.partial_at = p.xh_bytes > room ? p.xh_bytes : room;
         }
-      p.scratch = p.partial_at
-                  + (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
+      const size_t partial_bytes
+          = (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
+      /* held back at batch 1: room for a rider's partials after these as many again (conv_rider_fits) */
+      p.scratch = p.partial_at + (cb->defer_reduce && s.B == 1 ? 2 : 1) * partial_bytes;
     }
   return p;
 }
@@ -501,6 +503,64 @@ cuda_conv_implicit_allow_large_clusters (void)
   return allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]));
 }
 
+static bool
+bytes_overlap (const void *a, size_t an, const void *b, size_t bn)
+{
+  const char *ca = (const char *) a, *cb_ = (const char *) b;
+  return a != NULL && b != NULL && an > 0 && bn > 0 && ca < cb_ + bn && cb_ < ca + an;
+}
+
+/* Bytes of a held-back sum's partials: [tile][split][bm * bn] floats. */
+size_t
+pending_partial_bytes (const CudaPendingReduce &r)
+{
+  if (r.bm <= 0)
+    return 0;                           /* none held (a zeroed record) */
+  return (size_t) r.splits * (size_t) ((r.Cout + r.bm - 1) / r.bm) * (size_t) r.gx * (size_t) r.bm * (size_t) r.bn
+         * sizeof (float);
+}
+
+/* Whether this convolution may run while a held-back sum (cb->pending) waits, instead of launching that sum
+ * first: held-back sums on, not profiling, no rider yet, on x itself (NCHW: no channels-last copy into
+ * scratch), K split (if at all) over blocks summed by a second launch, not reading pending's y (written only
+ * by its sum) and not writing anything that sum reads or writes. At batch 1 a resnet's shortcut (1x1, after
+ * conv1) then keeps conv1's sum held back for the GroupNorm of conv1's output. */
+static bool
+conv_may_pass_pending (const CudaBackend *cb, const void *x, const void *y, const ConvShape &s, const ConvPlan &p,
+                       const DdpmConvEpilogue *e)
+{
+  if (!cb->defer_reduce || !cb->reduce_pending || cb->rider_pending || cb->profile != NULL || p.partials != NULL
+      || p.nhwc || p.cluster || s.up != 0 || (p.splits > 1 && cb->conv_reduce == REDUCE_LAST_BLOCK))
+    return false;
+  const CudaPendingReduce &r = cb->pending;
+  const size_t act = cb->act_size;
+  const size_t r_y = (size_t) r.Cout * (size_t) r.P * act;
+  const size_t x_bytes = (size_t) s.B * s.Cin * s.H * s.W * act, y_bytes = (size_t) s.B * s.Cout * s.Ho * s.Wo * act;
+  const size_t cb_bytes = r.channel_bias != NULL ? (size_t) (r.P / r.HoWo) * r.cb_stride * act : 0;
+  return !bytes_overlap (x, x_bytes, r.y, r_y) && !bytes_overlap (y, y_bytes, r.y, r_y)
+         && !bytes_overlap (y, y_bytes, r.residual, r_y) && !bytes_overlap (y, y_bytes, r.partial, pending_partial_bytes (r))
+         && !bytes_overlap (y, y_bytes, r.channel_bias, cb_bytes)
+         && (e == NULL || (!bytes_overlap (e->residual, y_bytes, r.y, r_y)
+                           && !bytes_overlap (e->channel_bias, (size_t) s.B * e->channel_bias_stride * act, r.y, r_y)));
+}
+
+/* Where a split convolution that may pass the held-back sum puts its partials (`bytes`) to ride along with
+ * it (cb->rider, summed by the same GroupNorm where it has the same shape): right after pending's partials
+ * in scratch (conv_plan leaves room at batch 1), clear of x. NULL where they do not fit. */
+static float *
+rider_partials_at (const CudaBackend *cb, const void *x, const ConvShape &s, size_t bytes)
+{
+  const CudaPendingReduce &r = cb->pending;
+  const char *scratch = (const char *) cb->scratch, *r_end = (const char *) r.partial + pending_partial_bytes (r);
+  if ((const char *) r.partial < scratch || r_end > scratch + cb->scratch_bytes)
+    return NULL;
+  const size_t off = ((size_t) (r_end - scratch) + 255) & ~(size_t) 255;
+  if (off + bytes > cb->scratch_bytes)
+    return NULL;
+  float *at = (float *) ((char *) cb->scratch + off);
+  return bytes_overlap (at, bytes, x, (size_t) s.B * s.Cin * s.H * s.W * cb->act_size) ? NULL : at;
+}
+
 /* xh_ready: the plan is channels last and the channels-last copy of x is already at the start of scratch
  * (cuda_group_norm_conv2d wrote it); x is not read then. */
 template <typename T>
@@ -537,6 +597,8 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       return;
     }
   SplitK sk = {};
+  const bool pass = conv_may_pass_pending (cb, x, y, s, p, e);
+  bool ride = false;
   if (p.cluster)
     sk.cluster = 1;
   else if (p.splits > 1)
@@ -545,8 +607,18 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       /* the last-block sum needs a counter per tile; past the counters buffer, a second kernel sums */
       if (cb->conv_reduce == REDUCE_LAST_BLOCK && gx * gy <= CUDA_CONV_COUNTERS)
         sk.counters = cb->conv_counters;
+      else if (pass)
+        {
+          float *at = rider_partials_at (cb, x, s, (size_t) p.splits * (size_t) gy * bm * (size_t) gx * IG_BN * sizeof (float));
+          if (at != NULL)
+            {
+              sk.partial = at;
+              ride = true;
+            }
+        }
     }
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
+  cb->hold_pending = pass && (p.splits == 1 || ride);   /* this launch leaves `pending` held back */
   if (p.nhwc && !xh_ready)
     cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
   if (p.wgmma)
@@ -563,10 +635,17 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     launch_implicit<T, 1> (cb, w, x, y, s, p, sk, grid, epi);
   else
     launch_implicit<T, 0> (cb, w, x, y, s, p, sk, grid, epi);
+  cb->hold_pending = FALSE;
   if (sk.partial != NULL && sk.counters == NULL)
     {
       const CudaPendingReduce r = { sk.partial, (const float *) w->bias, y, p.splits, s.Cout, s.Ho * s.Wo, bm, IG_BN,
                                     (int) gx, P, epi.channel_bias, epi.residual, epi.cb_stride, epi.scale };
+      if (ride)
+        {
+          cb->rider = r;
+          cb->rider_pending = TRUE;
+          return;
+        }
       cb->pending = r;
       cb->reduce_pending = TRUE;
       /* held back for a GroupNorm of y where it may be (the partials past y's size, not the caller's region;
@@ -576,13 +655,25 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     }
 }
 
+static void launch_reduce (CudaBackend *cb, const CudaPendingReduce &r);
+
 void
 cuda_flush_reduce (CudaBackend *cb)
 {
-  if (!cb->reduce_pending)
-    return;
-  cb->reduce_pending = FALSE;           /* before the launch: launch_status flushes what is pending */
-  const CudaPendingReduce &r = cb->pending;
+  /* flags cleared before the launches: launch_status flushes what is pending */
+  const bool main = cb->reduce_pending, rider = cb->rider_pending;
+  cb->reduce_pending = FALSE;
+  cb->rider_pending = FALSE;
+  if (main)
+    launch_reduce (cb, cb->pending);
+  if (rider)
+    launch_reduce (cb, cb->rider);
+}
+
+/* The second launch of a split convolution: its partials summed through its epilogue into y. */
+static void
+launch_reduce (CudaBackend *cb, const CudaPendingReduce &r)
+{
   const size_t n = (size_t) r.Cout * (size_t) r.P;
   const unsigned blocks = elementwise_blocks (cb, n, 256);
   if (cb->act_type == CT_F16)   /* the split paths are 16-bit only */

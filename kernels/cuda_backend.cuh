@@ -141,6 +141,13 @@ struct CudaBackend {
   gboolean defer_reduce;           /* split-K sums may wait for the next GroupNorm ($DDPM_CUDA_DEFER_REDUCE=1) */
   gboolean reduce_pending;         /* `pending` holds one not launched yet */
   CudaPendingReduce pending;
+  gboolean rider_pending;          /* `rider` holds a second one: a split conv launched while `pending` waited that
+                                    * neither reads nor writes what it does (a resnet's shortcut after conv1), its
+                                    * partials after pending's; the GroupNorm taking `pending` sums it too where it
+                                    * has the same shape (conv2d.cu conv_may_pass_pending, rider_partials_at) */
+  CudaPendingReduce rider;
+  gboolean hold_pending;           /* set around the launch of a conv that may pass `pending` (unsplit, or the
+                                    * rider): launch_status must not flush it */
   gboolean conv_prefetch;          /* the cp.async conv kernels copy their first weight slices before the wait on
                                     * the previous kernel ($DDPM_CUDA_CONV_PREFETCH=0: after it) */
   int direct_warps;                /* $DDPM_CUDA_DIRECT_WARPS: at most this many warps per direct conv block (0:
@@ -209,8 +216,10 @@ allow_large_clusters (const void *const *kernels, int n)
   return true;
 }
 
-/* conv2d.cu: launches the held-back split-K sum, if any (before anything else touches the stream). */
+/* conv2d.cu: launches the held-back split-K sums, if any (before anything else touches the stream). */
 void cuda_flush_reduce (CudaBackend *cb);
+/* conv2d.cu: bytes of a held-back sum's float partials */
+size_t pending_partial_bytes (const CudaPendingReduce &r);
 
 /* Launches kernel<<<grid, block, smem, cb->stream>>>(args) (or runs it in the emulator) and returns the
  * launch's status (no cuda_fail). cluster_z > 1: in thread-block clusters of that many blocks along z (grid.z
@@ -222,8 +231,8 @@ launch_status (CudaBackend *cb, dim3 grid, dim3 block, size_t smem, unsigned clu
                Args... args)
 {
   static_assert (sizeof... (KArgs) == sizeof... (Args), "kernel argument count");
-  if (G_UNLIKELY (cb->reduce_pending))   /* it comes first (it writes what this kernel may read) */
-    cuda_flush_reduce (cb);
+  if (G_UNLIKELY ((cb->reduce_pending || cb->rider_pending) && !cb->hold_pending))
+    cuda_flush_reduce (cb);             /* it comes first (it writes what this kernel may read) */
 #ifdef DDPM_CUDA_EMU
   emu_launch ((const void *) kernel, grid, block, smem, cb->stream, [=] () { kernel (((KArgs) args)...); },
               cluster_z);

@@ -246,7 +246,8 @@ gn_partials_load (const GnPartials<T> &pr, int b, int m, int pix, int C, int HW,
 template <typename T, int R, bool NHWC, bool RED = false>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
-                const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr)
+                const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr,
+                GnPartials<T> rider)
 {
   grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
@@ -301,6 +302,17 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
       __syncthreads ();
       gn_tile_to_nhwc<T> (tile, y + (size_t) b * HW * C + (size_t) g * cpg, cpg, HW, C);
     }
+  if (RED && rider.partial != NULL)     /* the rider's sum over the same values (its own output, untouched here) */
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      {
+        const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
+        if (i < len)
+          {
+            float t[N];
+            gn_partials_load<T, N> (rider, b, g * cpg + (int) (i / (size_t) HW), (int) (i % (size_t) HW), C, HW, t);
+          }
+      }
 }
 
 /* Chunk s of S of a group of len values: [begin, end), chunk lengths multiples of 8. */
@@ -394,7 +406,8 @@ gn_merge (const float *p, int S, float eps)
 template <typename T, int R, bool NHWC, bool RED = false>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
-                   const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr, int K)
+                   const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr,
+                   GnPartials<T> rider, int K)
 {
   grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
@@ -473,6 +486,17 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
       __syncthreads ();
       gn_tile_to_nhwc<T> (tile, y + ((size_t) b * HW + p0) * C + (size_t) g * cpg, cpg, hwk, C);
     }
+  if (RED && rider.partial != NULL)     /* the rider's sum over the same values (its own output, untouched here) */
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      {
+        const int v = (int) threadIdx.x + r * (int) blockDim.x;
+        if (v < nvec)
+          {
+            float t[N];
+            gn_partials_load<T, N> (rider, b, g * cpg + v / vpc, p0 + (v % vpc) * N, C, HW, t);
+          }
+      }
 }
 
 template <typename T, bool VEC>
@@ -609,26 +633,35 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   /* x still to be summed from a split convolution's partials (conv2d.cu held the sum back): here, one launch */
   const CudaPendingReduce &r = cb->pending;
   /* all of x, or at batch 1 its first channels (the head of a concatenation) */
-  const size_t partial_bytes = (size_t) r.splits * (size_t) ((r.Cout + r.bm - 1) / r.bm) * (size_t) r.gx
-                               * (size_t) r.bm * (size_t) r.bn * sizeof (float);
   const char *y_begin = (const char *) y, *y_end = y_begin + (size_t) B * C * HW * sizeof (T);
-  const char *p_begin = (const char *) r.partial, *p_end = p_begin + partial_bytes;
+  const char *p_begin = (const char *) r.partial, *p_end = p_begin + pending_partial_bytes (r);
   const bool red = cb->reduce_pending && r.y == x && r.HoWo == HW && r.P == (long long) B * HW
                    && (r.Cout == C || (B == 1 && r.Cout < C))
                    && (y_end <= p_begin || p_end <= y_begin);   /* y (channels last: in scratch) past the partials */
-  GnPartials<T> pr = {};
+  GnPartials<T> pr = {}, rp = {};
   if (red)
     {
       pr = { r.partial, r.bias, (T *) r.y, (const T *) r.channel_bias, (const T *) r.residual, r.splits, r.bm, r.bn, r.gx,
              r.cb_stride, r.scale, r.Cout };
       cb->reduce_pending = FALSE;       /* taken over: launch does not flush it */
+      /* a second held-back sum of the same shape (conv2d.cu conv_rider_fits: a resnet's shortcut) rides along
+       * where y is clear of it; else launch_status launches it first, as before */
+      const CudaPendingReduce &q = cb->rider;
+      const char *q_begin = (const char *) q.partial, *q_end = q_begin + pending_partial_bytes (q);
+      const char *qy_begin = (const char *) q.y, *qy_end = qy_begin + (size_t) B * C * HW * sizeof (T);
+      if (cb->rider_pending && q.Cout == C && q.HoWo == HW && q.P == (long long) B * HW && q.residual == NULL
+          && q.channel_bias == NULL && (y_end <= q_begin || q_end <= y_begin) && (y_end <= qy_begin || qy_end <= y_begin))
+        {
+          rp = { q.partial, q.bias, (T *) q.y, NULL, NULL, q.splits, q.bm, q.bn, q.gx, 0, 1.0f, q.Cout };
+          cb->rider_pending = FALSE;
+        }
     }
   typedef void (*Kernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool,
-                          GnPartials<T>);
+                          GnPartials<T>, GnPartials<T>);
   if (K > 0)
     {
       typedef void (*ClusterKernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float,
-                                     bool, GnPartials<T>, int);
+                                     bool, GnPartials<T>, GnPartials<T>, int);
       const size_t share = len / (size_t) K;
       const int rk = share <= per_pass ? 0 : share <= 2 * per_pass ? 1 : share <= 4 * per_pass ? 2 : 3;
       static const ClusterKernel ckernels[2][4] = {
@@ -639,7 +672,7 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
       };
       launch_cluster (cb, red ? "group_norm_cluster_reduce" : "group_norm_cluster", dim3 (1, 1, (unsigned) (groups * K)),
                       GN_THREADS, GN_CLUSTER_SMEM, (unsigned) K, ckernels[red ? 1 : 0][rk], (const T *) x, (T *) y, gamma,
-                      beta, (const T *) scale_shift, C, HW, G, eps, silu, pr, K);
+                      beta, (const T *) scale_shift, C, HW, G, eps, silu, pr, rp, K);
       return true;
     }
   const int rk = len <= per_pass ? 0 : len <= 2 * per_pass ? 1 : len <= 4 * per_pass ? 2 : 3;
@@ -649,7 +682,7 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
       gn_regs_kernel<T, 8, NHWC, true> },
   };
   launch (cb, red ? "group_norm_reduce" : name, groups, GN_THREADS, 0, kernels[red ? 1 : 0][rk], (const T *) x, (T *) y,
-          gamma, beta, (const T *) scale_shift, C, HW, G, eps, silu, pr);
+          gamma, beta, (const T *) scale_shift, C, HW, G, eps, silu, pr, rp);
   return true;
 }
 

@@ -783,7 +783,10 @@ cudaGetDeviceProperties (struct cudaDeviceProp *prop, int device)
   snprintf (prop->name, sizeof prop->name, "CUDA emulator on the CPU");
   prop->major = 9;
   prop->minor = 0;
-  prop->multiProcessorCount = 4;
+  /* 4 SMs: small test shapes still split K and fill waves; $DDPM_CUDA_EMU_SMS=132 plans as an H100 does (launch
+   * counts of a real-size forward) */
+  const char *sms = getenv ("DDPM_CUDA_EMU_SMS");
+  prop->multiProcessorCount = sms != NULL && atoi (sms) > 0 ? atoi (sms) : 4;
   prop->totalGlobalMem = memory_limit ();
   prop->sharedMemPerBlock = 48 * 1024;
   prop->sharedMemPerBlockOptin = 227 * 1024;

@@ -547,6 +547,88 @@ static const NormConvCase norm_conv_cases[] = {
   { "regs norm_conv 8 vectors", 1, 32, 32, 32, 32, 2, FALSE, FALSE, TRUE, 0 },
 };
 
+/* ---- a resnet's split convolutions, whose sums may be held back (DDPM_CUDA_DEFER_REDUCE=1) ---- */
+
+/* conv1 (3x3, K split) of x, then the shortcut (1x1 of the same x, K split), then GroupNorm + SiLU of conv1's
+ * output, then (fused: as a resnet does it) conv2 with the shortcut as residual. With held-back sums the
+ * shortcut's launch leaves conv1's sum waiting and its own partials ride along; the GroupNorm sums both
+ * (conv2d.cu conv_may_pass_pending, group_norm.cu). Every output against the CPU's: conv1's (which the
+ * GroupNorm writes then), the shortcut's, and the normalised tensor (NCHW op) or conv2's (fused op). Bound:
+ * the op bound. Batch 1 and 256 input channels, so both convs split on any GPU (and 4 emulated SMs). */
+static void
+check_resnet_sums (GpuEnv *env, gboolean fused)
+{
+  const int B = 1, Cin = 256, H = 8, W = 8, C = 64, G = 8, HW = H * W;
+  char label[160];
+  g_snprintf (label, sizeof label, "resnet sums B%d %d->%d G%d @%dx%d, %s", B, Cin, C, G, H, W,
+              fused ? "norm_conv2 +res/sqrt2" : "group_norm");
+  if (!check_selected (env, label))
+    return;
+  const int pad3[4] = { 1, 1, 1, 1 }, pad1[4] = { 0, 0, 0, 0 };
+  const size_t n_in = (size_t) B * Cin * HW, n = (size_t) B * C * HW;
+  float *xh = random_host (n_in, 81, 1.0f, 0.0f, env->precision);
+  LinPair w1, ws, w2;
+  NormPair nw;
+  Pair x, h, sc, nm, out;
+  memset (&w1, 0, sizeof w1);
+  memset (&ws, 0, sizeof ws);
+  memset (&w2, 0, sizeof w2);
+  memset (&nw, 0, sizeof nw);
+  memset (&x, 0, sizeof x);
+  memset (&h, 0, sizeof h);
+  memset (&sc, 0, sizeof sc);
+  memset (&nm, 0, sizeof nm);
+  memset (&out, 0, sizeof out);
+  DdpmBackend *be[2] = { env->cpu, env->gpu };
+  gboolean ok = lin_new (env, &w1, C, Cin, 3, 82) && lin_new (env, &ws, C, Cin, 1, 83) && lin_new (env, &w2, C, C, 3, 84)
+                && norm_new (env, &nw, C, 85) && pair_input (env, &x, n_in, TRUE, xh, label)
+                && pair_output (env, &h, n, TRUE, label) && pair_output (env, &sc, n, TRUE, label)
+                && pair_output (env, &nm, n, TRUE, label) && pair_output (env, &out, n, TRUE, label);
+  for (int i = 0; ok && i < 2; i++)
+    {
+      const size_t a = be[i]->ops->conv2d_scratch (be[i], B, Cin, H, W, C, 3, 1, pad3);
+      const size_t b = be[i]->ops->conv2d_scratch (be[i], B, Cin, H, W, C, 1, 1, pad1);
+      const size_t c = be[i]->ops->conv2d_scratch (be[i], B, C, H, W, C, 3, 1, pad3);
+      ok = reserve (env, be[i], MAX (a, MAX (b, c)), label);
+    }
+  if (ok)
+    {
+      for (int i = 0; i < 2; i++)
+        {
+          DdpmBackend *e = be[i];
+          const DdpmLinearW *c1 = i ? &w1.g : &w1.c, *cs = i ? &ws.g : &ws.c, *c2 = i ? &w2.g : &w2.c;
+          const DdpmNormW *n_w = i ? &nw.g : &nw.c;
+          Buf *bx = i ? &x.g : &x.c, *bh = i ? &h.g : &h.c, *bsc = i ? &sc.g : &sc.c, *bnm = i ? &nm.g : &nm.c,
+              *bout = i ? &out.g : &out.c;
+          const DdpmConvEpilogue res = { NULL, bsc->ptr, 0, (float) M_SQRT1_2 };
+          e->ops->conv2d (e, c1, bx->ptr, bh->ptr, B, H, W, 1, pad3, NULL);
+          e->ops->conv2d (e, cs, bx->ptr, bsc->ptr, B, H, W, 1, pad1, NULL);
+          if (fused && e->ops->group_norm_conv2d != NULL)
+            e->ops->group_norm_conv2d (e, n_w, G, 1e-6f, NULL, TRUE, c2, bh->ptr, bnm->ptr, bout->ptr, B, H, W, 1, pad3,
+                                       &res);
+          else
+            {
+              e->ops->group_norm (e, n_w, bh->ptr, bnm->ptr, B, C, HW, G, 1e-6f, NULL, TRUE);
+              if (fused)
+                e->ops->conv2d (e, c2, bnm->ptr, bout->ptr, B, H, W, 1, pad3, &res);
+            }
+        }
+      const double bound = op_bound (env->precision);
+      if (finish (env, "resnet conv1", label, &h, bound, -1.0) && finish (env, "resnet shortcut", label, &sc, bound, -1.0))
+        finish (env, fused ? "resnet conv2" : "resnet norm", label, fused ? &out : &nm, bound, -1.0);
+    }
+  pair_free (&x);
+  pair_free (&h);
+  pair_free (&sc);
+  pair_free (&nm);
+  pair_free (&out);
+  lin_free (env, &w1);
+  lin_free (env, &ws);
+  lin_free (env, &w2);
+  norm_free (env, &nw);
+  g_free (xh);
+}
+
 /* ---- upsample_conv2d (nearest 2x upsampling, then a 3x3 convolution: an up block's resample) ---- */
 
 typedef struct {
@@ -1104,6 +1186,9 @@ run_op_checks (GpuEnv *env, unsigned which)
   if (which & (OPS_CONV | OPS_NORM_CONV))
     for (size_t i = 0; i < G_N_ELEMENTS (norm_conv_cases); i++)
       check_norm_conv (env, &norm_conv_cases[i]);
+  if (which & (OPS_CONV | OPS_NORM_CONV))
+    for (int fused = 0; fused < 2; fused++)
+      check_resnet_sums (env, fused);
   if (which & OPS_CONV)
     for (size_t i = 0; i < G_N_ELEMENTS (upsample_conv_cases); i++)
       check_upsample_conv (env, &upsample_conv_cases[i]);

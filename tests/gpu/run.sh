@@ -365,7 +365,10 @@ done
 #                                        leave SMs idle (batch 1: 4 blocks per group, 128 blocks; celebahq's 128 x
 #                                        128 groups in one launch, not statistics + apply); with DEFER_REDUCE=1 the
 #                                        held-back sums are then read by 4x as many blocks (untimed: first after
-#                                        the wgmma lines)
+#                                        the wgmma lines). DEFER_REDUCE=1 now also holds conv1's sum across the
+#                                        shortcut conv (whose own sum rides along) and into concatenation heads:
+#                                        on the emulator planned as an H100, cifar10-32 b1 has 150 kernels per
+#                                        forward with both, 209 without
 #   DDPM_CUDA_CONV_PREFETCH=0            the cp.async conv kernels' first weight slices copied after the wait on the
 #                                        previous kernel, not before it
 #   DDPM_CUDA_PROJ_SPLIT=0               attention's projections (1x1 convs) unsplit, as before 2026-11-27's session

@@ -299,6 +299,10 @@ main (int argc, char **argv)
               run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=2", OPS_NORM | OPS_NORM_CONV);
               run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=4", OPS_NORM | OPS_NORM_CONV);
               run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=8", OPS_NORM | OPS_NORM_CONV);
+              /* split-K sums held back for the GroupNorm that reads them (a resnet's conv1 and shortcut: the
+               * "resnet sums" checks), with one block per group and with clusters */
+              run_ops_on (&env, p, "DDPM_CUDA_DEFER_REDUCE", "1", OPS_NORM_CONV);
+              run_ops_with (&env, p, "DDPM_CUDA_DEFER_REDUCE=1 DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=4", OPS_NORM_CONV);
               if (p != DDPM_PRECISION_BF16)
                 run_ops_on (&env, p, "DDPM_CUDA_GEMM", "fallback", OPS_CONV | OPS_ATTENTION);
             }
