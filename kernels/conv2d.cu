@@ -443,6 +443,31 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
 
 /* y = bias + the sum of the split-K partials ([tile][split][BM * IG_BN] float32, tiles gx wide), in split
  * order: the second launch used when there are more tiles than counters. */
+/* Output (m, pixel pp of B * HoWo) of a split convolution before its epilogue: bias + its partials in split
+ * order, 8 splits' loads in flight at a time (latency-bound at batch 1). */
+__device__ __forceinline__ float
+splitk_element_sum (const float *__restrict__ partial, const float *__restrict__ bias, int splits, int BM, int gx, int m,
+                    long long pp)
+{
+  const size_t tile_elems = (size_t) BM * IG_BN;
+  const size_t tile = (size_t) (m / BM) * gx + (size_t) (pp / IG_BN);
+  const size_t e = (size_t) (m % BM) * IG_BN + (size_t) (pp % IG_BN);
+  const float *src = partial + tile * splits * tile_elems + e;
+  float v = bias != NULL ? bias[m] : 0.0f;
+  for (int z0 = 0; z0 < splits; z0 += 8)
+    {
+      float p[8];
+#pragma unroll
+      for (int z = 0; z < 8; z++)
+        p[z] = z0 + z < splits ? __ldcg (src + (size_t) (z0 + z) * tile_elems) : 0.0f;
+#pragma unroll
+      for (int z = 0; z < 8; z++)
+        if (z0 + z < splits)
+          v += p[z];
+    }
+  return v;
+}
+
 template <typename T>
 __global__ void __launch_bounds__ (256)
 conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
@@ -450,29 +475,45 @@ conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__res
 {
   grid_dependency_wait ();
   const size_t n = (size_t) Cout * (size_t) P;
-  const size_t tile_elems = (size_t) BM * IG_BN;
   GRID_STRIDE (i, n)
     {
       const int m = (int) (i / (size_t) P);
       const long long pp = (long long) (i % (size_t) P);
-      const size_t tile = (size_t) (m / BM) * gx + (size_t) (pp / IG_BN);
-      const size_t e = (size_t) (m % BM) * IG_BN + (size_t) (pp % IG_BN);
-      const float *src = partial + tile * splits * tile_elems + e;
-      float v = bias != NULL ? bias[m] : 0.0f;
-      /* 8 splits' loads in flight at a time (latency-bound at batch 1), added in split order */
-      for (int z0 = 0; z0 < splits; z0 += 8)
-        {
-          float p[8];
-#pragma unroll
-          for (int z = 0; z < 8; z++)
-            p[z] = z0 + z < splits ? __ldcg (src + (size_t) (z0 + z) * tile_elems) : 0.0f;
-#pragma unroll
-          for (int z = 0; z < 8; z++)
-            if (z0 + z < splits)
-              v += p[z];
-        }
+      const float v = splitk_element_sum (partial, bias, splits, BM, gx, m, pp);
       const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
       conv_store (y, epi, v, Cout, HoWo, bb, m, pix);
+    }
+}
+
+/* conv_splitk_reduce_kernel and then nchw_to_nhwc_kernel in one launch (a held-back sum whose output the next
+ * convolution reads channels last: a downsample or upsample conv): each 32 x 32 tile of (channels, pixels)
+ * of image blockIdx.z is summed, stored to y through the epilogue, and its stored values written to xh (B,
+ * HoWo, Cout) along channels; the same bits as the two launches. Blocks of 32 x 8 threads. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+conv_splitk_reduce_nhwc_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
+                                T *__restrict__ xh, int splits, int Cout, int HoWo, int BM, int gx, ConvEpi<T> epi)
+{
+  grid_dependency_wait ();
+  __shared__ float tile[32][33];
+  const int b = blockIdx.z, c0 = blockIdx.y * 32, p0 = blockIdx.x * 32;
+  for (int r = threadIdx.y; r < 32; r += 8)
+    {
+      const int c = c0 + r, p = p0 + threadIdx.x;
+      if (c < Cout && p < HoWo)
+        {
+          const float v = splitk_element_sum (partial, bias, splits, BM, gx, c, (long long) b * HoWo + p);
+          conv_store (y, epi, v, Cout, HoWo, b, c, p);
+          tile[r][threadIdx.x] = to_f32<T> (y[((size_t) b * Cout + c) * HoWo + p]);   /* this thread's own store */
+        }
+    }
+  __syncthreads ();
+  T *ob = xh + (size_t) b * Cout * HoWo;
+  for (int r = threadIdx.y; r < 32; r += 8)
+    {
+      const int p = p0 + r, c = c0 + threadIdx.x;
+      if (c < Cout && p < HoWo)
+        ob[(size_t) p * Cout + c] = from_f32<T> (tile[threadIdx.x][r]);
     }
 }
 
@@ -561,6 +602,36 @@ rider_partials_at (const CudaBackend *cb, const void *x, const ConvShape &s, siz
   return bytes_overlap (at, bytes, x, (size_t) s.B * s.Cin * s.H * s.W * cb->act_size) ? NULL : at;
 }
 
+/* Where x is a held-back sum's output (cb->pending), its channels-last copy at the start of scratch comes from
+ * that sum itself (conv_splitk_reduce_nhwc_kernel): one launch instead of the sum and the transpose. FALSE
+ * (nothing launched) elsewhere, or where the copy would cover the partials. */
+static bool
+reduce_into_nhwc (CudaBackend *cb, const void *x, const ConvShape &s)
+{
+  const CudaPendingReduce &r = cb->pending;
+  const int HW = (s.H >> s.up) * (s.W >> s.up);     /* x itself, before any upsampling */
+  const size_t xh_bytes = (size_t) s.B * s.Cin * HW * cb->act_size;
+  if (!cb->reduce_pending || r.y != x || r.Cout != s.Cin || r.HoWo != HW || r.P != (long long) s.B * HW
+      || s.B > 65535 || bytes_overlap (cb->scratch, xh_bytes, r.partial, pending_partial_bytes (r)))
+    return false;
+  cb->reduce_pending = FALSE;           /* taken over: launch does not flush it (a rider still goes first) */
+  const dim3 grid ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B);
+  if (cb->act_type == CT_F16)
+    {
+      const ConvEpi<__half> epi = { (const __half *) r.channel_bias, (const __half *) r.residual, r.cb_stride, r.scale };
+      launch (cb, "conv_splitk_reduce_nhwc", grid, dim3 (32, 8), 0, conv_splitk_reduce_nhwc_kernel<__half>, r.partial,
+              r.bias, (__half *) r.y, (__half *) cb->scratch, r.splits, r.Cout, r.HoWo, r.bm, r.gx, epi);
+    }
+  else
+    {
+      typedef __nv_bfloat16 BF16;
+      const ConvEpi<BF16> epi = { (const BF16 *) r.channel_bias, (const BF16 *) r.residual, r.cb_stride, r.scale };
+      launch (cb, "conv_splitk_reduce_nhwc", grid, dim3 (32, 8), 0, conv_splitk_reduce_nhwc_kernel<BF16>, r.partial,
+              r.bias, (BF16 *) r.y, (BF16 *) cb->scratch, r.splits, r.Cout, r.HoWo, r.bm, r.gx, epi);
+    }
+  return true;
+}
+
 /* xh_ready: the plan is channels last and the channels-last copy of x is already at the start of scratch
  * (cuda_group_norm_conv2d wrote it); x is not read then. */
 template <typename T>
@@ -619,7 +690,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     }
   dim3 grid ((unsigned) gx, (unsigned) gy, (unsigned) p.splits);
   cb->hold_pending = pass && (p.splits == 1 || ride);   /* this launch leaves `pending` held back */
-  if (p.nhwc && !xh_ready)
+  if (p.nhwc && !xh_ready && !reduce_into_nhwc (cb, x, s))
     cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
   if (p.wgmma)
     cuda_conv_wgmma_launch (cb, w, cb->scratch, y, s, e);

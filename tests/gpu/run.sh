@@ -367,8 +367,8 @@ done
 #                                        held-back sums are then read by 4x as many blocks (untimed: first after
 #                                        the wgmma lines). DEFER_REDUCE=1 now also holds conv1's sum across the
 #                                        shortcut conv (whose own sum rides along) and into concatenation heads:
-#                                        on the emulator planned as an H100, cifar10-32 b1 has 150 kernels per
-#                                        forward with both, 209 without
+#                                        on the emulator planned as an H100, cifar10-32 b1 has 146 kernels per
+#                                        forward with both, 209 without (celebahq-256 b1: 213, 282)
 #   DDPM_CUDA_CONV_PREFETCH=0            the cp.async conv kernels' first weight slices copied after the wait on the
 #                                        previous kernel, not before it
 #   DDPM_CUDA_PROJ_SPLIT=0               attention's projections (1x1 convs) unsplit, as before 2026-11-27's session
