@@ -281,19 +281,7 @@ cluster_size_works (CudaBackend *cb, unsigned n)
   if (n > 8 && !(allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]))
                  && cuda_conv_implicit_allow_large_clusters () && cuda_conv_pointwise_allow_large_clusters ()))
     return false;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = 1;
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = n;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3 (1, 1, n);
-  config.blockDim = dim3 (128);
-  config.dynamicSmemBytes = NhwcTile<128>::SMEM;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters (&clusters, largest, &config) != cudaSuccess || clusters < 1)
+  if (!clusters_fit (largest, (unsigned) n, 128, NhwcTile<128>::SMEM))
     return false;
   unsigned long long count = 0;
   cudaGraph_t graph = NULL;

@@ -216,6 +216,26 @@ allow_large_clusters (const void *const *kernels, int n)
   return true;
 }
 
+/* Whether at least one cluster of cluster_z blocks (threads each, smem bytes of dynamic shared memory) of
+ * kernel can be resident here (cudaOccupancyMaxActiveClusters): the creation probes of the cluster kernels. */
+static inline bool
+clusters_fit (const void *kernel, unsigned cluster_z, unsigned threads, size_t smem)
+{
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = 1;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = cluster_z;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3 (1, 1, cluster_z);
+  config.blockDim = dim3 (threads);
+  config.dynamicSmemBytes = smem;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  int clusters = 0;
+  return cudaOccupancyMaxActiveClusters (&clusters, kernel, &config) == cudaSuccess && clusters >= 1;
+}
+
 /* conv2d.cu: launches the held-back split-K sums, if any (before anything else touches the stream). */
 void cuda_flush_reduce (CudaBackend *cb);
 /* conv2d.cu: bytes of a held-back sum's float partials */

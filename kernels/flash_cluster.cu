@@ -322,19 +322,7 @@ cuda_flash_cluster_prepare (const CudaBackend *cb)
             : fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_cluster_kernel<BF16, ds.value>; });
   if (!ok)
     return false;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = 1;
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 4;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3 (1, 1, 4);
-  config.blockDim = dim3 (256);
-  config.dynamicSmemBytes = (size_t) bytes;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  int clusters = 0;
   const void *kernel = cb->act_type == CT_F16 ? (const void *) flash_cluster_kernel<__half, 16>
                                               : (const void *) flash_cluster_kernel<BF16, 16>;
-  return cudaOccupancyMaxActiveClusters (&clusters, kernel, &config) == cudaSuccess && clusters >= 1;
+  return clusters_fit (kernel, 4, 256, (size_t) bytes);
 }

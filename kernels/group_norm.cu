@@ -596,23 +596,10 @@ gn_cluster_plan (const CudaBackend *cb, int groups, int cpg, int HW, int N)
 bool
 cuda_gn_cluster_prepare (const CudaBackend *cb)
 {
-  if (cb->cc_major < 9)
-    return false;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = 1;
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = GN_CLUSTER_MAX;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3 (1, 1, GN_CLUSTER_MAX);
-  config.blockDim = dim3 (GN_THREADS);
-  config.dynamicSmemBytes = GN_CLUSTER_SMEM;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  int clusters = 0;
   /* the largest: 8 vectors per thread, a channels-last tile, 2-byte values (fp32's tile is the same size) */
-  const void *kernel = (const void *) gn_cluster_kernel<__half, 8, true, true>;
-  return cudaOccupancyMaxActiveClusters (&clusters, kernel, &config) == cudaSuccess && clusters >= 1;
+  return cb->cc_major >= 9
+         && clusters_fit ((const void *) gn_cluster_kernel<__half, 8, true, true>, GN_CLUSTER_MAX, GN_THREADS,
+                          GN_CLUSTER_SMEM);
 }
 
 /* The register kernel (NHWC: writing y channels last) where a group of this shape fits it: groups unsplit,
