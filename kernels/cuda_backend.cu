@@ -756,7 +756,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   const char *gn = g_getenv ("DDPM_CUDA_GN");
   cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
                 : strcmp (gn, "split") == 0 ? GN_SPLIT : strcmp (gn, "cluster") == 0 ? GN_CLUSTER : GN_AUTO;
-  cb->gn_cluster = env_pow2 ("DDPM_CUDA_GN_CLUSTER", 2, 8);
+  cb->gn_cluster = env_pow2 ("DDPM_CUDA_GN_CLUSTER", 2, 16);
   cb->gn_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_GN_CONV"), "0") != 0;
   const char *attn = g_getenv ("DDPM_CUDA_ATTN");
   cb->attn_mode = attn == NULL ? ATTN_AUTO : strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS
@@ -807,8 +807,8 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
 
   cuda_flash_mma_prepare (cb);
   /* GroupNorm over thread-block clusters only where asked for, until a GPU run times it */
-  cb->gn_cluster_ready = cb->gn_mode == GN_CLUSTER && cuda_gn_cluster_prepare (cb);
-  if (cb->gn_mode == GN_CLUSTER && !cb->gn_cluster_ready)
+  cb->gn_cluster_max = cb->gn_mode == GN_CLUSTER ? cuda_gn_cluster_prepare (cb) : 0;
+  if (cb->gn_mode == GN_CLUSTER && cb->gn_cluster_max == 0)
     g_message ("CUDA backend: no GroupNorm clusters here (needs a cc 9.0+ device): one block per group");
   /* the wgmma convolution only where asked for, until a GPU run times it (it probes and sets attributes) */
   cb->wgmma_overlap = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_OVERLAP"), "1") == 0;
@@ -840,12 +840,14 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
 
   char *blas_note = NULL;
   cb->have_blas = setup_blas (cb, &blas_note);
-  char clusters[32] = "";
+  char clusters[32] = "", gn_clusters[40] = "";
   if (cb->conv_reduce == REDUCE_CLUSTER)
     g_snprintf (clusters, sizeof clusters, ", clusters of %d", cb->conv_cluster_max);
+  if (cb->gn_cluster_max > 0)
+    g_snprintf (gn_clusters, sizeof gn_clusters, ", GroupNorm clusters of up to %d", cb->gn_cluster_max);
   g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s%s%s)", prop.name,
               prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "",
-              clusters, cb->conv_wgmma_ready ? ", wgmma convs" : "", cb->gn_cluster_ready ? ", GroupNorm clusters" : "");
+              clusters, cb->conv_wgmma_ready ? ", wgmma convs" : "", gn_clusters);
   g_free (blas_note);
   return &cb->base;
 }

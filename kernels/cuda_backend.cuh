@@ -120,9 +120,10 @@ struct CudaBackend {
   int conv_split_min_slices;       /* $DDPM_CUDA_CONV_SPLIT_MIN_SLICES: at least this many K slices per split (2) */
   CudaGnMode gn_mode;              /* $DDPM_CUDA_GN: =fused, =split, =cluster (groups split over a thread-block
                                     * cluster where few groups would leave SMs idle; opt-in until a GPU times it) */
-  int gn_cluster;                  /* $DDPM_CUDA_GN_CLUSTER: that cluster's size (2, 4, 8) wherever it fits (tests;
+  int gn_cluster;                  /* $DDPM_CUDA_GN_CLUSTER: that cluster's size (2 to 16) wherever it fits (tests;
                                     * 0: its own rule) */
-  gboolean gn_cluster_ready;       /* clusters of 8 GroupNorm blocks can run here (sm_90+; cuda_gn_cluster_prepare) */
+  int gn_cluster_max;              /* GroupNorm clusters of up to 16 or 8 blocks can run here, or 0 (sm_90+, asked
+                                    * for; cuda_gn_cluster_prepare) */
   gboolean upsample_conv_fuse;     /* upsample_conv2d samples x at half resolution ($DDPM_CUDA_UPSAMPLE_CONV=0: the
                                     * two ops) */
   CudaAttnMode attn_mode;          /* $DDPM_CUDA_ATTN: =mma flash_attention.cu's core only, =split flash_split.cu's
@@ -424,9 +425,9 @@ bool cuda_flash_split_allow_smem (const CudaBackend *cb);
 bool cuda_flash_attention_split (CudaBackend *cb, const void *Q, const void *K, const void *V, void *O, const float *bq,
                                  const float *bv, int B, int heads, int C, int HW, long long stride,
                                  const CudaFlashOut *out);
-/* group_norm.cu, once at creation where $DDPM_CUDA_GN=cluster: whether the cluster kernels can run here (sm_90+,
- * clusters of 8 of the largest one resident). */
-bool cuda_gn_cluster_prepare (const CudaBackend *cb);
+/* group_norm.cu, once at creation where $DDPM_CUDA_GN=cluster: the largest cluster (16 or 8 blocks) its kernels
+ * can launch with here (sm_90+; above 8 it lets each of them), or 0. */
+int cuda_gn_cluster_prepare (const CudaBackend *cb);
 
 /* flash_cluster.cu: the one-head block (core + out projection) with the keys of a query tile split across a
  * thread-block cluster (few blocks, sm_90+) */

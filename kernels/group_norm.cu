@@ -30,7 +30,7 @@
 #define GN_MAX_SPLIT 64
 #define GN_MERGE_BATCH 8                /* statistics partials loaded together by gn_merge */
 #define GN_NHWC_TILES 8                 /* 32-pixel tiles per block of gn_apply_nhwc_kernel at most */
-#define GN_CLUSTER_MAX 8                /* blocks per group in gn_cluster_kernel at most (portable clusters) */
+#define GN_CLUSTER_MAX 16               /* blocks per group in gn_cluster_kernel at most (above 8: non-portable) */
 #define GN_CLUSTER_SMEM (5 * sizeof (float))   /* its dynamic shared memory */
 
 /* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. VEC: begin and
@@ -569,37 +569,75 @@ gn_split (const CudaBackend *cb, int groups, size_t len)
   return imax (S, 1);
 }
 
-/* Blocks per group for gn_cluster_kernel (2, 4 or 8), or 0 where it does not run: $DDPM_CUDA_GN=cluster on a
- * device that can (cb->gn_cluster_ready), and K blocks with whole 16-byte vectors of each channel
- * (HW % (K * N) == 0) and at most 8 vectors per thread. K: $DDPM_CUDA_GN_CLUSTER where it fits, else the
- * largest that keeps all blocks in one wave (groups * K <= SMs: batch 1's 32 groups take 4 on 132 SMs), at
- * least the smallest whose share fits the registers (celebahq-256's 128 x 128 groups: 8), 0 if that is 1.
- * The same for NCHW and NHWC output and with or without a held-back sum, so their statistics match. */
+/* Blocks per group for gn_cluster_kernel (2 to cb->gn_cluster_max: 8, or 16 where the probe allows), or 0
+ * where it does not run: $DDPM_CUDA_GN=cluster on a device that can, and K blocks with whole 16-byte vectors
+ * of each channel (HW % (K * N) == 0) and at most 8 vectors per thread. K: $DDPM_CUDA_GN_CLUSTER where it
+ * fits, else the largest that keeps all blocks in one wave (groups * K <= SMs: batch 1's 32 groups take 4 on
+ * 132 SMs), at least the smallest whose share fits the registers (celebahq-256's 128 x 128 groups: 8, its
+ * 256 x 256 ones 16), 0 if that is 1. The same for NCHW and NHWC output and with or without a held-back
+ * sum, so their statistics match. */
 static int
 gn_cluster_plan (const CudaBackend *cb, int groups, int cpg, int HW, int N)
 {
-  if (!cb->gn_cluster_ready || cb->gn_mode != GN_CLUSTER || groups > 65535 / GN_CLUSTER_MAX)
+  if (cb->gn_cluster_max < 2 || cb->gn_mode != GN_CLUSTER || groups > 65535 / GN_CLUSTER_MAX)
     return 0;
   const size_t per_block = (size_t) GN_THREADS * 8 * (size_t) N;     /* values a block holds at most */
   const auto fits = [&] (int K) { return HW % (K * N) == 0 && (size_t) cpg * (size_t) (HW / K) <= per_block; };
   if (cb->gn_cluster > 0)
-    return fits (cb->gn_cluster) ? cb->gn_cluster : 0;
+    return cb->gn_cluster <= cb->gn_cluster_max && fits (cb->gn_cluster) ? cb->gn_cluster : 0;
   if (fits (1) && groups * 2 > cb->sm_count)
     return 0;                           /* one block per group fits and fills the GPU: gn_regs_kernel */
   int K = 0;
-  for (int k = 2; k <= GN_CLUSTER_MAX; k *= 2)
+  for (int k = 2; k <= cb->gn_cluster_max; k *= 2)
     if (fits (k) && (K == 0 || groups * k <= cb->sm_count))
       K = k;
   return K;
 }
 
-bool
+template <typename T>
+using GnClusterKernel = void (*) (const T *, T *, const float *, const float *, const T *, int, int, int, float, bool,
+                                  GnPartials<T>, GnPartials<T>, int);
+
+/* gn_cluster_kernel with rk = 0..3 for 1, 2, 4, 8 vectors per thread, summing a held-back sum (red) or not. */
+template <typename T, bool NHWC>
+static GnClusterKernel<T>
+gn_cluster_kernel_for (bool red, int rk)
+{
+  static const GnClusterKernel<T> kernels[2][4] = {
+    { gn_cluster_kernel<T, 1, NHWC>, gn_cluster_kernel<T, 2, NHWC>, gn_cluster_kernel<T, 4, NHWC>,
+      gn_cluster_kernel<T, 8, NHWC> },
+    { gn_cluster_kernel<T, 1, NHWC, true>, gn_cluster_kernel<T, 2, NHWC, true>, gn_cluster_kernel<T, 4, NHWC, true>,
+      gn_cluster_kernel<T, 8, NHWC, true> },
+  };
+  return kernels[red ? 1 : 0][rk];
+}
+
+/* Clusters of 16 where every cluster kernel of this type may have them and one of the largest fits, else of
+ * 8 where that fits, else 0. */
+template <typename T>
+static int
+gn_cluster_probe (void)
+{
+  const void *all[16];
+  for (int i = 0; i < 8; i++)
+    {
+      all[i] = (const void *) gn_cluster_kernel_for<T, false> (i >= 4, i % 4);
+      all[8 + i] = (const void *) gn_cluster_kernel_for<T, true> (i >= 4, i % 4);
+    }
+  const void *largest = all[15];        /* channels last, summing, 8 vectors per thread */
+  if (allow_large_clusters (all, 16) && clusters_fit (largest, 16, GN_THREADS, GN_CLUSTER_SMEM))
+    return 16;
+  return clusters_fit (largest, 8, GN_THREADS, GN_CLUSTER_SMEM) ? 8 : 0;
+}
+
+int
 cuda_gn_cluster_prepare (const CudaBackend *cb)
 {
-  /* the largest: 8 vectors per thread, a channels-last tile, 2-byte values (fp32's tile is the same size) */
-  return cb->cc_major >= 9
-         && clusters_fit ((const void *) gn_cluster_kernel<__half, 8, true, true>, GN_CLUSTER_MAX, GN_THREADS,
-                          GN_CLUSTER_SMEM);
+  if (cb->cc_major < 9)
+    return 0;
+  int n = 0;
+  DISPATCH_ACT (cb, T, n = gn_cluster_probe<T> ());
+  return n;
 }
 
 /* The register kernel (NHWC: writing y channels last) where a group of this shape fits it: groups unsplit,
@@ -631,7 +669,7 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
       pr = { r.partial, r.bias, (T *) r.y, (const T *) r.channel_bias, (const T *) r.residual, r.splits, r.bm, r.bn, r.gx,
              r.cb_stride, r.scale, r.Cout };
       cb->reduce_pending = FALSE;       /* taken over: launch does not flush it */
-      /* a second held-back sum of the same shape (conv2d.cu conv_rider_fits: a resnet's shortcut) rides along
+      /* a second held-back sum of the same shape (conv2d.cu rider_partials_at: a resnet's shortcut) rides along
        * where y is clear of it; else launch_status launches it first, as before */
       const CudaPendingReduce &q = cb->rider;
       const char *q_begin = (const char *) q.partial, *q_end = q_begin + pending_partial_bytes (q);
@@ -647,18 +685,10 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
                           GnPartials<T>, GnPartials<T>);
   if (K > 0)
     {
-      typedef void (*ClusterKernel) (const T *, T *, const float *, const float *, const T *, int, int, int, float,
-                                     bool, GnPartials<T>, GnPartials<T>, int);
       const size_t share = len / (size_t) K;
       const int rk = share <= per_pass ? 0 : share <= 2 * per_pass ? 1 : share <= 4 * per_pass ? 2 : 3;
-      static const ClusterKernel ckernels[2][4] = {
-        { gn_cluster_kernel<T, 1, NHWC>, gn_cluster_kernel<T, 2, NHWC>, gn_cluster_kernel<T, 4, NHWC>,
-          gn_cluster_kernel<T, 8, NHWC> },
-        { gn_cluster_kernel<T, 1, NHWC, true>, gn_cluster_kernel<T, 2, NHWC, true>, gn_cluster_kernel<T, 4, NHWC, true>,
-          gn_cluster_kernel<T, 8, NHWC, true> },
-      };
       launch_cluster (cb, red ? "group_norm_cluster_reduce" : "group_norm_cluster", dim3 (1, 1, (unsigned) (groups * K)),
-                      GN_THREADS, GN_CLUSTER_SMEM, (unsigned) K, ckernels[red ? 1 : 0][rk], (const T *) x, (T *) y, gamma,
+                      GN_THREADS, GN_CLUSTER_SMEM, (unsigned) K, gn_cluster_kernel_for<T, NHWC> (red, rk), (const T *) x, (T *) y, gamma,
                       beta, (const T *) scale_shift, C, HW, G, eps, silu, pr, rp, K);
       return true;
     }

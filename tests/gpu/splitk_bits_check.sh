@@ -34,7 +34,7 @@ for model in cifar-like celebahq-like; do
                | grep -o 'cuda: [^)]*)' | head -1)
         # =cluster must really take conv clusters here (the emulator is sm_90), the others must not; GroupNorm
         # clusters where asked for
-        case "$desc" in *"clusters of"*) clustered=yes ;; *) clustered=no ;; esac
+        case "$desc" in *", clusters of"*) clustered=yes ;; *) clustered=no ;; esac
         case "$desc" in *"GroupNorm clusters"*) gn_clustered=clusters ;; *) gn_clustered=blocks ;; esac
         [ $reduce = cluster ] && want=yes || want=no
         sum=$(cksum < "$out" 2>/dev/null)

@@ -291,14 +291,16 @@ main (int argc, char **argv)
                 }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
-              /* groups split over thread-block clusters (sm_90): by its rule (timed), and with 2, 4 and 8 blocks
-               * per group wherever the shape allows, written channels last for a convolution too */
+              /* groups split over thread-block clusters (sm_90): by its rule (timed), and with 2, 4, 8 and 16
+               * (non-portable) blocks per group wherever the shape allows, written channels last for a
+               * convolution too */
               env.timing = timing && p == DDPM_PRECISION_FP16;
               run_ops_on (&env, p, "DDPM_CUDA_GN", "cluster", OPS_NORM | OPS_NORM_CONV);
               env.timing = FALSE;
               run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=2", OPS_NORM | OPS_NORM_CONV);
               run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=4", OPS_NORM | OPS_NORM_CONV);
               run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=8", OPS_NORM | OPS_NORM_CONV);
+              run_ops_with (&env, p, "DDPM_CUDA_GN=cluster DDPM_CUDA_GN_CLUSTER=16", OPS_NORM | OPS_NORM_CONV);
               /* split-K sums held back for the GroupNorm that reads them (a resnet's conv1 and shortcut: the
                * "resnet sums" checks), with one block per group and with clusters */
               run_ops_on (&env, p, "DDPM_CUDA_DEFER_REDUCE", "1", OPS_NORM_CONV);
