@@ -364,8 +364,8 @@ done
 #   DDPM_CUDA_GN=cluster                 GroupNorm groups split over thread-block clusters where few groups would
 #                                        leave SMs idle (batch 1: 4 blocks per group, 128 blocks; celebahq's 128 x
 #                                        128 groups in one launch, not statistics + apply); with DEFER_REDUCE=1 the
-#                                        held-back sums are then read by 4x as many blocks (untimed: first after
-#                                        the wgmma lines). DEFER_REDUCE=1 now also holds conv1's sum across the
+#                                        held-back sums are then read by 4x as many blocks (untimed: second in
+#                                        the list, with DEFER_REDUCE=1). DEFER_REDUCE=1 now also holds conv1's sum across the
 #                                        shortcut conv (whose own sum rides along) and into concatenation heads:
 #                                        on the emulator planned as an H100, cifar10-32 b1 has 146 kernels per
 #                                        forward with both, 209 without (celebahq-256 b1: 213, 282)
@@ -419,11 +419,11 @@ if [ $rc -ne 77 ]; then
   # AB_LIST: other lines of "config batch setting" (a shorter run) instead of these
   default_list=$(cat <<'LIST'
 cifar10-32 128 DDPM_CUDA_CONV=wgmma
+cifar10-32 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_CONV=wgmma
 celebahq-256 4 DDPM_CUDA_CONV=wgmma
 cifar10-32 128 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
 celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
-cifar10-32 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
 cifar10-32 1 DDPM_CUDA_GN=cluster
 cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
