@@ -102,6 +102,7 @@ struct ConvPlan {
                                          * GroupNorm summing them (cb->defer_reduce) may write its channels-last
                                          * output to scratch meanwhile, past y's size (4 times it at batch 1: a
                                          * concatenation whose head is y) */
+  size_t partial_bytes;                 /* the split partials' size (splits > 1 without clusters), else 0 */
   size_t scratch;                       /* bytes of scratch the convolution uses (xh, then split partials) */
   float *partials;                      /* NULL: the split partials at scratch + partial_at; else here (the caller's
                                          * region, cuda_projection), and `scratch` counts none of them */
@@ -111,7 +112,7 @@ struct ConvPlan {
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
-  ConvPlan p = { use_implicit (cb), false, false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, NULL };
+  ConvPlan p = { use_implicit (cb), false, false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, 0, NULL };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -190,10 +191,10 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
           const size_t room = s.B == 1 ? 4 * y_bytes : y_bytes;
           p.partial_at = p.xh_bytes > room ? p.xh_bytes : room;
         }
-      const size_t partial_bytes
+      p.partial_bytes
           = (size_t) p.splits * (size_t) ((s.Cout + bm - 1) / bm) * bm * (size_t) cols * IG_BN * sizeof (float);
-      /* held back at batch 1: room for a rider's partials after these as many again (conv_rider_fits) */
-      p.scratch = p.partial_at + (cb->defer_reduce && s.B == 1 ? 2 : 1) * partial_bytes;
+      /* held back at batch 1: room for a rider's partials after these as many again (rider_partials_at) */
+      p.scratch = p.partial_at + (cb->defer_reduce && s.B == 1 ? 2 : 1) * p.partial_bytes;
     }
   return p;
 }
@@ -441,8 +442,6 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   conv_tile_epilogue<T, BM, G::THREADS, G::LDC> (Cs, bias, y, epi, sk, s, m0, p0);
 }
 
-/* y = bias + the sum of the split-K partials ([tile][split][BM * IG_BN] float32, tiles gx wide), in split
- * order: the second launch used when there are more tiles than counters. */
 /* Output (m, pixel pp of B * HoWo) of a split convolution before its epilogue: bias + its partials in split
  * order, 8 splits' loads in flight at a time (latency-bound at batch 1). */
 __device__ __forceinline__ float
@@ -468,6 +467,8 @@ splitk_element_sum (const float *__restrict__ partial, const float *__restrict__
   return v;
 }
 
+/* y = bias + the sum of the split-K partials ([tile][split][BM * IG_BN] float32, tiles gx wide), in split
+ * order: the second launch used when there are more tiles than counters. */
 template <typename T>
 __global__ void __launch_bounds__ (256)
 conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__restrict__ bias, T *__restrict__ y,
@@ -544,13 +545,6 @@ cuda_conv_implicit_allow_large_clusters (void)
   return allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]));
 }
 
-static bool
-bytes_overlap (const void *a, size_t an, const void *b, size_t bn)
-{
-  const char *ca = (const char *) a, *cb_ = (const char *) b;
-  return a != NULL && b != NULL && an > 0 && bn > 0 && ca < cb_ + bn && cb_ < ca + an;
-}
-
 /* Bytes of a held-back sum's partials: [tile][split][bm * bn] floats. */
 size_t
 pending_partial_bytes (const CudaPendingReduce &r)
@@ -559,6 +553,34 @@ pending_partial_bytes (const CudaPendingReduce &r)
     return 0;                           /* none held (a zeroed record) */
   return (size_t) r.splits * (size_t) ((r.Cout + r.bm - 1) / r.bm) * (size_t) r.gx * (size_t) r.bm * (size_t) r.bn
          * sizeof (float);
+}
+
+/* A held-back sum's launch (cuda_flush_reduce), or with nhwc its launch that also writes y's channels-last copy
+ * to the start of scratch (reduce_into_nhwc, for a channels-last conv reading y). */
+template <typename T>
+static void
+launch_reduce_t (CudaBackend *cb, const CudaPendingReduce &r, bool nhwc)
+{
+  const ConvEpi<T> epi = { (const T *) r.channel_bias, (const T *) r.residual, r.cb_stride, r.scale };
+  if (nhwc)
+    {
+      const dim3 grid ((unsigned) ceil_div (r.HoWo, 32), (unsigned) ceil_div (r.Cout, 32), (unsigned) (r.P / r.HoWo));
+      launch (cb, "conv_splitk_reduce_nhwc", grid, dim3 (32, 8), 0, conv_splitk_reduce_nhwc_kernel<T>, r.partial, r.bias,
+              (T *) r.y, (T *) cb->scratch, r.splits, r.Cout, r.HoWo, r.bm, r.gx, epi);
+      return;
+    }
+  const unsigned blocks = elementwise_blocks (cb, (size_t) r.Cout * (size_t) r.P, 256);
+  launch (cb, "conv_splitk_reduce", blocks, 256, 0, conv_splitk_reduce_kernel<T>, r.partial, r.bias, (T *) r.y, r.splits,
+          r.Cout, r.HoWo, r.P, r.bm, r.gx, epi);
+}
+
+static void
+launch_reduce (CudaBackend *cb, const CudaPendingReduce &r, bool nhwc)
+{
+  if (cb->act_type == CT_F16)           /* the split paths are 16-bit only */
+    launch_reduce_t<__half> (cb, r, nhwc);
+  else
+    launch_reduce_t<__nv_bfloat16> (cb, r, nhwc);
 }
 
 /* Whether this convolution may run while a held-back sum (cb->pending) waits, instead of launching that sum
@@ -615,20 +637,7 @@ reduce_into_nhwc (CudaBackend *cb, const void *x, const ConvShape &s)
       || s.B > 65535 || bytes_overlap (cb->scratch, xh_bytes, r.partial, pending_partial_bytes (r)))
     return false;
   cb->reduce_pending = FALSE;           /* taken over: launch does not flush it (a rider still goes first) */
-  const dim3 grid ((unsigned) ceil_div (HW, 32), (unsigned) ceil_div (s.Cin, 32), (unsigned) s.B);
-  if (cb->act_type == CT_F16)
-    {
-      const ConvEpi<__half> epi = { (const __half *) r.channel_bias, (const __half *) r.residual, r.cb_stride, r.scale };
-      launch (cb, "conv_splitk_reduce_nhwc", grid, dim3 (32, 8), 0, conv_splitk_reduce_nhwc_kernel<__half>, r.partial,
-              r.bias, (__half *) r.y, (__half *) cb->scratch, r.splits, r.Cout, r.HoWo, r.bm, r.gx, epi);
-    }
-  else
-    {
-      typedef __nv_bfloat16 BF16;
-      const ConvEpi<BF16> epi = { (const BF16 *) r.channel_bias, (const BF16 *) r.residual, r.cb_stride, r.scale };
-      launch (cb, "conv_splitk_reduce_nhwc", grid, dim3 (32, 8), 0, conv_splitk_reduce_nhwc_kernel<BF16>, r.partial,
-              r.bias, (BF16 *) r.y, (BF16 *) cb->scratch, r.splits, r.Cout, r.HoWo, r.bm, r.gx, epi);
-    }
+  launch_reduce (cb, r, true);
   return true;
 }
 
@@ -658,6 +667,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
       p.mma = false;
       p.wgmma = false;
       p.xh_bytes = 0;
+      p.partial_bytes = 0;
     }
   const long long gx = (P + IG_BN - 1) / IG_BN;
   const int bm = tile_rows (p.tile);
@@ -680,7 +690,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
         sk.counters = cb->conv_counters;
       else if (pass)
         {
-          float *at = rider_partials_at (cb, x, s, (size_t) p.splits * (size_t) gy * bm * (size_t) gx * IG_BN * sizeof (float));
+          float *at = rider_partials_at (cb, x, s, p.partial_bytes);
           if (at != NULL)
             {
               sk.partial = at;
@@ -726,8 +736,6 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     }
 }
 
-static void launch_reduce (CudaBackend *cb, const CudaPendingReduce &r);
-
 void
 cuda_flush_reduce (CudaBackend *cb)
 {
@@ -736,30 +744,9 @@ cuda_flush_reduce (CudaBackend *cb)
   cb->reduce_pending = FALSE;
   cb->rider_pending = FALSE;
   if (main)
-    launch_reduce (cb, cb->pending);
+    launch_reduce (cb, cb->pending, false);
   if (rider)
-    launch_reduce (cb, cb->rider);
-}
-
-/* The second launch of a split convolution: its partials summed through its epilogue into y. */
-static void
-launch_reduce (CudaBackend *cb, const CudaPendingReduce &r)
-{
-  const size_t n = (size_t) r.Cout * (size_t) r.P;
-  const unsigned blocks = elementwise_blocks (cb, n, 256);
-  if (cb->act_type == CT_F16)   /* the split paths are 16-bit only */
-    {
-      const ConvEpi<__half> epi = { (const __half *) r.channel_bias, (const __half *) r.residual, r.cb_stride, r.scale };
-      launch (cb, "conv_splitk_reduce", blocks, 256, 0, conv_splitk_reduce_kernel<__half>, r.partial, r.bias,
-              (__half *) r.y, r.splits, r.Cout, r.HoWo, r.P, r.bm, r.gx, epi);
-    }
-  else
-    {
-      typedef __nv_bfloat16 BF16;
-      const ConvEpi<BF16> epi = { (const BF16 *) r.channel_bias, (const BF16 *) r.residual, r.cb_stride, r.scale };
-      launch (cb, "conv_splitk_reduce", blocks, 256, 0, conv_splitk_reduce_kernel<BF16>, r.partial, r.bias, (BF16 *) r.y,
-              r.splits, r.Cout, r.HoWo, r.P, r.bm, r.gx, epi);
-    }
+    launch_reduce (cb, cb->rider, false);
 }
 
 /* conv2d_implicit_t for the backend's activation type (fp16 or bf16: the implicit paths never run in fp32). */

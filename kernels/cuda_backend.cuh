@@ -237,6 +237,14 @@ clusters_fit (const void *kernel, unsigned cluster_z, unsigned threads, size_t s
   return cudaOccupancyMaxActiveClusters (&clusters, kernel, &config) == cudaSuccess && clusters >= 1;
 }
 
+/* Whether [a, a + an) and [b, b + bn) share a byte (NULL or empty: no): the held-back sums' hazard checks. */
+static inline bool
+bytes_overlap (const void *a, size_t an, const void *b, size_t bn)
+{
+  const char *ca = (const char *) a, *cb_ = (const char *) b;
+  return a != NULL && b != NULL && an > 0 && bn > 0 && ca < cb_ + bn && cb_ < ca + an;
+}
+
 /* conv2d.cu: launches the held-back split-K sums, if any (before anything else touches the stream). */
 void cuda_flush_reduce (CudaBackend *cb);
 /* conv2d.cu: bytes of a held-back sum's float partials */

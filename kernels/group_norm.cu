@@ -18,8 +18,8 @@
  *   kernel's blocks each merge the S partials (Chan et al.'s parallel variance) and normalise their chunk.
  *   For few large groups (celebahq-256 at 256x256: 32 groups of 262144 values per image).
  * - cluster ($DDPM_CUDA_GN=cluster, sm_90, opt-in until timed): the register kernel with a group's pixels split
- *   over a thread-block cluster of 2-8 blocks, the blocks' statistics merged through distributed shared
- *   memory; for few groups (batch 1: 4 blocks per group) and groups up to 8 times the register kernel's.
+ *   over a thread-block cluster of 2-16 blocks, the blocks' statistics merged through distributed shared
+ *   memory; for few groups (batch 1: 4 blocks per group) and groups up to 16 times the register kernel's.
  * And for a convolution that reads the result channels last (cuda_group_norm_nhwc, for group_norm_conv2d):
  * where a group fits the register kernel, that kernel stages the normalised group in shared memory and
  * writes it out along pixels (one launch: every resnet norm of cifar10-32, and celebahq-256 below 256x256);
@@ -658,11 +658,10 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   /* x still to be summed from a split convolution's partials (conv2d.cu held the sum back): here, one launch */
   const CudaPendingReduce &r = cb->pending;
   /* all of x, or at batch 1 its first channels (the head of a concatenation) */
-  const char *y_begin = (const char *) y, *y_end = y_begin + (size_t) B * C * HW * sizeof (T);
-  const char *p_begin = (const char *) r.partial, *p_end = p_begin + pending_partial_bytes (r);
+  const size_t y_bytes = (size_t) B * C * HW * sizeof (T);
   const bool red = cb->reduce_pending && r.y == x && r.HoWo == HW && r.P == (long long) B * HW
                    && (r.Cout == C || (B == 1 && r.Cout < C))
-                   && (y_end <= p_begin || p_end <= y_begin);   /* y (channels last: in scratch) past the partials */
+                   && !bytes_overlap (y, y_bytes, r.partial, pending_partial_bytes (r));   /* y (NHWC: in scratch) */
   GnPartials<T> pr = {}, rp = {};
   if (red)
     {
@@ -672,10 +671,9 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
       /* a second held-back sum of the same shape (conv2d.cu rider_partials_at: a resnet's shortcut) rides along
        * where y is clear of it; else launch_status launches it first, as before */
       const CudaPendingReduce &q = cb->rider;
-      const char *q_begin = (const char *) q.partial, *q_end = q_begin + pending_partial_bytes (q);
-      const char *qy_begin = (const char *) q.y, *qy_end = qy_begin + (size_t) B * C * HW * sizeof (T);
       if (cb->rider_pending && q.Cout == C && q.HoWo == HW && q.P == (long long) B * HW && q.residual == NULL
-          && q.channel_bias == NULL && (y_end <= q_begin || q_end <= y_begin) && (y_end <= qy_begin || qy_end <= y_begin))
+          && q.channel_bias == NULL && !bytes_overlap (y, y_bytes, q.partial, pending_partial_bytes (q))
+          && !bytes_overlap (y, y_bytes, q.y, y_bytes))
         {
           rp = { q.partial, q.bias, (T *) q.y, NULL, NULL, q.splits, q.bm, q.bn, q.gx, 0, 1.0f, q.Cout };
           cb->rider_pending = FALSE;
