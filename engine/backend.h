@@ -124,6 +124,12 @@ typedef struct {
   void (*upsample_conv2d) (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *upsampled, void *y, int B,
                            int H, int W, const int pad[4], const DdpmConvEpilogue *epi);
 
+  /* y (B, row_elems) act = row row_of[t] of table (act, n_rows x row_elems) for t = index[b] clamped to [0, n)
+   * (floats holding integers; row_of has n entries). A negative row_of[t] (not computed) gives NaN. The time
+   * table's lookup (see DdpmBackend.time_table); NULL on the CPU. */
+  void (*gather_rows) (DdpmBackend *be, const void *table, const float *row_of, int n, const float *index, void *y,
+                       int B, int row_elems);
+
   /* ---- optional: graph capture (NULL on the CPU) ---- */
   gboolean (*graph_begin) (DdpmBackend *be, GError **error);
   gboolean (*graph_end) (DdpmBackend *be, GError **error);
@@ -141,6 +147,11 @@ struct DdpmBackend {
   const DdpmBackendOps *ops;
   DdpmPrecision precision;
   char description[160];           /* e.g. "cpu (2 threads, OpenBLAS)" */
+  /* TRUE (with gather_rows): the engine keeps every resnet's time projection of each timestep used so far in a
+   * table (engine/unet.h ddpm_unet_prepare_timesteps), and a forward gathers its rows: one launch instead of the
+   * embedding chain's four (sinusoid, two linears, the stacked projections). CUDA: unless
+   * $DDPM_CUDA_TIME_TABLE=0. */
+  gboolean time_table;
 };
 
 DdpmBackend *ddpm_backend_cpu_new (GError **error);

@@ -200,8 +200,14 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
     return FALSE;
   DdpmBackend *be = ctx->be;
   g_autofree float *t_f32 = g_new (float, batch);
+  g_autofree int *t_int = g_new (int, batch);
   for (int b = 0; b < batch; b++)
-    t_f32[b] = (float) t[b];
+    {
+      t_f32[b] = (float) t[b];
+      t_int[b] = (int) t[b];
+    }
+  if (!ddpm_unet_prepare_timesteps (ctx->unet, t_int, batch, error))
+    return FALSE;
   be->ops->to_device (be, ctx->x, x, ctx->n_x * sizeof (float));
   be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
   if (!eps_forward (ctx, error))

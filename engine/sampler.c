@@ -174,7 +174,7 @@ sample_run (DdpmContext *ctx, const DdpmSampleParams *p, float *out, GError **er
 
   g_autofree int *ts = NULL;
   int n = run_timesteps (s, p, num_steps, &ts, error);
-  if (n < 0)
+  if (n < 0 || !ddpm_unet_prepare_timesteps (ctx->unet, ts, n, error))
     return FALSE;
 
   const size_t per_image = (size_t) cfg->in_channels * H * W;

@@ -14,7 +14,8 @@
  *               writes the hidden state straight into its head, so no concatenation is copied (12 launches
  *               per cifar10-32 forward).
  *   tmp1, tmp2  resnet / attention / head temporaries.
- *   temb_*      time embedding (B, C0) -> (B, D) -> (B, D); tproj (B, 2 * max out) per resnet. */
+ *   temb_*      time embedding (B, C0) -> (B, D) -> (B, D); tproj (B, 2 * max out) per resnet.
+ * Outside the arena, from load to free: the time table (see ddpm_unet_prepare_timesteps). */
 #include "unet.h"
 
 #include <string.h>
@@ -24,6 +25,7 @@
 #define MAX_RESNETS (2 * DDPM_MAX_LEVELS * (DDPM_MAX_LAYERS_PER_BLOCK + 1) + 2)
 #define ALIGN_BYTES 256
 #define CAT_RESIDENT_MAX_BYTES ((size_t) 256 << 20)   /* see ddpm_unet_plan */
+#define TIME_TABLE_MAX_BYTES ((size_t) 64 << 20)      /* see alloc_time_table */
 
 typedef enum { WALK_PLAN, WALK_RUN } WalkMode;
 
@@ -40,6 +42,13 @@ struct DdpmUNet {
   DdpmLinearW temb_proj_all;
   int tproj_offset[MAX_RESNETS];
   int n_resnets;
+  /* The time table (see ddpm_unet_prepare_timesteps), or NULL: act (n_timesteps, temb_proj_all.out), tproj_all's
+   * row of each timestep prepared so far, in the order they were prepared; time_row (device f32, n_timesteps)
+   * and time_row_host: timestep t's row, -1 until prepared. */
+  void *time_table;
+  float *time_row;
+  float *time_row_host;
+  int n_timesteps, n_time_rows;
 
   int B, H, W;                     /* planned shape; B = 0 before the first plan */
   void *arena;
@@ -175,6 +184,107 @@ stack_time_projections (DdpmUNet *u, const DdpmModel *model, GError **error)
   return TRUE;
 }
 
+/* The time table's memory (DdpmBackend.time_table), empty: rows are computed when their timesteps are
+ * prepared. Not where the backend does not ask for it, without a stacked projection (scale_shift), over
+ * TIME_TABLE_MAX_BYTES (cifar10-32 11 MB and celebahq-256 20 MB at fp16 for 1000 timesteps) or when an
+ * allocation fails: then each forward runs the embedding chain. */
+static void
+alloc_time_table (DdpmUNet *u, int n_timesteps)
+{
+  DdpmBackend *be = u->be;
+  const int cols = u->temb_proj_all.out;
+  if (!be->time_table || be->ops->gather_rows == NULL || u->temb_proj_all.weight == NULL || n_timesteps < 1
+      || (double) n_timesteps * cols * u->act_size > (double) TIME_TABLE_MAX_BYTES)
+    return;
+  u->time_table = be->ops->alloc_act (be, (size_t) n_timesteps * cols, NULL);
+  u->time_row = be->ops->alloc_f32 (be, n_timesteps, NULL);
+  if (u->time_table == NULL || u->time_row == NULL)
+    {
+      if (u->time_table != NULL)
+        be->ops->free (be, u->time_table);
+      if (u->time_row != NULL)
+        be->ops->free (be, u->time_row);
+      u->time_table = NULL;
+      u->time_row = NULL;
+      return;
+    }
+  u->n_timesteps = n_timesteps;
+  u->time_row_host = g_new (float, n_timesteps);
+  for (int i = 0; i < n_timesteps; i++)
+    u->time_row_host[i] = -1.0f;
+  be->ops->to_device (be, u->time_row, u->time_row_host, n_timesteps * sizeof (float));
+}
+
+/* Takes back the rows that ddpm_unet_prepare_timesteps gave t[0..n) but did not compute. */
+static void
+forget_new_rows (DdpmUNet *u, const int *t, int n)
+{
+  for (int i = 0; i < n; i++)
+    if (u->time_row_host[t[i]] >= (float) u->n_time_rows)
+      u->time_row_host[t[i]] = -1.0f;
+}
+
+gboolean
+ddpm_unet_prepare_timesteps (DdpmUNet *u, const int *t, int n, GError **error)
+{
+  if (u->time_table == NULL)
+    return TRUE;
+  DdpmBackend *be = u->be;
+  const DdpmUNetConfig *cfg = u->cfg;
+  const int C0 = cfg->block_out_channels[0], D = cfg->time_embedding_dim, cols = u->temb_proj_all.out;
+  /* the new timesteps, each once, as the rows they will take */
+  float *t_new = g_new (float, MAX (n, 1));
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    {
+      if (t[i] < 0 || t[i] >= u->n_timesteps)
+        {
+          g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT, "timestep %d is outside [0, %d)", t[i], u->n_timesteps);
+          forget_new_rows (u, t, i);
+          g_free (t_new);
+          return FALSE;
+        }
+      if (u->time_row_host[t[i]] < 0.0f)
+        {
+          u->time_row_host[t[i]] = (float) (u->n_time_rows + m);
+          t_new[m++] = (float) t[i];
+        }
+    }
+  gboolean ok = TRUE;
+  if (m > 0)
+    {
+      float *t_dev = be->ops->alloc_f32 (be, m, error);
+      void *sin = t_dev ? be->ops->alloc_act (be, (size_t) m * C0, error) : NULL;
+      void *hidden = sin ? be->ops->alloc_act (be, (size_t) m * D, error) : NULL;
+      void *temb = hidden ? be->ops->alloc_act (be, (size_t) m * D, error) : NULL;
+      ok = temb != NULL;
+      if (ok)
+        {
+          /* the forward's own chain on m rows, the last op writing straight into the table's next m rows */
+          const DdpmUNetWeights *w = &u->w;
+          be->ops->to_device (be, t_dev, t_new, m * sizeof (float));
+          be->ops->timestep_embedding (be, t_dev, sin, m, C0, cfg->flip_sin_to_cos, (float) cfg->freq_shift);
+          be->ops->linear (be, &w->time_linear_1, sin, hidden, m, FALSE);
+          be->ops->linear (be, &w->time_linear_2, hidden, temb, m, TRUE);
+          be->ops->linear (be, &u->temb_proj_all, temb, (char *) u->time_table + (size_t) u->n_time_rows * cols
+                           * u->act_size, m, TRUE);
+          be->ops->to_device (be, u->time_row, u->time_row_host, u->n_timesteps * sizeof (float));
+          u->n_time_rows += m;
+        }
+      else
+        {
+          g_prefix_error (error, "computing the time embedding of %d timesteps: ", m);
+          forget_new_rows (u, t, n);
+        }
+      void *bufs[] = { t_dev, sin, hidden, temb };
+      for (size_t i = 0; i < G_N_ELEMENTS (bufs); i++)
+        if (bufs[i] != NULL)
+          be->ops->free (be, bufs[i]);
+    }
+  g_free (t_new);
+  return ok;
+}
+
 DdpmUNet *
 ddpm_unet_new (const DdpmModel *model, DdpmBackend *be, GError **error)
 {
@@ -197,6 +307,7 @@ ddpm_unet_new (const DdpmModel *model, DdpmBackend *be, GError **error)
       ddpm_unet_free (u);
       return NULL;
     }
+  alloc_time_table (u, model->schedule.num_train_timesteps);
   return u;
 }
 
@@ -220,6 +331,11 @@ ddpm_unet_free (DdpmUNet *u)
     u->be->ops->free (u->be, u->temb_proj_all.weight);
   if (u->temb_proj_all.bias != NULL)
     u->be->ops->free (u->be, u->temb_proj_all.bias);
+  if (u->time_table != NULL)
+    u->be->ops->free (u->be, u->time_table);
+  if (u->time_row != NULL)
+    u->be->ops->free (u->be, u->time_row);
+  g_free (u->time_row_host);
   g_free (u);
 }
 
@@ -407,8 +523,10 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   u->sp = 0;
   u->ri = 0;
 
-  /* 1. time embedding (B, C0) -> (B, D) */
-  if (u->mode == WALK_RUN)
+  /* 1. time embedding (B, C0) -> (B, D), then every resnet's projection of it: looked up, or computed */
+  if (u->mode == WALK_RUN && u->time_table != NULL)
+    be->ops->gather_rows (be, u->time_table, u->time_row, u->n_timesteps, t, u->tproj_all, B, u->temb_proj_all.out);
+  else if (u->mode == WALK_RUN)
     {
       be->ops->timestep_embedding (be, t, u->temb_sin, B, C0, cfg->flip_sin_to_cos, (float) cfg->freq_shift);
       be->ops->linear (be, &w->time_linear_1, u->temb_sin, u->temb_hidden, B, FALSE);

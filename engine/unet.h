@@ -16,7 +16,16 @@ void ddpm_unet_free (DdpmUNet *unet);
 /* (Re)plans activations for (B, H, W); H and W must be multiples of 2^(levels - 1). No-op when unchanged. */
 gboolean ddpm_unet_plan (DdpmUNet *unet, int batch, int height, int width, GError **error);
 
-/* eps (B, out_channels, H, W) f32 = UNet(x (B, in_channels, H, W) f32, t (B,) f32); all backend memory. */
+/* Makes the time embedding of timesteps t[0..n) (in [0, num_train_timesteps)) ready for forwards. Where the
+ * backend keeps a time table (DdpmBackend.time_table), a forward gathers every resnet's time projection from
+ * it (one launch instead of the embedding chain's four) and this computes the rows of the timesteps not yet in
+ * it, with the chain's own ops on all of them at once (so the same bits as the chain); nothing otherwise. Call
+ * it, outside any graph capture, before a forward with timesteps not passed before: a forward whose timestep
+ * has no row gives NaN (reported as non-finite output), never a silently wrong image. */
+gboolean ddpm_unet_prepare_timesteps (DdpmUNet *unet, const int *t, int n, GError **error);
+
+/* eps (B, out_channels, H, W) f32 = UNet(x (B, in_channels, H, W) f32, t (B,) f32, integers, prepared above);
+ * all backend memory. */
 void ddpm_unet_forward (DdpmUNet *unet, const float *x, const float *t, float *eps);
 
 /* Bytes of one activation element on this backend (4 for fp32, 2 for fp16/bf16). */

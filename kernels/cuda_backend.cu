@@ -520,7 +520,8 @@ cuda_destroy (DdpmBackend *be)
   .randn = cuda_randn, \
   .count_nonfinite = cuda_count_nonfinite, \
   .group_norm_conv2d = cuda_group_norm_conv2d, \
-  .upsample_conv2d = cuda_upsample_conv2d
+  .upsample_conv2d = cuda_upsample_conv2d, \
+  .gather_rows = cuda_gather_rows
 
 static const DdpmBackendOps cuda_ops = {
   CUDA_OPS_COMMON,
@@ -778,6 +779,8 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->defer_reduce = g_strcmp0 (g_getenv ("DDPM_CUDA_DEFER_REDUCE"), "1") == 0;
   cb->conv_prefetch = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PREFETCH"), "0") != 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
+  /* each forward looks its time projections up (engine/unet.c build_time_table): 3 launches fewer */
+  cb->base.time_table = g_strcmp0 (g_getenv ("DDPM_CUDA_TIME_TABLE"), "0") != 0;
 
   GError *local = NULL;
   if (!cuda_ok (cb, cudaStreamCreateWithFlags (&cb->stream, cudaStreamNonBlocking), "cudaStreamCreate")

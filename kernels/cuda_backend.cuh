@@ -376,6 +376,8 @@ bool cuda_group_norm_nhwc (CudaBackend *cb, const DdpmNormW *w, const void *x, v
 /* ---- ops (one file per operation) ---- */
 void cuda_cast_in (DdpmBackend *be, const float *x, void *y, size_t n);
 void cuda_cast_out (DdpmBackend *be, const void *x, float *y, size_t n);
+void cuda_gather_rows (DdpmBackend *be, const void *table, const float *row_of, int n, const float *index, void *y,
+                       int B, int row_elems);
 void cuda_timestep_embedding (DdpmBackend *be, const float *t, void *y, int B, int dim, gboolean flip,
                               float freq_shift);
 void cuda_linear (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int M, gboolean silu_in);

@@ -56,6 +56,37 @@ cuda_cast_out (DdpmBackend *be, const void *x, float *y, size_t n)
                                cast_out_kernel<T>, (const T *) x, y, n));
 }
 
+/* ---- row gather (the time table's lookup) ---- */
+
+/* y (B, row_elems) = row row_of[clamp((int) index[b], 0, n - 1)] of table, NaN where that row is negative (a
+ * timestep never prepared); element by element (a forward gathers B rows of ~5000-10000 values: one small
+ * launch). */
+template <typename T>
+__global__ void __launch_bounds__ (EW_THREADS)
+gather_rows_kernel (const T *__restrict__ table, const float *__restrict__ row_of, int n,
+                    const float *__restrict__ index, T *__restrict__ y, int row_elems, size_t total)
+{
+  grid_dependency_wait ();
+  GRID_STRIDE (i, total)
+    {
+      const size_t b = i / (size_t) row_elems;
+      const int r = (int) row_of[imin (imax ((int) index[b], 0), n - 1)];
+      y[i] = r >= 0 ? table[(size_t) r * row_elems + i % (size_t) row_elems] : from_f32<T> (NAN);
+    }
+}
+
+void
+cuda_gather_rows (DdpmBackend *be, const void *table, const float *row_of, int n, const float *index, void *y, int B,
+                  int row_elems)
+{
+  CudaBackend *cb = cuda_backend (be);
+  const size_t total = (size_t) B * row_elems;
+  if (total == 0 || n < 1)
+    return;
+  DISPATCH_ACT (cb, T, launch (cb, "gather_rows", elementwise_blocks (cb, total, EW_THREADS), EW_THREADS, 0,
+                               gather_rows_kernel<T>, (const T *) table, row_of, n, index, (T *) y, row_elems, total));
+}
+
 /* ---- per-channel additions ---- */
 
 /* Index into v of channel plane b * C + c: per image, C values stride apart; else v (C) shared by all. */

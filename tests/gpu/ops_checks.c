@@ -907,6 +907,67 @@ check_elementwise (GpuEnv *env)
       g_free (x);
     }
 
+  /* gather_rows (the time table's lookup; no CPU op: the reference is the host's copy): 1000 timesteps, 50 of
+   * them with rows, at cifar10-32's row length; and an odd case whose indices past either end are clamped and
+   * whose last image's timestep has no row (NaN, checked apart) */
+  const int gshape[2][3] = { { 1000, 50, env->quick ? 704 : 5632 }, { 7, 3, 37 } };
+  const float gindex[2][4] = { { 0.0f, 980.0f, 500.0f, 20.0f }, { -2.0f, 6.0f, 1e9f, 1.0f } };
+  for (int k = 0; k < 2 && env->gpu->ops->gather_rows != NULL; k++)
+    {
+      const int n = gshape[k][0], rows = gshape[k][1], cols = gshape[k][2], gb = 4;
+      g_snprintf (label, sizeof label, "gather_rows %d timesteps, %d rows x %d B%d", n, rows, cols, gb);
+      if (!check_selected (env, label))
+        continue;
+      /* timestep t has row (t / 20 * 7) % rows where t % 20 == 0 (k = 0); rows 2, -1, 0, 1, -1, -1, 1 (k = 1) */
+      float *row_of = g_new (float, n);
+      static const float odd_rows[7] = { 2, -1, 0, 1, -1, -1, 1 };
+      for (int t = 0; t < n; t++)
+        row_of[t] = k == 1 ? odd_rows[t] : t % 20 == 0 ? (float) (t / 20 * 7 % rows) : -1.0f;
+      float *table = random_host ((size_t) rows * cols, 59, 1.0f, 0.0f, env->precision);
+      const int checked = k == 1 ? gb - 1 : gb;       /* the odd case's last image has no row */
+      float *want = g_new (float, (size_t) gb * cols), *got = g_new (float, (size_t) gb * cols);
+      for (int b = 0; b < checked; b++)
+        {
+          const int r = (int) row_of[CLAMP ((int) gindex[k][b], 0, n - 1)];
+          memcpy (want + (size_t) b * cols, table + (size_t) r * cols, cols * sizeof (float));
+        }
+      Buf tb, mb, ib, yb;
+      if (buf_new (env, &tb, env->gpu, (size_t) rows * cols, TRUE, label) && buf_new (env, &mb, env->gpu, n, FALSE, label)
+          && buf_new (env, &ib, env->gpu, gb, FALSE, label) && buf_new (env, &yb, env->gpu, (size_t) gb * cols, TRUE, label))
+        {
+          buf_upload (&tb, table);
+          buf_upload (&mb, row_of);
+          buf_upload (&ib, gindex[k]);
+          double ms;
+          env->gpu->ops->gather_rows (env->gpu, tb.ptr, mb.ptr, n, ib.ptr, yb.ptr, gb, cols);
+          TIME_GPU (env, ms, env->gpu->ops->gather_rows (env->gpu, tb.ptr, mb.ptr, n, ib.ptr, yb.ptr, gb, cols));
+          if (gpu_clean (env, "gather_rows", label))
+            {
+              buf_download (&yb, got);
+              report_check (env, "gather_rows", label, got, want, (size_t) checked * cols, 0.0, buf_guard_damage (&yb),
+                            ms);
+              if (checked < gb)
+                {
+                  size_t finite = 0;
+                  for (int c = 0; c < cols; c++)
+                    finite += isfinite (got[(size_t) checked * cols + c]);
+                  char detail[64];
+                  g_snprintf (detail, sizeof detail, "%zu of %d values finite (want 0)", finite, cols);
+                  report_plain (env, finite == 0, "gather_rows", "gather_rows: a timestep without a row gives NaN",
+                                detail);
+                }
+            }
+        }
+      buf_free (&tb);
+      buf_free (&mb);
+      buf_free (&ib);
+      buf_free (&yb);
+      g_free (row_of);
+      g_free (table);
+      g_free (want);
+      g_free (got);
+    }
+
   /* add_channel_bias: h (B, C, HW) += v (B, C); a 16-byte-vector case and an odd one */
   const int cbs[2][3] = { { B, C, HW }, { 3, 5, 7 } };
   for (int k = 0; k < 2; k++)

@@ -34,11 +34,20 @@ check $r "conv launches per round: profile $profiled, model $convs conv weights 
 gemms=$(count cublas_gemm)
 [ "$gemms" = 2 ] && r=ok || r=no
 check $r "cuBLAS launches per round: $gemms, expected 2 (the mid block's scores and P V)"
-# the fusions: all resnets' time projections in one launch (plus the time MLP's two), and no separate
-# channel-bias or residual passes (they ride in the convolutions' epilogues)
-linears=$(awk '$1 == "linear" { printf "%g", $2 }' "$ERR")
-[ "$linears" = 3 ] && r=ok || r=no
-check $r "linear launches per round: $linears, expected 3 (time MLP 2 + stacked time projections 1)"
+# the fusions: all resnets' time projections gathered from the time table in one launch (no time MLP or
+# projection per forward), and no separate channel-bias or residual passes (they ride in the convolutions'
+# epilogues)
+linears=$(count linear) gathers=$(count gather_rows) sinusoids=$(count timestep_embedding)
+[ "$linears" = 0 ] && [ "$gathers" = 1 ] && [ "$sinusoids" = 0 ] && r=ok || r=no
+check $r "time projections per round: gather_rows $gathers, linear $linears, timestep_embedding $sinusoids (expected 1, 0, 0)"
+# without the table: the time MLP's two linears and the stacked projections' one, after the sinusoid
+env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE -u DDPM_CUDA_CONV_SPLITK -u DDPM_CUDA_ATTN -u DDPM_CUDA_ATTN_OUT -u DDPM_CUDA_PROJ \
+  DDPM_CUDA_MODULE=$MODULE DDPM_CUDA_PROFILE=1 DDPM_CUDA_TIME_TABLE=0 "$DDPM" bench --model "$MODEL" --device cuda \
+  --precision fp16 --warmup 1 --iters 3 --quiet > /dev/null 2> "$ERR.chain"
+chain () { awk -v k="$1" '$1 == k { n += $2 } END { printf "%g", n }' "$ERR.chain"; }
+[ "$(chain linear)" = 3 ] && [ "$(chain timestep_embedding)" = 1 ] && [ "$(chain gather_rows)" = 0 ] && r=ok || r=no
+check $r "DDPM_CUDA_TIME_TABLE=0: linear $(chain linear), timestep_embedding $(chain timestep_embedding), gather_rows $(chain gather_rows) per round (expected 3, 1, 0)"
+rm -f "$ERR.chain"
 grep -Eq '^  (add_channel_bias|add_scaled) ' "$ERR" && r=no || r=ok
 check $r "no add_channel_bias / add_scaled launches (fused into the conv epilogues)"
 # attention: the fixture has 5 attention blocks at 8x8 (64 tokens: AttnDownBlock2D x 2 layers, AttnUpBlock2D x 3)
