@@ -141,6 +141,18 @@ done
 grep -m3 -E 'wgmma|cuda:' "$OUT/tests-wgmma.txt"
 grep -E '^FAIL|^====' "$OUT/tests-wgmma.txt" | head -20
 
+# Whole models with the opt-in launch merging of 2026-12-06 (GroupNorm clusters + held-back split-K sums; never
+# run on a GPU yet), so one call says whether they can become the default; and with the time table off (the
+# embedding chain each forward computes where no table is kept).
+echo "== 1g. whole models (fp16) with DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1, and with DDPM_CUDA_TIME_TABLE=0"
+: > "$OUT/tests-models-opt.txt"
+[ $rc -eq 77 ] || for setting in "DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1" DDPM_CUDA_TIME_TABLE=0; do
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $setting timeout 60 "$CARRY/bin/test_cuda" \
+    --no-ops --no-variants --precision fp16 >> "$OUT/tests-models-opt.txt" 2>&1
+  echo "test_cuda --no-ops ($setting): exit $?"
+done
+grep -E '^FAIL|^====' "$OUT/tests-models-opt.txt" | head -20
+
 # When checks fail, find out whether one of the switchable features is to blame (programmatic dependent
 # launch, GroupNorm writing the conv's channels-last input, the conv sampling the upsampled input, the out
 # projection inside the attention core, the mma.sync attention core; and 2026-11-27's cluster attention block
@@ -367,8 +379,10 @@ done
 #                                        held-back sums are then read by 4x as many blocks (untimed: second in
 #                                        the list, with DEFER_REDUCE=1). DEFER_REDUCE=1 now also holds conv1's sum across the
 #                                        shortcut conv (whose own sum rides along) and into concatenation heads:
-#                                        on the emulator planned as an H100, cifar10-32 b1 has 146 kernels per
-#                                        forward with both, 209 without (celebahq-256 b1: 213, 282)
+#                                        on the emulator planned as an H100, cifar10-32 b1 has 143 kernels per
+#                                        forward with both, 206 without (celebahq-256 b1: 201, 279)
+#   DDPM_CUDA_TIME_TABLE=0               each forward computes its time projections (sinusoid, two linears, the
+#                                        stacked projection) instead of gathering them from the table: 3 launches more
 #   DDPM_CUDA_CONV_PREFETCH=0            the cp.async conv kernels' first weight slices copied after the wait on the
 #                                        previous kernel, not before it
 #   DDPM_CUDA_PROJ_SPLIT=0               attention's projections (1x1 convs) unsplit, as before 2026-11-27's session
@@ -429,6 +443,7 @@ cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_GN=cluster
 celebahq-256 1 DDPM_CUDA_DEFER_REDUCE=1
+cifar10-32 1 DDPM_CUDA_TIME_TABLE=0
 cifar10-32 1 DDPM_CUDA_FA_CLUSTER=0
 cifar10-32 128 DDPM_CUDA_CONV_PREFETCH=0
 celebahq-256 4 DDPM_CUDA_FA_CLUSTER=0
