@@ -400,6 +400,30 @@ conv (DdpmUNet *u, const DdpmLinearW *w, const void *x, void *y, int h, int wd, 
 static const int PAD_SAME[4] = { 1, 1, 1, 1 };
 static const int PAD_NONE[4] = { 0, 0, 0, 0 };
 
+/* A 3x3 'same' convolution with float32 at one end (the model's conv_in reading the sample x_f32, conv_out
+ * writing eps y_f32): one backend op where it has conv2d_f32_ends, else the cast through act_tmp (the f32 end's
+ * size) and the convolution. */
+static void
+conv_f32_end (DdpmUNet *u, const DdpmLinearW *w, const float *x_f32, const void *x, void *y, float *y_f32,
+              void *act_tmp, int h, int wd)
+{
+  DdpmBackend *be = u->be;
+  const size_t n_x = (size_t) u->B * w->in * h * wd, n_y = (size_t) u->B * w->out * h * wd;
+  if (u->mode == WALK_RUN && be->ops->conv2d_f32_ends != NULL)
+    {
+      if (x_f32 != NULL)
+        be->ops->conv2d_f32_ends (be, w, x_f32, TRUE, y, FALSE, act_tmp, u->B, h, wd, 1, PAD_SAME, NULL);
+      else
+        be->ops->conv2d_f32_ends (be, w, x, FALSE, y_f32, TRUE, act_tmp, u->B, h, wd, 1, PAD_SAME, NULL);
+      return;
+    }
+  if (u->mode == WALK_RUN && x_f32 != NULL)
+    be->ops->cast_in (be, x_f32, act_tmp, n_x);
+  conv (u, w, x_f32 != NULL ? act_tmp : x, x_f32 != NULL ? y : act_tmp, h, wd, 1, PAD_SAME, NULL);
+  if (u->mode == WALK_RUN && y_f32 != NULL)
+    be->ops->cast_out (be, act_tmp, y_f32, n_y);
+}
+
 static void
 group_norm (DdpmUNet *u, const DdpmNormW *w, const void *x, void *y, int C, int hw, int groups,
             const void *scale_shift, gboolean silu)
@@ -539,13 +563,17 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   size_t n_in = (size_t) B * cfg->in_channels * h * wd;
   need_work (u, n_in);
   void *h0 = push_skip (u, C0, h, wd);
-  if (u->mode == WALK_RUN)
+  if (cfg->center_input_sample)
     {
-      be->ops->cast_in (be, x_in, u->tmp2, n_in);
-      if (cfg->center_input_sample)
-        be->ops->add_scaled (be, u->tmp2, u->neg_half, u->tmp2, n_in, 2.0f); /* 2 (x - 0.5) = 2x - 1 */
+      if (u->mode == WALK_RUN)
+        {
+          be->ops->cast_in (be, x_in, u->tmp2, n_in);
+          be->ops->add_scaled (be, u->tmp2, u->neg_half, u->tmp2, n_in, 2.0f); /* 2 (x - 0.5) = 2x - 1 */
+        }
+      conv (u, &w->conv_in, u->tmp2, h0, h, wd, 1, PAD_SAME, NULL);
     }
-  conv (u, &w->conv_in, u->tmp2, h0, h, wd, 1, PAD_SAME, NULL);
+  else
+    conv_f32_end (u, &w->conv_in, x_in, NULL, h0, NULL, u->tmp2, h, wd);
 
   /* 3. down path: each resnet/attention result and each downsample is a skip */
   void *hidden = h0;
@@ -627,9 +655,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   /* 6. head: GN + SiLU, conv_out, cast to f32 */
   group_norm (u, &w->conv_norm_out, hid, u->tmp1, C_cur, h * wd, cfg->norm_num_groups, NULL, TRUE);
   need_work (u, (size_t) B * cfg->out_channels * h * wd);
-  conv (u, &w->conv_out, u->tmp1, u->tmp2, h, wd, 1, PAD_SAME, NULL);
-  if (u->mode == WALK_RUN)
-    be->ops->cast_out (be, u->tmp2, eps, (size_t) B * cfg->out_channels * h * wd);
+  conv_f32_end (u, &w->conv_out, NULL, u->tmp1, NULL, eps, u->tmp2, h, wd);
 }
 
 /* ---- planning ---------------------------------------------------------------------------------- */

@@ -62,17 +62,21 @@ conv_epi (const DdpmConvEpilogue *e, int Cout)
                       ddpm_conv_epilogue_stride (e, Cout), e->residual_scale };
 }
 
-/* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale. */
-template <typename T>
+/* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale; rounded
+ * to T, then stored as TY (float: the value cast_out gives the T-typed result). */
+template <typename T, typename TY = T>
 __device__ __forceinline__ void
-conv_store (T *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, int m, int pix)
+conv_store (TY *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, int m, int pix)
 {
   const size_t i = ((size_t) bb * Cout + m) * HoWo + pix;
   if (epi.channel_bias != NULL)
     v = __fadd_rn (v, to_f32<T> (epi.channel_bias[(size_t) bb * epi.cb_stride + m]));
   if (epi.residual != NULL)
     v = __fmul_rn (__fadd_rn (to_f32<T> (epi.residual[i]), v), epi.scale);
-  y[i] = from_f32<T> (v);
+  if constexpr (std::is_same<TY, T>::value)
+    y[i] = from_f32<T> (v);
+  else
+    y[i] = to_f32<T> (from_f32<T> (v));
 }
 
 /* ---- the tensor-core part shared by both implicit GEMMs: a warp owns an (FM*16) x (FN*16) sub-tile ---- */
@@ -561,7 +565,8 @@ bool cuda_conv_implicit_allow_large_clusters (void);
 bool cuda_conv_pointwise_allow_large_clusters (void);
 
 /* conv2d_direct.cu: whether the direct CUDA-core kernel takes this shape (fp16/bf16, Cout <= 8 or K <= 32),
- * and the convolution with it (bias and epilogue included; no scratch). */
+ * and the convolution with it (bias and epilogue included; no scratch); x_f32 / y_f32: that end is float32
+ * (rounded through the activation type, as cast_in / cast_out around it would). */
 bool cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s);
-void cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
-                       const DdpmConvEpilogue *epi);
+void cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, bool x_f32, void *y, bool y_f32,
+                       const ConvShape &s, const DdpmConvEpilogue *epi);

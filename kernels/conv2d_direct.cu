@@ -17,16 +17,30 @@
  * (8 / 16 / 32) caps WARPS (8: the old kernel).
  * The reduction index is the weights' (tap, channel) order (conv2d.cu), so a slice walks taps and channels
  * without divisions, checking the image border once per tap. Weights are warp-uniform loads (one L1
- * broadcast each). */
+ * broadcast each).
+ * The model's ends (conv_in reads the float32 sample, conv_out's result goes out as float32): x of type TX and
+ * y of type TY may be float, each value rounded to T on the way as cast_in / cast_out would (the same bits,
+ * a launch fewer at each end; cuda_conv2d_f32_ends). */
 #include "conv2d.cuh"
 
 #define DC_GROUPS 8                             /* at most this many output-channel groups per block */
 #define DC_BATCH 8                              /* input channels loaded together (see the K loop) */
 
-template <typename T, int CO, int WARPS>
+/* x's value as the T-typed op would see it: a float input rounded to T first (cast_in's rounding). */
+template <typename T, typename TX>
+__device__ __forceinline__ float
+load_as (const TX v)
+{
+  if constexpr (std::is_same<TX, float>::value)
+    return to_f32<T> (from_f32<T> (v));
+  else
+    return to_f32<TX> (v);
+}
+
+template <typename T, typename TX, typename TY, int CO, int WARPS>
 __global__ void __launch_bounds__ (WARPS * 32)
-conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
-                    T *__restrict__ y, ConvShape s, int G, ConvEpi<T> epi)
+conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const TX *__restrict__ x,
+                    TY *__restrict__ y, ConvShape s, int G, ConvEpi<T> epi)
 {
   grid_dependency_wait ();
   __shared__ float part[WARPS][CO][32];         /* the R slices' sums, when R > 1 */
@@ -41,7 +55,7 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
   const int bb = p_ok ? (int) (p / HoWo) : 0, pix = p_ok ? (int) (p % HoWo) : 0;
   const int iy0 = (pix / s.Wo) * s.stride - s.pad_top, ix0 = (pix % s.Wo) * s.stride - s.pad_left;
   const size_t plane = (size_t) s.H * s.W;
-  const T *xb = x + (size_t) bb * s.Cin * plane;
+  const TX *xb = x + (size_t) bb * s.Cin * plane;
 
   float acc[CO];
 #pragma unroll
@@ -56,7 +70,7 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
       const int ky = tap / s.k, kx = tap - ky * s.k, iy = iy0 + ky, ix = ix0 + kx;
       if (p_ok && nco > 0 && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
         {
-          const T *src = xb + (size_t) ci * plane + (size_t) iy * s.W + ix;
+          const TX *src = xb + (size_t) ci * plane + (size_t) iy * s.W + ix;
           const T *wk = Wt + (size_t) m0 * s.ldw + kk;
           /* DC_BATCH channels' loads are issued together before their products: one trip to L2 per batch,
            * not per channel (the H100 trace of fcae280 had the loop latency-bound: cifar10-32's conv_in
@@ -67,7 +81,7 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
               float v[DC_BATCH];
 #pragma unroll
               for (int u = 0; u < DC_BATCH; u++)
-                v[u] = c0 + u < n ? to_f32<T> (src[(size_t) (c0 + u) * plane]) : 0.0f;
+                v[u] = c0 + u < n ? load_as<T, TX> (src[(size_t) (c0 + u) * plane]) : 0.0f;
 #pragma unroll
               for (int u = 0; u < DC_BATCH; u++)
                 if (c0 + u < n)
@@ -104,7 +118,7 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
 #pragma unroll
   for (int j = 0; j < CO; j++)
     if (j < nco)
-      conv_store (y, epi, acc[j] + (bias != NULL ? bias[m0 + j] : 0.0f), s.Cout, HoWo, bb, m0 + j, pix);
+      conv_store<T, TY> (y, epi, acc[j] + (bias != NULL ? bias[m0 + j] : 0.0f), s.Cout, HoWo, bb, m0 + j, pix);
 }
 
 bool
@@ -138,16 +152,26 @@ direct_split (const CudaBackend *cb, const ConvShape &s, long long pixel_blocks,
 
 template <typename T, int CO, int WARPS>
 static void
-launch_co (CudaBackend *cb, dim3 grid, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, int G,
-           const ConvEpi<T> &epi)
+launch_co (CudaBackend *cb, dim3 grid, const DdpmLinearW *w, const void *x, bool x_f32, void *y, bool y_f32,
+           const ConvShape &s, int G, const ConvEpi<T> &epi)
 {
-  launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, CO, WARPS>, (const T *) w->weight,
-          (const float *) w->bias, (const T *) x, (T *) y, s, G, epi);
+  const T *wt = (const T *) w->weight;
+  const float *b = (const float *) w->bias;
+  if (x_f32)
+    launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, float, T, CO, WARPS>, wt, b, (const float *) x,
+            (T *) y, s, G, epi);
+  else if (y_f32)
+    launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, float, CO, WARPS>, wt, b, (const T *) x,
+            (float *) y, s, G, epi);
+  else
+    launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, T, CO, WARPS>, wt, b, (const T *) x,
+            (T *) y, s, G, epi);
 }
 
 template <typename T>
 static void
-launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const DdpmConvEpilogue *e)
+launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, bool x_f32, void *y, bool y_f32, const ConvShape &s,
+          const DdpmConvEpilogue *e)
 {
   const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
   const long long P = (long long) s.B * s.Ho * s.Wo;
@@ -162,25 +186,25 @@ launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const C
   const dim3 grid ((unsigned) ((P + 31) / 32), (unsigned) gy);
   const int cap = cb->direct_warps > 0 ? cb->direct_warps : 32;   /* warps: 128 / co, at most cap */
   if (co == 4 && cap >= 32)
-    launch_co<T, 4, 32> (cb, grid, w, x, y, s, G, epi);
+    launch_co<T, 4, 32> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else if (co == 4 && cap >= 16)
-    launch_co<T, 4, 16> (cb, grid, w, x, y, s, G, epi);
+    launch_co<T, 4, 16> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else if (co == 4)
-    launch_co<T, 4, 8> (cb, grid, w, x, y, s, G, epi);
+    launch_co<T, 4, 8> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else if (co == 8 && cap >= 16)
-    launch_co<T, 8, 16> (cb, grid, w, x, y, s, G, epi);
+    launch_co<T, 8, 16> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else if (co == 8)
-    launch_co<T, 8, 8> (cb, grid, w, x, y, s, G, epi);
+    launch_co<T, 8, 8> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else
-    launch_co<T, 16, 8> (cb, grid, w, x, y, s, G, epi);
+    launch_co<T, 16, 8> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
 }
 
 void
-cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
-                  const DdpmConvEpilogue *epi)
+cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, bool x_f32, void *y, bool y_f32,
+                  const ConvShape &s, const DdpmConvEpilogue *epi)
 {
   if (cb->act_type == CT_F16)
-    launch_t<__half> (cb, w, x, y, s, epi);
+    launch_t<__half> (cb, w, x, x_f32, y, y_f32, s, epi);
   else
-    launch_t<__nv_bfloat16> (cb, w, x, y, s, epi);
+    launch_t<__nv_bfloat16> (cb, w, x, x_f32, y, y_f32, s, epi);
 }

@@ -521,6 +521,7 @@ cuda_destroy (DdpmBackend *be)
   .count_nonfinite = cuda_count_nonfinite, \
   .group_norm_conv2d = cuda_group_norm_conv2d, \
   .upsample_conv2d = cuda_upsample_conv2d, \
+  .conv2d_f32_ends = cuda_conv2d_f32_ends, \
   .gather_rows = cuda_gather_rows
 
 static const DdpmBackendOps cuda_ops = {

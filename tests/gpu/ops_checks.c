@@ -727,6 +727,68 @@ static const UpConvCase upsample_conv_cases[] = {
   { "odd up-resample conv fallback", 3, 48, 4, 4, 24, FALSE, FALSE, 0 },
 };
 
+/* ---- conv2d with a float32 end (conv_in, conv_out) ---- */
+
+typedef struct {
+  const char *name;
+  int B, Cin, H, W, Cout;
+  gboolean x_f32;                       /* TRUE: the input end is f32 (conv_in), else the output (conv_out) */
+} EndConvCase;
+
+/* conv2d_f32_ends against the GPU's own cast_in + conv2d or conv2d + cast_out, bit for bit (those ops are each
+ * checked against the CPU above): the op rounds through the activation type where the casts would. */
+static void
+check_conv_f32_ends (GpuEnv *env, const EndConvCase *c)
+{
+  char label[160];
+  g_snprintf (label, sizeof label, "%s B%d %d->%d @%dx%d (f32 %s)", c->name, c->B, c->Cin, c->Cout, c->H, c->W,
+              c->x_f32 ? "in" : "out");
+  DdpmBackend *g = env->gpu;
+  if (!check_selected (env, label) || g->ops->conv2d_f32_ends == NULL)
+    return;
+  const int pad[4] = { 1, 1, 1, 1 };
+  const size_t n_x = (size_t) c->B * c->Cin * c->H * c->W, n_y = (size_t) c->B * c->Cout * c->H * c->W;
+  /* the f32 end unrounded (the op must round it or its result), the act end as act values */
+  float *x = random_host (n_x, 61, 1.5f, 0.1f, c->x_f32 ? DDPM_PRECISION_FP32 : env->precision);
+  LinPair w;
+  Buf xb = { 0 }, yb = { 0 }, tmp = { 0 }, two = { 0 }, tmp2 = { 0 };
+  const size_t n_end = c->x_f32 ? n_x : n_y;
+  gboolean ok = lin_new (env, &w, c->Cout, c->Cin, 3, 62)
+                && buf_new (env, &xb, g, n_x, !c->x_f32, label) && buf_new (env, &yb, g, n_y, c->x_f32, label)
+                && buf_new (env, &tmp, g, n_end, TRUE, label) && buf_new (env, &two, g, n_y, c->x_f32, label)
+                && buf_new (env, &tmp2, g, n_end, TRUE, label)
+                && reserve (env, g, g->ops->conv2d_scratch (g, c->B, c->Cin, c->H, c->W, c->Cout, 3, 1, pad), label);
+  if (ok)
+    {
+      buf_upload (&xb, x);
+      g->ops->conv2d_f32_ends (g, &w.g, xb.ptr, c->x_f32, yb.ptr, !c->x_f32, tmp.ptr, c->B, c->H, c->W, 1, pad, NULL);
+      if (c->x_f32)
+        {
+          g->ops->cast_in (g, xb.ptr, tmp2.ptr, n_x);
+          g->ops->conv2d (g, &w.g, tmp2.ptr, two.ptr, c->B, c->H, c->W, 1, pad, NULL);
+        }
+      else
+        {
+          g->ops->conv2d (g, &w.g, xb.ptr, tmp2.ptr, c->B, c->H, c->W, 1, pad, NULL);
+          g->ops->cast_out (g, tmp2.ptr, two.ptr, n_y);
+        }
+      report_bits_equal (env, "conv_f32_ends_exact", label, &yb, &two);
+    }
+  Buf *bufs[] = { &xb, &yb, &tmp, &two, &tmp2 };
+  for (size_t i = 0; i < G_N_ELEMENTS (bufs); i++)
+    buf_free (bufs[i]);
+  lin_free (env, &w);
+  g_free (x);
+}
+
+static const EndConvCase end_conv_cases[] = {
+  { "cifar conv_in", 1, 3, 32, 32, 128, TRUE },
+  { "cifar conv_out", 2, 128, 32, 32, 3, FALSE },
+  /* odd sizes; 4 input channels to 64 (K 36, Cout 64: not the direct kernel's, so the op's own casts) */
+  { "odd conv_out", 3, 24, 5, 7, 5, FALSE },
+  { "4-channel conv_in", 2, 4, 8, 8, 64, TRUE },
+};
+
 /* ---- linear ---- */
 
 typedef struct {
@@ -1253,6 +1315,9 @@ run_op_checks (GpuEnv *env, unsigned which)
   if (which & OPS_CONV)
     for (size_t i = 0; i < G_N_ELEMENTS (upsample_conv_cases); i++)
       check_upsample_conv (env, &upsample_conv_cases[i]);
+  if (which & OPS_CONV)
+    for (size_t i = 0; i < G_N_ELEMENTS (end_conv_cases); i++)
+      check_conv_f32_ends (env, &end_conv_cases[i]);
   if (which & OPS_ATTENTION)
     for (size_t i = 0; i < G_N_ELEMENTS (attn_cases); i++)
       check_attention (env, &attn_cases[i]);

@@ -50,6 +50,9 @@ check $r "DDPM_CUDA_TIME_TABLE=0: linear $(chain linear), timestep_embedding $(c
 rm -f "$ERR.chain"
 grep -Eq '^  (add_channel_bias|add_scaled) ' "$ERR" && r=no || r=ok
 check $r "no add_channel_bias / add_scaled launches (fused into the conv epilogues)"
+# conv_in reads the float32 sample and conv_out writes float32 eps themselves (conv2d_f32_ends)
+grep -Eq '^  (cast_in|cast_out) ' "$ERR" && r=no || r=ok
+check $r "no cast_in / cast_out launches (inside conv_in and conv_out)"
 # attention: the fixture has 5 attention blocks at 8x8 (64 tokens: AttnDownBlock2D x 2 layers, AttnUpBlock2D x 3)
 # and the mid block's at 2x2 (4 tokens, not a multiple of 16: the cuBLAS core). The 5 take flash_attention.cu's
 # core with the biases and the out projection inside: one launch each, and no bias or out pass of their own.

@@ -379,8 +379,8 @@ done
 #                                        held-back sums are then read by 4x as many blocks (untimed: second in
 #                                        the list, with DEFER_REDUCE=1). DEFER_REDUCE=1 now also holds conv1's sum across the
 #                                        shortcut conv (whose own sum rides along) and into concatenation heads:
-#                                        on the emulator planned as an H100, cifar10-32 b1 has 143 kernels per
-#                                        forward with both, 206 without (celebahq-256 b1: 201, 279)
+#                                        on the emulator planned as an H100, cifar10-32 b1 has 141 kernels per
+#                                        forward with both, 204 without (celebahq-256 b1: 199, 277)
 #   DDPM_CUDA_TIME_TABLE=0               each forward computes its time projections (sinusoid, two linears, the
 #                                        stacked projection) instead of gathering them from the table: 3 launches more
 #   DDPM_CUDA_CONV_PREFETCH=0            the cp.async conv kernels' first weight slices copied after the wait on the
