@@ -780,7 +780,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->defer_reduce = g_strcmp0 (g_getenv ("DDPM_CUDA_DEFER_REDUCE"), "1") == 0;
   cb->conv_prefetch = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PREFETCH"), "0") != 0;
   cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
-  /* each forward looks its time projections up (engine/unet.c build_time_table): 3 launches fewer */
+  /* each forward looks its time projections up (engine/unet.h ddpm_unet_prepare_timesteps): 3 launches fewer */
   cb->base.time_table = g_strcmp0 (g_getenv ("DDPM_CUDA_TIME_TABLE"), "0") != 0;
 
   GError *local = NULL;

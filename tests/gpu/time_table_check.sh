@@ -1,10 +1,10 @@
 #!/bin/sh
-# time_table_check.sh DDPM MODULE FIXTURES: the time table (engine/unet.c build_time_table) against the chain
-# it replaces. Each forward either gathers its time projections from the table (the default on CUDA) or
-# computes them (sinusoid, two linears, the stacked projection; DDPM_CUDA_TIME_TABLE=0). The table's rows are
-# those four ops run on all timesteps at once, so a whole DDIM sample must come out bit for bit the same both
-# ways, in each precision (suite gpu-emu, on the CUDA emulator). The emulator's kernel count proves which way
-# ran: the table takes 4 launches once (building it) and saves 3 per forward.
+# time_table_check.sh DDPM MODULE FIXTURES: the time table (engine/unet.h ddpm_unet_prepare_timesteps) against
+# the chain it replaces. Each forward either gathers its time projections from the table (the default on CUDA)
+# or computes them (sinusoid, two linears, the stacked projection; DDPM_CUDA_TIME_TABLE=0). The table's rows
+# are those four ops run on all the sample's timesteps at once, so a whole DDIM sample must come out bit for
+# bit the same both ways, in each precision (suite gpu-emu, on the CUDA emulator). The emulator's kernel count
+# proves which way ran: the table takes 4 launches once (its rows) and saves 3 per forward.
 set -u
 DDPM=$1 MODULE=$2 FIXTURES=$3
 DIR=$(mktemp -d)
