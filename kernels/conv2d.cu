@@ -797,7 +797,7 @@ cuda_conv2d_f32_ends (DdpmBackend *be, const DdpmLinearW *w, const void *x, gboo
     return;
   g_return_if_fail (x_f32 != y_f32);    /* one end: tmp holds that end's activations */
   const ConvPlan p = conv_plan (cb, s, pad);
-  if (p.implicit && p.direct)
+  if (p.implicit && p.direct && cuda_conv_direct_f32_end_fits (cb, s))
     {
       cuda_conv_direct (cb, w, x, x_f32, y, y_f32, s, epi);
       return;

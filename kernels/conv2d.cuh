@@ -570,3 +570,5 @@ bool cuda_conv_pointwise_allow_large_clusters (void);
 bool cuda_conv_direct_fits (const CudaBackend *cb, const ConvShape &s);
 void cuda_conv_direct (CudaBackend *cb, const DdpmLinearW *w, const void *x, bool x_f32, void *y, bool y_f32,
                        const ConvShape &s, const DdpmConvEpilogue *epi);
+/* Whether the direct kernel takes s with a float32 end in one launch (its block shape has that instance). */
+bool cuda_conv_direct_f32_end_fits (const CudaBackend *cb, const ConvShape &s);

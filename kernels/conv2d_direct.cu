@@ -150,6 +150,16 @@ direct_split (const CudaBackend *cb, const ConvShape &s, long long pixel_blocks,
     }
 }
 
+/* The block shapes (output channels per thread x warps) with float-ended instances: those the model's ends take
+ * at the default warp cap (conv_in, 3 -> 128: 4 x 32 at batch 1, 8 x 16 at a few images, 16 x 8 above;
+ * conv_out, 128 -> 3: 4 x 32). Fewer instances keep the module's build short; another shape with a float end
+ * goes through the casts (cuda_conv2d_f32_ends). */
+static constexpr bool
+f32_end_shape (int co, int warps)
+{
+  return (co == 4 && warps == 32) || (co == 8 && warps == 16) || (co == 16 && warps == 8);
+}
+
 template <typename T, int CO, int WARPS>
 static void
 launch_co (CudaBackend *cb, dim3 grid, const DdpmLinearW *w, const void *x, bool x_f32, void *y, bool y_f32,
@@ -157,15 +167,34 @@ launch_co (CudaBackend *cb, dim3 grid, const DdpmLinearW *w, const void *x, bool
 {
   const T *wt = (const T *) w->weight;
   const float *b = (const float *) w->bias;
-  if (x_f32)
-    launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, float, T, CO, WARPS>, wt, b, (const float *) x,
-            (T *) y, s, G, epi);
-  else if (y_f32)
-    launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, float, CO, WARPS>, wt, b, (const T *) x,
-            (float *) y, s, G, epi);
-  else
-    launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, T, CO, WARPS>, wt, b, (const T *) x,
-            (T *) y, s, G, epi);
+  if constexpr (f32_end_shape (CO, WARPS))
+    {
+      if (x_f32)
+        {
+          launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, float, T, CO, WARPS>, wt, b,
+                  (const float *) x, (T *) y, s, G, epi);
+          return;
+        }
+      if (y_f32)
+        {
+          launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, float, CO, WARPS>, wt, b,
+                  (const T *) x, (float *) y, s, G, epi);
+          return;
+        }
+    }
+  launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, T, CO, WARPS>, wt, b, (const T *) x,
+          (T *) y, s, G, epi);
+}
+
+/* The direct kernel's block shape for s: output channels per thread (*co), channel groups per block (*groups)
+ * and warps. */
+static void
+direct_shape (const CudaBackend *cb, const ConvShape &s, int *co, int *groups, int *warps)
+{
+  const long long P = (long long) s.B * s.Ho * s.Wo;
+  direct_split (cb, s, (P + 31) / 32, co, groups);
+  const int cap = cb->direct_warps > 0 ? cb->direct_warps : 32;   /* warps: 128 / co, at most cap */
+  *warps = imin (128 / *co, cap);
 }
 
 template <typename T>
@@ -175,8 +204,8 @@ launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, bool x_f32, void
 {
   const ConvEpi<T> epi = conv_epi<T> (e, s.Cout);
   const long long P = (long long) s.B * s.Ho * s.Wo;
-  int co, G;
-  direct_split (cb, s, (P + 31) / 32, &co, &G);
+  int co, G, warps;
+  direct_shape (cb, s, &co, &G, &warps);
   const int gy = ceil_div (s.Cout, G * co);
   if (gy > 65535)
     {
@@ -184,19 +213,26 @@ launch_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, bool x_f32, void
       return;
     }
   const dim3 grid ((unsigned) ((P + 31) / 32), (unsigned) gy);
-  const int cap = cb->direct_warps > 0 ? cb->direct_warps : 32;   /* warps: 128 / co, at most cap */
-  if (co == 4 && cap >= 32)
+  if (co == 4 && warps >= 32)
     launch_co<T, 4, 32> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
-  else if (co == 4 && cap >= 16)
+  else if (co == 4 && warps >= 16)
     launch_co<T, 4, 16> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else if (co == 4)
     launch_co<T, 4, 8> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
-  else if (co == 8 && cap >= 16)
+  else if (co == 8 && warps >= 16)
     launch_co<T, 8, 16> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else if (co == 8)
     launch_co<T, 8, 8> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
   else
     launch_co<T, 16, 8> (cb, grid, w, x, x_f32, y, y_f32, s, G, epi);
+}
+
+bool
+cuda_conv_direct_f32_end_fits (const CudaBackend *cb, const ConvShape &s)
+{
+  int co, G, warps;
+  direct_shape (cb, s, &co, &G, &warps);
+  return cuda_conv_direct_fits (cb, s) && f32_end_shape (co, warps);
 }
 
 void
