@@ -182,6 +182,11 @@ launch_co (CudaBackend *cb, dim3 grid, const DdpmLinearW *w, const void *x, bool
           return;
         }
     }
+  if (x_f32 || y_f32)                   /* cuda_conv_direct_f32_end_fits said no: never reinterpret float as T */
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "conv2d: no float-ended direct kernel of %d x %d (internal error)", CO, WARPS);
+      return;
+    }
   launch (cb, "conv_direct", grid, WARPS * 32, 0, conv_direct_kernel<T, T, T, CO, WARPS>, wt, b, (const T *) x,
           (T *) y, s, G, epi);
 }
