@@ -127,11 +127,11 @@ typedef struct {
   /* conv2d (no upsampling, any stride and pad) with float32 at one end instead of act: x_f32, x (B, Cin, H, W)
    * is f32 and read as cast_in would give it; or y_f32, y (B, Cout, Ho, Wo) is f32 and gets what cast_out of
    * the act result would give. The same bits as the three ops, for a model's conv_in (reading the sample) and
-   * conv_out (writing eps); CUDA: one launch where its direct kernel takes the shape. tmp (act, the f32 end's
-   * size) is the backend's to use. Scratch: conv2d_scratch. */
-  void (*conv2d_f32_ends) (DdpmBackend *be, const DdpmLinearW *w, const void *x, gboolean x_f32, void *y,
-                           gboolean y_f32, void *tmp, int B, int H, int W, int stride, const int pad[4],
-                           const DdpmConvEpilogue *epi);
+   * conv_out (writing eps); CUDA: one launch where its direct kernel takes the shape. FALSE, having done
+   * nothing, where the backend cannot (the caller then casts and convolves). Scratch: conv2d_scratch. */
+  gboolean (*conv2d_f32_ends) (DdpmBackend *be, const DdpmLinearW *w, const void *x, gboolean x_f32, void *y,
+                               gboolean y_f32, int B, int H, int W, int stride, const int pad[4],
+                               const DdpmConvEpilogue *epi);
 
   /* y (B, row_elems) act = row row_of[t] of table (act, n_rows x row_elems) for t = index[b] clamped to [0, n)
    * (floats holding integers; row_of has n entries). A negative row_of[t] (not computed) gives NaN. The time

@@ -184,6 +184,23 @@ stack_time_projections (DdpmUNet *u, const DdpmModel *model, GError **error)
   return TRUE;
 }
 
+/* The time-embedding chain on M rows of timesteps t (f32, M): sinusoid (M, C0) into sin, the MLP into hidden and
+ * temb (M, D), then, where there is a stacked projection, every resnet's projection of it into proj (M,
+ * temb_proj_all.out). Both a forward (M = B) and ddpm_unet_prepare_timesteps (M = new timesteps, proj = table
+ * rows) run it, so a table row is what the forward would compute. */
+static void
+time_chain (DdpmUNet *u, const float *t, void *sin, void *hidden, void *temb, void *proj, int M)
+{
+  DdpmBackend *be = u->be;
+  const DdpmUNetConfig *cfg = u->cfg;
+  be->ops->timestep_embedding (be, t, sin, M, cfg->block_out_channels[0], cfg->flip_sin_to_cos,
+                               (float) cfg->freq_shift);
+  be->ops->linear (be, &u->w.time_linear_1, sin, hidden, M, FALSE);
+  be->ops->linear (be, &u->w.time_linear_2, hidden, temb, M, TRUE);
+  if (u->temb_proj_all.weight != NULL)
+    be->ops->linear (be, &u->temb_proj_all, temb, proj, M, TRUE);
+}
+
 /* The time table's memory (DdpmBackend.time_table), empty: rows are computed when their timesteps are
  * prepared. Not where the backend does not ask for it, without a stacked projection (scale_shift), over
  * TIME_TABLE_MAX_BYTES (cifar10-32 11 MB and celebahq-256 20 MB at fp16 for 1000 timesteps) or when an
@@ -260,14 +277,10 @@ ddpm_unet_prepare_timesteps (DdpmUNet *u, const int *t, int n, GError **error)
       ok = temb != NULL;
       if (ok)
         {
-          /* the forward's own chain on m rows, the last op writing straight into the table's next m rows */
-          const DdpmUNetWeights *w = &u->w;
+          /* the forward's own chain on m rows, the projection writing straight into the table's next m rows */
           be->ops->to_device (be, t_dev, t_new, m * sizeof (float));
-          be->ops->timestep_embedding (be, t_dev, sin, m, C0, cfg->flip_sin_to_cos, (float) cfg->freq_shift);
-          be->ops->linear (be, &w->time_linear_1, sin, hidden, m, FALSE);
-          be->ops->linear (be, &w->time_linear_2, hidden, temb, m, TRUE);
-          be->ops->linear (be, &u->temb_proj_all, temb, (char *) u->time_table + (size_t) u->n_time_rows * cols
-                           * u->act_size, m, TRUE);
+          void *rows = (char *) u->time_table + (size_t) u->n_time_rows * cols * u->act_size;
+          time_chain (u, t_dev, sin, hidden, temb, rows, m);
           be->ops->to_device (be, u->time_row, u->time_row_host, u->n_timesteps * sizeof (float));
           u->n_time_rows += m;
         }
@@ -401,22 +414,18 @@ static const int PAD_SAME[4] = { 1, 1, 1, 1 };
 static const int PAD_NONE[4] = { 0, 0, 0, 0 };
 
 /* A 3x3 'same' convolution with float32 at one end (the model's conv_in reading the sample x_f32, conv_out
- * writing eps y_f32): one backend op where it has conv2d_f32_ends, else the cast through act_tmp (the f32 end's
- * size) and the convolution. */
+ * writing eps y_f32): one backend op where it has conv2d_f32_ends and that takes the shape, else the cast
+ * through act_tmp (the f32 end's size) and the convolution. */
 static void
 conv_f32_end (DdpmUNet *u, const DdpmLinearW *w, const float *x_f32, const void *x, void *y, float *y_f32,
               void *act_tmp, int h, int wd)
 {
   DdpmBackend *be = u->be;
   const size_t n_x = (size_t) u->B * w->in * h * wd, n_y = (size_t) u->B * w->out * h * wd;
-  if (u->mode == WALK_RUN && be->ops->conv2d_f32_ends != NULL)
-    {
-      if (x_f32 != NULL)
-        be->ops->conv2d_f32_ends (be, w, x_f32, TRUE, y, FALSE, act_tmp, u->B, h, wd, 1, PAD_SAME, NULL);
-      else
-        be->ops->conv2d_f32_ends (be, w, x, FALSE, y_f32, TRUE, act_tmp, u->B, h, wd, 1, PAD_SAME, NULL);
-      return;
-    }
+  if (u->mode == WALK_RUN && be->ops->conv2d_f32_ends != NULL
+      && be->ops->conv2d_f32_ends (be, w, x_f32 != NULL ? (const void *) x_f32 : x, x_f32 != NULL,
+                                   y_f32 != NULL ? (void *) y_f32 : y, y_f32 != NULL, u->B, h, wd, 1, PAD_SAME, NULL))
+    return;
   if (u->mode == WALK_RUN && x_f32 != NULL)
     be->ops->cast_in (be, x_f32, act_tmp, n_x);
   conv (u, w, x_f32 != NULL ? act_tmp : x, x_f32 != NULL ? y : act_tmp, h, wd, 1, PAD_SAME, NULL);
@@ -551,13 +560,7 @@ walk (DdpmUNet *u, const float *x_in, const float *t, float *eps)
   if (u->mode == WALK_RUN && u->time_table != NULL)
     be->ops->gather_rows (be, u->time_table, u->time_row, u->n_timesteps, t, u->tproj_all, B, u->temb_proj_all.out);
   else if (u->mode == WALK_RUN)
-    {
-      be->ops->timestep_embedding (be, t, u->temb_sin, B, C0, cfg->flip_sin_to_cos, (float) cfg->freq_shift);
-      be->ops->linear (be, &w->time_linear_1, u->temb_sin, u->temb_hidden, B, FALSE);
-      be->ops->linear (be, &w->time_linear_2, u->temb_hidden, u->temb, B, TRUE);
-      if (u->temb_proj_all.weight != NULL)
-        be->ops->linear (be, &u->temb_proj_all, u->temb, u->tproj_all, B, TRUE);
-    }
+    time_chain (u, t, u->temb_sin, u->temb_hidden, u->temb, u->tproj_all, B);
 
   /* 2. input: cast (+ centre), conv_in into skip 0 */
   size_t n_in = (size_t) B * cfg->in_channels * h * wd;

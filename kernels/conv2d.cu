@@ -785,33 +785,21 @@ cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int 
 }
 
 /* conv2d with float32 at one end (a model's conv_in reading the sample, conv_out writing eps): where the direct
- * kernel takes the shape, one launch that rounds through the activation type as the casts would; elsewhere
- * (and in fp32, where the casts are copies) cast_in / conv2d / cast_out through tmp. */
-void
+ * kernel takes the shape, one launch that rounds through the activation type as the casts would; FALSE
+ * elsewhere (and in fp32, where the casts are copies): the engine casts. */
+gboolean
 cuda_conv2d_f32_ends (DdpmBackend *be, const DdpmLinearW *w, const void *x, gboolean x_f32, void *y, gboolean y_f32,
-                      void *tmp, int B, int H, int W, int stride, const int pad[4], const DdpmConvEpilogue *epi)
+                      int B, int H, int W, int stride, const int pad[4], const DdpmConvEpilogue *epi)
 {
   CudaBackend *cb = cuda_backend (be);
   const ConvShape s = conv_shape (w, B, H, W, stride, pad);
   if (s.B <= 0 || s.Ho <= 0 || s.Wo <= 0 || s.Cout <= 0)
-    return;
-  g_return_if_fail (x_f32 != y_f32);    /* one end: tmp holds that end's activations */
+    return TRUE;                        /* nothing to compute */
   const ConvPlan p = conv_plan (cb, s, pad);
-  if (p.implicit && p.direct && cuda_conv_direct_f32_end_fits (cb, s))
-    {
-      cuda_conv_direct (cb, w, x, x_f32, y, y_f32, s, epi);
-      return;
-    }
-  if (x_f32)
-    {
-      cuda_cast_in (be, (const float *) x, tmp, (size_t) s.B * s.Cin * s.H * s.W);
-      conv2d_run (cb, w, tmp, y, s, p, pad, epi);
-    }
-  else
-    {
-      conv2d_run (cb, w, x, tmp, s, p, pad, epi);
-      cuda_cast_out (be, tmp, (float *) y, (size_t) s.B * s.Cout * s.Ho * s.Wo);
-    }
+  if (!(p.implicit && p.direct && cuda_conv_direct_f32_end_fits (cb, s)))
+    return FALSE;
+  cuda_conv_direct (cb, w, x, x_f32, y, y_f32, s, epi);
+  return TRUE;
 }
 
 /* The plan of a projection (out x in weights over B x HW pixels) as a 1x1 convolution, or false where

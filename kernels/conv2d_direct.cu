@@ -153,7 +153,7 @@ direct_split (const CudaBackend *cb, const ConvShape &s, long long pixel_blocks,
 /* The block shapes (output channels per thread x warps) with float-ended instances: those the model's ends take
  * at the default warp cap (conv_in, 3 -> 128: 4 x 32 at batch 1, 8 x 16 at a few images, 16 x 8 above;
  * conv_out, 128 -> 3: 4 x 32). Fewer instances keep the module's build short; another shape with a float end
- * goes through the casts (cuda_conv2d_f32_ends). */
+ * is declined (cuda_conv2d_f32_ends): the engine casts. */
 static constexpr bool
 f32_end_shape (int co, int warps)
 {

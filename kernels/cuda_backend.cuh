@@ -385,9 +385,9 @@ size_t cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int C
                             const int pad[4]);
 void cuda_conv2d (DdpmBackend *be, const DdpmLinearW *w, const void *x, void *y, int B, int H, int W, int stride,
                   const int pad[4], const DdpmConvEpilogue *epi);
-void cuda_conv2d_f32_ends (DdpmBackend *be, const DdpmLinearW *w, const void *x, gboolean x_f32, void *y,
-                           gboolean y_f32, void *tmp, int B, int H, int W, int stride, const int pad[4],
-                           const DdpmConvEpilogue *epi);
+gboolean cuda_conv2d_f32_ends (DdpmBackend *be, const DdpmLinearW *w, const void *x, gboolean x_f32, void *y,
+                               gboolean y_f32, int B, int H, int W, int stride, const int pad[4],
+                               const DdpmConvEpilogue *epi);
 /* conv2d.cu: y_b (Cout x HW) = W x_b (Cin x HW) for every image b, no bias: attention's projections as a 1x1
  * convolution (attention's operands fill the scratch): conv2d_direct.cu's kernel where the plan takes it
  * (K <= 32), else conv2d_pointwise.cu's, its K split with float partials in `partials` (the caller's region of
