@@ -111,4 +111,6 @@ enum { OPS_ELEMENTWISE = 1, OPS_SAMPLER = 2, OPS_LINEAR = 4, OPS_NORM = 8, OPS_C
        OPS_ALL = 63,
        OPS_NORM_CONV = 64 };          /* only OPS_CONV's GroupNorm -> conv cases (their norms are channels last) */
 void run_op_checks (GpuEnv *env, unsigned which);
+/* One-hot convolutions whose outputs say where they came from (conv_layout_checks.c; part of OPS_CONV). */
+void run_conv_layout_checks (GpuEnv *env);
 void run_model_checks (GpuEnv *env);

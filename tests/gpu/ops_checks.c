@@ -1334,6 +1334,8 @@ run_op_checks (GpuEnv *env, unsigned which)
   if (which & OPS_CONV)
     for (size_t i = 0; i < G_N_ELEMENTS (end_conv_cases); i++)
       check_conv_f32_ends (env, &end_conv_cases[i]);
+  if (which & OPS_CONV)
+    run_conv_layout_checks (env);
   if (which & OPS_ATTENTION)
     for (size_t i = 0; i < G_N_ELEMENTS (attn_cases); i++)
       check_attention (env, &attn_cases[i]);

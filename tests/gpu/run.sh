@@ -140,6 +140,8 @@ echo "== 1w. the wgmma conv tile (DDPM_CUDA_CONV_TILE=wgmma): full-size fp16 and
 done
 grep -m3 -E 'wgmma|cuda:' "$OUT/tests-wgmma.txt"
 grep -E '^FAIL|^====' "$OUT/tests-wgmma.txt" | head -20
+# where a conv_layout check failed: which output holds which (pixel, channel) (tests/gpu/conv_layout_checks.c)
+grep -E '^FAIL conv_layout|^     layout:' "$OUT/tests-wgmma.txt" | head -24
 
 # Whole models with the opt-in launch merging of 2026-12-06 (GroupNorm clusters + held-back split-K sums; never
 # run on a GPU yet), so one call says whether they can become the default; and with the time table off (the
