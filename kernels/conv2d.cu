@@ -168,15 +168,34 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
       p.splits = 1;
       p.kps = ktiles;
     }
-  /* $DDPM_CUDA_CONV=wgmma: the wgmma tile where its tiles alone fill a wave (sm_90a, Cin % 64 == 0);
-   * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests) */
-  if (p.nhwc && cb->conv_splitk == 0 && cuda_conv_wgmma_fits (cb, s)
-      && (cb->conv_tile == TILE_WGMMA || (cb->conv_algo == CONV_WGMMA && cuda_conv_wgmma_tiles (s) >= cb->sm_count)))
+  /* $DDPM_CUDA_CONV=wgmma: the wgmma tile (sm_90a, Cin % 64 == 0) where its tiles fill a wave, alone or with
+   * K split over blocks as the other tiles split it (2 blocks per SM, >= 2 slices of 64 each; summed by a second
+   * launch, held back or not: with $DDPM_CUDA_CONV_REDUCE=cluster or =last-block it runs unsplit, as those sums
+   * would take the kernel past its 128 registers; $DDPM_CUDA_WGMMA_SPLIT=0: only where it fills a wave alone);
+   * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests), split where the rule or $DDPM_CUDA_CONV_SPLITK says */
+  if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (cb->conv_tile == TILE_WGMMA || cb->conv_algo == CONV_WGMMA))
     {
-      p.wgmma = true;
-      p.mma = false;
-      p.splits = 1;
-      p.kps = ktiles;
+      const long long wtiles = cuda_conv_wgmma_tiles (s);
+      const int slices = cuda_conv_wgmma_slices (s);
+      int wsplits = 1;
+      if (cb->conv_splitk > 0)
+        wsplits = cb->conv_splitk;
+      else if (wtiles < cb->sm_count && cb->wgmma_split)
+        wsplits = (int) ((target + wtiles - 1) / wtiles);
+      wsplits = imin (imin (wsplits, IG_MAX_SPLITS), imax (slices / cb->conv_split_min_slices, 1));
+      if (cb->conv_reduce == REDUCE_CLUSTER || cb->conv_reduce == REDUCE_LAST_BLOCK)
+        wsplits = 1;
+      wsplits = imax (wsplits, 1);
+      const int kps64 = (slices + wsplits - 1) / wsplits;
+      wsplits = (slices + kps64 - 1) / kps64;   /* no empty splits */
+      if (cb->conv_tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)
+        {
+          p.wgmma = true;
+          p.mma = false;
+          p.tile = TILE_LARGE;                /* 128-row tiles: the split partials' layout */
+          p.splits = wsplits;
+          p.kps = 2 * kps64;                  /* in IG_BK slices */
+        }
     }
   p.cluster = p.splits > 1 && cb->conv_reduce == REDUCE_CLUSTER;
   p.scratch = p.partial_at = p.xh_bytes;
@@ -703,7 +722,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
   if (p.nhwc && !xh_ready && !reduce_into_nhwc (cb, x, s))
     cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
   if (p.wgmma)
-    cuda_conv_wgmma_launch (cb, w, cb->scratch, y, s, e);
+    cuda_conv_wgmma_launch (cb, w, cb->scratch, y, sk, p.splits, p.kps / 2, s, e);
   else if (p.mma)
     cuda_conv_nhwc_mma_launch (cb, w, cb->scratch, y, s, e);
   else if (p.nhwc)

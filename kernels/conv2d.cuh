@@ -491,7 +491,9 @@ conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restri
    * 1 fills 16 of the 64 pixel columns, a last row tile maybe a few rows): vector u of the nv valid ones is
    * row u / nvr, columns 4 (u % nvr) .. + 3 ... */
   constexpr int V4 = BM * IG_BN / 4;                         /* float4 per tile */
-  const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+  /* tiles of BM channels x IG_BN pixels, row-major (conv_splitk_reduce_kernel's order); one block may end
+   * several (the wgmma tile's two pixel halves) */
+  const int tile = (int) ((m0 / BM) * ((P + IG_BN - 1) / IG_BN) + p0 / IG_BN);
   const int splits = (int) gridDim.z;
   const int nvr = P - p0 >= IG_BN ? IG_BN / 4 : (int) ((P - p0 + 3) / 4);   /* valid vectors per row */
   const int nv = imin (BM, s.Cout - m0) * nvr;
@@ -545,11 +547,15 @@ void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const voi
                                 const DdpmConvEpilogue *e);
 
 /* conv2d_wgmma.cu (cuda_conv_wgmma_prepare in cuda_backend.cuh): whether its kernel takes this shape (that, and
- * cuda_conv_nhwc_fits with Cin % 64 == 0); its tiles (128 x 128) for the shape; and the convolution on the
- * channels-last copy xh (no K split, the same epilogue). */
+ * cuda_conv_nhwc_fits with Cin % 64 == 0); its tiles (128 x 128) and K slices (of 64) for the shape; and the
+ * convolution on the channels-last copy xh, the same epilogue: K split over `splits` blocks of kps slices each
+ * (grid z), its partials at sk.partial summed by a second launch (held back or not; no counters, no
+ * clusters), or unsplit (splits 1, sk all zero). */
 bool cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s);
 long long cuda_conv_wgmma_tiles (const ConvShape &s);
-void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
+int cuda_conv_wgmma_slices (const ConvShape &s);
+void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk, int splits,
+                             int kps, const ConvShape &s,
                              const DdpmConvEpilogue *e);
 
 /* conv2d_pointwise.cu: whether the cp.async kernel on NCHW takes this 1x1 convolution (fp16/bf16, stride 1, no

@@ -1,7 +1,9 @@
 /* conv2d_wgmma.cu: the channels-last implicit-GEMM convolution on Hopper's wgmma (sm_90a: H100 / H200), for
- * the large shapes (cifar10-32 at batch 128, celebahq-256) where the tiles fill the GPU without a K split.
- * conv2d.cu plans it ($DDPM_CUDA_CONV=wgmma where its tiles fill a wave, $DDPM_CUDA_CONV_TILE=wgmma wherever
- * it fits: tests) on the same channels-last copy xh as conv2d_nhwc.cu.
+ * the large shapes (cifar10-32 at batch 128, celebahq-256) where the tiles fill the GPU, alone or with K split
+ * over blocks (celebahq-256's 128 x 128 and 64 x 64 levels at batch 1: 128 and 64 tiles). conv2d.cu plans it
+ * ($DDPM_CUDA_CONV=wgmma where its tiles fill a wave, $DDPM_CUDA_CONV_TILE=wgmma wherever it fits: tests) on
+ * the same channels-last copy xh as conv2d_nhwc.cu. A split's blocks (grid z) take kps slices each and write
+ * float partials, summed as the other tiles' are (conv_splitk_reduce_kernel, or a GroupNorm holding it back).
  *
  * Tile: 128 output channels (A: weight rows) x 128 pixels (B: xh rows) per block of 2 warpgroups (256
  * threads), each warpgroup 64 channels x 128 pixels: 64 float accumulators per thread. K slices of 64 (one
@@ -47,7 +49,7 @@ wg_swizzle (int r, int c)
 template <typename T, int STAGES, int INFLIGHT>
 __global__ void __launch_bounds__ (WG_THREADS, 2)   /* two blocks per SM (3 stages): <= 128 registers */
 conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ xh,
-                        T *__restrict__ y, ConvShape s, ConvEpi<T> epi)
+                        T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
 {
 #if WGMMA_COMPILED
   /* grid_dependency_wait: after the first weight copies */
@@ -59,17 +61,17 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
   const int tid = threadIdx.x, wg = tid >> 7;
   const int m0 = blockIdx.y * WG_BM;
   const long long p0 = (long long) blockIdx.x * WG_BN;
-  const int nkt = s.K / WG_BK;
+  const int kt_begin = blockIdx.z * kps, nkt = imin (kps, s.K / WG_BK - kt_begin);   /* this split's slices (>= 1) */
   constexpr int COPIES = WG_BM * WG_BK / 8 / WG_THREADS;               /* 16-byte copies per thread, A and B: 4 */
   const NhwcSliceCopies<T, COPIES, COPIES, 8> copies (xh, s, p0, tid);
   const int chunk = copies.chunk;
   auto load_a = [&] (int st, int kt) {
     unsigned char *As = smem + st * WG_STAGE_BYTES;
-    copies.issue_a (Wt, s, m0, kt * WG_BK, tid, [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
+    copies.issue_a (Wt, s, m0, (kt_begin + kt) * WG_BK, tid, [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
   };
   auto load_b = [&] (int st, int kt) {
     unsigned char *Bs = smem + st * WG_STAGE_BYTES + WG_A_BYTES;
-    copies.issue_b (xh, s, kt * WG_BK, tid, [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
+    copies.issue_b (xh, s, (kt_begin + kt) * WG_BK, tid, [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
   };
 
   float acc[64];
@@ -105,9 +107,13 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
       Cs[(wg * 64 + warp * 16 + g + (e >= 2 ? 8 : 0)) * WG_LDC + j * 8 + 2 * t + (e & 1)] = acc[i];
     }
   __syncthreads ();
-  /* the shared end, in two 64-pixel halves (it writes IG_BN pixels per tile row) */
-  conv_tile_epilogue<T, WG_BM, WG_THREADS, WG_LDC> (Cs, bias, y, epi, SplitK {}, s, m0, p0);
-  conv_tile_epilogue<T, WG_BM, WG_THREADS, WG_LDC> (Cs + IG_BN, bias, y, epi, SplitK {}, s, m0, p0 + IG_BN);
+  /* the shared end, in two 64-pixel halves (it writes IG_BN pixels per tile row; a split's partials go to the
+   * halves' own tiles), the second only where it holds pixels (its tile would lie past the partials). Partials
+   * only: the last block's sum and the cluster's would take this kernel past 128 registers (12-byte spills) */
+  const SplitK part = { sk.partial, nullptr, 0 };
+  conv_tile_epilogue<T, WG_BM, WG_THREADS, WG_LDC> (Cs, bias, y, epi, part, s, m0, p0);
+  if (p0 + IG_BN < (long long) s.B * s.Ho * s.Wo)
+    conv_tile_epilogue<T, WG_BM, WG_THREADS, WG_LDC> (Cs + IG_BN, bias, y, epi, part, s, m0, p0 + IG_BN);
 #else
   grid_dependency_wait ();
   __trap ();                             /* not built for sm_90a: cuda_conv_wgmma_prepare never allows a launch */
@@ -165,19 +171,30 @@ cuda_conv_wgmma_tiles (const ConvShape &s)
   return (P + WG_BN - 1) / WG_BN * ((s.Cout + WG_BM - 1) / WG_BM);
 }
 
+int
+cuda_conv_wgmma_slices (const ConvShape &s)
+{
+  return s.K / WG_BK;
+}
+
 void
-cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const ConvShape &s,
-                        const DdpmConvEpilogue *e)
+cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk, int splits,
+                        int kps, const ConvShape &s, const DdpmConvEpilogue *e)
 {
   const long long P = (long long) s.B * s.Ho * s.Wo;
-  const dim3 grid ((unsigned) ((P + WG_BN - 1) / WG_BN), (unsigned) ceil_div (s.Cout, WG_BM));
+  const dim3 grid ((unsigned) ((P + WG_BN - 1) / WG_BN), (unsigned) ceil_div (s.Cout, WG_BM), (unsigned) splits);
+  if (sk.counters != nullptr || sk.cluster != 0)
+    {
+      cuda_fail (cb, DDPM_ERROR_DEVICE, "conv2d: the wgmma tile's K split is summed by a second launch only");
+      return;
+    }
   ConvShape sp = s;
   sp.prefetch = cb->conv_prefetch ? 1 : 0;
   auto run = [&] (auto t) {
     using T = decltype (t);
     wg_with_pipeline<T> (cb->wgmma_overlap, [&] (auto kernel, size_t smem) {
       launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, smem, kernel, (const T *) w->weight, (const float *) w->bias,
-              (const T *) xh, (T *) y, sp, conv_epi<T> (e, s.Cout));
+              (const T *) xh, (T *) y, sk, sp, kps, conv_epi<T> (e, s.Cout));
     });
   };
   if (cb->act_type == CT_F16)           /* fp16 / bf16 only (cuda_conv_wgmma_prepare) */

@@ -816,6 +816,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
     g_message ("CUDA backend: no GroupNorm clusters here (needs a cc 9.0+ device): one block per group");
   /* the wgmma convolution only where asked for, until a GPU run times it (it probes and sets attributes) */
   cb->wgmma_overlap = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_OVERLAP"), "1") == 0;
+  cb->wgmma_split = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_SPLIT"), "0") != 0;
   const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
   cb->conv_wgmma_ready = wgmma_asked && cuda_conv_wgmma_prepare (cb);
   if (wgmma_asked && !cb->conv_wgmma_ready && cb->act_type != CT_F32)

@@ -111,6 +111,8 @@ struct CudaBackend {
   gboolean conv_wgmma_ready;       /* conv2d_wgmma.cu's kernel may run: asked for ($DDPM_CUDA_CONV=wgmma or
                                     * _TILE=wgmma), a cc 9.0 device, and its sm_90a code there (cuda_conv_wgmma_prepare) */
   gboolean wgmma_overlap;          /* $DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline with one wgmma group in flight */
+  gboolean wgmma_split;            /* K split where the tile alone would not fill a wave (conv_plan; not with
+                                    * $DDPM_CUDA_WGMMA_SPLIT=0) */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
   long long proj_conv_pixels;      /* attention's projections on that kernel too up to this many pixels (B * HW):
                                     * batch-1 sampling then never touches cuBLAS, whose first use cost ~90-165 ms

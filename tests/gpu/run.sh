@@ -365,9 +365,11 @@ done
 #                                        one block per group writing 8-byte runs along pixels (b128: gn_regs
 #                                        <2, true> ~68 us own per call x 10, ~1 TB/s)
 #   DDPM_CUDA_CONV=mma                   the 128 x 128 mma.sync tile where it fills a wave
-#   DDPM_CUDA_CONV=wgmma                 the 128 x 128 wgmma tile (sm_90a) where it fills a wave (untimed: first
-#                                        in the list); + DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline with one
-#                                        wgmma group in flight across each barrier (one block per SM, not two)
+#   DDPM_CUDA_CONV=wgmma                 the 128 x 128 wgmma tile (sm_90a) where it fills a wave, alone or with K
+#                                        split (untimed: first in the list); + DDPM_CUDA_WGMMA_SPLIT=0: only where
+#                                        it fills one alone (celebahq b1's 128 x 128 and 64 x 64 levels then take
+#                                        the WMMA tiles, split); + DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline
+#                                        with one wgmma group in flight across each barrier (one block per SM)
 #   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
 #                                        blocks: batch 1 at 16 x 16 tokens)
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
@@ -437,12 +439,14 @@ if [ $rc -ne 77 ]; then
 cifar10-32 128 DDPM_CUDA_CONV=wgmma
 cifar10-32 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_CONV=wgmma
+celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_SPLIT=0
 celebahq-256 4 DDPM_CUDA_CONV=wgmma
 cifar10-32 128 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
 celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_OVERLAP=1
 cifar10-32 1 DDPM_CUDA_GN=cluster
 cifar10-32 1 DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
+celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
 celebahq-256 1 DDPM_CUDA_GN=cluster
 celebahq-256 1 DDPM_CUDA_DEFER_REDUCE=1
 cifar10-32 1 DDPM_CUDA_TIME_TABLE=0

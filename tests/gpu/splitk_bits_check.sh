@@ -45,4 +45,22 @@ for model in cifar-like celebahq-like; do
     done
   done
 done
+
+# The wgmma tile's K split (DDPM_CUDA_CONV_TILE=wgmma: the fixtures' 64-channel concatenations, split in 3): its
+# partials go to the two 64-pixel halves' tiles and are summed like the others', so a second launch and the
+# held-back sums give the same bits (with clusters or the last block's sum that tile runs unsplit).
+for model in cifar-like celebahq-like; do
+  ref=
+  for reduce in kernel held-back; do
+    [ $reduce = kernel ] && set_reduce= || set_reduce="DDPM_CUDA_DEFER_REDUCE=1"
+    out=$DIR/$model-wgmma-$reduce.npy
+    env -u DDPM_CUDA_CONV -u DDPM_CUDA_GN $set_reduce DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3 \
+      DDPM_CUDA_MODULE=$MODULE "$DDPM" sample -m "$FIXTURES/models/$model" --device cuda --precision fp16 --sampler ddim \
+      --steps 2 --seed 7 -o "$out" > /dev/null 2>&1
+    sum=$(cksum < "$out" 2>/dev/null)
+    [ -n "$ref" ] || ref=$sum
+    [ -s "$out" ] && [ "$sum" = "$ref" ] && r=ok || r=no
+    check $r "$model wgmma tile split 3, $reduce: same bits as the second launch (cksum $sum)"
+  done
+done
 exit $fail

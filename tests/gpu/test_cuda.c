@@ -21,7 +21,8 @@
  * channels-last one), with each kernel's other tile and a forced K split (DDPM_CUDA_CONV_TILE=large,
  * DDPM_CUDA_CONV_SPLITK=3), =mma (the 128 x 128 mma.sync tile where it fills a wave; and with
  * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), =wgmma and DDPM_CUDA_CONV_TILE=wgmma (the same
- * for the 128 x 128 wgmma tile, sm_90a; and with DDPM_CUDA_WGMMA_OVERLAP=1, its 4-stage pipeline), with
+ * for the 128 x 128 wgmma tile, sm_90a; and with DDPM_CUDA_WGMMA_OVERLAP=1, its 4-stage pipeline; with
+ * DDPM_CUDA_CONV_SPLITK=3, its K split summed by a second launch, and held back with DDPM_CUDA_DEFER_REDUCE=1), with
  * DDPM_CUDA_CONV_REDUCE=cluster and
  * =last-block (split-K sums inside each tile's thread-block cluster, or by the last block of each tile, not by
  * a second launch), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks, and the second launch
@@ -224,6 +225,10 @@ main (int argc, char **argv)
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_TILE", "wgmma", OPS_CONV);
                   /* ... with its 4-stage pipeline, one wgmma group in flight across the barrier */
                   run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_WGMMA_OVERLAP=1", OPS_CONV);
+                  /* ... with K split everywhere, summed by a second launch, or held back for the GroupNorm */
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3", OPS_CONV);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3 DDPM_CUDA_DEFER_REDUCE=1",
+                                OPS_CONV);
                   /* split-K sums inside each tile's thread-block cluster (sm_90) and by the last block of
                    * each tile, not by a second launch */
                   run_ops_on (&env, p, "DDPM_CUDA_CONV_REDUCE", "cluster", OPS_CONV);
