@@ -24,14 +24,17 @@
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
 # SKIP_BENCH=1 (no PyTorch comparison), TRACE_SHAPES="cifar10-32:1 ..." (config:batch[:VAR=V,VAR=V]), AB_LIST (lines of stage 4),
-# BENCH_CONVS=auto, SKIP_PROFILE=1, RETRY_UNTIL=S, AB_UNTIL=S. RUN=short sets what is unset of them as the
-# second H100 call of 2026-11-27 had them (fp16 tests without timings, one memcheck, the default conv only in
-# the benchmark, no eager profile, A/B until 370 s): 380 s in all, so `timeout_s` 460 covers the machine's start.
+# BENCH_CONVS=auto, SKIP_PROFILE=1, SKIP_TRACE=1 (no stage 3b), SKIP_COLD=1 (no stage 3c), RETRY_UNTIL=S,
+# AB_UNTIL=S. RUN=short sets what is unset of them as the second H100 call of 2026-11-27 had them (fp16 tests
+# without timings, the quick memchecks, the default conv only in the benchmark, no eager profile, A/B until
+# 370 s: 380 s in all then, so `timeout_s` 460 covers the machine's start), and since 2026-12-07 also no trace
+# and no cold start: stages 1w, 1g and the GroupNorm / wgmma memchecks added ~3 min, and stage 4's first lines
+# decide the defaults (a trace in another call: SKIP_TRACE=0 AB_UNTIL=0, or by hand as kernels/NOTES.md says).
 set -u
 if [ "${RUN:-full}" = short ]; then
   : "${DDPM_TEST_ARGS=--precision fp16}" "${DDPM_TEST_TIMEOUT:=120}" "${MEMCHECK:=quick}" "${BENCH_CONVS:=auto}"
-  : "${SKIP_PROFILE:=1}" "${RETRY_UNTIL:=0}" "${AB_UNTIL:=370}"
-  export DDPM_TEST_ARGS DDPM_TEST_TIMEOUT MEMCHECK BENCH_CONVS SKIP_PROFILE RETRY_UNTIL AB_UNTIL
+  : "${SKIP_PROFILE:=1}" "${SKIP_TRACE:=1}" "${SKIP_COLD:=1}" "${RETRY_UNTIL:=0}" "${AB_UNTIL:=370}"
+  export DDPM_TEST_ARGS DDPM_TEST_TIMEOUT MEMCHECK BENCH_CONVS SKIP_PROFILE SKIP_TRACE SKIP_COLD RETRY_UNTIL AB_UNTIL
 fi
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -203,7 +206,12 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     DDPM_CUDA_DEFER_REDUCE=1 timeout 30 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only norm >> "$OUT/memcheck.txt" 2>&1
   mrc=$mrc/$?
-  mrc2=skipped mrc3=skipped mrc4=skipped mrc5=skipped
+  # the wgmma conv tile wherever it fits, its K split too (forced 3 ways), never run on a GPU before
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3 timeout 25 \
+    "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
+    "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv >> "$OUT/memcheck.txt" 2>&1
+  mrc5=$?
+  mrc2=skipped mrc3=skipped mrc4=skipped
   [ "${MEMCHECK:-full}" = quick ] || {
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 25 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp32 --only conv >> "$OUT/memcheck.txt" 2>&1
@@ -216,14 +224,10 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
     >> "$OUT/memcheck.txt" 2>&1
   mrc4=$?
-  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma timeout 25 "$SAN" --tool memcheck --report-api-errors no \
-    --error-exitcode 3 "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv \
-    >> "$OUT/memcheck.txt" 2>&1
-  mrc5=$?
   }
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
   echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 / $mrc5 (fp16 ops/full-size 16x16 attention/GroupNorm clusters, fp32 conv, fp16 channels-last conv," \
-    "fp16 mma.sync conv, fp16 wgmma conv;" \
+    "fp16 mma.sync conv, fp16 wgmma conv split 3;" \
     "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
 
@@ -239,7 +243,7 @@ if grep -q '^FAIL conv2d\[conv=mma\|^FAIL conv2d\[conv_tile=mma\|^FAIL norm_conv
   echo "the mma.sync conv failed a check: not benchmarked"
   CONVS=${CONVS/,mma/}
 fi
-if grep -q '^FAIL conv2d\[conv=wgmma\|^FAIL conv2d\[conv_tile=wgmma\|^FAIL norm_conv\[conv=wgmma\|^FAIL upsample_conv\[conv=wgmma' "$OUT/tests-full.txt" \
+if grep -q '^FAIL conv2d\[conv=wgmma\|^FAIL conv2d\[conv_tile=wgmma\|^FAIL norm_conv\[conv=wgmma\|^FAIL upsample_conv\[conv=wgmma\|^FAIL conv_layout\[conv=wgmma\|^FAIL conv_layout\[conv_tile=wgmma' "$OUT/tests-full.txt" \
    || grep -q '^FAIL' "$OUT/tests-wgmma.txt"; then
   echo "the wgmma conv failed a check: not benchmarked"
   CONVS=${CONVS/,wgmma/}
@@ -297,6 +301,8 @@ fi
 echo "CUPTI: ${CUPTI_DIR:-not found}"
 if [ $rc -eq 77 ]; then
   echo "(skipped: no usable CUDA device)"
+elif [ "${SKIP_TRACE:-0}" = 1 ]; then
+  echo "(skipped: SKIP_TRACE=1)"
 elif [ -z "$CUPTI_DIR" ]; then
   echo "(skipped: no libcupti.so.13)"
 elif [ ! -e "$CARRY/lib/libddpm-kernel-trace.so" ]; then
@@ -331,7 +337,8 @@ fi
 # for everything (DDPM_CUDA_GEMM=fallback: no cuBLAS at all). (CUDA_MODULE_LOADING=EAGER: no change at 108f44a.)
 echo "== 3c. Cold start (ddpm sample --time, emoji-32, DDIM 50 steps, fp16)"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ $rc -eq 77 ] || for setting in default DDPM_CUDA_PROJ=cublas DDPM_CUDA_GEMM=fallback; do
+[ "${SKIP_COLD:-0}" = 1 ] && echo "(skipped: SKIP_COLD=1)"
+[ $rc -eq 77 ] || [ "${SKIP_COLD:-0}" = 1 ] || for setting in default DDPM_CUDA_PROJ=cublas DDPM_CUDA_GEMM=fallback; do
   set_env=; [ "$setting" = default ] || set_env=$setting
   line=$(LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} env $set_env timeout 60 "$CARRY/bin/ddpm" sample \
          --model weights/emoji-32 --device cuda --precision fp16 --sampler ddim --steps 50 --seed 1 -o /tmp/cold.npy \
