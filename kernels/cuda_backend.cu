@@ -769,7 +769,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
                    : env_pow2 ("DDPM_CUDA_FA_CLUSTER", 2, 8);
   cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
   cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
-  cb->fa_ds = env_pow2 ("DDPM_CUDA_FA_DS", 16, 128);
+  cb->fa_ds = env_pow2 ("DDPM_CUDA_FA_DS", 16, 256);   /* 256: flash_attention.cu's kernel only */
   cb->fa_qt = env_pow2 ("DDPM_CUDA_FA_QT", 1, 4);
   cb->fa_kw = env_pow2 ("DDPM_CUDA_FA_KW", 16, 64);
   cb->direct_warps = env_pow2 ("DDPM_CUDA_DIRECT_WARPS", 8, 32);

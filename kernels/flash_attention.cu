@@ -12,9 +12,11 @@
  * rounded once, as the bias pass it replaces did.
  *
  * Block: BQ = 16 QT queries of one bh, QT x NDS warps; warp (qt, ds) owns queries 16 qt .. 16 qt + 15 and
- * output dims ds DS .. (ds + 1) DS - 1 (DS <= 128, so its O accumulator is at most 64 floats per thread).
- * Every warp of a query tile computes the tile's whole score rows (the NDS copies are identical), so no row
- * statistics cross warps and the only barriers are the shared-memory stages.
+ * output dims ds DS .. (ds + 1) DS - 1 (DS <= 128 by the rule, so its O accumulator is at most 64 floats per
+ * thread; $DDPM_CUDA_FA_DS=256 takes 128 floats: sm_90a 240 registers, no spills, one warp per query tile at
+ * d = 256 and half the copies at d = 512). Every warp of a query tile computes the tile's whole score rows
+ * (the NDS copies are identical: at d = 256 with DS = 128 a third of the tensor-core work, at d = 512 three
+ * fifths), so no row statistics cross warps and the only barriers are the shared-memory stages.
  * Shared memory (dynamic, T): Qs [d][BQ + 8] (with bq; the output's staging at the end), Ks and Vs [d][KC + 8]
  * for one chunk of KC keys; rows padded by 16 bytes so that ldmatrix's eight rows hit different banks.
  * K and V chunks arrive by cp.async, each while the other's product runs.
@@ -204,7 +206,7 @@ flash_mma_plan (const CudaBackend *cb, int BH, int HW, int d, bool out, FlashMma
   const long long blocks16 = (long long) (HW / 16) * BH;
   if (blocks16 < cb->sm_count && p->ds == 128 && d / 64 <= FM_MAX_WARPS)
     p->ds = 64;
-  /* $DDPM_CUDA_FA_DS (16, 32, 64, 128) overrides where it divides d within 8 warps: tests, and run.sh's A/B */
+  /* $DDPM_CUDA_FA_DS (16, 32, 64, 128, 256) overrides where it divides d within 8 warps: tests, and run.sh's A/B */
   if (cb->fa_ds > 0 && d % cb->fa_ds == 0 && d / cb->fa_ds <= FM_MAX_WARPS)
     p->ds = cb->fa_ds;
   const int nds = d / p->ds;
@@ -240,9 +242,9 @@ cuda_flash_mma_prepare (CudaBackend *cb)
   using BF16 = __nv_bfloat16;
   bool mma;
   if (cb->act_type == CT_F16)
-    mma = fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_mma_kernel<__half, ds.value>; });
+    mma = fm_allow_smem_all_ds<256> (bytes, [] (auto ds) { return (const void *) flash_mma_kernel<__half, ds.value>; });
   else
-    mma = fm_allow_smem_all_ds (bytes, [] (auto ds) { return (const void *) flash_mma_kernel<BF16, ds.value>; });
+    mma = fm_allow_smem_all_ds<256> (bytes, [] (auto ds) { return (const void *) flash_mma_kernel<BF16, ds.value>; });
   cb->flash_mma_ready = mma && cuda_flash_split_allow_smem (cb);
   if (!cb->flash_mma_ready)
     {
@@ -268,7 +270,7 @@ flash_mma_launch (CudaBackend *cb, const FlashMmaPlan &p, const void *Q, const v
                   const CudaFlashOut &out)
 {
   const dim3 grid ((unsigned) (HW / (16 * p.qt)), (unsigned) BH);
-  fm_with_ds (p.ds, [&] (auto ds) {
+  fm_with_ds<256> (p.ds, [&] (auto ds) {
     constexpr int DS = decltype (ds)::value;
     launch (cb, "flash_attention_mma", grid, 32 * p.qt * (d / DS), p.smem, flash_mma_kernel<T, DS>, (const T *) Q,
             (const T *) K, (const T *) V, (T *) O, bq, bv, HW, d, heads, C, stride, 1.0f / sqrtf ((float) d), 16 * p.qt,

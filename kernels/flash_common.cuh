@@ -142,11 +142,18 @@ fm_copy_rows (T *dst, int ld, const T *src, int HW, int rows, int cols)
 }
 
 /* Host side: f (std::integral_constant<int, DS> ()) for the kernels' compile-time output-dims-per-warp DS
- * (16, 32, 64 or 128) given at run time, so a launcher names kernel<T, DS> once. */
-template <typename F>
+ * (16, 32, 64 or 128, and 256 where MAX_DS allows: flash_attention.cu's kernel alone) given at run time, so a
+ * launcher names kernel<T, DS> once. */
+template <int MAX_DS = 128, typename F>
 static inline void
 fm_with_ds (int ds, F &&f)
 {
+  if constexpr (MAX_DS >= 256)
+    if (ds == 256)
+      {
+        f (std::integral_constant<int, 256> ());
+        return;
+      }
   switch (ds)
     {
     case 128: f (std::integral_constant<int, 128> ()); break;
@@ -158,16 +165,17 @@ fm_with_ds (int ds, F &&f)
 
 /* Every DS instantiation of a kernel allowed `bytes` of dynamic shared memory (above 48 KiB a launch needs
  * it); kernel_of (std::integral_constant<int, DS>) gives kernel<T, DS>'s address. */
-template <typename K>
+template <int MAX_DS = 128, typename K>
 static inline bool
 fm_allow_smem_all_ds (int bytes, K &&kernel_of)
 {
   bool ok = true;
-  for (int ds : { 16, 32, 64, 128 })
-    fm_with_ds (ds, [&] (auto c) {
-      ok = ok
-           && cudaFuncSetAttribute (kernel_of (c), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
-    });
+  for (int ds : { 16, 32, 64, 128, 256 })
+    if (ds <= MAX_DS)
+      fm_with_ds<MAX_DS> (ds, [&] (auto c) {
+        ok = ok
+             && cudaFuncSetAttribute (kernel_of (c), cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
+      });
   return ok;
 }
 

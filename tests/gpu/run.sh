@@ -404,6 +404,8 @@ done
 #   DDPM_CUDA_FA_DS=128 / DDPM_CUDA_FA_QT=2  the mma.sync core's block shape: 128 output dims per warp (fewer warps,
 #                                        less repeated score work; the rule takes 64 where blocks are few) /
 #                                        2 query tiles per block (the rule takes up to 4)
+#   DDPM_CUDA_FA_DS=256                  one warp of 256 output dims per query tile (240 registers): no repeated
+#                                        score work at d = 256 (b128 cifar), two warps, not four, at d = 512
 #   DDPM_CUDA_UPSAMPLE_CONV=0            up blocks' upsampling as its own pass (default: the conv samples x)
 #   DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1 half the K splits at batch 1
 # (The split rule's two numbers made no difference at cifar b1 on the H200 of e465425, 1.794-1.817 ms for
@@ -468,6 +470,8 @@ cifar10-32 1 DDPM_CUDA_PDL=0
 cifar10-32 1 DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM=1
 cifar10-32 128 DDPM_CUDA_CONV=mma
 cifar10-32 128 DDPM_CUDA_FA_QT=2
+cifar10-32 128 DDPM_CUDA_FA_DS=256
+celebahq-256 4 DDPM_CUDA_FA_DS=256
 celebahq-256 1 DDPM_CUDA_CONV=mma
 cifar10-32 1 DDPM_CUDA_PROJ=cublas
 cifar10-32 1 DDPM_CUDA_DIRECT_WARPS=8

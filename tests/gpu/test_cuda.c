@@ -38,7 +38,7 @@
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core),
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
  * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), two forced block shapes of the mma core
- * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT), =split (flash_split.cu's core wherever it applies; with
+ * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT; and DDPM_CUDA_FA_DS=256 with =mma), =split (flash_split.cu's core wherever it applies; with
  * DDPM_CUDA_FA_KW=16 / 64 keys per warp, within 99 KiB, without the out projection) and =mma
  * (flash_attention.cu's core where the default would take the split one), =cluster (flash_cluster.cu's block
  * wherever it applies; with DDPM_CUDA_FA_CLUSTER=2 / 8 blocks per cluster, within 99 KiB) and
@@ -293,6 +293,9 @@ main (int argc, char **argv)
                    * query tile) and 2 query tiles per block wherever the tokens allow */
                   run_ops_with (&env, p, "DDPM_CUDA_FA_DS=16 DDPM_CUDA_FA_QT=1", OPS_ATTENTION);
                   run_ops_with (&env, p, "DDPM_CUDA_FA_DS=32 DDPM_CUDA_FA_QT=2", OPS_ATTENTION);
+                  /* ... and one warp of 256 dims per query tile (d = 256: no repeated score work; d = 512: two
+                   * warps, not four), wherever the tokens would give a 16-query block core */
+                  run_ops_with (&env, p, "DDPM_CUDA_ATTN=mma DDPM_CUDA_FA_DS=256", OPS_ATTENTION);
                 }
               run_ops_on (&env, p, "DDPM_CUDA_GN", "split", OPS_NORM);
               run_ops_on (&env, p, "DDPM_CUDA_GN", "fused", OPS_NORM);
