@@ -554,9 +554,8 @@ void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const voi
 bool cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s);
 long long cuda_conv_wgmma_tiles (const ConvShape &s);
 int cuda_conv_wgmma_slices (const ConvShape &s);
-void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk, int splits,
-                             int kps, const ConvShape &s,
-                             const DdpmConvEpilogue *e);
+void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk,
+                             int splits, int kps, const ConvShape &s, const DdpmConvEpilogue *e);
 
 /* conv2d_pointwise.cu: whether the cp.async kernel on NCHW takes this 1x1 convolution (fp16/bf16, stride 1, no
  * padding, Cin % 32 == 0, Ho Wo % 8 == 0; unless $DDPM_CUDA_CONV_PW=0), and the kernel on grid (P / 64, Cout /

@@ -67,11 +67,13 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
   const int chunk = copies.chunk;
   auto load_a = [&] (int st, int kt) {
     unsigned char *As = smem + st * WG_STAGE_BYTES;
-    copies.issue_a (Wt, s, m0, (kt_begin + kt) * WG_BK, tid, [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
+    copies.issue_a (Wt, s, m0, (kt_begin + kt) * WG_BK, tid,
+                    [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
   };
   auto load_b = [&] (int st, int kt) {
     unsigned char *Bs = smem + st * WG_STAGE_BYTES + WG_A_BYTES;
-    copies.issue_b (xh, s, (kt_begin + kt) * WG_BK, tid, [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
+    copies.issue_b (xh, s, (kt_begin + kt) * WG_BK, tid,
+                    [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
   };
 
   float acc[64];

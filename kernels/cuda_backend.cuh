@@ -155,8 +155,8 @@ struct CudaBackend {
                                     * the previous kernel ($DDPM_CUDA_CONV_PREFETCH=0: after it) */
   int direct_warps;                /* $DDPM_CUDA_DIRECT_WARPS: at most this many warps per direct conv block (0:
                                     * 128 / its output channels per thread) */
-  int fa_ds, fa_qt;                /* $DDPM_CUDA_FA_DS / _FA_QT: the mma attention plan's dims per warp (16..256) and query
-                                    * tiles per block (0: its own rule) */
+  int fa_ds, fa_qt;                /* $DDPM_CUDA_FA_DS / _FA_QT: the mma attention plan's dims per warp (16..256)
+                                    * and query tiles per block (0: its own rule) */
   gboolean attn_out_fuse;          /* the mma attention core also does the out projection (one head;
                                     * $DDPM_CUDA_ATTN_OUT=0: cuBLAS + bias / residual pass) */
   gboolean gn_conv_fuse;           /* group_norm_conv2d writes the channels-last conv input directly

@@ -101,19 +101,19 @@ layout_diagnose (GpuEnv *env, const LayoutCase *lc, const float *got_pixel, cons
             g_snprintf (where, sizeof where, "holds zero (a border tap's, or nothing summed)");
           else
             g_snprintf (where, sizeof where, "holds nothing expected (garbled K or a sum)");
-          char *line = g_strdup_printf ("     layout: y[%d][%d] (row %d col %d of its tile) pixel code %g channel code %g,"
-                                        " expected %g %g: %s", m, p, m % 128, p % 128, gp, gc, want_pixel[i],
-                                        want_channel[i], where);
+          char *line = g_strdup_printf ("     layout: y[%d][%d] (row %d col %d of its tile) pixel code %g channel"
+                                        " code %g, expected %g %g: %s", m, p, m % 128, p % 128, gp, gc,
+                                        want_pixel[i], want_channel[i], where);
           printf ("%s\n", line);
           if (env->log != NULL)
             fprintf (env->log, "%s\n", line);
           g_free (line);
         }
     }
-  char *line = g_strdup_printf ("     layout: %zu of %zu outputs wrong: %zu unwritten (NaN); of the first 64 others, %zu"
-                                " hold their row's value from another pixel, %zu their pixel's value from another row,"
-                                " %zu another row and pixel, %zu nothing expected", bad, n, unwritten, same_row, same_col,
-                                other, none);
+  char *line = g_strdup_printf ("     layout: %zu of %zu outputs wrong: %zu unwritten (NaN); of the first 64 others,"
+                                " %zu hold their row's value from another pixel, %zu their pixel's value from another"
+                                " row, %zu another row and pixel, %zu nothing expected", bad, n, unwritten, same_row,
+                                same_col, other, none);
   printf ("%s\n", line);
   if (env->log != NULL)
     fprintf (env->log, "%s\n", line);
@@ -140,7 +140,8 @@ check_conv_layout (GpuEnv *env, const LayoutCase *lc)
         x_pixel[(size_t) c * P + p] = (float) (p + 1);
         x_channel[(size_t) c * P + p] = (float) (c + 1);
       }
-  float *want[2] = { g_new (float, n_out), g_new (float, n_out) }, *got[2] = { g_new (float, n_out), g_new (float, n_out) };
+  float *want[2] = { g_new (float, n_out), g_new (float, n_out) };
+  float *got[2] = { g_new (float, n_out), g_new (float, n_out) };
   layout_expected (lc, want[0], want[1]);
   const int64_t shape[4] = { lc->Cout, lc->Cin, 3, 3 }, bshape[1] = { lc->Cout };
   GError *error = NULL;
@@ -155,7 +156,8 @@ check_conv_layout (GpuEnv *env, const LayoutCase *lc)
     report_plain (env, FALSE, "conv_layout", label, error != NULL ? error->message : "upload failed");
   g_clear_error (&error);
   ok = ok && buf_new (env, &in, g, n_in, TRUE, label) && buf_new (env, &out, g, n_out, TRUE, label);
-  if (ok && !g->ops->reserve_scratch (g, g->ops->conv2d_scratch (g, 1, lc->Cin, lc->H, lc->W, lc->Cout, 3, 1, pad), &error))
+  const size_t scratch = ok ? g->ops->conv2d_scratch (g, 1, lc->Cin, lc->H, lc->W, lc->Cout, 3, 1, pad) : 0;
+  if (ok && !g->ops->reserve_scratch (g, scratch, &error))
     {
       report_plain (env, FALSE, "conv_layout", label, error->message);
       g_clear_error (&error);

@@ -38,8 +38,8 @@
  * (the WMMA core, 8 and with DDPM_CUDA_FA_WARPS=4 4 warps per block, instead of flash_attention.cu's mma core),
  * DDPM_CUDA_SMEM_LIMIT=101376 (the mma core planned for an sm_86 / sm_89 block's 99 KiB) and
  * DDPM_CUDA_ATTN_OUT=0 (the mma core without the out projection), two forced block shapes of the mma core
- * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT; and DDPM_CUDA_FA_DS=256 with =mma), =split (flash_split.cu's core wherever it applies; with
- * DDPM_CUDA_FA_KW=16 / 64 keys per warp, within 99 KiB, without the out projection) and =mma
+ * (DDPM_CUDA_FA_DS, DDPM_CUDA_FA_QT; and DDPM_CUDA_FA_DS=256 with =mma), =split (flash_split.cu's core wherever it
+ * applies; with DDPM_CUDA_FA_KW=16 / 64 keys per warp, within 99 KiB, without the out projection) and =mma
  * (flash_attention.cu's core where the default would take the split one), =cluster (flash_cluster.cu's block
  * wherever it applies; with DDPM_CUDA_FA_CLUSTER=2 / 8 blocks per cluster, within 99 KiB) and
  * DDPM_CUDA_FA_CLUSTER=0 (the split core where the default takes the cluster one).
