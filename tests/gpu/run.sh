@@ -268,7 +268,7 @@ fi
 echo "== 3. Per-kernel profile (DDPM_CUDA_PROFILE=1, fp16; all rows in profile.txt)"
 : > "$OUT/profile.txt"
 [ $rc -eq 77 ] && echo "(skipped: no usable CUDA device)"
-[ "${SKIP_PROFILE:-0}" = 1 ] && echo "(skipped: SKIP_PROFILE=1; stage 3b traces the graph)"
+[ "${SKIP_PROFILE:-0}" = 1 ] && echo "(skipped: SKIP_PROFILE=1)"
 [ $rc -eq 77 ] || [ "${SKIP_PROFILE:-0}" = 1 ] || for shape in "cifar10-32 1 auto" "cifar10-32 128 auto" "cifar10-32 128 wgmma" "celebahq-256 1 auto" "celebahq-256 1 wgmma"; do
   set -- $shape
   echo "---- $1 batch $2 conv=$3" >> "$OUT/profile.txt"
