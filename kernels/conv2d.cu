@@ -108,6 +108,23 @@ struct ConvPlan {
                                          * region, cuda_projection), and `scratch` counts none of them */
 };
 
+/* The K split of a convolution with `tiles` output tiles and `slices` K slices: $DDPM_CUDA_CONV_SPLITK, else,
+ * where the tiles alone leave SMs idle and `rule` allows, enough splits for about the target blocks (2 per SM);
+ * at most max_splits, at least conv_split_min_slices slices each, no empty split. *kps: slices per split. */
+static int
+k_splits (const CudaBackend *cb, long long tiles, int slices, bool rule, int max_splits, int *kps)
+{
+  const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;
+  int splits = 1;
+  if (cb->conv_splitk > 0)
+    splits = cb->conv_splitk;
+  else if (rule && tiles < cb->sm_count)
+    splits = (int) ((target + tiles - 1) / tiles);
+  splits = imax (imin (imin (splits, max_splits), imax (slices / cb->conv_split_min_slices, 1)), 1);
+  *kps = (slices + splits - 1) / splits;
+  return (slices + *kps - 1) / *kps;
+}
+
 /* One decision used both by conv2d_scratch (planning) and conv2d (running), so they always agree. */
 static ConvPlan
 conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
@@ -135,17 +152,10 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
            : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
   const long long blocks = cols * ceil_div (s.Cout, tile_rows (p.tile));
   const int ktiles = (s.K + IG_BK - 1) / IG_BK;
-  int splits = 1;
-  if (cb->conv_splitk > 0)
-    splits = cb->conv_splitk;
-  else if (blocks < cb->sm_count)
-    splits = (int) ((target + blocks - 1) / blocks);
-  splits = imin (imin (splits, IG_MAX_SPLITS), imax (ktiles / cb->conv_split_min_slices, 1));
-  if (cb->conv_reduce == REDUCE_CLUSTER)
-    splits = imin (splits, cb->conv_cluster_max);   /* a tile's splits are one cluster */
-  splits = imax (splits, 1);
-  p.kps = (ktiles + splits - 1) / splits;
-  p.splits = (ktiles + p.kps - 1) / p.kps;      /* no empty splits */
+  /* with clusters a tile's splits are one cluster */
+  p.splits = k_splits (cb, blocks, ktiles, true,
+                       cb->conv_reduce == REDUCE_CLUSTER ? imin (IG_MAX_SPLITS, cb->conv_cluster_max) : IG_MAX_SPLITS,
+                       &p.kps);
   /* channels last wherever it fits, unless $DDPM_CUDA_CONV=implicit: on the H200 (2026-11-26) it was as fast at
    * cifar10-32 batch 1 (1.80 against 1.84 ms) and faster at batch 128 (17.9 / 21.8 ms) and celebahq-256
    * batch 1 and 4 (8.0 / 9.3 and 22.5 / 27.9 ms). Except 1x1 (the resnet shortcuts), unless
@@ -176,18 +186,10 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (cb->conv_tile == TILE_WGMMA || cb->conv_algo == CONV_WGMMA))
     {
       const long long wtiles = cuda_conv_wgmma_tiles (s);
-      const int slices = cuda_conv_wgmma_slices (s);
-      int wsplits = 1;
-      if (cb->conv_splitk > 0)
-        wsplits = cb->conv_splitk;
-      else if (wtiles < cb->sm_count && cb->wgmma_split)
-        wsplits = (int) ((target + wtiles - 1) / wtiles);
-      wsplits = imin (imin (wsplits, IG_MAX_SPLITS), imax (slices / cb->conv_split_min_slices, 1));
-      if (cb->conv_reduce == REDUCE_CLUSTER || cb->conv_reduce == REDUCE_LAST_BLOCK)
-        wsplits = 1;
-      wsplits = imax (wsplits, 1);
-      const int kps64 = (slices + wsplits - 1) / wsplits;
-      wsplits = (slices + kps64 - 1) / kps64;   /* no empty splits */
+      int kps64;
+      const int wsplits = k_splits (cb, wtiles, cuda_conv_wgmma_slices (s), cb->wgmma_split,
+                                    cb->conv_reduce == REDUCE_CLUSTER || cb->conv_reduce == REDUCE_LAST_BLOCK
+                                        ? 1 : IG_MAX_SPLITS, &kps64);
       if (cb->conv_tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)
         {
           p.wgmma = true;

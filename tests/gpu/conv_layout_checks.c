@@ -104,9 +104,7 @@ layout_diagnose (GpuEnv *env, const LayoutCase *lc, const float *got_pixel, cons
           char *line = g_strdup_printf ("     layout: y[%d][%d] (row %d col %d of its tile) pixel code %g channel"
                                         " code %g, expected %g %g: %s", m, p, m % 128, p % 128, gp, gc,
                                         want_pixel[i], want_channel[i], where);
-          printf ("%s\n", line);
-          if (env->log != NULL)
-            fprintf (env->log, "%s\n", line);
+          report_line (env, line);
           g_free (line);
         }
     }
@@ -114,9 +112,7 @@ layout_diagnose (GpuEnv *env, const LayoutCase *lc, const float *got_pixel, cons
                                 " %zu hold their row's value from another pixel, %zu their pixel's value from another"
                                 " row, %zu another row and pixel, %zu nothing expected", bad, n, unwritten, same_row,
                                 same_col, other, none);
-  printf ("%s\n", line);
-  if (env->log != NULL)
-    fprintf (env->log, "%s\n", line);
+  report_line (env, line);
   g_free (line);
 }
 

@@ -203,8 +203,8 @@ check_selected (GpuEnv *env, const char *label)
   return env->only == NULL || strstr (label, env->only) != NULL;
 }
 
-static void
-emit (GpuEnv *env, const char *line)
+void
+report_line (GpuEnv *env, const char *line)
 {
   printf ("%s\n", line);
   fflush (stdout);
@@ -255,7 +255,7 @@ report_check (GpuEnv *env, const char *op, const char *label, const float *got, 
                                 ok ? "PASS" : "FAIL", opv, precision_name (env->precision), label, rel, bound, max_ref,
                                 worst, n ? got[worst] : 0.0, n ? want[worst] : 0.0,
                                 bad_nonfinite ? " NONFINITE" : "", guard_damage ? " GUARD-DAMAGED" : "", timing);
-  emit (env, line);
+  report_line (env, line);
   g_free (line);
   g_free (opv);
   return ok;
@@ -269,7 +269,7 @@ report_plain (GpuEnv *env, gboolean ok, const char *op, const char *label, const
   char *opv = env->variant ? g_strdup_printf ("%s[%s]", op, env->variant) : g_strdup (op);
   char *line = g_strdup_printf ("%s %-18s %-4s %-58s %s", ok ? "PASS" : "FAIL", opv, precision_name (env->precision),
                                 label, detail ? detail : "");
-  emit (env, line);
+  report_line (env, line);
   g_free (line);
   g_free (opv);
 }

@@ -58,6 +58,8 @@ gboolean check_selected (GpuEnv *env, const char *label);
  * guard_damage > 0 or a non-finite got where want is finite fails it. ms < 0: not timed. */
 gboolean report_check (GpuEnv *env, const char *op, const char *label, const float *got, const float *want, size_t n,
                        double bound, size_t guard_damage, double ms);
+/* A line on stdout and in the log (what the report functions print; also a failed check's diagnosis). */
+void report_line (GpuEnv *env, const char *line);
 /* A check with no numbers (setup failures, error paths). */
 void report_plain (GpuEnv *env, gboolean ok, const char *op, const char *label, const char *detail);
 

@@ -14,6 +14,14 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 fail=0
 check () { if [ "$1" = ok ]; then echo "PASS: $2"; else echo "FAIL: $2"; fail=1; fi; }
+# sample MODEL OUT SETTING...: a 2-step DDIM sample of a fixture into OUT with these settings (none of the
+# caller's conv or GroupNorm choices); its messages, the backend's description among them, on stdout
+sample () {
+  model=$1 out=$2
+  shift 2
+  env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE -u DDPM_CUDA_GN "$@" DDPM_CUDA_MODULE=$MODULE "$DDPM" sample \
+    -m "$FIXTURES/models/$model" --device cuda --precision fp16 --sampler ddim --steps 2 --seed 7 -o "$out" 2>&1
+}
 
 for model in cifar-like celebahq-like; do
   for splits in 3 16; do
@@ -28,10 +36,7 @@ for model in cifar-like celebahq-like; do
           *) set_reduce="DDPM_CUDA_CONV_REDUCE=$reduce" ;;
         esac
         out=$DIR/$model-$splits-$gn-$reduce.npy
-        desc=$(env -u DDPM_CUDA_CONV -u DDPM_CUDA_CONV_TILE -u DDPM_CUDA_GN $set_reduce $set_gn \
-               DDPM_CUDA_CONV_SPLITK=$splits DDPM_CUDA_MODULE=$MODULE "$DDPM" sample -m "$FIXTURES/models/$model" \
-               --device cuda --precision fp16 --sampler ddim --steps 2 --seed 7 -o "$out" 2>&1 \
-               | grep -o 'cuda: [^)]*)' | head -1)
+        desc=$(sample $model "$out" $set_reduce $set_gn DDPM_CUDA_CONV_SPLITK=$splits | grep -o 'cuda: [^)]*)' | head -1)
         # =cluster must really take conv clusters here (the emulator is sm_90), the others must not; GroupNorm
         # clusters where asked for
         case "$desc" in *", clusters of"*) clustered=yes ;; *) clustered=no ;; esac
@@ -54,9 +59,7 @@ for model in cifar-like celebahq-like; do
   for reduce in kernel held-back; do
     [ $reduce = kernel ] && set_reduce= || set_reduce="DDPM_CUDA_DEFER_REDUCE=1"
     out=$DIR/$model-wgmma-$reduce.npy
-    env -u DDPM_CUDA_CONV -u DDPM_CUDA_GN $set_reduce DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3 \
-      DDPM_CUDA_MODULE=$MODULE "$DDPM" sample -m "$FIXTURES/models/$model" --device cuda --precision fp16 --sampler ddim \
-      --steps 2 --seed 7 -o "$out" > /dev/null 2>&1
+    sample $model "$out" $set_reduce DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3 > /dev/null
     sum=$(cksum < "$out" 2>/dev/null)
     [ -n "$ref" ] || ref=$sum
     [ -s "$out" ] && [ "$sum" = "$ref" ] && r=ok || r=no
