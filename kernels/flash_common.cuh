@@ -32,18 +32,34 @@ template <typename T>
 __device__ __forceinline__ void
 fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
 {
-  constexpr int N = Vec16<T>::N;
-  const int vecs = cols / N;
-  for (int e = threadIdx.x; e < d * vecs; e += blockDim.x)
+  constexpr int N = Vec16<T>::N, U = 4;   /* U vectors per thread loaded before any is stored: one round trip
+                                           * per U (a loop of load, then store, waited for every load) */
+  const int vecs = cols / N, total = d * vecs;
+  for (int e0 = threadIdx.x; e0 < total; e0 += U * blockDim.x)
     {
-      const int i = e / vecs, c = (e % vecs) * N;
-      float f[N];
-      load16<T> (q + (size_t) i * HW + c, f);
-      const float add = bq != NULL ? bq[i] : 0.0f;
+      float f[U][N], add[U];
 #pragma unroll
-      for (int j = 0; j < N; j++)
-        f[j] += add;
-      store16<T> (Qs + (size_t) i * LQ + c, f);
+      for (int u = 0; u < U; u++)
+        {
+          const int e = e0 + u * blockDim.x, i = e / vecs, c = (e % vecs) * N;
+          if (e < total)
+            {
+              load16<T> (q + (size_t) i * HW + c, f[u]);
+              add[u] = bq != NULL ? bq[i] : 0.0f;
+            }
+        }
+#pragma unroll
+      for (int u = 0; u < U; u++)
+        {
+          const int e = e0 + u * blockDim.x, i = e / vecs, c = (e % vecs) * N;
+          if (e < total)
+            {
+#pragma unroll
+              for (int j = 0; j < N; j++)
+                f[u][j] += add[u];
+              store16<T> (Qs + (size_t) i * LQ + c, f[u]);
+            }
+        }
     }
 }
 
@@ -227,25 +243,51 @@ fm_out_mma (float (&acc)[DS / 16][2][4], const T *Os, int LQ, const T *W, int LW
 
 /* The out projection's end: y = (acc + bo + residual) * scale, in the unfused pass's order, one rounding.
  * acc[mt][n] is the mma.sync C fragment of channels ch0 + 16 mt .. + 15 and queries q0 + 8 n .. + 7 of image b
- * (y and residual (B, C, HW)); y may alias residual (each element is read, then written, by one thread). */
+ * (y and residual (B, C, HW), 16-bit T; q0 and HW even); y may alias residual (each element is read, then
+ * written, by one thread). A lane's two columns 2 t, 2 t + 1 are adjacent: one 4-byte load and store each.
+ * The residual pairs of up to 8 fragment rows are all loaded before any store: with y possibly aliasing
+ * residual, a store between two loads keeps the second behind the first's round trip (nvcc emitted a chain
+ * of 64 dependent L2 trips per thread at DS = 128; tools/sass_chains.py counts them). */
 template <typename T, int DS>
 __device__ __forceinline__ void
 fm_out_store (const float (&acc)[DS / 16][2][4], int ch0, const float *__restrict__ bo, const T *residual, T *y,
               float scale, int b, int C, int HW, int q0)
 {
+  static_assert (sizeof (T) == 2, "pairs of 16-bit values");
+  constexpr int MT = DS / 16, GROUP = MT < 8 ? MT : 8;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
-  for (int mt = 0; mt < DS / 16; mt++)
+  for (int m0 = 0; m0 < MT; m0 += GROUP)
+    {
+      uint32_t res[GROUP][2][2];        /* [mt][n][h]: queries 2 t, 2 t + 1 of channel row g + 8 h */
 #pragma unroll
-    for (int n = 0; n < 2; n++)
+      for (int mt = 0; mt < GROUP; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++)
-        {
-          const int ch = ch0 + 16 * mt + g + 8 * (e >> 1);
-          const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t + (e & 1);
-          const float v = acc[mt][n][e] + (bo != NULL ? bo[ch] : 0.0f);
-          y[i] = from_f32<T> ((v + to_f32<T> (residual[i])) * scale);
-        }
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+            {
+              const int ch = ch0 + 16 * (m0 + mt) + g + 8 * h;
+              const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t;
+              res[mt][n][h] = *reinterpret_cast<const uint32_t *> (residual + i);
+            }
+#pragma unroll
+      for (int mt = 0; mt < GROUP; mt++)
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+            {
+              const int ch = ch0 + 16 * (m0 + mt) + g + 8 * h;
+              const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t;
+              const float add = bo != NULL ? bo[ch] : 0.0f;
+              T r[2];
+              memcpy (r, &res[mt][n][h], sizeof r);
+              const float v0 = acc[m0 + mt][n][2 * h] + add, v1 = acc[m0 + mt][n][2 * h + 1] + add;
+              *reinterpret_cast<uint32_t *> (y + i)
+                  = pack2<T> ((v0 + to_f32<T> (r[0])) * scale, (v1 + to_f32<T> (r[1])) * scale);
+            }
+    }
 }
 
 /* The out projection of a one-head attention block (C = d) for 16 queries:

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""sass_chains.py: dependent global-memory round trips per straight-line stretch of each kernel's SASS.
+
+A GPU issues a warp's instructions in order and stalls an instruction until its source registers are
+ready. A global load (LDG, LD, ATOMG: ~0.3-1 us from L2 or HBM) followed by a store of its value and then
+the next load in program order (what nvcc emits for `y[i] = f(r[i])` in a loop where y may alias r)
+costs one full round trip per element: 64 of them in a row are ~20-60 us that no occupancy hides in a
+kernel with few warps. This script models in-order issue with global loads as one unit of latency and
+everything else as none, and reports, per basic block, how many round trips its last instruction waits
+through (the block's depth). Loops count once per pass through the block.
+
+  python3 tools/sass_chains.py [--arch sm_90a] [--min N] [--kernel REGEX] [--ignore REGEX] [--max-allowed N]
+                               [--loops] FILE...
+
+FILE: a CUDA object or library (cuobjdump -sass runs on it; cuobjdump from $CUOBJDUMP, PATH or
+/usr/local/cuda/bin) or a text file with cuobjdump -sass output. Prints, per kernel whose deepest block
+reaches --min (default 4): its depth, the block's address range and its global loads and stores. With
+--max-allowed N, exits 1 if a kernel matching --kernel (and not --ignore) has a block deeper than N (a
+regression check: meson test cuda-sass-chains); exit 77 when no cuobjdump is found. --loops also lists the
+loops whose every global load is a round trip of its own (informational: a grid-stride loop is that too).
+Distributed shared memory (generic LD/ST) counts as global here.
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+INSN = re.compile(r'^\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;')
+FUNC = re.compile(r'^\s*Function : (\S+)')
+REG = re.compile(r'\b(R\d+|UR\d+|P\d|UP\d)(\.64|\.128)?\b')
+BRANCH_TARGET = re.compile(r'\b(?:BRA|BRX|CALL\.REL(?:\.NOINC)?|BSSY|SSY|PBK|JMP)\b.*?(0x[0-9a-f]+)')
+
+# global round trips: the value comes back from L2 / HBM
+GLOBAL_LOADS = ('LDG', 'LD', 'ATOMG', 'ATOM', 'LDL')
+# no register written (the first operand is an address or nothing)
+NO_DEST = ('STG', 'ST', 'STS', 'STL', 'RED', 'REDG', 'BAR', 'BRA', 'BRX', 'EXIT', 'RET', 'CALL', 'BSYNC', 'BSSY',
+           'WARPSYNC', 'MEMBAR', 'DEPBAR', 'LDGSTS', 'LDGDEPBAR', 'ERRBAR', 'CCTL', 'NOP', 'YIELD', 'BPT', 'KILL',
+           'ACQBULK', 'PREEXIT', 'FENCE', 'SYNCS', 'UTMALDG', 'UTMASTG', 'WARPGROUP', 'ARRIVES', 'CGAERRBAR',
+           'BMOV', 'NANOSLEEP', 'STSM', 'UBLKCP', 'UTMACCTL', 'UTMAPF', 'UTMACMDFLUSH', 'ELECT', 'ENDCOLLECTIVE')
+# wait for everything in flight (memory ordering or an explicit drain)
+DRAIN = ('BAR', 'MEMBAR', 'DEPBAR', 'ERRBAR', 'SYNCS', 'FENCE')
+
+
+def width_of(op):
+    for w, n in (('.128', 4), ('.64', 2)):
+        if w in op:
+            return n
+    return 1
+
+
+def expand(reg, suffix, width):
+    """R8.64 -> R8, R9; a data register of a 128-bit access -> 4 registers"""
+    n = {'.64': 2, '.128': 4}.get(suffix or '', width)
+    m = re.match(r'([A-Z]+)(\d+)', reg)
+    if m is None or m.group(1) in ('P', 'UP'):
+        return [reg]
+    return [m.group(1) + str(int(m.group(2)) + i) for i in range(n)]
+
+
+def parse(text):
+    """{kernel: [(address, opcode, operand text)]}"""
+    kernels, cur = {}, None
+    for line in text.splitlines():
+        m = FUNC.match(line)
+        if m:
+            cur = kernels.setdefault(m.group(1), [])
+            continue
+        m = INSN.match(line)
+        if m and cur is not None:
+            body = m.group(2)
+            if body.startswith('@'):
+                body = body.split(None, 1)[1] if ' ' in body else ''
+            parts = body.split(None, 1)
+            if parts:
+                cur.append((int(m.group(1), 16), parts[0], parts[1] if len(parts) > 1 else ''))
+    return kernels
+
+
+def blocks(insns):
+    """straight-line stretches: split after branches / exits and before branch targets"""
+    targets = set()
+    for _, op, args in insns:
+        m = BRANCH_TARGET.search(op + ' ' + args)
+        if m:
+            targets.add(int(m.group(1), 16))
+    cur = []
+    for ins in insns:
+        if ins[0] in targets and cur:
+            yield cur
+            cur = []
+        cur.append(ins)
+        base = ins[1].split('.')[0]
+        if base in ('BRA', 'BRX', 'EXIT', 'RET', 'JMP', 'CALL'):
+            yield cur
+            cur = []
+    if cur:
+        yield cur
+
+
+def loops(insns):
+    """the bodies of backward branches: instructions from the target to the branch, nested code included"""
+    at = {addr: i for i, (addr, _, _) in enumerate(insns)}
+    for i, (addr, op, args) in enumerate(insns):
+        if op.split('.')[0] != 'BRA':
+            continue
+        m = re.search(r'(0x[0-9a-f]+)', args)
+        if m and int(m.group(1), 16) < addr and int(m.group(1), 16) in at:
+            yield insns[at[int(m.group(1), 16)]:i + 1]
+
+
+def depth(block):
+    """in-order issue: t = max (t, ready (sources)); a global load's destinations are ready at t + 1"""
+    ready, t = {}, 0
+    loads = stores = 0
+    for _, op, args in block:
+        base = op.split('.')[0]
+        operands = [o.strip() for o in args.split(',')]
+        width = width_of(op)
+        if base in DRAIN:
+            t = max([t] + list(ready.values()))
+            continue
+        dests = []
+        if base not in NO_DEST and operands and operands[0]:
+            first = REG.match(operands[0])
+            if first:
+                dests = expand(first.group(1), first.group(2), width if base in GLOBAL_LOADS or base == 'LDS' else 1)
+        srcs = []
+        for o in (operands[1:] if dests else operands):
+            for m in REG.finditer(o):
+                srcs += expand(m.group(1), m.group(2), width if base in ('STG', 'ST', 'STS', 'STL') else 1)
+        t = max([t] + [ready.get(r, 0) for r in srcs])
+        for r in dests:
+            ready[r] = t + (1 if base in GLOBAL_LOADS else 0)
+        loads += base in GLOBAL_LOADS
+        stores += base in ('STG', 'ST', 'RED', 'REDG')
+    return t, loads, stores
+
+
+CACHE_TOOL = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+                          'gimp-ddpm', 'cuda-tools', 'nvidia', 'cu13', 'bin', 'cuobjdump')
+
+
+def find_cuobjdump():
+    """$CUOBJDUMP, PATH, the toolkit's, or the nvidia-cuda-cuobjdump wheel tools/install-deps.sh --test unpacks"""
+    for tool in (os.environ.get('CUOBJDUMP'), shutil.which('cuobjdump'), '/usr/local/cuda/bin/cuobjdump', CACHE_TOOL):
+        if tool and os.access(tool, os.X_OK):
+            return tool
+    return None
+
+
+def sass_text(path, arch):
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head != b'\x7fELF':
+        with open(path) as f:
+            return f.read()
+    tool = find_cuobjdump()
+    if tool is None:
+        print('sass_chains: no cuobjdump (set CUOBJDUMP, or tools/install-deps.sh --test unpacks the '
+              'nvidia-cuda-cuobjdump wheel); skipped', file=sys.stderr)
+        sys.exit(77)
+    env = dict(os.environ)           # cuobjdump runs nvdisasm, which the wheels put beside it
+    env['PATH'] = env.get('PATH', '') + os.pathsep + os.path.dirname(tool)
+    r = subprocess.run([tool, '-sass'] + (['-arch', arch] if arch else []) + [path], capture_output=True, text=True,
+                       env=env)
+    if r.returncode != 0:
+        print(f'sass_chains: {tool} failed ({r.returncode}): {r.stderr.strip()}', file=sys.stderr)
+        sys.exit(1)
+    return r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('files', nargs='+')
+    ap.add_argument('--arch', default=None, help='only this machine code (e.g. sm_90a)')
+    ap.add_argument('--min', type=int, default=4)
+    ap.add_argument('--kernel', default='.')
+    ap.add_argument('--ignore', default=None, help='kernels not checked (regex on the mangled name)')
+    ap.add_argument('--max-allowed', type=int, default=None)
+    ap.add_argument('--loops', action='store_true',
+                    help='also list loops whose every global load is a round trip of its own (loads per trip <= 1)')
+    a = ap.parse_args()
+    pick, skip = re.compile(a.kernel), re.compile(a.ignore) if a.ignore else None
+    worst, failed, seen = {}, [], 0
+    for path in a.files:
+        for name, insns in parse(sass_text(path, a.arch)).items():
+            if not pick.search(name) or (skip is not None and skip.search(name)):
+                continue
+            seen += 1
+            best = max(((depth(b), b) for b in blocks(insns)), key=lambda x: x[0][0], default=None)
+            if best is None:
+                continue
+            if a.loops:
+                for body in loops(insns):
+                    d, loads, stores = depth(body)
+                    if d >= 1 and loads <= d:
+                        print(f'loop {body[0][0]:#06x}..{body[-1][0]:#06x}: {loads} loads, {stores} stores, {d} trips per '
+                              f'iteration  {name}')
+            (d, loads, stores), b = best
+            if name not in worst or d > worst[name][0]:
+                worst[name] = (d, loads, stores, b[0][0], b[-1][0])
+    for name, (d, loads, stores, lo, hi) in sorted(worst.items(), key=lambda kv: -kv[1][0]):
+        if d >= a.min:
+            print(f'{d:4d} round trips  {loads:4d} loads {stores:4d} stores  [{lo:#06x}..{hi:#06x}]  {name}')
+        if a.max_allowed is not None and d > a.max_allowed:
+            failed.append(name)
+    print(f'sass_chains: {seen} kernels matching {a.kernel!r}, {sum(1 for v in worst.values() if v[0] >= a.min)} '
+          f'with a stretch of >= {a.min} dependent global round trips')
+    if seen == 0:
+        print('sass_chains: no kernel matched', file=sys.stderr)
+        return 1
+    if failed:
+        print(f'sass_chains: {len(failed)} kernels deeper than {a.max_allowed}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
