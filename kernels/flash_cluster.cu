@@ -33,6 +33,8 @@
 
 #define FC_LO 20                        /* Ob's row stride (floats) */
 #define FC_MAX_DV 128                   /* P V^T dims per warp at most (64 accumulator floats) */
+#define FC_MAX_CS 8                     /* cluster size at most (the plan takes 2, 4 or 8) */
+#define FC_COMBINE_U 4                  /* combine elements per thread whose loads are in flight together */
 
 struct FlashClusterPlan {
   int cs, warps, ds;                    /* cluster size, warps per block, out channels per warp */
@@ -184,32 +186,63 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
   if (threadIdx.x < 16)
     {
       const int i = threadIdx.x;
-      float mk[8], M = -INFINITY, L = 0.0f;
-      for (int r = 0; r < CS; r++)
-        {
-          mk[r] = cluster_map_shared (ml, r)[i];
+      /* every rank's (m, l) loaded before any is used: one distributed-shared-memory trip, not 2 CS */
+      float mk[FC_MAX_CS], lk[FC_MAX_CS], M = -INFINITY, L = 0.0f;
+#pragma unroll
+      for (int r = 0; r < FC_MAX_CS; r++)
+        if (r < CS)
+          {
+            mk[r] = cluster_map_shared (ml, r)[i];
+            lk[r] = cluster_map_shared (ml, r)[16 + i];
+          }
+#pragma unroll
+      for (int r = 0; r < FC_MAX_CS; r++)
+        if (r < CS)
           M = fmaxf (M, mk[r]);
-        }
-      for (int r = 0; r < CS; r++)
-        L += expf (mk[r] - M) * cluster_map_shared (ml, r)[16 + i];
-      for (int r = 0; r < CS; r++)
-        cf[r * 16 + i] = expf (mk[r] - M) / L;
+#pragma unroll
+      for (int r = 0; r < FC_MAX_CS; r++)
+        if (r < CS)
+          L += expf (mk[r] - M) * lk[r];
+#pragma unroll
+      for (int r = 0; r < FC_MAX_CS; r++)
+        if (r < CS)
+          cf[r * 16 + i] = expf (mk[r] - M) / L;
     }
   __syncthreads ();
-  for (int e = threadIdx.x; e < DC * 8; e += blockDim.x)
+  /* FC_COMBINE_U elements' loads from every rank in flight before any store: the stores into the ranks' Qs go
+   * through generic pointers too, so a store between loads would hold the next load behind it (one
+   * distributed-shared-memory trip per element: tools/sass_chains.py) */
+  for (int e0 = threadIdx.x; e0 < DC * 8; e0 += FC_COMBINE_U * blockDim.x)
     {
-      const int c = c0 + e / 8, i = 2 * (e % 8);   /* dim c, queries i and i + 1 */
-      float o0 = 0.0f, o1 = 0.0f;
-      for (int r = 0; r < CS; r++)
+      float2 p[FC_COMBINE_U][FC_MAX_CS];
+#pragma unroll
+      for (int u = 0; u < FC_COMBINE_U; u++)
+#pragma unroll
+        for (int r = 0; r < FC_MAX_CS; r++)
+          {
+            const int e = e0 + u * blockDim.x, c = c0 + e / 8, i = 2 * (e % 8);   /* dim c, queries i, i + 1 */
+            if (e < DC * 8 && r < CS)
+              p[u][r] = *reinterpret_cast<const float2 *> (cluster_map_shared (Ob, r) + (size_t) c * FC_LO + i);
+          }
+#pragma unroll
+      for (int u = 0; u < FC_COMBINE_U; u++)
         {
-          const float2 p = *reinterpret_cast<const float2 *> (cluster_map_shared (Ob, r) + (size_t) c * FC_LO + i);
-          o0 += cf[r * 16 + i] * p.x;
-          o1 += cf[r * 16 + i + 1] * p.y;
+          const int e = e0 + u * blockDim.x, c = c0 + e / 8, i = 2 * (e % 8);
+          if (e >= DC * 8)
+            break;
+          float o0 = 0.0f, o1 = 0.0f;
+#pragma unroll
+          for (int r = 0; r < FC_MAX_CS; r++)
+            if (r < CS)
+              {
+                o0 += cf[r * 16 + i] * p[u][r].x;
+                o1 += cf[r * 16 + i + 1] * p[u][r].y;
+              }
+          const float add = bv != NULL ? bv[c] : 0.0f;
+          const uint32_t pair = pack2<T> (o0 + add, o1 + add);
+          for (int r = 0; r < CS; r++)
+            *reinterpret_cast<uint32_t *> (const_cast<T *> (cluster_map_shared (Qs, r)) + (size_t) c * LQ + i) = pair;
         }
-      const float add = bv != NULL ? bv[c] : 0.0f;
-      const uint32_t pair = pack2<T> (o0 + add, o1 + add);
-      for (int r = 0; r < CS; r++)
-        *reinterpret_cast<uint32_t *> (const_cast<T *> (cluster_map_shared (Qs, r)) + (size_t) c * LQ + i) = pair;
     }
   __pipeline_wait_prior (0);            /* this thread's Wo copies landed (visible to all after the barrier) */
 
