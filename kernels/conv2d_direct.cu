@@ -86,10 +86,16 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
               for (int u = 0; u < DC_BATCH; u++)
                 if (c0 + u < n)
                   {
+                    /* the CO weights loaded together, unpredicated (rows past nco read row 0; their sums are
+                     * never stored): guarded one by one, nvcc reused one register for them and so waited for
+                     * each load before the next (tools/sass_chains.py: 14 trips in a row at CO = 16) */
+                    float w[CO];
 #pragma unroll
                     for (int j = 0; j < CO; j++)
-                      if (j < nco)
-                        acc[j] += to_f32<T> (wk[(size_t) j * s.ldw + c0 + u]) * v[u];
+                      w[j] = to_f32<T> (wk[(size_t) (j < nco ? j : 0) * s.ldw + c0 + u]);
+#pragma unroll
+                    for (int j = 0; j < CO; j++)
+                      acc[j] += w[j] * v[u];
                   }
             }
         }
