@@ -31,7 +31,7 @@
 #define GN_MERGE_BATCH 8                /* statistics partials loaded together by gn_merge */
 #define GN_NHWC_TILES 8                 /* 32-pixel tiles per block of gn_apply_nhwc_kernel at most */
 #define GN_CLUSTER_MAX 16               /* blocks per group in gn_cluster_kernel at most (above 8: non-portable) */
-#define GN_CLUSTER_SMEM (5 * sizeof (float))   /* its dynamic shared memory */
+#define GN_CLUSTER_SMEM ((5 + 3 * GN_CLUSTER_MAX) * sizeof (float))   /* its dynamic shared memory */
 
 /* Two-pass statistics of v[begin, end) by the whole block: mean and M2 = sum (v - mean)^2. VEC: begin and
  * end are multiples of Vec16<T>::N and v is 16-byte aligned. */
@@ -401,8 +401,9 @@ gn_merge (const float *p, int S, float eps)
  * one block per group leaves most SMs idle, and a held-back split-K sum read by one block per group (~120-240
  * KiB of partials at cifar10-32 b1) runs on 32 SMs. Statistics differ from gn_regs_kernel's in the last bits
  * (merged partials), the same for every caller of one shape (NCHW and NHWC, with or without RED).
- * Dynamic shared memory: 5 floats (the block's mean, M2, n; the group's mean, rstd); what outlives a cluster
- * barrier lives there (the emulator runs a cluster's blocks in turns between barriers). */
+ * Dynamic shared memory: 5 floats (the block's mean, M2, n; the group's mean, rstd), then the K ranks' (mean,
+ * M2, n) copied here for the merge; what outlives a cluster barrier lives there (the emulator runs a cluster's
+ * blocks in turns between barriers). */
 template <typename T, int R, bool NHWC, bool RED = false>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
@@ -453,14 +454,23 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
       stat[2] = n;
     }
   cluster_sync ();
+  /* thread k copies rank k's partial here (K distributed-shared-memory trips at once; thread 0 reading them
+   * in turn waited for each: tools/sass_chains.py), then thread 0 merges them in rank order */
+  float *peer = stat + 5;
+  if ((int) threadIdx.x < K)
+    {
+      const float *o = cluster_map_shared (stat, (int) threadIdx.x);
+      const float m = o[0], q2 = o[1], nk = o[2];
+      peer[3 * threadIdx.x] = m;
+      peer[3 * threadIdx.x + 1] = q2;
+      peer[3 * threadIdx.x + 2] = nk;
+    }
+  __syncthreads ();
   if (threadIdx.x == 0)
     {
       double gn = 0.0, gmean = 0.0, gm2 = 0.0;
       for (int k = 0; k < K; k++)       /* rank order: the same sums on every rank */
-        {
-          const float *o = cluster_map_shared (stat, k);
-          chan_merge (o[0], o[1], o[2], &gn, &gmean, &gm2);
-        }
+        chan_merge (peer[3 * k], peer[3 * k + 1], peer[3 * k + 2], &gn, &gmean, &gm2);
       const float2 group = gn_mean_rstd (gn, gmean, gm2, eps);
       stat[3] = group.x;
       stat[4] = group.y;
