@@ -21,3 +21,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# cuobjdump (and the nvdisasm it runs) for the SASS check of the CUDA module (meson test cuda-sass-chains,
+# tools/sass_chains.py): the toolkit in /usr/local/cuda has neither, PyPI's nvidia-cuda-cuobjdump and
+# nvidia-cuda-nvdisasm wheels carry them (5.5 MB). Unpacked where sass_chains.py looks; without them (no
+# network) that check skips.
+if [ "${1:-}" = --test ] && [ -x /usr/local/cuda/bin/nvcc ] && ! command -v cuobjdump >/dev/null \
+   && [ ! -x /usr/local/cuda/bin/cuobjdump ]; then
+  tools_dir=${XDG_CACHE_HOME:-$HOME/.cache}/gimp-ddpm/cuda-tools
+  if [ ! -x "$tools_dir/nvidia/cu13/bin/cuobjdump" ] || [ ! -x "$tools_dir/nvidia/cu13/bin/nvdisasm" ]; then
+    tmp=$(mktemp -d)
+    if python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" nvidia-cuda-cuobjdump==13.5.37 \
+         nvidia-cuda-nvdisasm==13.5.37 \
+       && python3 -m zipfile -e "$tmp"/nvidia_cuda_cuobjdump-*.whl "$tools_dir" \
+       && python3 -m zipfile -e "$tmp"/nvidia_cuda_nvdisasm-*.whl "$tools_dir"; then
+      chmod +x "$tools_dir/nvidia/cu13/bin/cuobjdump" "$tools_dir/nvidia/cu13/bin/nvdisasm"
+      echo "install-deps: cuobjdump unpacked into $tools_dir"
+    else
+      echo "install-deps: no cuobjdump wheel (the SASS check will skip)"
+    fi
+    rm -rf "$tmp"
+  fi
+fi

@@ -10,6 +10,8 @@
 #    with $EXPECT_ARCHS (e.g. "90a" or "80;90a": a build made with CUDA_ARCHS, no PTX) machine code for those only.
 set -u
 MODULE=$1
+# where tools/install-deps.sh --test unpacks PyPI's cuobjdump (the toolkit here has none)
+PATH=$PATH:${XDG_CACHE_HOME:-$HOME/.cache}/gimp-ddpm/cuda-tools/nvidia/cu13/bin
 fail=0
 calls=$(objdump -d "$MODULE" | grep -cE 'call.*<exit@plt>')
 if [ "$calls" -ne 0 ]; then
