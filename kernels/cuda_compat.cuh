@@ -211,11 +211,21 @@ __device__ __forceinline__ void
 nchw_to_nhwc_tile (const T *__restrict__ xb, T *__restrict__ ob, int C, int HW, int c0, int p0, F f)
 {
   __shared__ float tile[32][33];
-  for (int r = threadIdx.y; r < 32; r += 8)
+  /* a thread's 4 loads issued together, then stored (a loop of load, then store, waited for each in turn:
+   * tools/sass_chains.py) */
+  float v[4];
+#pragma unroll
+  for (int k = 0; k < 4; k++)
     {
-      const int c = c0 + r, p = p0 + threadIdx.x;
+      const int c = c0 + (int) threadIdx.y + 8 * k, p = p0 + threadIdx.x;
+      v[k] = c < C && p < HW ? to_f32<T> (xb[(size_t) c * HW + p]) : 0.0f;
+    }
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+    {
+      const int r = (int) threadIdx.y + 8 * k, c = c0 + r, p = p0 + threadIdx.x;
       if (c < C && p < HW)
-        tile[r][threadIdx.x] = f (r, to_f32<T> (xb[(size_t) c * HW + p]));
+        tile[r][threadIdx.x] = f (r, v[k]);
     }
   __syncthreads ();
   for (int r = threadIdx.y; r < 32; r += 8)
