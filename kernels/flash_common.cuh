@@ -37,14 +37,16 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
   const int vecs = cols / N, total = d * vecs;
   for (int e0 = threadIdx.x; e0 < total; e0 += U * blockDim.x)
     {
-      float f[U][N], add[U];
+      uint4 raw[U];                     /* converted only after every load is out (converting each as it
+                                         * came kept the next load behind it) */
+      float add[U];
 #pragma unroll
       for (int u = 0; u < U; u++)
         {
           const int e = e0 + u * blockDim.x, i = e / vecs, c = (e % vecs) * N;
           if (e < total)
             {
-              load16<T> (q + (size_t) i * HW + c, f[u]);
+              raw[u] = *reinterpret_cast<const uint4 *> (q + (size_t) i * HW + c);
               add[u] = bq != NULL ? bq[i] : 0.0f;
             }
         }
@@ -54,10 +56,13 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
           const int e = e0 + u * blockDim.x, i = e / vecs, c = (e % vecs) * N;
           if (e < total)
             {
+              T v[N];
+              float f[N];
+              memcpy (v, &raw[u], sizeof v);
 #pragma unroll
               for (int j = 0; j < N; j++)
-                f[u][j] += add[u];
-              store16<T> (Qs + (size_t) i * LQ + c, f[u]);
+                f[j] = to_f32<T> (v[j]) + add[u];
+              store16<T> (Qs + (size_t) i * LQ + c, f);
             }
         }
     }
