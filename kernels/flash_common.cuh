@@ -261,6 +261,11 @@ fm_out_store (const float (&acc)[DS / 16][2][4], int ch0, const float *__restric
   static_assert (sizeof (T) == 2, "pairs of 16-bit values");
   constexpr int MT = DS / 16, GROUP = MT < 8 ? MT : 8;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  /* fragment row block mt, query block n, row half h: the lane's channel and the index of its pair */
+  auto channel = [&] (int mt, int h) { return ch0 + 16 * mt + g + 8 * h; };
+  auto pair_at = [&] (int mt, int n, int h) {
+    return ((size_t) b * C + channel (mt, h)) * HW + q0 + 8 * n + 2 * t;
+  };
 #pragma unroll
   for (int m0 = 0; m0 < MT; m0 += GROUP)
     {
@@ -271,11 +276,7 @@ fm_out_store (const float (&acc)[DS / 16][2][4], int ch0, const float *__restric
         for (int n = 0; n < 2; n++)
 #pragma unroll
           for (int h = 0; h < 2; h++)
-            {
-              const int ch = ch0 + 16 * (m0 + mt) + g + 8 * h;
-              const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t;
-              res[mt][n][h] = *reinterpret_cast<const uint32_t *> (residual + i);
-            }
+            res[mt][n][h] = *reinterpret_cast<const uint32_t *> (residual + pair_at (m0 + mt, n, h));
 #pragma unroll
       for (int mt = 0; mt < GROUP; mt++)
 #pragma unroll
@@ -283,8 +284,8 @@ fm_out_store (const float (&acc)[DS / 16][2][4], int ch0, const float *__restric
 #pragma unroll
           for (int h = 0; h < 2; h++)
             {
-              const int ch = ch0 + 16 * (m0 + mt) + g + 8 * h;
-              const size_t i = ((size_t) b * C + ch) * HW + q0 + 8 * n + 2 * t;
+              const int ch = channel (m0 + mt, h);
+              const size_t i = pair_at (m0 + mt, n, h);
               const float add = bo != NULL ? bo[ch] : 0.0f;
               T r[2];
               memcpy (r, &res[mt][n][h], sizeof r);
