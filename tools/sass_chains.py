@@ -43,16 +43,18 @@ NO_DEST = ('STG', 'ST', 'STS', 'STL', 'RED', 'REDG', 'BAR', 'BRA', 'BRX', 'EXIT'
 DRAIN = ('BAR', 'MEMBAR', 'DEPBAR', 'ERRBAR', 'SYNCS', 'FENCE')
 
 
+WIDTHS = {'.128': 4, '.64': 2}          # registers per operand of a 128- / 64-bit access
+STORES = ('STG', 'ST', 'STS', 'STL')    # their data operand is as wide as the access
+GLOBAL_STORES = ('STG', 'ST', 'RED', 'REDG')
+
+
 def width_of(op):
-    for w, n in (('.128', 4), ('.64', 2)):
-        if w in op:
-            return n
-    return 1
+    return next((n for w, n in WIDTHS.items() if w in op), 1)
 
 
 def expand(reg, suffix, width):
     """R8.64 -> R8, R9; a data register of a 128-bit access -> 4 registers"""
-    n = {'.64': 2, '.128': 4}.get(suffix or '', width)
+    n = WIDTHS.get(suffix or '', width)
     m = re.match(r'([A-Z]+)(\d+)', reg)
     if m is None or m.group(1) in ('P', 'UP'):
         return [reg]
@@ -129,12 +131,12 @@ def depth(block):
         srcs = []
         for o in (operands[1:] if dests else operands):
             for m in REG.finditer(o):
-                srcs += expand(m.group(1), m.group(2), width if base in ('STG', 'ST', 'STS', 'STL') else 1)
+                srcs += expand(m.group(1), m.group(2), width if base in STORES else 1)
         t = max([t] + [ready.get(r, 0) for r in srcs])
         for r in dests:
             ready[r] = t + (1 if base in GLOBAL_LOADS else 0)
         loads += base in GLOBAL_LOADS
-        stores += base in ('STG', 'ST', 'RED', 'REDG')
+        stores += base in GLOBAL_STORES
     return t, loads, stores
 
 
