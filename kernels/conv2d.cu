@@ -501,9 +501,11 @@ conv_splitk_reduce_kernel (const float *__restrict__ partial, const float *__res
     {
       const int m = (int) (i / (size_t) P);
       const long long pp = (long long) (i % (size_t) P);
-      const float v = splitk_element_sum (partial, bias, splits, BM, gx, m, pp);
       const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-      conv_store (y, epi, v, Cout, HoWo, bb, m, pix);
+      const ConvEpiIn<T> in = conv_epi_load (epi, Cout, HoWo, bb, m, pix);   /* in flight with the partials' loads
+                                                                          * (after them: a round trip more) */
+      const float v = splitk_element_sum (partial, bias, splits, BM, gx, m, pp);
+      conv_store_in (y, epi, v, in);
     }
 }
 
@@ -524,9 +526,9 @@ conv_splitk_reduce_nhwc_kernel (const float *__restrict__ partial, const float *
       const int c = c0 + r, p = p0 + threadIdx.x;
       if (c < Cout && p < HoWo)
         {
+          const ConvEpiIn<T> in = conv_epi_load (epi, Cout, HoWo, b, c, p);   /* with the partials' loads */
           const float v = splitk_element_sum (partial, bias, splits, BM, gx, c, (long long) b * HoWo + p);
-          conv_store (y, epi, v, Cout, HoWo, b, c, p);
-          tile[r][threadIdx.x] = to_f32<T> (y[((size_t) b * Cout + c) * HoWo + p]);   /* this thread's own store */
+          tile[r][threadIdx.x] = conv_store_in (y, epi, v, in);   /* the value stored */
         }
     }
   __syncthreads ();

@@ -62,21 +62,63 @@ conv_epi (const DdpmConvEpilogue *e, int Cout)
                       ddpm_conv_epilogue_stride (e, Cout), e->residual_scale };
 }
 
-/* y[bb][m][pix] = epilogue(v = conv + bias), in CPU order: + channel bias, then (residual + v) * scale; rounded
- * to T, then stored as TY (float: the value cast_out gives the T-typed result). */
+/* The epilogue of one output, v = conv + bias, in CPU order: + channel bias, then (residual + v) * scale (the
+ * channel bias and residual values as floats, read by the caller; ignored where epi has none). */
+template <typename T>
+__device__ __forceinline__ float
+conv_epi_apply (const ConvEpi<T> &epi, float v, float channel_bias, float residual)
+{
+  if (epi.channel_bias != NULL)
+    v = __fadd_rn (v, channel_bias);
+  if (epi.residual != NULL)
+    v = __fmul_rn (__fadd_rn (residual, v), epi.scale);
+  return v;
+}
+
+/* What the epilogue of output (bb, m, pix) reads: its index in y (and the residual), the channel bias and the
+ * residual as stored (0 where epi has none; converted only when used: a conversion right behind its load
+ * waits for it). Loaded apart from the store, so a caller can issue the loads of several outputs, or with
+ * other loads, before it waits for any (each load issued behind the previous output's store waits a whole
+ * round trip). */
+template <typename T>
+struct ConvEpiIn {
+  size_t at;
+  T channel_bias, residual;
+};
+
+template <typename T>
+__device__ __forceinline__ ConvEpiIn<T>
+conv_epi_load (const ConvEpi<T> &epi, int Cout, int HoWo, int bb, int m, int pix)
+{
+  const size_t i = ((size_t) bb * Cout + m) * HoWo + pix;
+  ConvEpiIn<T> in { i, from_f32<T> (0.0f), from_f32<T> (0.0f) };
+  if (epi.channel_bias != NULL)
+    in.channel_bias = epi.channel_bias[(size_t) bb * epi.cb_stride + m];
+  if (epi.residual != NULL)
+    in.residual = epi.residual[i];
+  return in;
+}
+
+/* y[in.at] = epilogue(v), rounded to T, then stored as TY (float: the value cast_out gives the T-typed result).
+ * Returns the stored value as a float. */
+template <typename T, typename TY = T>
+__device__ __forceinline__ float
+conv_store_in (TY *y, const ConvEpi<T> &epi, float v, const ConvEpiIn<T> &in)
+{
+  const T out = from_f32<T> (conv_epi_apply (epi, v, to_f32<T> (in.channel_bias), to_f32<T> (in.residual)));
+  if constexpr (std::is_same<TY, T>::value)
+    y[in.at] = out;
+  else
+    y[in.at] = to_f32<T> (out);
+  return to_f32<T> (out);
+}
+
+/* y[bb][m][pix] = epilogue(v): the two above in one. */
 template <typename T, typename TY = T>
 __device__ __forceinline__ void
 conv_store (TY *y, const ConvEpi<T> &epi, float v, int Cout, int HoWo, int bb, int m, int pix)
 {
-  const size_t i = ((size_t) bb * Cout + m) * HoWo + pix;
-  if (epi.channel_bias != NULL)
-    v = __fadd_rn (v, to_f32<T> (epi.channel_bias[(size_t) bb * epi.cb_stride + m]));
-  if (epi.residual != NULL)
-    v = __fmul_rn (__fadd_rn (to_f32<T> (epi.residual[i]), v), epi.scale);
-  if constexpr (std::is_same<TY, T>::value)
-    y[i] = from_f32<T> (v);
-  else
-    y[i] = to_f32<T> (from_f32<T> (v));
+  conv_store_in<T, TY> (y, epi, v, conv_epi_load (epi, Cout, HoWo, bb, m, pix));
 }
 
 /* ---- the tensor-core part shared by both implicit GEMMs: a warp owns an (FM*16) x (FN*16) sub-tile ---- */
@@ -290,24 +332,49 @@ struct NhwcSliceCopies {
   }
 };
 
-/* The 4 outputs of one summed partial vector: row m, pixels pp0 .. pp0 + 3 (those < P), through the epilogue. */
+/* The epilogue inputs of the 4 outputs of one partial vector: row m, pixels pp0 .. pp0 + 3, those < P valid
+ * (the others read pixel pp0's, always valid: no branch parts the loads). */
+template <typename T>
+struct ConvEpiIn4 {
+  ConvEpiIn<T> e[4];
+  bool ok[4];
+};
+
+template <typename T>
+__device__ __forceinline__ ConvEpiIn4<T>
+splitk_epi_load4 (const ConvEpi<T> &epi, const ConvShape &s, int m, long long pp0)
+{
+  const int HoWo = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HoWo;
+  const int bb0 = (int) (pp0 / HoWo), pix0 = (int) (pp0 % HoWo);   /* one 64-bit division, not four */
+  ConvEpiIn4<T> in;
+#pragma unroll
+  for (int j = 0; j < 4; j++)
+    {
+      in.ok[j] = pp0 + j < P;
+      const int q = pix0 + (in.ok[j] ? j : 0);
+      in.e[j] = conv_epi_load (epi, s.Cout, HoWo, bb0 + q / HoWo, m, q % HoWo);
+    }
+  return in;
+}
+
+template <typename T>
+__device__ __forceinline__ void
+splitk_store_in4 (T *__restrict__ y, const ConvEpi<T> &epi, const ConvEpiIn4<T> &in, float4 sum)
+{
+  const float out[4] = { sum.x, sum.y, sum.z, sum.w };
+#pragma unroll
+  for (int j = 0; j < 4; j++)
+    if (in.ok[j])
+      conv_store_in (y, epi, out[j], in.e[j]);
+}
+
+/* The 4 outputs of one summed partial vector through the epilogue: their loads, then their stores. */
 template <typename T>
 __device__ __forceinline__ void
 splitk_store4 (T *__restrict__ y, const ConvEpi<T> &epi, const ConvShape &s, int m, long long pp0, float4 sum)
 {
-  const int HoWo = s.Ho * s.Wo;
-  const long long P = (long long) s.B * HoWo;
-  const float out[4] = { sum.x, sum.y, sum.z, sum.w };
-#pragma unroll
-  for (int j = 0; j < 4; j++)
-    {
-      const long long pp = pp0 + j;
-      if (pp < P)
-        {
-          const int bb = (int) (pp / HoWo), pix = (int) (pp % HoWo);
-          conv_store (y, epi, out[j], s.Cout, HoWo, bb, m, pix);
-        }
-    }
+  splitk_store_in4 (y, epi, splitk_epi_load4 (epi, s, m, pp0), sum);
 }
 
 /* The last block's sum of a whole tile's split-K partials (every vector valid): thread tid sums vectors
@@ -430,6 +497,7 @@ splitk_cluster_sum (const float *Cs, const float *__restrict__ bias, T *__restri
     {
       const int ml = u / nvr, pc = (u % nvr) * 4;
       const float *const mine = Cs + ml * LDC + pc;
+      const ConvEpiIn4<T> in = splitk_epi_load4 (epi, s, m0 + ml, p0 + pc);   /* in flight with the splits' loads */
       const float b0 = bias != NULL ? bias[m0 + ml] : 0.0f;
       float4 sum = make_float4 (b0, b0, b0, b0);
 #pragma unroll 1
@@ -445,18 +513,76 @@ splitk_cluster_sum (const float *Cs, const float *__restrict__ bias, T *__restri
             if (z0 + zz < splits)
               sum = add4 (sum, a[zz]);
         }
-      splitk_store4 (y, epi, s, m0 + ml, p0 + pc, sum);
+      splitk_store_in4 (y, epi, in, sum);
     }
   cluster_sync ();                       /* nobody leaves while its tile may still be read */
 }
 
+/* The unsplit tile's end, 16 bytes of y at a time: y = epilogue(tile + bias), element by element as conv_store.
+ * Vector u of the tile is row u / VR, pixels (u % VR) N .. + N - 1. Needs HoWo % N == 0 (then a vector lies in
+ * one image and is wholly valid or wholly past P) and y and the residual 16-byte aligned. Each thread loads the
+ * bias, channel bias and residual of U vectors before it stores any: one round trip per U vectors, where
+ * conv_store's loop waited for one per element (64 in a row per thread at BM = 128: each load issued behind the
+ * previous element's store). Loads past the tile's valid part read vector 0 (row m0, pixel p0: always valid),
+ * so no branch parts them. */
+template <typename T, int BM, int THREADS, int LDC>
+__device__ __forceinline__ void
+conv_tile_store_vec (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
+                     const ConvShape &s, int m0, long long p0)
+{
+  constexpr int N = Vec16<T>::N, VR = IG_BN / N, NV = BM * VR;
+  constexpr int U = NV / THREADS < 8 ? NV / THREADS : 8;
+  static_assert (NV % (U * THREADS) == 0 && LDC % 4 == 0 && N % 4 == 0, "whole chunks; float4 reads of Cs");
+  const int HoWo = s.Ho * s.Wo;
+  const long long P = (long long) s.B * HoWo;
+  const int bb0 = (int) (p0 / HoWo), pix0 = (int) (p0 % HoWo);   /* the tile's first pixel; the others by
+                                                                   * 32-bit arithmetic from it */
+  const bool has_cb = epi.channel_bias != NULL, has_res = epi.residual != NULL;
+#pragma unroll 1
+  for (int u0 = threadIdx.x; u0 < NV; u0 += U * THREADS)
+    {
+      size_t at[U];                     /* y's (and the residual's) index of the vector's first element */
+      bool ok[U];
+      float b[U], cbv[U];
+      uint4 res[U];
+#pragma unroll
+      for (int i = 0; i < U; i++)
+        {
+          const int u = u0 + i * THREADS, ml = u / VR, pc = (u % VR) * N;
+          ok[i] = m0 + ml < s.Cout && p0 + pc < P;
+          const int m = ok[i] ? m0 + ml : m0, q = pix0 + (ok[i] ? pc : 0);
+          const int bb = bb0 + q / HoWo, pix = q % HoWo;
+          at[i] = ((size_t) bb * s.Cout + m) * HoWo + pix;
+          b[i] = bias != NULL ? bias[m] : 0.0f;
+          cbv[i] = has_cb ? to_f32<T> (epi.channel_bias[(size_t) bb * epi.cb_stride + m]) : 0.0f;
+          res[i] = has_res ? *reinterpret_cast<const uint4 *> (epi.residual + at[i]) : make_uint4 (0, 0, 0, 0);
+        }
+#pragma unroll
+      for (int i = 0; i < U; i++)
+        if (ok[i])
+          {
+            const int u = u0 + i * THREADS, ml = u / VR, pc = (u % VR) * N;
+            float c[N], r[N];
+#pragma unroll
+            for (int j = 0; j < N; j += 4)
+              *reinterpret_cast<float4 *> (c + j) = *reinterpret_cast<const float4 *> (Cs + ml * LDC + pc + j);
+            unpack16<T> (res[i], r);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+              c[j] = conv_epi_apply (epi, c[j] + b[i], cbv[i], r[j]);
+            store16<T> (y + at[i], c);
+          }
+    }
+}
+
 /* The end of an implicit-GEMM block: its BM x IG_BN float tile is in shared memory Cs (row stride LDC,
  * written and synchronised; dynamic shared memory where sk.cluster). Without a K split (sk all zero): y =
- * epilogue(tile + bias), coalesced along pixels. With one (SplitK says how): the cluster sums its tiles
- * (splitk_cluster_sum); or the tile's float4 vectors that hold valid outputs go to its own contiguous slot
- * of partial [tile][split][BM * IG_BN] (the others are neither written nor read); then, with counters, the
- * last of the tile's blocks to arrive sums the splits (in split order, so timing does not change the result)
- * and stores y; without counters conv_splitk_reduce_kernel does that in a second launch. */
+ * epilogue(tile + bias), coalesced along pixels, 16 bytes at a time where it can (conv_tile_store_vec). With
+ * one (SplitK says how): the cluster sums its tiles (splitk_cluster_sum); or the tile's float4 vectors that
+ * hold valid outputs go to its own contiguous slot of partial [tile][split][BM * IG_BN] (the others are
+ * neither written nor read); then, with counters, the last of the tile's blocks to arrive sums the splits (in
+ * split order, so timing does not change the result) and stores y; without counters conv_splitk_reduce_kernel
+ * does that in a second launch. */
 template <typename T, int BM, int THREADS, int LDC>
 __device__ __forceinline__ void
 conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restrict__ y, const ConvEpi<T> &epi,
@@ -474,6 +600,11 @@ conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restri
     }
   if (partial == NULL)
     {
+      if (HoWo % Vec16<T>::N == 0 && aligned16 (y) && (epi.residual == NULL || aligned16 (epi.residual)))
+        {
+          conv_tile_store_vec<T, BM, THREADS, LDC> (Cs, bias, y, epi, s, m0, p0);
+          return;
+        }
       for (int e = tid; e < BM * IG_BN; e += THREADS)
         {
           const int ml = e / IG_BN, pc = e % IG_BN, m = m0 + ml;

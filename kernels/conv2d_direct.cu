@@ -121,10 +121,15 @@ conv_direct_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, co
     }
   if (!p_ok)
     return;
+  float bj[CO];                         /* all biases loaded before the first store (each load after a store
+                                         * waited for it: CO round trips in a row) */
+#pragma unroll
+  for (int j = 0; j < CO; j++)
+    bj[j] = bias != NULL ? bias[m0 + (j < nco ? j : 0)] : 0.0f;
 #pragma unroll
   for (int j = 0; j < CO; j++)
     if (j < nco)
-      conv_store<T, TY> (y, epi, acc[j] + (bias != NULL ? bias[m0 + j] : 0.0f), s.Cout, HoWo, bb, m0 + j, pix);
+      conv_store<T, TY> (y, epi, acc[j] + bj[j], s.Cout, HoWo, bb, m0 + j, pix);
 }
 
 bool

@@ -110,15 +110,23 @@ template <typename T> struct Vec16 {
   static constexpr int N = 16 / sizeof (T);
 };
 
+/* A raw 16-byte vector, already loaded, as floats (loads of several vectors can be issued before any is
+ * converted: converting each as it comes keeps the next load behind it). */
 template <typename T>
 __device__ __forceinline__ void
-load16 (const T *p, float *f)
+unpack16 (const uint4 &u, float *f)
 {
-  const uint4 u = *reinterpret_cast<const uint4 *> (p);
   const T *e = reinterpret_cast<const T *> (&u);
 #pragma unroll
   for (int i = 0; i < Vec16<T>::N; i++)
     f[i] = to_f32<T> (e[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void
+load16 (const T *p, float *f)
+{
+  unpack16<T> (*reinterpret_cast<const uint4 *> (p), f);
 }
 
 template <typename T>
@@ -146,7 +154,7 @@ add16 (T *p, float a)
   store16<T> (p, f);
 }
 
-static inline bool
+__host__ __device__ __forceinline__ bool
 aligned16 (const void *p)
 {
   return ((uintptr_t) p & 15) == 0;
