@@ -83,17 +83,49 @@ struct GnChannel {
   float a, bias, mul, add;
 };
 
+/* What a channel's constants need besides the statistics: gamma, beta and image b's scale-shift. The register
+ * kernels load them with x, before the statistics: afterwards each vector's loads waited behind the previous
+ * vector's store, one round trip per vector. */
+template <typename T>
+struct GnParams {
+  float gamma, beta;
+  T mul, add;                           /* image b's scale-shift as stored (0 where there is none): converted
+                                         * only in gn_channel_of, so the loads of several channels' parameters
+                                         * are issued before any is waited for */
+};
+
+template <typename T>
+__device__ __forceinline__ GnParams<T>
+gn_params (int b, int c, int C, const float *__restrict__ gamma, const float *__restrict__ beta,
+           const T *__restrict__ ss)
+{
+  GnParams<T> p { gamma[c], beta[c], from_f32<T> (0.0f), from_f32<T> (0.0f) };
+  if (ss != NULL)
+    {
+      p.mul = ss[(size_t) b * 2 * C + c];
+      p.add = ss[(size_t) b * 2 * C + C + c];
+    }
+  return p;
+}
+
+template <typename T>
+__device__ __forceinline__ GnChannel
+gn_channel_of (const GnParams<T> &p, float mean, float rstd, bool scale_shift)
+{
+  GnChannel k;
+  k.a = rstd * p.gamma;
+  k.bias = p.beta - mean * k.a;
+  k.mul = scale_shift ? 1.0f + to_f32<T> (p.mul) : 1.0f;
+  k.add = scale_shift ? to_f32<T> (p.add) : 0.0f;
+  return k;
+}
+
 template <typename T>
 __device__ __forceinline__ GnChannel
 gn_channel (int b, int c, int C, float mean, float rstd, const float *__restrict__ gamma,
             const float *__restrict__ beta, const T *__restrict__ ss)
 {
-  GnChannel k;
-  k.a = rstd * gamma[c];
-  k.bias = beta[c] - mean * k.a;
-  k.mul = ss != NULL ? 1.0f + to_f32<T> (ss[(size_t) b * 2 * C + c]) : 1.0f;
-  k.add = ss != NULL ? to_f32<T> (ss[(size_t) b * 2 * C + C + c]) : 0.0f;
-  return k;
+  return gn_channel_of (gn_params<T> (b, c, C, gamma, beta, ss), mean, rstd, ss != NULL);
 }
 
 __device__ __forceinline__ float
@@ -258,17 +290,31 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
   const T *xg = x + (size_t) bg * len;
   T *yg = NHWC ? tile : y + (size_t) bg * len;
   float f[R][N] = {};                   /* zeros only quiet the compiler: every use is guarded like the load */
+  uint4 raw[R] = {};                    /* x's vectors, converted after all are loaded (zeros: as f's) */
+  GnParams<T> prm[RED ? 1 : R];         /* RED: loaded when applied (held from here they crowded out the
+                                         * partial sums' registers, serialising their loads) */
   float s = 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    {
+      /* past len: vector 0 (always valid) is read instead, so no branch parts the loads */
+      const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N, ic = i < len ? i : 0;
+      const int c = g * cpg + (int) (ic / (size_t) HW);
+      if (!RED)
+        prm[RED ? 0 : r] = gn_params<T> (b, c, C, gamma, beta, ss);
+      if (RED && i < len && c < pr.cout)
+        gn_partials_load<T, N> (pr, b, c, (int) (i % (size_t) HW), C, HW, f[r]);
+      else
+        raw[r] = *reinterpret_cast<const uint4 *> (xg + ic);
+    }
 #pragma unroll
   for (int r = 0; r < R; r++)
     {
       const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
       if (i < len)
         {
-          if (RED && g * cpg + (int) (i / (size_t) HW) < pr.cout)
-            gn_partials_load<T, N> (pr, b, g * cpg + (int) (i / (size_t) HW), (int) (i % (size_t) HW), C, HW, f[r]);
-          else
-            load16<T> (xg + i, f[r]);
+          if (!(RED && g * cpg + (int) (i / (size_t) HW) < pr.cout))
+            unpack16<T> (raw[r], f[r]);
 #pragma unroll
           for (int j = 0; j < N; j++)
             s += f[r][j];
@@ -290,7 +336,8 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
       const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
       if (i < len)
         {
-          const GnChannel k = gn_channel<T> (b, g * cpg + (int) (i / (size_t) HW), C, mean, rstd, gamma, beta, ss);
+          const GnChannel k = RED ? gn_channel<T> (b, g * cpg + (int) (i / (size_t) HW), C, mean, rstd, gamma, beta, ss)
+                                  : gn_channel_of (prm[RED ? 0 : r], mean, rstd, ss != NULL);
 #pragma unroll
           for (int j = 0; j < N; j++)
             f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
@@ -420,18 +467,30 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
   const int hwk = HW / K, p0 = rank * hwk, vpc = hwk / N;     /* this block's pixels; vectors per channel */
   const int nvec = cpg * vpc;
   float f[R][N] = {};                   /* zeros only quiet the compiler: every use is guarded like the load */
+  uint4 raw[R] = {};                    /* as gn_regs_kernel: loads first (past nvec vector 0 again), then used */
+  GnParams<T> prm[RED ? 1 : R];         /* RED: loaded when applied (held from here they crowded out the
+                                         * partial sums' registers, serialising their loads) */
   float s = 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    {
+      const int v = (int) threadIdx.x + r * (int) blockDim.x, vc = v < nvec ? v : 0;
+      const int m = g * cpg + vc / vpc, pix = p0 + (vc % vpc) * N;
+      if (!RED)
+        prm[RED ? 0 : r] = gn_params<T> (b, m, C, gamma, beta, ss);
+      if (RED && v < nvec && m < pr.cout)
+        gn_partials_load<T, N> (pr, b, m, pix, C, HW, f[r]);
+      else
+        raw[r] = *reinterpret_cast<const uint4 *> (x + ((size_t) b * C + m) * HW + pix);
+    }
 #pragma unroll
   for (int r = 0; r < R; r++)
     {
       const int v = (int) threadIdx.x + r * (int) blockDim.x;
       if (v < nvec)
         {
-          const int m = g * cpg + v / vpc, pix = p0 + (v % vpc) * N;
-          if (RED && m < pr.cout)
-            gn_partials_load<T, N> (pr, b, m, pix, C, HW, f[r]);
-          else
-            load16<T> (x + ((size_t) b * C + m) * HW + pix, f[r]);
+          if (!(RED && g * cpg + v / vpc < pr.cout))
+            unpack16<T> (raw[r], f[r]);
 #pragma unroll
           for (int j = 0; j < N; j++)
             s += f[r][j];
@@ -484,7 +543,8 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
       if (v < nvec)
         {
           const int c = v / vpc, pix = (v % vpc) * N;
-          const GnChannel k = gn_channel<T> (b, g * cpg + c, C, mean, rstd, gamma, beta, ss);
+          const GnChannel k = RED ? gn_channel<T> (b, g * cpg + c, C, mean, rstd, gamma, beta, ss)
+                                  : gn_channel_of (prm[RED ? 0 : r], mean, rstd, ss != NULL);
 #pragma unroll
           for (int j = 0; j < N; j++)
             f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
