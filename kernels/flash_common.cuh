@@ -43,12 +43,11 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
 #pragma unroll
       for (int u = 0; u < U; u++)
         {
-          const int e = e0 + u * blockDim.x, i = e / vecs, c = (e % vecs) * N;
-          if (e < total)
-            {
-              raw[u] = *reinterpret_cast<const uint4 *> (q + (size_t) i * HW + c);
-              add[u] = bq != NULL ? bq[i] : 0.0f;
-            }
+          /* past the end: vector e0 again (always valid), so no branch parts the loads (nvcc put each
+           * guarded load in its own branch, with its conversion behind it) */
+          const int eu = e0 + u * (int) blockDim.x, e = eu < total ? eu : e0, i = e / vecs, c = (e % vecs) * N;
+          raw[u] = *reinterpret_cast<const uint4 *> (q + (size_t) i * HW + c);
+          add[u] = bq != NULL ? bq[i] : 0.0f;
         }
 #pragma unroll
       for (int u = 0; u < U; u++)
@@ -56,12 +55,11 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
           const int e = e0 + u * blockDim.x, i = e / vecs, c = (e % vecs) * N;
           if (e < total)
             {
-              T v[N];
               float f[N];
-              memcpy (v, &raw[u], sizeof v);
+              unpack16<T> (raw[u], f);
 #pragma unroll
               for (int j = 0; j < N; j++)
-                f[j] = to_f32<T> (v[j]) + add[u];
+                f[j] += add[u];
               store16<T> (Qs + (size_t) i * LQ + c, f);
             }
         }
