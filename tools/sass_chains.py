@@ -10,13 +10,16 @@ everything else as none, and reports, per basic block, how many round trips its 
 through (the block's depth). Loops count once per pass through the block.
 
   python3 tools/sass_chains.py [--arch sm_90a] [--min N] [--kernel REGEX] [--ignore REGEX] [--max-allowed N]
-                               [--loops] FILE...
+                               [--across-branches] [--loops] FILE...
 
 FILE: a CUDA object or library (cuobjdump -sass runs on it; cuobjdump from $CUOBJDUMP, PATH or
 /usr/local/cuda/bin) or a text file with cuobjdump -sass output. Prints, per kernel whose deepest block
 reaches --min (default 4): its depth, the block's address range and its global loads and stores. With
 --max-allowed N, exits 1 if a kernel matching --kernel (and not --ignore) has a block deeper than N (a
-regression check: meson test cuda-sass-chains); exit 77 when no cuobjdump is found. --loops also lists the
+regression check: meson test cuda-sass-chains); exit 77 when no cuobjdump is found. --across-branches measures
+stretches between loop boundaries instead of basic blocks, stepping over forward branches: nvcc often puts each
+guarded load (`if (i < n) v[u] = p[i]`) in a branch of its own with its use right behind it, a chain no basic
+block shows (the non-split convolution epilogue had 64 per thread so). --loops also lists the
 loops whose every global load is a round trip of its own (informational: a grid-stride loop is that too).
 Distributed shared memory (generic LD/ST) counts as global here.
 """
@@ -95,6 +98,32 @@ def blocks(insns):
         cur.append(ins)
         base = ins[1].split('.')[0]
         if base in ('BRA', 'BRX', 'EXIT', 'RET', 'JMP', 'CALL'):
+            yield cur
+            cur = []
+    if cur:
+        yield cur
+
+
+def regions(insns):
+    """stretches between loop boundaries (a backward branch's target, the branch itself, an exit): forward
+    branches are stepped over, so the path is every if-arm in address order. Catches what blocks() cannot:
+    guarded loads each in its own branch, each waited for before the next (an over-estimate where arms
+    exclude each other, e.g. a kernel's specialised copies of one loop)."""
+    heads = set()
+    for addr, op, args in insns:
+        m = re.search(r'(0x[0-9a-f]+)', args)
+        if op.split('.')[0] == 'BRA' and m and int(m.group(1), 16) <= addr:
+            heads.add(int(m.group(1), 16))
+    cur = []
+    for ins in insns:
+        addr, op, args = ins
+        if addr in heads and cur:
+            yield cur
+            cur = []
+        cur.append(ins)
+        base = op.split('.')[0]
+        m = re.search(r'(0x[0-9a-f]+)', args)
+        if (base == 'BRA' and m and int(m.group(1), 16) <= addr) or base in ('EXIT', 'RET'):
             yield cur
             cur = []
     if cur:
@@ -181,6 +210,8 @@ def main():
     ap.add_argument('--kernel', default='.')
     ap.add_argument('--ignore', default=None, help='kernels not checked (regex on the mangled name)')
     ap.add_argument('--max-allowed', type=int, default=None)
+    ap.add_argument('--across-branches', action='store_true',
+                    help='chains along stretches between loop boundaries, forward branches stepped over (regions)')
     ap.add_argument('--loops', action='store_true',
                     help='also list loops whose every global load is a round trip of its own (loads per trip <= 1)')
     a = ap.parse_args()
@@ -191,7 +222,8 @@ def main():
             if not pick.search(name) or (skip is not None and skip.search(name)):
                 continue
             seen += 1
-            best = max(((depth(b), b) for b in blocks(insns)), key=lambda x: x[0][0], default=None)
+            best = max(((depth(b), b) for b in (regions if a.across_branches else blocks)(insns)),
+                       key=lambda x: x[0][0], default=None)
             if best is None:
                 continue
             if a.loops:
