@@ -104,26 +104,27 @@ def blocks(insns):
         yield cur
 
 
+def backward_target(addr, op, args):
+    """the target of a branch to this address or before it (a loop's head), else None"""
+    m = re.search(r'(0x[0-9a-f]+)', args)
+    if op.split('.')[0] == 'BRA' and m and int(m.group(1), 16) <= addr:
+        return int(m.group(1), 16)
+    return None
+
+
 def regions(insns):
     """stretches between loop boundaries (a backward branch's target, the branch itself, an exit): forward
     branches are stepped over, so the path is every if-arm in address order. Catches what blocks() cannot:
     guarded loads each in its own branch, each waited for before the next (an over-estimate where arms
     exclude each other, e.g. a kernel's specialised copies of one loop)."""
-    heads = set()
-    for addr, op, args in insns:
-        m = re.search(r'(0x[0-9a-f]+)', args)
-        if op.split('.')[0] == 'BRA' and m and int(m.group(1), 16) <= addr:
-            heads.add(int(m.group(1), 16))
+    heads = {backward_target(*ins) for ins in insns} - {None}
     cur = []
     for ins in insns:
-        addr, op, args = ins
-        if addr in heads and cur:
+        if ins[0] in heads and cur:
             yield cur
             cur = []
         cur.append(ins)
-        base = op.split('.')[0]
-        m = re.search(r'(0x[0-9a-f]+)', args)
-        if (base == 'BRA' and m and int(m.group(1), 16) <= addr) or base in ('EXIT', 'RET'):
+        if backward_target(*ins) is not None or ins[1].split('.')[0] in ('EXIT', 'RET'):
             yield cur
             cur = []
     if cur:
@@ -133,12 +134,10 @@ def regions(insns):
 def loops(insns):
     """the bodies of backward branches: instructions from the target to the branch, nested code included"""
     at = {addr: i for i, (addr, _, _) in enumerate(insns)}
-    for i, (addr, op, args) in enumerate(insns):
-        if op.split('.')[0] != 'BRA':
-            continue
-        m = re.search(r'(0x[0-9a-f]+)', args)
-        if m and int(m.group(1), 16) < addr and int(m.group(1), 16) in at:
-            yield insns[at[int(m.group(1), 16)]:i + 1]
+    for i, ins in enumerate(insns):
+        target = backward_target(*ins)
+        if target is not None and target in at:
+            yield insns[at[target]:i + 1]
 
 
 def depth(block):
