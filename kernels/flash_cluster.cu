@@ -214,20 +214,28 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
    * distributed-shared-memory trip per element: tools/sass_chains.py) */
   for (int e0 = threadIdx.x; e0 < DC * 8; e0 += FC_COMBINE_U * blockDim.x)
     {
+      /* element e0 + u blockDim: dim c, queries i and i + 1 */
+      auto element = [&] (int u, int &e, int &c, int &i) {
+        e = e0 + u * (int) blockDim.x;
+        c = c0 + e / 8;
+        i = 2 * (e % 8);
+      };
       float2 p[FC_COMBINE_U][FC_MAX_CS];
 #pragma unroll
       for (int u = 0; u < FC_COMBINE_U; u++)
+        {
+          int e, c, i;
+          element (u, e, c, i);
 #pragma unroll
-        for (int r = 0; r < FC_MAX_CS; r++)
-          {
-            const int e = e0 + u * blockDim.x, c = c0 + e / 8, i = 2 * (e % 8);   /* dim c, queries i, i + 1 */
+          for (int r = 0; r < FC_MAX_CS; r++)
             if (e < DC * 8 && r < CS)
               p[u][r] = *reinterpret_cast<const float2 *> (cluster_map_shared (Ob, r) + (size_t) c * FC_LO + i);
-          }
+        }
 #pragma unroll
       for (int u = 0; u < FC_COMBINE_U; u++)
         {
-          const int e = e0 + u * blockDim.x, c = c0 + e / 8, i = 2 * (e % 8);
+          int e, c, i;
+          element (u, e, c, i);
           if (e >= DC * 8)
             break;
           float o0 = 0.0f, o1 = 0.0f;

@@ -300,8 +300,8 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
       /* past len: vector 0 (always valid) is read instead, so no branch parts the loads */
       const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N, ic = i < len ? i : 0;
       const int c = g * cpg + (int) (ic / (size_t) HW);
-      if (!RED)
-        prm[RED ? 0 : r] = gn_params<T> (b, c, C, gamma, beta, ss);
+      if constexpr (!RED)
+        prm[r] = gn_params<T> (b, c, C, gamma, beta, ss);
       if (RED && i < len && c < pr.cout)
         gn_partials_load<T, N> (pr, b, c, (int) (i % (size_t) HW), C, HW, f[r]);
       else
@@ -336,8 +336,11 @@ gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *
       const size_t i = ((size_t) threadIdx.x + (size_t) r * blockDim.x) * N;
       if (i < len)
         {
-          const GnChannel k = RED ? gn_channel<T> (b, g * cpg + (int) (i / (size_t) HW), C, mean, rstd, gamma, beta, ss)
-                                  : gn_channel_of (prm[RED ? 0 : r], mean, rstd, ss != NULL);
+          GnChannel k;
+          if constexpr (RED)
+            k = gn_channel<T> (b, g * cpg + (int) (i / (size_t) HW), C, mean, rstd, gamma, beta, ss);
+          else
+            k = gn_channel_of (prm[r], mean, rstd, ss != NULL);
 #pragma unroll
           for (int j = 0; j < N; j++)
             f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
@@ -476,8 +479,8 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
     {
       const int v = (int) threadIdx.x + r * (int) blockDim.x, vc = v < nvec ? v : 0;
       const int m = g * cpg + vc / vpc, pix = p0 + (vc % vpc) * N;
-      if (!RED)
-        prm[RED ? 0 : r] = gn_params<T> (b, m, C, gamma, beta, ss);
+      if constexpr (!RED)
+        prm[r] = gn_params<T> (b, m, C, gamma, beta, ss);
       if (RED && v < nvec && m < pr.cout)
         gn_partials_load<T, N> (pr, b, m, pix, C, HW, f[r]);
       else
@@ -543,8 +546,11 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
       if (v < nvec)
         {
           const int c = v / vpc, pix = (v % vpc) * N;
-          const GnChannel k = RED ? gn_channel<T> (b, g * cpg + c, C, mean, rstd, gamma, beta, ss)
-                                  : gn_channel_of (prm[RED ? 0 : r], mean, rstd, ss != NULL);
+          GnChannel k;
+          if constexpr (RED)
+            k = gn_channel<T> (b, g * cpg + c, C, mean, rstd, gamma, beta, ss);
+          else
+            k = gn_channel_of (prm[r], mean, rstd, ss != NULL);
 #pragma unroll
           for (int j = 0; j < N; j++)
             f[r][j] = gn_value (f[r][j], k, ss != NULL, silu);
