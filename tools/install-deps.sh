@@ -27,7 +27,7 @@ fi
 # network) that check skips.
 if [ "${1:-}" = --test ] && [ -x /usr/local/cuda/bin/nvcc ] && ! command -v cuobjdump >/dev/null \
    && [ ! -x /usr/local/cuda/bin/cuobjdump ]; then
-  tools_dir=${XDG_CACHE_HOME:-$HOME/.cache}/gimp-ddpm/cuda-tools
+  tools_dir=$(python3 "$(dirname "$0")/sass_chains.py" --tools-dir)
   if [ ! -x "$tools_dir/nvidia/cu13/bin/cuobjdump" ] || [ ! -x "$tools_dir/nvidia/cu13/bin/nvdisasm" ]; then
     tmp=$(mktemp -d)
     if python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" nvidia-cuda-cuobjdump==13.5.37 \

@@ -168,8 +168,9 @@ def depth(block):
     return t, loads, stores
 
 
-CACHE_TOOL = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
-                          'gimp-ddpm', 'cuda-tools', 'nvidia', 'cu13', 'bin', 'cuobjdump')
+# where tools/install-deps.sh --test unpacks PyPI's cuobjdump and nvdisasm wheels (it asks --tools-dir)
+TOOLS_DIR = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'gimp-ddpm', 'cuda-tools')
+CACHE_TOOL = os.path.join(TOOLS_DIR, 'nvidia', 'cu13', 'bin', 'cuobjdump')
 
 
 def find_cuobjdump():
@@ -203,7 +204,7 @@ def sass_text(path, arch):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('files', nargs='+')
+    ap.add_argument('files', nargs='*')
     ap.add_argument('--arch', default=None, help='only this machine code (e.g. sm_90a)')
     ap.add_argument('--min', type=int, default=4)
     ap.add_argument('--kernel', default='.')
@@ -213,7 +214,18 @@ def main():
                     help='chains along stretches between loop boundaries, forward branches stepped over (regions)')
     ap.add_argument('--loops', action='store_true',
                     help='also list loops whose every global load is a round trip of its own (loads per trip <= 1)')
+    ap.add_argument('--tools-dir', action='store_true', help='print where the cuobjdump wheels are unpacked; exit')
+    ap.add_argument('--which', action='store_true', help='print the cuobjdump used (exit 1: none); exit')
     a = ap.parse_args()
+    if a.tools_dir:
+        print(TOOLS_DIR)
+        return 0
+    if a.which:
+        tool = find_cuobjdump()
+        print(tool or '')
+        return 0 if tool else 1
+    if not a.files:
+        ap.error('no files')
     pick, skip = re.compile(a.kernel), re.compile(a.ignore) if a.ignore else None
     worst, failed, seen = {}, [], 0
     for path in a.files:

@@ -10,8 +10,8 @@
 #    with $EXPECT_ARCHS (e.g. "90a" or "80;90a": a build made with CUDA_ARCHS, no PTX) machine code for those only.
 set -u
 MODULE=$1
-# where tools/install-deps.sh --test unpacks PyPI's cuobjdump (the toolkit here has none)
-PATH=$PATH:${XDG_CACHE_HOME:-$HOME/.cache}/gimp-ddpm/cuda-tools/nvidia/cu13/bin
+# the cuobjdump tools/sass_chains.py finds: PATH, the toolkit's, or the wheel tools/install-deps.sh --test unpacks
+CUOBJDUMP=$(python3 "$(dirname "$0")/../../tools/sass_chains.py" --which)
 fail=0
 calls=$(objdump -d "$MODULE" | grep -cE 'call.*<exit@plt>')
 if [ "$calls" -ne 0 ]; then
@@ -28,9 +28,9 @@ if [ "$exports" != "ddpm_cuda_backend_create " ]; then
 else
   echo "PASS: exports only ddpm_cuda_backend_create"
 fi
-if command -v cuobjdump >/dev/null 2>&1; then
-  elfs=$(cuobjdump --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
-  ptx=$(cuobjdump --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
+if [ -n "$CUOBJDUMP" ]; then
+  elfs=$("$CUOBJDUMP" --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
+  ptx=$("$CUOBJDUMP" --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
   want="sm_80 sm_86 sm_89 sm_90a"
   case "${EXPECT_ARCHS:-all}" in all) ;; *) want=$(echo "$EXPECT_ARCHS" | tr ';,' '  ' | sed 's/\([0-9][0-9]*\)/sm_\1/g') ;; esac
   for sm in $want; do
