@@ -464,7 +464,8 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
 }
 
 /* Output (m, pixel pp of B * HoWo) of a split convolution before its epilogue: bias + its partials in split
- * order, 8 splits' loads in flight at a time (latency-bound at batch 1). */
+ * order. All splits' loads go out before the first add (splits <= IG_MAX_SPLITS: k_splits), one round trip
+ * at sm_90a where chunks of 8 took two each (nvcc put the first add between a chunk's two halves). */
 __device__ __forceinline__ float
 splitk_element_sum (const float *__restrict__ partial, const float *__restrict__ bias, int splits, int BM, int gx, int m,
                     long long pp)
@@ -474,17 +475,14 @@ splitk_element_sum (const float *__restrict__ partial, const float *__restrict__
   const size_t e = (size_t) (m % BM) * IG_BN + (size_t) (pp % IG_BN);
   const float *src = partial + tile * splits * tile_elems + e;
   float v = bias != NULL ? bias[m] : 0.0f;
-  for (int z0 = 0; z0 < splits; z0 += 8)
-    {
-      float p[8];
+  float p[IG_MAX_SPLITS];
 #pragma unroll
-      for (int z = 0; z < 8; z++)
-        p[z] = z0 + z < splits ? __ldcg (src + (size_t) (z0 + z) * tile_elems) : 0.0f;
+  for (int z = 0; z < IG_MAX_SPLITS; z++)
+    p[z] = z < splits ? __ldcg (src + (size_t) z * tile_elems) : 0.0f;
 #pragma unroll
-      for (int z = 0; z < 8; z++)
-        if (z0 + z < splits)
-          v += p[z];
-    }
+  for (int z = 0; z < IG_MAX_SPLITS; z++)
+    if (z < splits)
+      v += p[z];
   return v;
 }
 
