@@ -260,22 +260,88 @@ warp_acc_store (float *C, int ldc, const ConvAccFrag (&acc)[FM][FN])
       nvcuda::wmma::store_matrix_sync (C + i * 16 * ldc + j * 16, acc[i][j], ldc, nvcuda::wmma::mem_row_major);
 }
 
+/* Where the channels-last kernels' K slice (one filter tap, STEP channels) starts in the filter: tap (ky, kx),
+ * first channel ci0. Their K loops issue a block's slices in order, one at a time, so the position advances
+ * by one slice per copy (no wrap past the filter's end: slices stop there) instead of costing two integer
+ * divisions per slice (~70 instructions of the 128-row tile's ~260 per slice at sm_90a). Needs Cin % STEP
+ * == 0 (a slice never spans two taps: the kernels' condition). at (s, k0) says where slice k0 starts: the
+ * emulator checks every advanced position against it. */
+struct SliceTap {
+  int ci0, ky, kx;
+
+  __device__ __forceinline__ static SliceTap
+  at (const ConvShape &s, int k0)
+  {
+    const int tap = k0 / s.Cin, ky = tap / s.k;
+    return SliceTap { k0 - tap * s.Cin, ky, tap - ky * s.k };
+  }
+
+  __device__ __forceinline__ void
+  advance (const ConvShape &s, int step)
+  {
+    ci0 += step;
+    if (ci0 == s.Cin)
+      {
+        ci0 = 0;
+        if (++kx == s.k)
+          {
+            kx = 0;
+            ky++;
+          }
+      }
+  }
+};
+
+/* The weight rows' cp.async copies one thread makes for a K slice of the cp.async kernels: the 16-byte chunk
+ * tid % CHUNKS (8 K values) of rows tid / CHUNKS + 32 i, i < NA (output channels m0 + row; past Cout zero
+ * fill, nothing read). The row pointers are worked out once, so a slice's copy is one add. */
+template <typename T, int NA, int CHUNKS = 4>
+struct WeightSliceCopies {
+  const T *wrow[NA];                     /* weight row m0 + r's chunk (row 0's past Cout: never read) */
+  int m_row;                             /* output channel of this thread's row 0 */
+
+  __device__ __forceinline__
+  WeightSliceCopies (const T *Wt, const ConvShape &s, int m0, int tid)
+  {
+    m_row = m0 + tid / CHUNKS;
+#pragma unroll
+    for (int i = 0; i < NA; i++)
+      wrow[i] = Wt + (m_row + 32 * i < s.Cout ? (size_t) (m_row + 32 * i) * s.ldw : 0) + tid % CHUNKS * 8;
+  }
+
+  /* the copies of the slice at K offset k0; dst (row) gives the chunk's shared-memory address */
+  template <typename Dst>
+  __device__ __forceinline__ void
+  issue (const ConvShape &s, int k0, int tid, Dst dst) const
+  {
+#pragma unroll
+    for (int i = 0; i < NA; i++)
+      __pipeline_memcpy_async (dst (tid / CHUNKS + 32 * i), wrow[i] + k0, 16, m_row + 32 * i < s.Cout ? 0 : 16);
+  }
+};
+
 /* The cp.async copies one thread makes for a K slice (one filter tap, 8 CHUNKS channels) of the channels-last
  * kernels: the 16-byte chunk tid % CHUNKS (8 channels) of tile rows tid / CHUNKS + 32 i (so 32 CHUNKS threads:
  * 128 with IG_BK's 4 chunks, conv2d_nhwc.cu; 256 with 8, conv2d_wgmma.cu), for NA weight rows (output channels m0 + row)
  * and NB pixel rows (output pixels p0 + row, across the batch). Outside the image or past Cout, zero
  * fill (nothing is read from the source then). With s.up, input pixel (iy, ix) is pixel (iy / 2, ix / 2) of
  * xh, the half-size image (upsample_conv2d). Where a chunk lands is the kernel's: dst_a (row) and dst_b (row)
- * give its shared-memory address. */
+ * give its shared-memory address.
+ * What does not change from slice to slice is worked out once here (row pointers, the pixel's offset in its
+ * image), so a slice's copy costs an add and a bounds test: the K loop issues every instruction of it per slice,
+ * and at sm_90a address arithmetic was most of the loop (cuda_conv_nhwc_fits keeps an image's elements, H W
+ * Cin, within int). */
 template <typename T, int NA, int NB, int CHUNKS = 4>
 struct NhwcSliceCopies {
-  const T *image[NB];
-  int iy0[NB], ix0[NB];
-  bool ok[NB];
+  WeightSliceCopies<T, NA, CHUNKS> weights;
+  const T *image[NB];                    /* the pixel's image in xh */
+  int iy0[NB], ix0[NB];                  /* its filter window's top-left input pixel; far negative past P */
+  int pix_off[NB];                       /* without s.up: element offset of (iy0, ix0)'s chunk in the image */
   int chunk;
 
   __device__ __forceinline__
-  NhwcSliceCopies (const T *xh, const ConvShape &s, long long p0, int tid)
+  NhwcSliceCopies (const T *Wt, const T *xh, const ConvShape &s, int m0, long long p0, int tid)
+    : weights (Wt, s, m0, tid)
   {
     const int HoWo = s.Ho * s.Wo;
     const long long P = (long long) s.B * HoWo;
@@ -284,49 +350,53 @@ struct NhwcSliceCopies {
     for (int i = 0; i < NB; i++)
       {
         const long long p = p0 + tid / CHUNKS + 32 * i;
-        ok[i] = p < P;
-        const int b = ok[i] ? (int) (p / HoWo) : 0, pix = ok[i] ? (int) (p % HoWo) : 0;
+        const bool ok = p < P;
+        const int b = ok ? (int) (p / HoWo) : 0, pix = ok ? (int) (p % HoWo) : 0;
         image[i] = xh + (size_t) b * (s.H >> s.up) * (s.W >> s.up) * s.Cin;
-        iy0[i] = (pix / s.Wo) * s.stride - s.pad_top;
+        iy0[i] = ok ? (pix / s.Wo) * s.stride - s.pad_top : -(1 << 29);   /* every tap then misses the image */
         ix0[i] = (pix % s.Wo) * s.stride - s.pad_left;
+        pix_off[i] = ok ? (iy0[i] * s.W + ix0[i]) * s.Cin + chunk * 8 : 0;  /* used only inside the image */
       }
   }
 
   template <typename DstA, typename DstB>
   __device__ __forceinline__ void
-  issue (const T *Wt, const T *xh, const ConvShape &s, int m0, int k0, int tid, DstA dst_a, DstB dst_b) const
+  issue (const ConvShape &s, int k0, const SliceTap &tap, int tid, DstA dst_a, DstB dst_b) const
   {
-    issue_a (Wt, s, m0, k0, tid, dst_a);
-    issue_b (xh, s, k0, tid, dst_b);
+    issue_a (s, k0, tid, dst_a);
+    issue_b (s, k0, tap, tid, dst_b);
   }
 
-  /* the weight rows' copies alone (they may go before the wait on the previous kernel) */
+  /* the weight rows' copies of the slice at k0 alone (they may go before the wait on the previous kernel) */
   template <typename DstA>
   __device__ __forceinline__ void
-  issue_a (const T *Wt, const ConvShape &s, int m0, int k0, int tid, DstA dst_a) const
+  issue_a (const ConvShape &s, int k0, int tid, DstA dst_a) const
   {
-#pragma unroll
-    for (int i = 0; i < NA; i++)
-      {
-        const int r = tid / CHUNKS + 32 * i, m = m0 + r;
-        const bool in = m < s.Cout;
-        __pipeline_memcpy_async (dst_a (r), in ? Wt + (size_t) m * s.ldw + k0 + chunk * 8 : Wt, 16, in ? 0 : 16);
-      }
+    weights.issue (s, k0, tid, dst_a);
   }
 
-  /* the pixel rows' copies alone */
+  /* the pixel rows' copies alone, of the slice at k0, which starts at tap (its position, SliceTap) */
   template <typename DstB>
   __device__ __forceinline__ void
-  issue_b (const T *xh, const ConvShape &s, int k0, int tid, DstB dst_b) const
+  issue_b (const ConvShape &s, int k0, const SliceTap &tap, int tid, DstB dst_b) const
   {
-    const int tap = k0 / s.Cin, ci0 = k0 - tap * s.Cin, ky = tap / s.k, kx = tap - ky * s.k;
+#ifdef DDPM_CUDA_EMU
+    const SliceTap want = SliceTap::at (s, k0);
+    if (tap.ci0 != want.ci0 || tap.ky != want.ky || tap.kx != want.kx)
+      emu_check_failed ("NhwcSliceCopies: the advanced slice position is not the slice's (copies issued out of order?)");
+#else
+    (void) k0;
+#endif
+    const int tap_off = (tap.ky * s.W + tap.kx) * s.Cin + tap.ci0;   /* from (iy0, ix0)'s element, without s.up */
 #pragma unroll
     for (int i = 0; i < NB; i++)
       {
-        const int iy = iy0[i] + ky, ix = ix0[i] + kx;
-        const bool in = ok[i] && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
-        const T *src = in ? image[i] + ((size_t) (iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + ci0 + chunk * 8
-                          : xh;
+        const int iy = iy0[i] + tap.ky, ix = ix0[i] + tap.kx;
+        const bool in = (unsigned) iy < (unsigned) s.H && (unsigned) ix < (unsigned) s.W;
+        const T *src = image[i];
+        if (in)
+          src += s.up == 0 ? pix_off[i] + tap_off
+                           : ((iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + tap.ci0 + chunk * 8;
         __pipeline_memcpy_async (dst_b (tid / CHUNKS + 32 * i), src, 16, in ? 0 : 16);
       }
   }

@@ -46,29 +46,20 @@ conv_pointwise_kernel (const T *__restrict__ Wt, const float *__restrict__ bias,
   const int a_chunk = tid & 3, b_chunk = tid & 7, b_row = tid >> 3;
   const long long pc = p0 + b_chunk * 8;
   const bool b_ok = pc < P;              /* P % 8 == 0: a chunk is all inside or all past the end */
-  const T *const b_src = x + (b_ok ? (size_t) (pc / HW) * s.Cin * HW + (size_t) (pc % HW) : 0);
+  /* channel b_row of the pixels' image (cuda_conv_pointwise_fits keeps Cin HW within int) */
+  const T *const b_src = x + (b_ok ? (size_t) (pc / HW) * s.Cin * HW + (size_t) (pc % HW) + (size_t) b_row * HW : 0);
+  const WeightSliceCopies<T, G::A_COPIES> weights (Wt, s, m0, tid);
   auto load_a = [&] (int st, int i) {   /* slice kt_begin + i of the weights */
     T *As = As0 + st * G::A_STAGE;
-    const int k0 = (kt_begin + i) * IG_BK;
-#pragma unroll
-    for (int j = 0; j < G::A_COPIES; j++)
-      {
-        const int r = (tid >> 2) + 32 * j, m = m0 + r;
-        const bool in = m < s.Cout;
-        __pipeline_memcpy_async (As + r * CP_LDA + a_chunk * 8, in ? Wt + (size_t) m * s.ldw + k0 + a_chunk * 8 : Wt,
-                                 16, in ? 0 : 16);
-      }
+    weights.issue (s, (kt_begin + i) * IG_BK, tid, [&] (int r) { return As + r * CP_LDA + a_chunk * 8; });
   };
   auto load_b = [&] (int st, int i) {   /* ... and of x */
     T *Bs = Bs0 + st * G::B_STAGE;
     const int k0 = (kt_begin + i) * IG_BK;
 #pragma unroll
     for (int j = 0; j < G::B_COPIES; j++)
-      {
-        const int r = b_row + 16 * j;
-        __pipeline_memcpy_async (Bs + r * PW_LDB + b_chunk * 8, b_ok ? b_src + (size_t) (k0 + r) * HW : x, 16,
-                                 b_ok ? 0 : 16);
-      }
+      __pipeline_memcpy_async (Bs + (b_row + 16 * j) * PW_LDB + b_chunk * 8, b_ok ? b_src + (k0 + 16 * j) * HW : x,
+                               16, b_ok ? 0 : 16);
   };
 
   ConvAccFrag acc[G::FM][G::FN];
@@ -100,7 +91,7 @@ cuda_conv_pointwise_fits (const CudaBackend *cb, const ConvShape &s)
 {
   return cb->act_type != CT_F32 && cb->conv_pointwise && s.k == 1 && s.stride == 1 && s.pad_top == 0
          && s.pad_left == 0 && s.up == 0 && s.Ho == s.H && s.Wo == s.W && s.Cin % IG_BK == 0
-         && (s.Ho * s.Wo) % 8 == 0 && s.ldw % 8 == 0;
+         && (s.Ho * s.Wo) % 8 == 0 && s.ldw % 8 == 0 && (long long) s.Cin * s.Ho * s.Wo <= 2147483647LL;
 }
 
 template <typename T>

@@ -63,17 +63,19 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
   const long long p0 = (long long) blockIdx.x * WG_BN;
   const int kt_begin = blockIdx.z * kps, nkt = imin (kps, s.K / WG_BK - kt_begin);   /* this split's slices (>= 1) */
   constexpr int COPIES = WG_BM * WG_BK / 8 / WG_THREADS;               /* 16-byte copies per thread, A and B: 4 */
-  const NhwcSliceCopies<T, COPIES, COPIES, 8> copies (xh, s, p0, tid);
+  const NhwcSliceCopies<T, COPIES, COPIES, 8> copies (Wt, xh, s, m0, p0, tid);
   const int chunk = copies.chunk;
   auto load_a = [&] (int st, int kt) {
     unsigned char *As = smem + st * WG_STAGE_BYTES;
-    copies.issue_a (Wt, s, m0, (kt_begin + kt) * WG_BK, tid,
+    copies.issue_a (s, (kt_begin + kt) * WG_BK, tid,
                     [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
   };
+  SliceTap tap = SliceTap::at (s, kt_begin * WG_BK);      /* slice kt's, as load_b (st, kt) comes in order */
   auto load_b = [&] (int st, int kt) {
     unsigned char *Bs = smem + st * WG_STAGE_BYTES + WG_A_BYTES;
-    copies.issue_b (xh, s, (kt_begin + kt) * WG_BK, tid,
+    copies.issue_b (s, (kt_begin + kt) * WG_BK, tap, tid,
                     [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
+    tap.advance (s, WG_BK);
   };
 
   float acc[64];
@@ -85,13 +87,15 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
    * run one slice less ahead, so the stage they refill is one whose wgmmas the previous wait finished */
   static_assert (INFLIGHT == 0 || INFLIGHT == 1, "wgmma groups left in flight");
   cp_async_k_loop_prefetch<STAGES, STAGES - 1 - INFLIGHT> (nkt, s.prefetch != 0, load_a, load_b, [&] (int st) {
-    const uint32_t a_at = smem_at + st * WG_STAGE_BYTES + wg * 64 * 128;   /* this warpgroup's rows */
-    const uint32_t b_at = smem_at + st * WG_STAGE_BYTES + WG_A_BYTES;
+    /* this warpgroup's rows and the pixels; step ks starts 32 bytes on, which is + 2 in the descriptors'
+     * address field (shared addresses are below 2^18, so that field never carries) */
+    const uint64_t a_desc = wgmma_desc_sw128 (smem_at + st * WG_STAGE_BYTES + wg * 64 * 128);
+    const uint64_t b_desc = wgmma_desc_sw128 (smem_at + st * WG_STAGE_BYTES + WG_A_BYTES);
     wgmma_fence_regs (acc);
     wgmma_fence ();
 #pragma unroll
     for (int ks = 0; ks < WG_BK / 16; ks++)
-      wgmma_m64n128k16<T> (acc, wgmma_desc_sw128 (a_at + 32 * ks), wgmma_desc_sw128 (b_at + 32 * ks), 1);
+      wgmma_m64n128k16<T> (acc, a_desc + 2 * ks, b_desc + 2 * ks, 1);
     wgmma_commit ();
     wgmma_wait<INFLIGHT> ();
     wgmma_fence_regs (acc);

@@ -658,6 +658,12 @@ emu_wmma_misuse (const char *what)
   emu_abort (what);
 }
 
+void
+emu_check_failed (const char *what)
+{
+  emu_abort (what);
+}
+
 unsigned long
 emu_launch_count (void)
 {

@@ -118,6 +118,8 @@ unsigned long emu_launch_count (void);
  * fill_fragment. */
 int emu_lane (void);
 [[noreturn]] void emu_wmma_misuse (const char *what);
+/* a kernel's own consistency check failed: the message, the block, and abort */
+[[noreturn]] void emu_check_failed (const char *what);
 
 static inline float emu_to_float (float v) { return v; }
 static inline float emu_to_float (__half v) { return __half2float (v); }
