@@ -145,18 +145,32 @@ fm_p_fragment (const float (&s)[NJ][4], int kk, uint32_t (&a)[4])
   a[3] = pack2<T> (s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
-/* rows x cols of src (row stride HW, global) into dst (row stride ld, shared) by 16-byte cp.async, one group */
+/* rows x cols of src (row stride HW, global) into dst (row stride ld, shared) by 16-byte cp.async, one group.
+ * Where a row's vectors divide the block (every call of the attention cores' K, V, Q and Wo chunks), each
+ * thread keeps its column and steps over rows by pointer increments: at sm_90a a copy costs ~8 instructions
+ * there, where the general loop's division and 64-bit products took ~38 (16 copies per thread per key chunk
+ * in flash_mma_kernel at d = 256, more than a third of its instructions). */
 template <typename T>
 __device__ __forceinline__ void
 fm_copy_rows (T *dst, int ld, const T *src, int HW, int rows, int cols)
 {
   constexpr int N = Vec16<T>::N;
   const int vecs = cols / N;
-  for (int e = threadIdx.x; e < rows * vecs; e += blockDim.x)
+  if (vecs > 0 && blockDim.x % vecs == 0)
     {
-      const int i = e / vecs, c = (e % vecs) * N;
-      __pipeline_memcpy_async (dst + (size_t) i * ld + c, src + (size_t) i * HW + c, 16);
+      const int step = blockDim.x / vecs, i0 = threadIdx.x / vecs, c = (threadIdx.x % vecs) * N;
+      const size_t dst_step = (size_t) step * ld, src_step = (size_t) step * HW;
+      T *d = dst + (size_t) i0 * ld + c;
+      const T *s = src + (size_t) i0 * HW + c;
+      for (int i = i0; i < rows; i += step, d += dst_step, s += src_step)
+        __pipeline_memcpy_async (d, s, 16);
     }
+  else
+    for (int e = threadIdx.x; e < rows * vecs; e += blockDim.x)
+      {
+        const int i = e / vecs, c = (e % vecs) * N;
+        __pipeline_memcpy_async (dst + (size_t) i * ld + c, src + (size_t) i * HW + c, 16);
+      }
   __pipeline_commit ();
 }
 

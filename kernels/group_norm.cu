@@ -191,14 +191,24 @@ group_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
     T v[E];
   };
   const int parts = cpg / E;
+  /* q's (pixel, channel) carried along as q steps by blockDim.x: one division per thread, not one per vector
+   * (at sm_90a it was most of the loop's ~35 instructions) */
+  const int dq = (int) blockDim.x / HW, dr = (int) blockDim.x % HW;
+  int pix = (int) threadIdx.x % HW, c0 = (int) threadIdx.x / HW * E;
   for (int q = threadIdx.x; q < parts * HW; q += blockDim.x)
     {
-      const int pix = q % HW, c0 = (q / HW) * E;
       Vec out;
 #pragma unroll
       for (int e = 0; e < E; e++)
         out.v[e] = tile[(c0 + e) * HW + pix];
       *reinterpret_cast<Vec *> (dst + (size_t) pix * C + c0) = out;
+      pix += dr;
+      c0 += dq * E;
+      if (pix >= HW)
+        {
+          pix -= HW;
+          c0 += E;
+        }
     }
 }
 
