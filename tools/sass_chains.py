@@ -10,7 +10,7 @@ everything else as none, and reports, per basic block, how many round trips its 
 through (the block's depth). Loops count once per pass through the block.
 
   python3 tools/sass_chains.py [--arch sm_90a] [--min N] [--kernel REGEX] [--ignore REGEX] [--max-allowed N]
-                               [--across-branches] [--loops] FILE...
+                               [--across-branches] [--loops] [--loop-sizes] FILE...
 
 FILE: a CUDA object or library (cuobjdump -sass runs on it; cuobjdump from $CUOBJDUMP, PATH or
 /usr/local/cuda/bin) or a text file with cuobjdump -sass output. Prints, per kernel whose deepest block
@@ -21,6 +21,8 @@ stretches between loop boundaries instead of basic blocks, stepping over forward
 guarded load (`if (i < n) v[u] = p[i]`) in a branch of its own with its use right behind it, a chain no basic
 block shows (the non-split convolution epilogue had 64 per thread so). --loops also lists the
 loops whose every global load is a round trip of its own (informational: a grid-stride loop is that too).
+--loop-sizes lists the loops with tensor-core products (HMMA, HGMMA) or cp.async copies (LDGSTS) and their
+instructions per pass (nested loops counted once), to see what a K loop issues besides its products.
 Distributed shared memory (generic LD/ST) counts as global here.
 """
 import argparse
@@ -214,6 +216,9 @@ def main():
                     help='chains along stretches between loop boundaries, forward branches stepped over (regions)')
     ap.add_argument('--loops', action='store_true',
                     help='also list loops whose every global load is a round trip of its own (loads per trip <= 1)')
+    ap.add_argument('--loop-sizes', action='store_true',
+                    help='list the loops with tensor-core products or cp.async copies: instructions per pass (a '
+                         "warp issues one a cycle), the products', the copies' and the integer divisions' counts")
     ap.add_argument('--tools-dir', action='store_true', help='print where the cuobjdump wheels are unpacked; exit')
     ap.add_argument('--which', action='store_true', help='print the cuobjdump used (exit 1: none); exit')
     a = ap.parse_args()
@@ -237,6 +242,15 @@ def main():
                        key=lambda x: x[0][0], default=None)
             if best is None:
                 continue
+            if a.loop_sizes:
+                for body in loops(insns):
+                    ops = [op for _, op, _ in body]
+                    mma = sum(op.startswith(('HMMA', 'HGMMA')) for op in ops)
+                    copies = sum(op.startswith('LDGSTS') for op in ops)
+                    divisions = sum(op.startswith('I2F') and '.RP' in op for op in ops)
+                    if mma or copies:
+                        print(f'loop {body[0][0]:#06x}..{body[-1][0]:#06x}: {len(body)} insns, {mma} MMA, {copies} LDGSTS, '
+                              f'{divisions} divisions  {name}')
             if a.loops:
                 for body in loops(insns):
                     d, loads, stores = depth(body)
