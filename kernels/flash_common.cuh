@@ -147,9 +147,9 @@ fm_p_fragment (const float (&s)[NJ][4], int kk, uint32_t (&a)[4])
 
 /* rows x cols of src (row stride HW, global) into dst (row stride ld, shared) by 16-byte cp.async, one group.
  * Where a row's vectors divide the block (every call of the attention cores' K, V, Q and Wo chunks), each
- * thread keeps its column and steps over rows by pointer increments: at sm_90a a copy costs ~8 instructions
- * there, where the general loop's division and 64-bit products took ~38 (16 copies per thread per key chunk
- * in flash_mma_kernel at d = 256, more than a third of its instructions). */
+ * thread keeps its column and steps over rows by pointer increments: at sm_90a a copy costs 12 instructions
+ * there, where the general loop's division and 64-bit products took 37-40 (16 copies per thread per key
+ * chunk in flash_mma_kernel at d = 256). */
 template <typename T>
 __device__ __forceinline__ void
 fm_copy_rows (T *dst, int ld, const T *src, int HW, int rows, int cols)
