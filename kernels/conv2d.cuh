@@ -264,9 +264,8 @@ warp_acc_store (float *C, int ldc, const ConvAccFrag (&acc)[FM][FN])
  * first channel ci0. Their K loops issue a block's slices in order, one at a time, so the position advances
  * by one slice per copy (no wrap past the filter's end: slices stop there) instead of costing two integer
  * divisions per slice (sm_90a: 27 of the 128-row tile's 262 instructions per slice, 42 of the 64-row's 205,
- * 50 of the wgmma tile's 364). Needs Cin % STEP
- * == 0 (a slice never spans two taps: the kernels' condition). at (s, k0) says where slice k0 starts: the
- * emulator checks every advanced position against it. */
+ * 50 of the wgmma tile's 364). Needs Cin % STEP == 0 (a slice never spans two taps: the kernels' condition).
+ * at (s, k0) says where slice k0 starts: the emulator checks every advanced position against it. */
 struct SliceTap {
   int ci0, ky, kx;
 
