@@ -22,7 +22,9 @@ guarded load (`if (i < n) v[u] = p[i]`) in a branch of its own with its use righ
 block shows (the non-split convolution epilogue had 64 per thread so). --loops also lists the
 loops whose every global load is a round trip of its own (informational: a grid-stride loop is that too).
 --loop-sizes lists the loops with tensor-core products (HMMA, HGMMA) or cp.async copies (LDGSTS) and their
-instructions per pass (nested loops counted once), to see what a K loop issues besides its products.
+instructions per pass (nested loops counted once), to see what a K loop issues besides its products; with
+--max-loop-divisions N it exits 1 where such a loop has more than N integer divisions (I2F.*.RP: each is ~20
+instructions per pass; meson test cuda-sass-loops keeps the cp.async convolution tiles' K loops at 0).
 Distributed shared memory (generic LD/ST) counts as global here.
 """
 import argparse
@@ -219,6 +221,9 @@ def main():
     ap.add_argument('--loop-sizes', action='store_true',
                     help='list the loops with tensor-core products or cp.async copies: instructions per pass (a '
                          "warp issues one a cycle), the products', the copies' and the integer divisions' counts")
+    ap.add_argument('--max-loop-divisions', type=int, default=None,
+                    help='exit 1 if a loop with tensor-core products or cp.async copies of a kernel matching --kernel '
+                         'has more integer divisions than this (with --loop-sizes)')
     ap.add_argument('--tools-dir', action='store_true', help='print where the cuobjdump wheels are unpacked; exit')
     ap.add_argument('--which', action='store_true', help='print the cuobjdump used (exit 1: none); exit')
     a = ap.parse_args()
@@ -232,7 +237,7 @@ def main():
     if not a.files:
         ap.error('no files')
     pick, skip = re.compile(a.kernel), re.compile(a.ignore) if a.ignore else None
-    worst, failed, seen = {}, [], 0
+    worst, failed, divided, seen = {}, [], [], 0
     for path in a.files:
         for name, insns in parse(sass_text(path, a.arch)).items():
             if not pick.search(name) or (skip is not None and skip.search(name)):
@@ -251,6 +256,8 @@ def main():
                     if mma or copies:
                         print(f'loop {body[0][0]:#06x}..{body[-1][0]:#06x}: {len(body)} insns, {mma} MMA, {copies} LDGSTS, '
                               f'{divisions} divisions  {name}')
+                        if a.max_loop_divisions is not None and divisions > a.max_loop_divisions:
+                            divided.append(name)
             if a.loops:
                 for body in loops(insns):
                     d, loads, stores = depth(body)
@@ -272,6 +279,10 @@ def main():
         return 1
     if failed:
         print(f'sass_chains: {len(failed)} kernels deeper than {a.max_allowed}', file=sys.stderr)
+        return 1
+    if divided:
+        print(f'sass_chains: {len(set(divided))} kernels with more than {a.max_loop_divisions} integer divisions in a '
+              f'loop with products or copies', file=sys.stderr)
         return 1
     return 0
 
