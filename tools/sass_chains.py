@@ -10,7 +10,8 @@ everything else as none, and reports, per basic block, how many round trips its 
 through (the block's depth). Loops count once per pass through the block.
 
   python3 tools/sass_chains.py [--arch sm_90a] [--min N] [--kernel REGEX] [--ignore REGEX] [--max-allowed N]
-                               [--across-branches] [--loops] [--loop-sizes] FILE...
+                               [--across-branches] [--loops] [--loop-sizes [--max-loop-divisions N]] FILE...
+  python3 tools/sass_chains.py --which | --tools-dir
 
 FILE: a CUDA object or library (cuobjdump -sass runs on it; cuobjdump from $CUOBJDUMP, PATH or
 /usr/local/cuda/bin) or a text file with cuobjdump -sass output. Prints, per kernel whose deepest block
@@ -25,7 +26,8 @@ loops whose every global load is a round trip of its own (informational: a grid-
 instructions per pass (nested loops counted once), to see what a K loop issues besides its products; with
 --max-loop-divisions N it exits 1 where such a loop has more than N integer divisions (I2F.*.RP: each is ~20
 instructions per pass; meson test cuda-sass-loops keeps the cp.async convolution tiles' K loops at 0).
-Distributed shared memory (generic LD/ST) counts as global here.
+Distributed shared memory (generic LD/ST) counts as global here. --which prints the cuobjdump it would use
+(exit 1: none; tests/gpu/check_module.sh asks), --tools-dir where tools/install-deps.sh unpacks the wheels.
 """
 import argparse
 import os
