@@ -653,12 +653,6 @@ emu_lane (void)
 }
 
 void
-emu_wmma_misuse (const char *what)
-{
-  emu_abort (what);
-}
-
-void
 emu_check_failed (const char *what)
 {
   emu_abort (what);

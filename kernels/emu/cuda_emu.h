@@ -117,8 +117,8 @@ unsigned long emu_launch_count (void);
  * than every lane computing the tile. Kernels must not touch fragment elements (x[]) other than by
  * fill_fragment. */
 int emu_lane (void);
-[[noreturn]] void emu_wmma_misuse (const char *what);
-/* a kernel's own consistency check failed: the message, the block, and abort */
+/* a kernel broke a rule the emulator or the kernel itself checks (alignment, a consistency check): the
+ * message, the block, and abort */
 [[noreturn]] void emu_check_failed (const char *what);
 
 static inline float emu_to_float (float v) { return v; }
@@ -156,7 +156,7 @@ emu_ldmatrix_x4 (uint32_t (&r)[4], const void *row, bool trans)
 {
   const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
   if (((uintptr_t) row & 15) != 0)
-    emu_wmma_misuse ("ldmatrix: a row address is not 16-byte aligned");
+    emu_check_failed ("ldmatrix: a row address is not 16-byte aligned");
   memcpy (emu_lane_slot (tid), &row, sizeof row);
   emu_warp_barrier ();
   for (int q = 0; q < 4; q++)
@@ -278,7 +278,7 @@ load_matrix_sync (fragment<Use, M, N, K, T, Layout> &f, const T *p, unsigned ldm
   if (emu_lane () != 0)
     return;
   if (((uintptr_t) p & 31) != 0 || ldm % (16 / sizeof (T)) != 0)
-    emu_wmma_misuse ("load_matrix_sync: pointer not 32-byte aligned or ldm not a multiple of 16 bytes");
+    emu_check_failed ("load_matrix_sync: pointer not 32-byte aligned or ldm not a multiple of 16 bytes");
   for (int r = 0; r < F::rows; r++)
     for (int c = 0; c < F::cols; c++)
       f.x[r * F::cols + c] = emu_to_float (std::is_same<Layout, row_major>::value ? p[(size_t) r * ldm + c]
@@ -303,7 +303,7 @@ store_matrix_sync (T *p, const fragment<accumulator, M, N, K, T, void> &f, unsig
   if (emu_lane () != 0)
     return;
   if (((uintptr_t) p & 31) != 0 || ldm % (16 / sizeof (T)) != 0)
-    emu_wmma_misuse ("store_matrix_sync: pointer not 32-byte aligned or ldm not a multiple of 16 bytes");
+    emu_check_failed ("store_matrix_sync: pointer not 32-byte aligned or ldm not a multiple of 16 bytes");
   for (int r = 0; r < M; r++)
     for (int c = 0; c < N; c++)
       (layout == mem_row_major ? p[(size_t) r * ldm + c] : p[(size_t) c * ldm + r]) = f.x[r * N + c];
