@@ -89,6 +89,21 @@ def parse(text):
     return kernels
 
 
+def split(insns, starts, ends):
+    """insns cut before every address in starts and after every instruction for which ends (ins) holds"""
+    cur = []
+    for ins in insns:
+        if ins[0] in starts and cur:
+            yield cur
+            cur = []
+        cur.append(ins)
+        if ends(ins):
+            yield cur
+            cur = []
+    if cur:
+        yield cur
+
+
 def blocks(insns):
     """straight-line stretches: split after branches / exits and before branch targets"""
     targets = set()
@@ -96,18 +111,7 @@ def blocks(insns):
         m = BRANCH_TARGET.search(op + ' ' + args)
         if m:
             targets.add(int(m.group(1), 16))
-    cur = []
-    for ins in insns:
-        if ins[0] in targets and cur:
-            yield cur
-            cur = []
-        cur.append(ins)
-        base = ins[1].split('.')[0]
-        if base in ('BRA', 'BRX', 'EXIT', 'RET', 'JMP', 'CALL'):
-            yield cur
-            cur = []
-    if cur:
-        yield cur
+    return split(insns, targets, lambda ins: ins[1].split('.')[0] in ('BRA', 'BRX', 'EXIT', 'RET', 'JMP', 'CALL'))
 
 
 def backward_target(addr, op, args):
@@ -124,17 +128,8 @@ def regions(insns):
     guarded loads each in its own branch, each waited for before the next (an over-estimate where arms
     exclude each other, e.g. a kernel's specialised copies of one loop)."""
     heads = {backward_target(*ins) for ins in insns} - {None}
-    cur = []
-    for ins in insns:
-        if ins[0] in heads and cur:
-            yield cur
-            cur = []
-        cur.append(ins)
-        if backward_target(*ins) is not None or ins[1].split('.')[0] in ('EXIT', 'RET'):
-            yield cur
-            cur = []
-    if cur:
-        yield cur
+    return split(insns, heads,
+                 lambda ins: backward_target(*ins) is not None or ins[1].split('.')[0] in ('EXIT', 'RET'))
 
 
 def loops(insns):
