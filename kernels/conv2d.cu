@@ -182,12 +182,14 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
    * K split over blocks as the other tiles split it (2 blocks per SM, >= 2 slices of 64 each; summed by a second
    * launch, held back or not: with $DDPM_CUDA_CONV_REDUCE=cluster or =last-block it runs unsplit, as those sums
    * would take the kernel past its 128 registers; $DDPM_CUDA_WGMMA_SPLIT=0: only where it fills a wave alone);
-   * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests), split where the rule or $DDPM_CUDA_CONV_SPLITK says */
+   * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests), split where the rule or $DDPM_CUDA_CONV_SPLITK says.
+   * The 128 x 256 tile ($DDPM_CUDA_WGMMA_BN=256) runs one block per SM: the rule counts each as two 128 x 128
+   * tiles' blocks */
   if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (cb->conv_tile == TILE_WGMMA || cb->conv_algo == CONV_WGMMA))
     {
-      const long long wtiles = cuda_conv_wgmma_tiles (s);
+      const long long wtiles = cuda_conv_wgmma_tiles (cb, s);
       int kps64;
-      const int wsplits = k_splits (cb, wtiles, cuda_conv_wgmma_slices (s), cb->wgmma_split,
+      const int wsplits = k_splits (cb, wtiles * (cb->wgmma_bn / 128), cuda_conv_wgmma_slices (s), cb->wgmma_split,
                                     cb->conv_reduce == REDUCE_CLUSTER || cb->conv_reduce == REDUCE_LAST_BLOCK
                                         ? 1 : IG_MAX_SPLITS, &kps64);
       if (cb->conv_tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)

@@ -753,7 +753,7 @@ void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const voi
  * (grid z), its partials at sk.partial summed by a second launch (held back or not; no counters, no
  * clusters), or unsplit (splits 1, sk all zero). */
 bool cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s);
-long long cuda_conv_wgmma_tiles (const ConvShape &s);
+long long cuda_conv_wgmma_tiles (const CudaBackend *cb, const ConvShape &s);
 int cuda_conv_wgmma_slices (const ConvShape &s);
 void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk,
                              int splits, int kps, const ConvShape &s, const DdpmConvEpilogue *e);

@@ -817,6 +817,7 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   /* the wgmma convolution only where asked for, until a GPU run times it (it probes and sets attributes) */
   cb->wgmma_overlap = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_OVERLAP"), "1") == 0;
   cb->wgmma_split = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_SPLIT"), "0") != 0;
+  cb->wgmma_bn = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_BN"), "256") == 0 ? 256 : 128;
   const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
   cb->conv_wgmma_ready = wgmma_asked && cuda_conv_wgmma_prepare (cb);
   if (wgmma_asked && !cb->conv_wgmma_ready && cb->act_type != CT_F32)
@@ -852,7 +853,8 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
     g_snprintf (gn_clusters, sizeof gn_clusters, ", GroupNorm clusters of up to %d", cb->gn_cluster_max);
   g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s%s%s)", prop.name,
               prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "",
-              clusters, cb->conv_wgmma_ready ? ", wgmma convs" : "", gn_clusters);
+              clusters, !cb->conv_wgmma_ready ? "" : cb->wgmma_bn == 256 ? ", wgmma convs 128 x 256" : ", wgmma convs",
+              gn_clusters);
   g_free (blas_note);
   return &cb->base;
 }

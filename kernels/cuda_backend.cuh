@@ -20,11 +20,12 @@ enum CudaType { CT_F32, CT_F16, CT_BF16 };
  * channels-last copy of the input where the shape allows (conv2d_nhwc.cu; the default, or "nhwc"), else on
  * NCHW (conv2d.cu; "implicit" forces it everywhere), or im2col + cuBLAS GEMM + bias ("gemm"); "mma": as the
  * default, but the 128 x 128 mma.sync tile wherever it fills a wave without a K split; "wgmma": the same with
- * conv2d_wgmma.cu's 128 x 128 wgmma tile (sm_90a, Cin % 64 == 0; candidates until a GPU run times them). fp32
+ * conv2d_wgmma.cu's 128 x 128 wgmma tile (sm_90a, Cin % 64 == 0; 128 x 256 with $DDPM_CUDA_WGMMA_BN=256;
+ * candidates until a GPU run times them). fp32
  * always takes the GEMM path (exact reference mode). */
 enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA, CONV_WGMMA };
 /* Implicit-GEMM conv tiles (output channels x output pixels): 64 x 64, 128 x 64, and the 128 x 128
- * mma.sync tile, the 128 x 128 wgmma tile; $DDPM_CUDA_CONV_TILE=small|large|mma|wgmma forces one wherever it
+ * mma.sync tile, the 128 x 128 (or 128 x 256) wgmma tile; $DDPM_CUDA_CONV_TILE=small|large|mma|wgmma forces one wherever it
  * fits (tests), TILE_AUTO lets conv2d.cu pick. */
 enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA, TILE_WGMMA };
 /* Who sums a conv's split-K partial tiles ($DDPM_CUDA_CONV_REDUCE): a second launch ("kernel", the default:
@@ -111,6 +112,7 @@ struct CudaBackend {
   gboolean conv_wgmma_ready;       /* conv2d_wgmma.cu's kernel may run: asked for ($DDPM_CUDA_CONV=wgmma or
                                     * _TILE=wgmma), a cc 9.0 device, and its sm_90a code there (cuda_conv_wgmma_prepare) */
   gboolean wgmma_overlap;          /* $DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline with one wgmma group in flight */
+  int wgmma_bn;                    /* its pixels per tile: 128, or 256 with $DDPM_CUDA_WGMMA_BN=256 (m64n256k16) */
   gboolean wgmma_split;            /* K split where the tile alone would not fill a wave (conv_plan; not with
                                     * $DDPM_CUDA_WGMMA_SPLIT=0) */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */

@@ -54,11 +54,12 @@ static inline void wgmma_fence (void) {}
 static inline void fence_proxy_async_shared (void) { emu_fence_proxy_async (); }
 static inline void wgmma_commit (void) { emu_wgmma_commit (); }
 template <int N> static inline void wgmma_wait (void) { emu_wgmma_wait (N); }
-template <typename T>
+template <typename T, int NR>
 static inline void
-wgmma_m64n128k16 (float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d)
+wgmma_m64k16 (float (&d)[NR], uint64_t desc_a, uint64_t desc_b, int scale_d)
 {
-  emu_wgmma_m64n128k16 (d, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);
+  static_assert (NR == 64 || NR == 128, "m64n128k16 or m64n256k16");
+  emu_wgmma_m64nNk16 (d, 2 * NR, desc_a, desc_b, scale_d, std::is_same<T, __nv_bfloat16>::value);
 }
 template <int N> static inline void wgmma_fence_regs (float (&)[N]) {}
 #else
@@ -110,46 +111,74 @@ wgmma_fence_regs (float (&d)[N])
     asm volatile ("" : "+f"(d[i])::"memory");
 }
 
-#define WGMMA_D64                                                                                                   \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
-  "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "  \
-  "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-#define WGMMA_D64_OPERANDS(d)                                                                                      \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),    \
-    "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),       \
-    "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),      \
-    "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]),      \
-    "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]),      \
-    "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),      \
-    "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),      \
+/* The accumulator operand lists of m64n128k16 (64 floats) and m64n256k16 (128 floats). */
+#define WGMMA_D64 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, " \
+  "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define WGMMA_D64_OPERANDS(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+    "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), \
+    "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+    "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), \
+    "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
+    "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
+    "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
     "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define WGMMA_D128 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, " \
+  "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, " \
+  "%65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, " \
+  "%86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, " \
+  "%106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, " \
+  "%124, %125, %126, %127}"
+#define WGMMA_D128_OPERANDS(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+    "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), \
+    "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+    "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), \
+    "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
+    "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
+    "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
+    "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), \
+    "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), \
+    "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), \
+    "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), \
+    "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), \
+    "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), \
+    "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), \
+    "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), \
+    "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), \
+    "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
 
-/* d (64 x 128, this thread's 64 of it) = A B^T + (scale_d ? d : 0); A: 64 rows, B: 128 rows of 16 K values,
- * both K-major descriptors. Both immediate scales 1, no transposes. */
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n128k16 (float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d);
+/* One wgmma.mma_async: SHAPE (m64nNk16), TYPES (f16.f16 or bf16.bf16), D / OPERANDS the accumulator list; the
+ * descriptors and scale-d are operands IA, IB and IS (right after the accumulators). Both immediate scales 1,
+ * no transposes. */
+#define WGMMA_ASYNC(SHAPE, TYPES, D, OPERANDS, IA, IB, IS)                                                          \
+  asm volatile ("{\n.reg .pred p;\nsetp.ne.b32 p, %" #IS ", 0;\n"                                                \
+                "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPES " " D ", %" #IA ", %" #IB ", p, 1, 1, 0, 0;\n}\n"  \
+                : OPERANDS (d)                                                                                      \
+                : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
-template <>
+/* d (64 x N, this thread's N / 2 = NR of it) = A B^T + (scale_d ? d : 0); A: 64 rows, B: N rows of 16 K
+ * values, both K-major descriptors; N = 128 (NR 64) or 256 (NR 128). */
+template <typename T, int NR>
 __device__ __forceinline__ void
-wgmma_m64n128k16<__half> (float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d)
+wgmma_m64k16 (float (&d)[NR], uint64_t desc_a, uint64_t desc_b, int scale_d)
 {
+  static_assert (NR == 64 || NR == 128, "m64n128k16 or m64n256k16");
+  static_assert (std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value, "fp16 or bf16");
 #if WGMMA_COMPILED
-  asm volatile ("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " WGMMA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                : WGMMA_D64_OPERANDS (d)
-                : "l"(desc_a), "l"(desc_b), "r"(scale_d));
-#endif
-}
-
-template <>
-__device__ __forceinline__ void
-wgmma_m64n128k16<__nv_bfloat16> (float (&d)[64], uint64_t desc_a, uint64_t desc_b, int scale_d)
-{
-#if WGMMA_COMPILED
-  asm volatile ("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WGMMA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                : WGMMA_D64_OPERANDS (d)
-                : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+  constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+  if constexpr (NR == 64 && !bf16)
+    WGMMA_ASYNC ("m64n128k16", "f16.f16", WGMMA_D64, WGMMA_D64_OPERANDS, 64, 65, 66);
+  else if constexpr (NR == 64)
+    WGMMA_ASYNC ("m64n128k16", "bf16.bf16", WGMMA_D64, WGMMA_D64_OPERANDS, 64, 65, 66);
+  else if constexpr (!bf16)
+    WGMMA_ASYNC ("m64n256k16", "f16.f16", WGMMA_D128, WGMMA_D128_OPERANDS, 128, 129, 130);
+  else
+    WGMMA_ASYNC ("m64n256k16", "bf16.bf16", WGMMA_D128, WGMMA_D128_OPERANDS, 128, 129, 130);
 #endif
 }
 #endif

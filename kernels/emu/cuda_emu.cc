@@ -99,9 +99,10 @@ commit_open_group (Groups &t)
 struct WgmmaOp {
   float *d;
   uint64_t desc_a, desc_b;
+  int n;                           /* N: 128 or 256 (columns of D, rows of B) */
   int scale_d;
   bool bf16;
-  float at_issue[64];              /* A B^T for this thread's 64 accumulators, computed at issue */
+  float at_issue[128];             /* A B^T for this thread's n / 2 accumulators, computed at issue */
 };
 struct ThreadWgmma {
   std::vector<std::vector<WgmmaOp>> committed;
@@ -109,8 +110,8 @@ struct ThreadWgmma {
   long issued;                     /* wgmma count of this thread, for the warpgroup uniformity check */
 };
 std::vector<ThreadWgmma> thread_wgmma;       /* per fiber, emptied at every block start */
-/* (first fiber of the warpgroup, k-th wgmma) -> the first thread's descriptors and scale */
-std::map<std::pair<int, long>, std::array<uint64_t, 3>> wgmma_issued;
+/* (first fiber of the warpgroup, k-th wgmma) -> the first thread's descriptors, scale and N */
+std::map<std::pair<int, long>, std::array<uint64_t, 4>> wgmma_issued;
 
 /* Who last wrote each byte of the cluster's dynamic shared memory by cp.async (fiber, -1: nobody since the
  * block start) and that fiber's fence.proxy.async count then: wgmma reads through the async proxy, so a byte
@@ -466,7 +467,7 @@ note_async_write (const void *dst, size_t n)
 
 const uint32_t kSmemWindowBase = 128;       /* shared address of the dynamic shared memory's first byte */
 
-/* Element k (0..15) of row r (0..63 of A, 0..127 of B) of a K-major operand with 128-byte swizzle: rows of
+/* Element k (0..15) of row r (0..63 of A, 0..N-1 of B) of a K-major operand with 128-byte swizzle: rows of
  * 128 bytes, 8-row groups sbo bytes apart, 16-byte chunk c of an address stored at chunk c ^ (address bits
  * 7..9), as the hardware applies the swizzle to the shared address itself. */
 float
@@ -494,20 +495,20 @@ wgmma_element (uint64_t desc, int r, int k, bool bf16)
   return __half2float (v);
 }
 
-/* This thread's 64 elements of A (64 x 16) B^T (B: 128 x 16), in the accumulator fragment layout. */
+/* This thread's n / 2 elements of A (64 x 16) B^T (B: n x 16), in the accumulator fragment layout. */
 void
-wgmma_products (const WgmmaOp &op, float out[64])
+wgmma_products (const WgmmaOp &op, float *out)
 {
   const int wt = emu_linear_thread () % 128, w = wt / 32, lane = wt % 32, g = lane / 4, t = lane % 4;
   /* this thread's operands, each element read once: A rows 16 w + g (+ 8), B rows 8 j + 2 t (+ 1) */
-  float a[2][16], b[32][16];
+  float a[2][16], b[64][16];
   for (int h = 0; h < 2; h++)
     for (int k = 0; k < 16; k++)
       a[h][k] = wgmma_element (op.desc_a, 16 * w + g + 8 * h, k, op.bf16);
-  for (int cj = 0; cj < 32; cj++)
+  for (int cj = 0; cj < op.n / 4; cj++)
     for (int k = 0; k < 16; k++)
       b[cj][k] = wgmma_element (op.desc_b, 8 * (cj / 2) + 2 * t + (cj & 1), k, op.bf16);
-  for (int i = 0; i < 64; i++)
+  for (int i = 0; i < op.n / 2; i++)
     {
       const int j = i / 4, e = i % 4;
       const float *ar = a[e >= 2 ? 1 : 0], *bc = b[2 * j + (e & 1)];
@@ -530,19 +531,21 @@ emu_smem_address (const void *p)
 }
 
 void
-emu_wgmma_m64n128k16 (float *d, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16)
+emu_wgmma_m64nNk16 (float *d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16)
 {
+  if (n != 128 && n != 256)
+    emu_abort ("wgmma: only m64n128k16 and m64n256k16 are emulated");
   if (!in_kernel || blockDim.x * blockDim.y * blockDim.z % 128 != 0)
     emu_abort ("wgmma: outside a kernel, or a block that is not whole warpgroups");
   ThreadWgmma &tw = thread_wgmma[(size_t) current_fiber];
   const std::pair<int, long> key (current_fiber - emu_linear_thread () % 128, tw.issued++);
-  const std::array<uint64_t, 3> mine = { desc_a, desc_b, (uint64_t) (scale_d != 0) };
+  const std::array<uint64_t, 4> mine = { desc_a, desc_b, (uint64_t) (scale_d != 0), (uint64_t) n };
   auto it = wgmma_issued.find (key);
   if (it == wgmma_issued.end ())
     wgmma_issued.emplace (key, mine);
   else if (it->second != mine)
-    emu_abort ("wgmma: threads of one warpgroup gave different descriptors or scale-d");
-  WgmmaOp op = { d, desc_a, desc_b, scale_d, bf16, {} };
+    emu_abort ("wgmma: threads of one warpgroup gave different descriptors, scale-d or shapes");
+  WgmmaOp op = { d, desc_a, desc_b, n, scale_d, bf16, {} };
   wgmma_products (op, op.at_issue);
   tw.open.push_back (op);
 }
@@ -567,11 +570,11 @@ emu_wgmma_wait (int keep)
     {
       for (const WgmmaOp &op : tw.committed.front ())
         {
-          float now[64];
+          float now[128];
           wgmma_products (op, now);
-          if (memcmp (now, op.at_issue, sizeof now) != 0)
+          if (memcmp (now, op.at_issue, (size_t) op.n / 2 * sizeof (float)) != 0)
             emu_abort ("wgmma: a shared-memory operand changed between wgmma.mma_async and its wgmma.wait_group");
-          for (int i = 0; i < 64; i++)
+          for (int i = 0; i < op.n / 2; i++)
             op.d[i] = (op.scale_d ? op.d[i] : 0.0f) + now[i];
         }
       tw.committed.erase (tw.committed.begin ());

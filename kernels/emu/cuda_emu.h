@@ -221,17 +221,17 @@ mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
 /* ---- wgmma (kernels/wgmma.cuh, sm_90a), thread by thread ----
  * Shared-window addresses: emu_smem_address gives p's offset in the block's dynamic shared memory plus 128, so
  * that, as on a GPU, the dynamic shared memory is 128-byte but not 1024-byte aligned there and a kernel
- * must align a 128-byte-swizzled tile itself. emu_wgmma_m64n128k16 records wgmma.mma_async (D 64 x 128 +=
- * A 64 x 16 B^T, B stored as 128 rows of K: both K-major, 128-byte swizzle descriptors only) with each
- * thread's own 64 accumulators in the PTX fragment layout (warp w of the warpgroup: rows 16 w + lane / 4
+ * must align a 128-byte-swizzled tile itself. emu_wgmma_m64nNk16 records wgmma.mma_async (D 64 x N +=
+ * A 64 x 16 B^T, B stored as N rows of K, N = 128 or 256: both K-major, 128-byte swizzle descriptors only)
+ * with each thread's own N / 2 accumulators in the PTX fragment layout (warp w of the warpgroup: rows 16 w + lane / 4
  * (+ 8), columns 8 j + 2 (lane % 4) (+ 1), register 4 j + e); its products are computed at issue and again
  * when emu_wgmma_wait makes it due, and a difference aborts (an operand changed while the wgmma was in
- * flight); only then is d written, so reading d before the wait sees the old values. The descriptors and
- * scale of the k-th wgmma of a warpgroup must be the same in all its threads (checked). An operand byte that
+ * flight); only then is d written, so reading d before the wait sees the old values. The descriptors,
+ * scale and N of the k-th wgmma of a warpgroup must be the same in all its threads (checked). An operand byte that
  * a cp.async wrote and whose writing thread has not called fence_proxy_async_shared (emu_fence_proxy_async)
  * since aborts: on a GPU the async proxy may not see it (plain stores are not tracked). */
 uint32_t emu_smem_address (const void *p);
-void emu_wgmma_m64n128k16 (float *d, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16);
+void emu_wgmma_m64nNk16 (float *d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d, bool bf16);
 void emu_wgmma_commit (void);
 void emu_fence_proxy_async (void);
 void emu_wgmma_wait (int keep);

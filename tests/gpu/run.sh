@@ -134,11 +134,11 @@ echo "== 1w. the wgmma conv tile (DDPM_CUDA_CONV_TILE=wgmma): full-size fp16 and
 : > "$OUT/tests-wgmma.txt"
 [ $rc -eq 77 ] || for args in "--no-models --precision fp16 --only conv" "--quick --no-models --precision bf16 --only conv" \
                               "--no-ops --precision fp16"; do
-  for overlap in 0 1; do
-    [ $overlap = 1 ] && [ "$args" = "--no-ops --precision fp16" ] && continue
-    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_WGMMA_OVERLAP=$overlap \
+  for pipe in OVERLAP=0 OVERLAP=1 BN=256; do   # 128 x 128, 3 or 4 stages; 128 x 256 (m64n256k16)
+    [ $pipe = OVERLAP=1 ] && [ "$args" = "--no-ops --precision fp16" ] && continue
+    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma env DDPM_CUDA_WGMMA_$pipe \
       timeout 60 "$CARRY/bin/test_cuda" --no-variants $args >> "$OUT/tests-wgmma.txt" 2>&1
-    echo "test_cuda $args (WGMMA_OVERLAP=$overlap): exit $?"
+    echo "test_cuda $args (WGMMA_$pipe): exit $?"
   done
 done
 grep -m3 -E 'wgmma|cuda:' "$OUT/tests-wgmma.txt"
@@ -211,6 +211,11 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
     "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv >> "$OUT/memcheck.txt" 2>&1
   mrc5=$?
+  # ... and the 128 x 256 wgmma tile (m64n256k16, 193 KiB of shared memory), split too
+  LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_WGMMA_BN=256 \
+    DDPM_CUDA_CONV_SPLITK=3 timeout 25 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
+    "$CARRY/bin/test_cuda" --quick --no-models --no-variants --precision fp16 --only conv >> "$OUT/memcheck.txt" 2>&1
+  mrc5=$mrc5/$?
   mrc2=skipped mrc3=skipped mrc4=skipped
   [ "${MEMCHECK:-full}" = quick ] || {
   LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} timeout 25 "$SAN" --tool memcheck --report-api-errors no --error-exitcode 3 \
@@ -227,7 +232,7 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
   }
   grep -E '^=+ (ERROR|Invalid|Program hit|.*errors)|^====' "$OUT/memcheck.txt" | head -20
   echo "memcheck: exit $mrc / $mrc2 / $mrc3 / $mrc4 / $mrc5 (fp16 ops/full-size 16x16 attention/GroupNorm clusters, fp32 conv, fp16 channels-last conv," \
-    "fp16 mma.sync conv, fp16 wgmma conv split 3;" \
+    "fp16 mma.sync conv, fp16 wgmma conv split 3 / 128 x 256 split 3;" \
     "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
 
@@ -376,7 +381,9 @@ done
 #                                        split (untimed: first in the list); + DDPM_CUDA_WGMMA_SPLIT=0: only where
 #                                        it fills one alone (celebahq b1's 128 x 128 and 64 x 64 levels then take
 #                                        the WMMA tiles, split); + DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline
-#                                        with one wgmma group in flight across each barrier (one block per SM)
+#                                        with one wgmma group in flight across each barrier (one block per SM);
+#                                        + DDPM_CUDA_WGMMA_BN=256: 128 x 256 tiles (m64n256k16, 4 stages, one block
+#                                        per SM; 85 flops per operand byte copied, not 64)
 #   DDPM_CUDA_ATTN=mma                   flash_attention.cu's core where the default takes flash_split.cu's (few
 #                                        blocks: batch 1 at 16 x 16 tokens)
 #   DDPM_CUDA_ATTN=wmma                  the WMMA attention core (+ a QKV bias pass) instead of the mma.sync one
@@ -447,9 +454,12 @@ if [ $rc -ne 77 ]; then
   # AB_LIST: other lines of "config batch setting" (a shorter run) instead of these
   default_list=$(cat <<'LIST'
 cifar10-32 128 DDPM_CUDA_CONV=wgmma
+cifar10-32 128 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_BN=256
 cifar10-32 1 DDPM_CUDA_GN=cluster DDPM_CUDA_DEFER_REDUCE=1
 cifar10-32 1 DDPM_CUDA_CONV_REDUCE=cluster
 celebahq-256 1 DDPM_CUDA_CONV=wgmma
+celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_BN=256
+celebahq-256 4 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_BN=256
 celebahq-256 1 DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_SPLIT=0
 celebahq-256 4 DDPM_CUDA_CONV=wgmma
 cifar10-32 128 DDPM_CUDA_FA_DS=256

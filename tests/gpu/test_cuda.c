@@ -22,7 +22,8 @@
  * DDPM_CUDA_CONV_SPLITK=3), =mma (the 128 x 128 mma.sync tile where it fills a wave; and with
  * DDPM_CUDA_CONV_TILE=mma wherever the channels-last kernel runs), =wgmma and DDPM_CUDA_CONV_TILE=wgmma (the same
  * for the 128 x 128 wgmma tile, sm_90a; and with DDPM_CUDA_WGMMA_OVERLAP=1, its 4-stage pipeline; with
- * DDPM_CUDA_CONV_SPLITK=3, its K split summed by a second launch, and held back with DDPM_CUDA_DEFER_REDUCE=1), with
+ * DDPM_CUDA_CONV_SPLITK=3, its K split summed by a second launch, and held back with DDPM_CUDA_DEFER_REDUCE=1;
+ * with DDPM_CUDA_WGMMA_BN=256, the 128 x 256 tile, also split), with
  * DDPM_CUDA_CONV_REDUCE=cluster and
  * =last-block (split-K sums inside each tile's thread-block cluster, or by the last block of each tile, not by
  * a second launch), and with DDPM_CUDA_CONV_SPLITK=16 (clusters of more than 8 blocks, and the second launch
@@ -228,6 +229,14 @@ main (int argc, char **argv)
                   /* ... with K split everywhere, summed by a second launch, or held back for the GroupNorm */
                   run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3", OPS_CONV);
                   run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_CONV_SPLITK=3 DDPM_CUDA_DEFER_REDUCE=1",
+                                OPS_CONV);
+                  /* the 128 x 256 wgmma tile (m64n256k16), where it fills a wave (timed), wherever it fits, and
+                   * with K split everywhere */
+                  env.timing = timing && p == DDPM_PRECISION_FP16;
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV=wgmma DDPM_CUDA_WGMMA_BN=256", OPS_CONV);
+                  env.timing = FALSE;
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_WGMMA_BN=256", OPS_CONV);
+                  run_ops_with (&env, p, "DDPM_CUDA_CONV_TILE=wgmma DDPM_CUDA_WGMMA_BN=256 DDPM_CUDA_CONV_SPLITK=3",
                                 OPS_CONV);
                   /* split-K sums inside each tile's thread-block cluster (sm_90) and by the last block of
                    * each tile, not by a second launch */
