@@ -261,8 +261,8 @@ warp_acc_store (float *C, int ldc, const ConvAccFrag (&acc)[FM][FN])
 }
 
 /* Where the channels-last kernels' K slice (one filter tap, STEP channels) starts in the filter: tap (ky, kx),
- * first channel ci0. Their K loops issue a block's slices in order, one at a time, so the position advances
- * by one slice per copy (no wrap past the filter's end: slices stop there) instead of costing two integer
+ * first channel ci0. Their K loops issue a block's slices in order, one at a time, so NhwcSliceCopies advances
+ * it by one slice per copy (no wrap past the filter's end: slices stop there) instead of costing two integer
  * divisions per slice (sm_90a: 27 of the 128-row tile's 262 instructions per slice, 42 of the 64-row's 205,
  * 50 of the wgmma tile's 364). Needs Cin % STEP == 0 (a slice never spans two taps: the kernels' condition).
  * at (s, k0) says where slice k0 starts: the emulator checks every advanced position against it. */
@@ -338,10 +338,12 @@ struct NhwcSliceCopies {
   int iy0[NB], ix0[NB];                  /* its filter window's top-left input pixel; far negative past P */
   int pix_off[NB];                       /* without s.up: element offset of (iy0, ix0)'s chunk in the image */
   int chunk;
+  SliceTap tap;                          /* where the next issue_b's slice starts (slices come in order) */
 
+  /* k_first: the K offset of the first slice this thread will copy pixels for */
   __device__ __forceinline__
-  NhwcSliceCopies (const T *Wt, const T *xh, const ConvShape &s, int m0, long long p0, int tid)
-    : weights (Wt, s, m0, tid)
+  NhwcSliceCopies (const T *Wt, const T *xh, const ConvShape &s, int m0, long long p0, int k_first, int tid)
+    : weights (Wt, s, m0, tid), tap (SliceTap::at (s, k_first))
   {
     const int HoWo = s.Ho * s.Wo;
     const long long P = (long long) s.B * HoWo;
@@ -359,26 +361,20 @@ struct NhwcSliceCopies {
       }
   }
 
+  /* the slice at k0: its weight rows' copies (weights.issue, which may also go alone before the wait on the
+   * previous kernel) and its pixel rows' */
   template <typename DstA, typename DstB>
   __device__ __forceinline__ void
-  issue (const ConvShape &s, int k0, const SliceTap &tap, int tid, DstA dst_a, DstB dst_b) const
-  {
-    issue_a (s, k0, tid, dst_a);
-    issue_b (s, k0, tap, tid, dst_b);
-  }
-
-  /* the weight rows' copies of the slice at k0 alone (they may go before the wait on the previous kernel) */
-  template <typename DstA>
-  __device__ __forceinline__ void
-  issue_a (const ConvShape &s, int k0, int tid, DstA dst_a) const
+  issue (const ConvShape &s, int k0, int tid, DstA dst_a, DstB dst_b)
   {
     weights.issue (s, k0, tid, dst_a);
+    issue_b (s, k0, tid, dst_b);
   }
 
-  /* the pixel rows' copies alone, of the slice at k0, which starts at tap (its position, SliceTap) */
+  /* the pixel rows' copies alone, of the slice at k0: the slice after the previous call's (or k_first) */
   template <typename DstB>
   __device__ __forceinline__ void
-  issue_b (const ConvShape &s, int k0, const SliceTap &tap, int tid, DstB dst_b) const
+  issue_b (const ConvShape &s, int k0, int tid, DstB dst_b)
   {
 #ifdef DDPM_CUDA_EMU
     const SliceTap want = SliceTap::at (s, k0);
@@ -399,6 +395,7 @@ struct NhwcSliceCopies {
                            : ((iy >> s.up) * (s.W >> s.up) + (ix >> s.up)) * s.Cin + tap.ci0 + chunk * 8;
         __pipeline_memcpy_async (dst_b (tid / CHUNKS + 32 * i), src, 16, in ? 0 : 16);
       }
+    tap.advance (s, CHUNKS * 8);
   }
 };
 

@@ -51,17 +51,15 @@ conv_nhwc_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, cons
   const int nkt = imax (kt_end - kt_begin, 0);
 
   /* K slice kt into stage st: rows of CP_LDA elements */
-  const NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES> copies (Wt, xh, s, m0, p0, tid);
+  NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES> copies (Wt, xh, s, m0, p0, kt_begin * IG_BK, tid);
   const int c8 = copies.chunk * 8;
   auto load_a = [&] (int st, int i) {
     T *As = As0 + st * G::A_STAGE;
-    copies.issue_a (s, (kt_begin + i) * IG_BK, tid, [&] (int r) { return As + r * CP_LDA + c8; });
+    copies.weights.issue (s, (kt_begin + i) * IG_BK, tid, [&] (int r) { return As + r * CP_LDA + c8; });
   };
-  SliceTap tap = SliceTap::at (s, kt_begin * IG_BK);      /* slice i's, as load_b (st, i) comes in order */
-  auto load_b = [&] (int st, int i) {
+  auto load_b = [&] (int st, int i) {                    /* in order of i, as NhwcSliceCopies needs */
     T *Bs = Bs0 + st * G::B_STAGE;
-    copies.issue_b (s, (kt_begin + i) * IG_BK, tap, tid, [&] (int n) { return Bs + n * CP_LDA + c8; });
-    tap.advance (s, IG_BK);
+    copies.issue_b (s, (kt_begin + i) * IG_BK, tid, [&] (int n) { return Bs + n * CP_LDA + c8; });
   };
 
   ConvAccFrag acc[G::FM][G::FN];
@@ -116,14 +114,12 @@ conv_nhwc_mma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
   const int m0 = blockIdx.y * MMA_BM;
   const long long p0 = (long long) blockIdx.x * MMA_BN;
   const int nkt = s.K / IG_BK;
-  const NhwcSliceCopies<T, COPIES, COPIES> copies (Wt, xh, s, m0, p0, tid);
-  SliceTap tap = SliceTap::at (s, 0);                    /* slice kt's, as load_stage (st, kt) comes in order */
-  auto load_stage = [&] (int st, int kt) {
+  NhwcSliceCopies<T, COPIES, COPIES> copies (Wt, xh, s, m0, p0, 0, tid);
+  auto load_stage = [&] (int st, int kt) {               /* in order of kt, as NhwcSliceCopies needs */
     T *As = S0 + st * STAGE, *Bs = As + MMA_BM * IG_BK;
     const int chunk = copies.chunk;
-    copies.issue (s, kt * IG_BK, tap, tid, [&] (int r) { return As + mma_swizzle (r, chunk); },
+    copies.issue (s, kt * IG_BK, tid, [&] (int r) { return As + mma_swizzle (r, chunk); },
                   [&] (int n) { return Bs + mma_swizzle (n, chunk); });
-    tap.advance (s, IG_BK);
   };
 
   float acc[4][8][4];

@@ -74,19 +74,17 @@ conv_nhwc_wgmma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias
   const long long p0 = (long long) blockIdx.x * BN;
   const int kt_begin = blockIdx.z * kps, nkt = imin (kps, s.K / WG_BK - kt_begin);   /* this split's slices (>= 1) */
   /* 16-byte copies per thread: A 4, B 4 (BN 128) or 8 */
-  const NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES, 8> copies (Wt, xh, s, m0, p0, tid);
+  NhwcSliceCopies<T, G::A_COPIES, G::B_COPIES, 8> copies (Wt, xh, s, m0, p0, kt_begin * WG_BK, tid);
   const int chunk = copies.chunk;
   auto load_a = [&] (int st, int kt) {
     unsigned char *As = smem + st * G::STAGE_BYTES;
-    copies.issue_a (s, (kt_begin + kt) * WG_BK, tid,
-                    [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
+    copies.weights.issue (s, (kt_begin + kt) * WG_BK, tid,
+                          [&] (int r) { return reinterpret_cast<T *> (As + wg_swizzle (r, chunk)); });
   };
-  SliceTap tap = SliceTap::at (s, kt_begin * WG_BK);      /* slice kt's, as load_b (st, kt) comes in order */
-  auto load_b = [&] (int st, int kt) {
+  auto load_b = [&] (int st, int kt) {                   /* in order of kt, as NhwcSliceCopies needs */
     unsigned char *Bs = smem + st * G::STAGE_BYTES + G::A_BYTES;
-    copies.issue_b (s, (kt_begin + kt) * WG_BK, tap, tid,
+    copies.issue_b (s, (kt_begin + kt) * WG_BK, tid,
                     [&] (int n) { return reinterpret_cast<T *> (Bs + wg_swizzle (n, chunk)); });
-    tap.advance (s, WG_BK);
   };
 
   float acc[G::ACC];
