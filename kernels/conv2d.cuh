@@ -136,6 +136,44 @@ warp_acc_zero (ConvAccFrag (&acc)[FM][FN])
       nvcuda::wmma::fill_fragment (acc[i][j], 0.0f);
 }
 
+/* wmma::load_matrix_sync of a fragment in shared memory. Why: for bf16, nvcc emits the generic-address form
+ * (wmma.load ... .bf16: at sm_90a, 48 generic LD.E per K slice of the 128-row channels-last tile, where fp16's
+ * inferred .shared form is 12 LDSM), so bf16 fragments are loaded here with the .shared form named. */
+template <typename Use, typename Layout>
+__device__ __forceinline__ void
+wmma_load_shared (nvcuda::wmma::fragment<Use, 16, 16, 16, __nv_bfloat16, Layout> &f, const __nv_bfloat16 *p,
+                  unsigned ldm)
+{
+#ifdef DDPM_CUDA_EMU
+  nvcuda::wmma::load_matrix_sync (f, p, ldm);
+#else
+  uint32_t *const r = reinterpret_cast<uint32_t *> (&f.x[0]);   /* 8 bf16 values in 4 registers */
+  const unsigned addr = (unsigned) __cvta_generic_to_shared (p);
+#define WMMA_LOAD_SHARED_BF16(OP)                                                                                   \
+  asm volatile (OP " {%0, %1, %2, %3}, [%4], %5;\n"                                                               \
+                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                                                  \
+                : "r"(addr), "r"(ldm))
+  constexpr bool a = std::is_same<Use, nvcuda::wmma::matrix_a>::value;
+  constexpr bool row = std::is_same<Layout, nvcuda::wmma::row_major>::value;
+  if constexpr (a && row)
+    WMMA_LOAD_SHARED_BF16 ("wmma.load.a.sync.aligned.row.m16n16k16.shared.bf16");
+  else if constexpr (a)
+    WMMA_LOAD_SHARED_BF16 ("wmma.load.a.sync.aligned.col.m16n16k16.shared.bf16");
+  else if constexpr (row)
+    WMMA_LOAD_SHARED_BF16 ("wmma.load.b.sync.aligned.row.m16n16k16.shared.bf16");
+  else
+    WMMA_LOAD_SHARED_BF16 ("wmma.load.b.sync.aligned.col.m16n16k16.shared.bf16");
+#undef WMMA_LOAD_SHARED_BF16
+#endif
+}
+
+template <typename Use, typename Layout>
+__device__ __forceinline__ void
+wmma_load_shared (nvcuda::wmma::fragment<Use, 16, 16, 16, __half, Layout> &f, const __half *p, unsigned ldm)
+{
+  nvcuda::wmma::load_matrix_sync (f, p, ldm);   /* nvcc infers the .shared form for fp16 */
+}
+
 /* acc += A B over one K slice (IG_BK) in shared memory. A: the warp's rows, row-major, row stride lda.
  * B: fragment j, k at B + j * 16 * b_col + k * b_k with stride ldb, in layout LB (row_major: K down the rows,
  * b_col 1, b_k ldb; col_major: a pixel's K values contiguous, b_col ldb, b_k 1). */
@@ -151,10 +189,10 @@ warp_mma_slice (ConvAccFrag (&acc)[FM][FN], const T *A, int lda, const T *B, int
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, LB> bf[FN];
 #pragma unroll
       for (int i = 0; i < FM; i++)
-        wmma::load_matrix_sync (af[i], A + i * 16 * lda + ks, lda);
+        wmma_load_shared (af[i], A + i * 16 * lda + ks, lda);
 #pragma unroll
       for (int j = 0; j < FN; j++)
-        wmma::load_matrix_sync (bf[j], B + j * 16 * b_col + ks * b_k, ldb);
+        wmma_load_shared (bf[j], B + j * 16 * b_col + ks * b_k, ldb);
 #pragma unroll
       for (int i = 0; i < FM; i++)
 #pragma unroll

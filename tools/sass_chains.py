@@ -10,7 +10,8 @@ everything else as none, and reports, per basic block, how many round trips its 
 through (the block's depth). Loops count once per pass through the block.
 
   python3 tools/sass_chains.py [--arch sm_90a] [--min N] [--kernel REGEX] [--ignore REGEX] [--max-allowed N]
-                               [--across-branches] [--loops] [--loop-sizes [--max-loop-divisions N]] FILE...
+                               [--across-branches] [--loops]
+                               [--loop-sizes [--max-loop-divisions N] [--max-loop-generic-loads N]] FILE...
   python3 tools/sass_chains.py --which | --tools-dir
 
 FILE: a CUDA object or library (cuobjdump -sass runs on it; cuobjdump from $CUOBJDUMP, PATH or
@@ -25,7 +26,9 @@ loops whose every global load is a round trip of its own (informational: a grid-
 --loop-sizes lists the loops with tensor-core products (HMMA, HGMMA) or cp.async copies (LDGSTS) and their
 instructions per pass (nested loops counted once), to see what a K loop issues besides its products; with
 --max-loop-divisions N it exits 1 where such a loop has more than N integer divisions (I2F.*.RP: each is ~20
-instructions per pass; meson test cuda-sass-loops keeps the cp.async convolution tiles' K loops at 0).
+instructions per pass; meson test cuda-sass-loops keeps the cp.async convolution tiles' K loops at 0), with
+--max-loop-generic-loads N where it has more than N generic loads (LD: a shared-memory operand read through a
+generic address, as nvcc compiled bf16 WMMA fragment loads, 48 LD.E where fp16 had 12 LDSM per slice).
 Distributed shared memory (generic LD/ST) counts as global here. --which prints the cuobjdump it would use
 (exit 1: none; tests/gpu/check_module.sh asks), --tools-dir where tools/install-deps.sh unpacks the wheels.
 """
@@ -221,6 +224,8 @@ def main():
     ap.add_argument('--max-loop-divisions', type=int, default=None,
                     help='exit 1 if a loop with tensor-core products or cp.async copies of a kernel matching --kernel '
                          'has more integer divisions than this (with --loop-sizes)')
+    ap.add_argument('--max-loop-generic-loads', type=int, default=None,
+                    help='exit 1 if such a loop has more generic loads (LD) than this (with --loop-sizes)')
     ap.add_argument('--tools-dir', action='store_true', help='print where the cuobjdump wheels are unpacked; exit')
     ap.add_argument('--which', action='store_true', help='print the cuobjdump used (exit 1: none); exit')
     a = ap.parse_args()
@@ -234,7 +239,7 @@ def main():
     if not a.files:
         ap.error('no files')
     pick, skip = re.compile(a.kernel), re.compile(a.ignore) if a.ignore else None
-    worst, failed, divided, seen = {}, [], [], 0
+    worst, failed, divided, generic_loaders, seen = {}, [], [], [], 0
     for path in a.files:
         for name, insns in parse(sass_text(path, a.arch)).items():
             if not pick.search(name) or (skip is not None and skip.search(name)):
@@ -250,11 +255,14 @@ def main():
                     mma = sum(op.startswith(('HMMA', 'HGMMA')) for op in ops)
                     copies = sum(op.startswith('LDGSTS') for op in ops)
                     divisions = sum(op.startswith('I2F') and '.RP' in op for op in ops)
+                    generic = sum(op.split('.')[0] == 'LD' for op in ops)
                     if mma or copies:
                         print(f'loop {body[0][0]:#06x}..{body[-1][0]:#06x}: {len(body)} insns, {mma} MMA, {copies} LDGSTS, '
-                              f'{divisions} divisions  {name}')
+                              f'{divisions} divisions, {generic} generic loads  {name}')
                         if a.max_loop_divisions is not None and divisions > a.max_loop_divisions:
                             divided.append(name)
+                        if a.max_loop_generic_loads is not None and generic > a.max_loop_generic_loads:
+                            generic_loaders.append(name)
             if a.loops:
                 for body in loops(insns):
                     d, loads, stores = depth(body)
@@ -280,6 +288,10 @@ def main():
     if divided:
         print(f'sass_chains: {len(set(divided))} kernels with more than {a.max_loop_divisions} integer divisions in a '
               f'loop with products or copies', file=sys.stderr)
+        return 1
+    if generic_loaders:
+        print(f'sass_chains: {len(set(generic_loaders))} kernels with more than {a.max_loop_generic_loads} generic '
+              f'loads in a loop with products or copies', file=sys.stderr)
         return 1
     return 0
 
