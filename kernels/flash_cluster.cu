@@ -122,10 +122,11 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
       mma_m16n8k16<T> (s[1], a, b1);
     }
   float mx[2], m[2], sum[2];
-  fm_scale_row_max (s, 16, inv_sqrt_d, mx);
+  const float scale2 = inv_sqrt_d * FM_LOG2E;             /* the softmax in base 2 (fm_row_max) */
+  fm_row_max (s, 16, scale2, mx);
   float *const red_max = Ob, *const red_sum = Ob + 8 * 16;   /* Ob is free until step 3 */
   fm_block_row_max (mx, red_max, W, m);
-  fm_exp_row_sum (s, 16, m, sum);
+  fm_exp_row_sum (s, 16, scale2, m, sum);
   if (t == 0)
     {
       red_sum[warp * 16 + g] = sum[0];
@@ -202,11 +203,11 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
 #pragma unroll
       for (int r = 0; r < FC_MAX_CS; r++)
         if (r < CS)
-          L += expf (mk[r] - M) * lk[r];
+          L += exp2f (mk[r] - M) * lk[r];   /* maxima in base 2 (fm_row_max) */
 #pragma unroll
       for (int r = 0; r < FC_MAX_CS; r++)
         if (r < CS)
-          cf[r * 16 + i] = expf (mk[r] - M) / L;
+          cf[r * 16 + i] = exp2f (mk[r] - M) / L;
     }
   __syncthreads ();
   /* FC_COMBINE_U elements' loads from every rank in flight before any store: the stores into the ranks' Qs go

@@ -67,11 +67,18 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
 }
 
 /* A score accumulator s[NJ][4] holds 16 rows x 8 NJ columns in mma.sync's C layout: lane (g, t) has rows g
- * (e = 0, 1) and g + 8 (e = 2, 3), columns 8 j + 2 t + (e & 1). The softmax steps on its first `cols` columns:
- * scale in place and the row maxima (the 4 lanes of a row agree); exp (s - m) in place and the row sums. */
+ * (e = 0, 1) and g + 8 (e = 2, 3), columns 8 j + 2 t + (e & 1). The softmax steps on its first `cols` columns
+ * work in base 2: with scale2 = the score scale times log2(e), exp (s scale - max) = exp2 (s scale2 - m) where
+ * m = max (s) scale2, one FFMA and one MUFU.EX2 per score (expf costs several more instructions, and the scores
+ * are most of an attention core's non-tensor work). fm_row_max gives the row maxima in those units (the 4
+ * lanes of a row agree; scale2 > 0, so scaling the maximum is the maximum of the scaled); fm_exp_row_sum turns
+ * s into exp2 (s scale2 - m) in place and sums the rows. Every exponential of maxima differences (the online
+ * softmax's correction, the cluster's combine) is exp2f of them too. */
+constexpr float FM_LOG2E = 1.4426950408889634f;
+
 template <int NJ>
 __device__ __forceinline__ void
-fm_scale_row_max (float (&s)[NJ][4], int cols, float scale, float (&mx)[2])
+fm_row_max (const float (&s)[NJ][4], int cols, float scale2, float (&mx)[2])
 {
   mx[0] = mx[1] = -INFINITY;
 #pragma unroll
@@ -79,21 +86,19 @@ fm_scale_row_max (float (&s)[NJ][4], int cols, float scale, float (&mx)[2])
     if (8 * j < cols)
 #pragma unroll
       for (int e = 0; e < 4; e++)
-        {
-          s[j][e] *= scale;
-          mx[e >> 1] = fmaxf (mx[e >> 1], s[j][e]);
-        }
+        mx[e >> 1] = fmaxf (mx[e >> 1], s[j][e]);
 #pragma unroll
   for (int r = 0; r < 2; r++)
     {
       mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 1));
       mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 2));
+      mx[r] *= scale2;
     }
 }
 
 template <int NJ>
 __device__ __forceinline__ void
-fm_exp_row_sum (float (&s)[NJ][4], int cols, const float (&m)[2], float (&sum)[2])
+fm_exp_row_sum (float (&s)[NJ][4], int cols, float scale2, const float (&m)[2], float (&sum)[2])
 {
   sum[0] = sum[1] = 0.0f;
 #pragma unroll
@@ -102,7 +107,7 @@ fm_exp_row_sum (float (&s)[NJ][4], int cols, const float (&m)[2], float (&sum)[2
 #pragma unroll
       for (int e = 0; e < 4; e++)
         {
-          s[j][e] = expf (s[j][e] - m[e >> 1]);
+          s[j][e] = exp2f (fmaf (s[j][e], scale2, -m[e >> 1]));
           sum[e >> 1] += s[j][e];
         }
 #pragma unroll
@@ -113,7 +118,7 @@ fm_exp_row_sum (float (&s)[NJ][4], int cols, const float (&m)[2], float (&sum)[2
     }
 }
 
-/* The block's row maxima m[] from each warp's (mx[], fm_scale_row_max's; lane (g, t): rows g and g + 8) through
+/* The block's row maxima m[] from each warp's (mx[], fm_row_max's; lane (g, t): rows g and g + 8) through
  * red_max [W][16] (shared); a barrier inside, so every thread of the block calls it. */
 __device__ __forceinline__ void
 fm_block_row_max (const float (&mx)[2], float *red_max, int W, float (&m)[2])
