@@ -109,21 +109,22 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
       for (int r = 0; r < 2; r++)
         {
           const float m_new = fmaxf (m_run[r], mx[r]);
-          corr[r] = exp2f (m_run[r] - m_new);  /* base 2 (fm_row_max); 0 on the first chunk (m_run = -inf) */
+          corr[r] = fm_exp2 (m_run[r] - m_new);   /* base 2 (fm_row_max); 0 on the first chunk (m_run = -inf) */
           m_run[r] = m_new;
         }
       fm_exp_row_sum (s, nk, scale2, m_run, sum);
 #pragma unroll
       for (int r = 0; r < 2; r++)
         l_run[r] = l_run[r] * corr[r] + sum[r];
+      if (c > 0)                        /* O is still 0 on the first chunk */
 #pragma unroll
-      for (int n = 0; n < NT; n++)
-        {
-          o[n][0] *= corr[0];
-          o[n][1] *= corr[0];
-          o[n][2] *= corr[1];
-          o[n][3] *= corr[1];
-        }
+        for (int n = 0; n < NT; n++)
+          {
+            o[n][0] *= corr[0];
+            o[n][1] *= corr[0];
+            o[n][2] *= corr[1];
+            o[n][3] *= corr[1];
+          }
 
       __pipeline_wait_prior (more ? 1 : 0);   /* V (c) has landed */
       __syncthreads ();

@@ -203,11 +203,11 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
 #pragma unroll
       for (int r = 0; r < FC_MAX_CS; r++)
         if (r < CS)
-          L += exp2f (mk[r] - M) * lk[r];   /* maxima in base 2 (fm_row_max) */
+          L += fm_exp2 (mk[r] - M) * lk[r];   /* maxima in base 2 (fm_row_max) */
 #pragma unroll
       for (int r = 0; r < FC_MAX_CS; r++)
         if (r < CS)
-          cf[r * 16 + i] = exp2f (mk[r] - M) / L;
+          cf[r * 16 + i] = fm_exp2 (mk[r] - M) / L;
     }
   __syncthreads ();
   /* FC_COMBINE_U elements' loads from every rank in flight before any store: the stores into the ranks' Qs go

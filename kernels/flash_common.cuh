@@ -73,8 +73,23 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
  * are most of an attention core's non-tensor work). fm_row_max gives the row maxima in those units (the 4
  * lanes of a row agree; scale2 > 0, so scaling the maximum is the maximum of the scaled); fm_exp_row_sum turns
  * s into exp2 (s scale2 - m) in place and sums the rows. Every exponential of maxima differences (the online
- * softmax's correction, the cluster's combine) is exp2f of them too. */
+ * softmax's correction, the cluster's combine) is in base 2 too (fm_exp2). */
 constexpr float FM_LOG2E = 1.4426950408889634f;
+
+/* 2^x as MUFU.EX2 alone, results below 2^-126 flushed to 0 (ex2.approx.ftz): exp2f spends a compare and two
+ * multiplies per call keeping them, and a probability that small is 0 once rounded to fp16 and nothing beside
+ * a row sum >= 1. The emulator takes exp2f. */
+__device__ __forceinline__ float
+fm_exp2 (float x)
+{
+#ifdef DDPM_CUDA_EMU
+  return exp2f (x);
+#else
+  float y;
+  asm ("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
 
 template <int NJ>
 __device__ __forceinline__ void
@@ -107,7 +122,7 @@ fm_exp_row_sum (float (&s)[NJ][4], int cols, float scale2, const float (&m)[2], 
 #pragma unroll
       for (int e = 0; e < 4; e++)
         {
-          s[j][e] = exp2f (fmaf (s[j][e], scale2, -m[e >> 1]));
+          s[j][e] = fm_exp2 (fmaf (s[j][e], scale2, -m[e >> 1]));
           sum[e >> 1] += s[j][e];
         }
 #pragma unroll
