@@ -64,7 +64,6 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
   const int g = lane >> 2, t = lane & 3;
   /* ldmatrix row addresses: matrix m = lane / 8, row lane % 8 of it */
   const int mrow = lane & 7, mhi = (lane >> 4) & 1, mlo = (lane >> 3) & 1;
-  const float scale2 = inv_sqrt_d * FM_LOG2E;             /* the softmax in base 2 (fm_row_max) */
   float m_run[2] = { -INFINITY, -INFINITY }, l_run[2] = { 0.0f, 0.0f };
   float o[NT][4];
 #pragma unroll
@@ -104,7 +103,7 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
 
       /* online softmax of rows g (r = 0) and g + 8 (r = 1); the 4 lanes t of a row share it */
       float mx[2], corr[2], sum[2];
-      fm_row_max (s, nk, scale2, mx);
+      fm_row_max (s, nk, inv_sqrt_d, mx);
 #pragma unroll
       for (int r = 0; r < 2; r++)
         {
@@ -112,7 +111,7 @@ flash_mma_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *__r
           corr[r] = fm_exp2 (m_run[r] - m_new);   /* base 2 (fm_row_max); 0 on the first chunk (m_run = -inf) */
           m_run[r] = m_new;
         }
-      fm_exp_row_sum (s, nk, scale2, m_run, sum);
+      fm_exp_row_sum (s, nk, inv_sqrt_d, m_run, sum);
 #pragma unroll
       for (int r = 0; r < 2; r++)
         l_run[r] = l_run[r] * corr[r] + sum[r];

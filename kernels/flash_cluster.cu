@@ -122,11 +122,10 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
       mma_m16n8k16<T> (s[1], a, b1);
     }
   float mx[2], m[2], sum[2];
-  const float scale2 = inv_sqrt_d * FM_LOG2E;             /* the softmax in base 2 (fm_row_max) */
-  fm_row_max (s, 16, scale2, mx);
+  fm_row_max (s, 16, inv_sqrt_d, mx);                     /* in base 2 (flash_common.cuh) */
   float *const red_max = Ob, *const red_sum = Ob + 8 * 16;   /* Ob is free until step 3 */
   fm_block_row_max (mx, red_max, W, m);
-  fm_exp_row_sum (s, 16, scale2, m, sum);
+  fm_exp_row_sum (s, 16, inv_sqrt_d, m, sum);
   if (t == 0)
     {
       red_sum[warp * 16 + g] = sum[0];

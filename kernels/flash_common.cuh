@@ -68,13 +68,18 @@ fm_stage_q (T *Qs, int LQ, const T *q, int HW, int d, int cols, const float *bq)
 
 /* A score accumulator s[NJ][4] holds 16 rows x 8 NJ columns in mma.sync's C layout: lane (g, t) has rows g
  * (e = 0, 1) and g + 8 (e = 2, 3), columns 8 j + 2 t + (e & 1). The softmax steps on its first `cols` columns
- * work in base 2: with scale2 = the score scale times log2(e), exp (s scale - max) = exp2 (s scale2 - m) where
- * m = max (s) scale2, one FFMA and one MUFU.EX2 per score (expf costs several more instructions, and the scores
- * are most of an attention core's non-tensor work). fm_row_max gives the row maxima in those units (the 4
- * lanes of a row agree; scale2 > 0, so scaling the maximum is the maximum of the scaled); fm_exp_row_sum turns
- * s into exp2 (s scale2 - m) in place and sums the rows. Every exponential of maxima differences (the online
- * softmax's correction, the cluster's combine) is in base 2 too (fm_exp2). */
-constexpr float FM_LOG2E = 1.4426950408889634f;
+ * work in base 2: with scale2 = the score scale (1 / sqrt (d)) times log2(e), exp (s scale - max) = exp2 (s
+ * scale2 - m) where m = max (s) scale2, one FFMA and one MUFU.EX2 per score (expf costs several more
+ * instructions, and the scores are most of an attention core's non-tensor work). Both steps take the score
+ * scale and derive scale2 (fm_scale2). fm_row_max gives the row maxima in those units (the 4 lanes of a row
+ * agree; scale2 > 0, so scaling the maximum is the maximum of the scaled); fm_exp_row_sum turns s into exp2 (s
+ * scale2 - m) in place and sums the rows. Every exponential of maxima differences (the online softmax's
+ * correction, the cluster's combine) is in base 2 too (fm_exp2). */
+__device__ __forceinline__ float
+fm_scale2 (float scale)
+{
+  return scale * 1.4426950408889634f;   /* log2(e) */
+}
 
 /* 2^x as MUFU.EX2 alone, results below 2^-126 flushed to 0 (ex2.approx.ftz): exp2f spends a compare and two
  * multiplies per call keeping them, and a probability that small is 0 once rounded to fp16 and nothing beside
@@ -93,7 +98,7 @@ fm_exp2 (float x)
 
 template <int NJ>
 __device__ __forceinline__ void
-fm_row_max (const float (&s)[NJ][4], int cols, float scale2, float (&mx)[2])
+fm_row_max (const float (&s)[NJ][4], int cols, float scale, float (&mx)[2])
 {
   mx[0] = mx[1] = -INFINITY;
 #pragma unroll
@@ -107,14 +112,15 @@ fm_row_max (const float (&s)[NJ][4], int cols, float scale2, float (&mx)[2])
     {
       mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 1));
       mx[r] = fmaxf (mx[r], __shfl_xor_sync (0xffffffffu, mx[r], 2));
-      mx[r] *= scale2;
+      mx[r] *= fm_scale2 (scale);
     }
 }
 
 template <int NJ>
 __device__ __forceinline__ void
-fm_exp_row_sum (float (&s)[NJ][4], int cols, float scale2, const float (&m)[2], float (&sum)[2])
+fm_exp_row_sum (float (&s)[NJ][4], int cols, float scale, const float (&m)[2], float (&sum)[2])
 {
+  const float scale2 = fm_scale2 (scale);
   sum[0] = sum[1] = 0.0f;
 #pragma unroll
   for (int j = 0; j < NJ; j++)

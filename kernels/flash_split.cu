@@ -124,10 +124,9 @@ flash_split_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T *_
   /* exact softmax of rows g (r = 0) and g + 8 (r = 1) over all HW keys: row maxima and sums meet across
    * warps in shared memory */
   float mx[2], m[2], sum[2];
-  const float scale2 = inv_sqrt_d * FM_LOG2E;             /* the softmax in base 2 (fm_row_max) */
-  fm_row_max (s, kw, scale2, mx);
+  fm_row_max (s, kw, inv_sqrt_d, mx);                     /* in base 2 (flash_common.cuh) */
   fm_block_row_max (mx, red_max, W, m);
-  fm_exp_row_sum (s, kw, scale2, m, sum);
+  fm_exp_row_sum (s, kw, inv_sqrt_d, m, sum);
   if (t == 0)
     {
       red_sum[warp * 16 + g] = sum[0];
