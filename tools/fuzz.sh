@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz.sh: builds the libFuzzer targets of tests/fuzz (clang, ASan + UBSan halting on error) in their own
 # build dir, replays the kept crashing inputs (tests/fixtures/fuzz-regressions/<target>/), then fuzzes each
-# target for SECONDS (one at a time, niced) from a seed corpus made of the test fixtures. Fails on any
+# target for SECONDS (one per core, niced) from a seed corpus made of the test fixtures. Fails on any
 # crash, sanitizer report, leak, timeout (-timeout per input) or out-of-memory (-rss_limit_mb, which is
 # also the largest single malloc allowed). Prints the executions of each target and the total.
 #
@@ -9,6 +9,7 @@
 #   targets: safetensors torch_zip pickle config npy png model (default: all)
 # Environment: FUZZ_BUILD (build dir, default build-fuzz), FUZZ_RSS_MB (default 2048),
 #   FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_KEEP_CORPUS=1 (keep the grown corpus between runs),
+#   FUZZ_JOBS (targets fuzzed at once, default: the number of cores),
 #   FUZZ_SEED (libFuzzer -seed; default 1 under CI=true so a CI failure replays, else 0 = a new one each run).
 # A failing input is written to $FUZZ_BUILD/fuzz-artifacts/<target>/: to keep it as a regression test,
 # copy it to tests/fixtures/fuzz-regressions/<target>/ (test_faults replays that folder in the CPU suite).
@@ -92,11 +93,10 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 logs=$build/fuzz-logs
 mkdir -p "$logs"
-status=0
-total=0
-summary=""
-for t in "${targets[@]}"; do
-  exe=$build/tests/fuzz/fuzz_$t
+# fuzz_one TARGET: replays the kept inputs, fuzzes, and writes the target's line of the summary (and its
+# executions) to $logs/TARGET.summary; returns 1 on any failure.
+fuzz_one() {
+  local t=$1 exe=$build/tests/fuzz/fuzz_$1 rc=0 status=0 execs what cov dict=()
   mkdir -p "$build/fuzz-artifacts/$t"
   if [ -d "$regressions/$t" ] && ls "$regressions/$t"/* >/dev/null 2>&1; then
     if ! "$exe" -rss_limit_mb="$rss_mb" -timeout="$per_input" "$regressions/$t"/* >"$logs/$t.replay.log" 2>&1; then
@@ -104,25 +104,51 @@ for t in "${targets[@]}"; do
       status=1
     fi
   fi
-  dict=()
   case $t in
     safetensors|config|model) dict=(-dict=tests/fuzz/json.dict) ;;
     pickle|torch_zip) dict=(-dict=tests/fuzz/pickle.dict) ;;
   esac
-  rc=0
   nice -n 10 "$exe" "${dict[@]}" "$corpus/$t" -max_total_time="$seconds" -seed="$fuzz_seed" -rss_limit_mb="$rss_mb" -timeout="$per_input" \
     -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/$t/" >"$logs/$t.log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
-  execs=${execs:-0}
-  total=$((total + execs))
+  echo "${execs:-0}" >"$logs/$t.execs"
   if [ "$rc" -ne 0 ]; then
-    status=1
     what=$(grep -m1 -E 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|SUMMARY' "$logs/$t.log" || true)
-    summary+=$(printf '%-12s %10s execs  FAILED (exit %d): %s\n' "$t" "$execs" "$rc" "$what")$'\n'
-    summary+="             input kept in $build/fuzz-artifacts/$t/, log $logs/$t.log"$'\n'
+    { printf '%-12s %10s execs  FAILED (exit %d): %s\n' "$t" "${execs:-0}" "$rc" "$what"
+      echo "             input kept in $build/fuzz-artifacts/$t/, log $logs/$t.log"; } >"$logs/$t.summary"
+    return 1
+  fi
+  cov=$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -1)
+  printf '%-12s %10s execs  ok (%s, %s s)\n' "$t" "${execs:-0}" "$cov" "$seconds" >"$logs/$t.summary"
+  return $status
+}
+# Each fuzzer is one single-threaded process, so $jobs of them run side by side (one per core: CI's two
+# cores fuzz the 7 targets in 4 rounds instead of 7, each target still for SECONDS).
+jobs=${FUZZ_JOBS:-$(nproc)}
+status=0
+running=0
+for t in "${targets[@]}"; do
+  rm -f "$logs/$t.summary" "$logs/$t.execs"
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n || status=1
+    running=$((running - 1))
+  fi
+  fuzz_one "$t" &
+  running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || status=1
+  running=$((running - 1))
+done
+total=0
+summary=""
+for t in "${targets[@]}"; do
+  if [ -f "$logs/$t.summary" ]; then
+    summary+=$(cat "$logs/$t.summary")$'\n'
+    total=$((total + $(cat "$logs/$t.execs")))
   else
-    cov=$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -1)
-    summary+=$(printf '%-12s %10s execs  ok (%s, %s s)' "$t" "$execs" "$cov" "$seconds")$'\n'
+    summary+="$t: no result (the fuzzing job ended without writing one)"$'\n'
+    status=1
   fi
 done
 printf '%s' "$summary"
