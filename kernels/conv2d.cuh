@@ -700,7 +700,11 @@ conv_tile_epilogue (const float *Cs, const float *__restrict__ bias, T *__restri
   int *__restrict__ const counters = sk.counters;
   if (sk.cluster)
     {
+#if CLUSTER_COMPILED
       splitk_cluster_sum<T, BM, THREADS, LDC> (Cs, bias, y, epi, s, m0, p0);
+#else
+      __trap ();                         /* sm_80-89: conv_cluster_max is 0 there */
+#endif
       return;
     }
   if (partial == NULL)

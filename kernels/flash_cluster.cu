@@ -76,6 +76,7 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
                       float inv_sqrt_d, const T *__restrict__ Wo, int ldw, const float *__restrict__ bo,
                       const T *residual, T *y, float scale, int wo_early)
 {
+#if CLUSTER_COMPILED
   DYNAMIC_SMEM (smem);
   const int CS = gridDim.z, rank = blockIdx.z, W = blockDim.x >> 5, KC = HW / CS, C = d, CC = C / CS;
   const int LQ = 16 + FM_PAD, LK = KC + FM_PAD, LW = d + FM_PAD;
@@ -260,6 +261,10 @@ flash_cluster_kernel (const T *__restrict__ Q, const T *__restrict__ K, const T 
   fm_out_zero<DS> (acc);
   fm_out_mma<T, DS> (acc, Qs, LQ, Ws + (size_t) warp * DS * LW, LW, d);
   fm_out_store<T, DS> (acc, rank * CC + warp * DS, bo, residual, y, scale, b, C, HW, q0);
+#else
+  grid_dependency_wait ();
+  __trap ();                             /* sm_80-89: never launched (cuda_flash_cluster_prepare) */
+#endif
 }
 
 /* The plan for (HW, d) with the out projection (C = d), or false: 16-bit activations, clusters here

@@ -233,6 +233,11 @@ gn_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
  * bits, from one read of x. NHWC: y is the channels-last copy (B, HW, C) a convolution reads (group_norm_conv2d):
  * the normalised group goes through shared memory and out along pixels, so statistics, normalisation and
  * transpose are one launch. */
+/* Whether a GroupNorm of T may sum a held-back split-K sum (RED): 16-bit only, as K splits are (conv2d.cu
+ * launch_reduce), so the float RED kernels are never instantiated. */
+template <typename T>
+constexpr bool GN_RED = !std::is_same<T, float>::value;
+
 template <typename T>
 struct GnPartials {                     /* a held-back split-K sum (cuda_backend.cuh CudaPendingReduce), typed */
   const float *partial, *bias;
@@ -470,6 +475,7 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
                    const T *__restrict__ ss, int C, int HW, int G, float eps, bool silu, GnPartials<T> pr,
                    GnPartials<T> rider, int K)
 {
+#if CLUSTER_COMPILED
   grid_dependency_wait ();
   constexpr int N = Vec16<T>::N;
   __shared__ float red[32];
@@ -583,6 +589,10 @@ gn_cluster_kernel (const T *x, T *y, const float *__restrict__ gamma, const floa
             gn_partials_load<T, N> (rider, b, g * cpg + v / vpc, p0 + (v % vpc) * N, C, HW, t);
           }
       }
+#else
+  grid_dependency_wait ();
+  __trap ();                             /* sm_80-89: never launched (cuda_gn_cluster_prepare) */
+#endif
 }
 
 template <typename T, bool VEC>
@@ -692,8 +702,8 @@ gn_cluster_kernel_for (bool red, int rk)
   static const GnClusterKernel<T> kernels[2][4] = {
     { gn_cluster_kernel<T, 1, NHWC>, gn_cluster_kernel<T, 2, NHWC>, gn_cluster_kernel<T, 4, NHWC>,
       gn_cluster_kernel<T, 8, NHWC> },
-    { gn_cluster_kernel<T, 1, NHWC, true>, gn_cluster_kernel<T, 2, NHWC, true>, gn_cluster_kernel<T, 4, NHWC, true>,
-      gn_cluster_kernel<T, 8, NHWC, true> },
+    { gn_cluster_kernel<T, 1, NHWC, GN_RED<T>>, gn_cluster_kernel<T, 2, NHWC, GN_RED<T>>,
+      gn_cluster_kernel<T, 4, NHWC, GN_RED<T>>, gn_cluster_kernel<T, 8, NHWC, GN_RED<T>> },
   };
   return kernels[red ? 1 : 0][rk];
 }
@@ -745,7 +755,7 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   const CudaPendingReduce &r = cb->pending;
   /* all of x, or at batch 1 its first channels (the head of a concatenation) */
   const size_t y_bytes = (size_t) B * C * HW * sizeof (T);
-  const bool red = cb->reduce_pending && r.y == x && r.HoWo == HW && r.P == (long long) B * HW
+  const bool red = GN_RED<T> && cb->reduce_pending && r.y == x && r.HoWo == HW && r.P == (long long) B * HW
                    && (r.Cout == C || (B == 1 && r.Cout < C))
                    && !bytes_overlap (y, y_bytes, r.partial, pending_partial_bytes (r));   /* y (NHWC: in scratch) */
   GnPartials<T> pr = {}, rp = {};
@@ -779,8 +789,8 @@ gn_regs_launch (CudaBackend *cb, const char *name, const DdpmNormW *w, const voi
   const int rk = len <= per_pass ? 0 : len <= 2 * per_pass ? 1 : len <= 4 * per_pass ? 2 : 3;
   static const Kernel kernels[2][4] = {
     { gn_regs_kernel<T, 1, NHWC>, gn_regs_kernel<T, 2, NHWC>, gn_regs_kernel<T, 4, NHWC>, gn_regs_kernel<T, 8, NHWC> },
-    { gn_regs_kernel<T, 1, NHWC, true>, gn_regs_kernel<T, 2, NHWC, true>, gn_regs_kernel<T, 4, NHWC, true>,
-      gn_regs_kernel<T, 8, NHWC, true> },
+    { gn_regs_kernel<T, 1, NHWC, GN_RED<T>>, gn_regs_kernel<T, 2, NHWC, GN_RED<T>>, gn_regs_kernel<T, 4, NHWC, GN_RED<T>>,
+      gn_regs_kernel<T, 8, NHWC, GN_RED<T>> },
   };
   launch (cb, red ? "group_norm_reduce" : name, groups, GN_THREADS, 0, kernels[red ? 1 : 0][rk], (const T *) x, (T *) y,
           gamma, beta, (const T *) scale_shift, C, HW, G, eps, silu, pr, rp);
