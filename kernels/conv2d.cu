@@ -302,22 +302,16 @@ conv2d_gemm (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, cons
 
 /* ---- implicit GEMM on the tensor cores (fp16 / bf16) ---- */
 
-/* (ci, ky, kx) of reduction index kk = (ky * k + kx) * Cin + ci; KS = k when known at compile time (1 or 3),
- * so the divisions by k become multiplications, else 0. */
-template <int KS>
+/* (ci, ky, kx) of reduction index kk = (ky * k + kx) * Cin + ci. k stays a run-time value (this NCHW kernel is
+ * the fallback: the UNets' convolutions run channels last or pointwise), one instantiation for every k: three
+ * per type and tile were ~2/3 of conv2d.cu's compile time, ~60 s of CPU per GPU architecture. */
 __device__ __forceinline__ void
 split_kk (int kk, int k, int Cin, int &ci, int &ky, int &kx)
 {
   const int tap = kk / Cin;
   ci = kk - tap * Cin;
-  if (KS == 1)
-    ky = kx = 0;
-  else
-    {
-      const int kw = KS > 0 ? KS : k;
-      ky = tap / kw;
-      kx = tap - ky * kw;
-    }
+  ky = tap / k;
+  kx = tap - ky * k;
 }
 
 /* Tile geometry: BM output channels x IG_BN output pixels, 4 warps (2 x 2), each a (BM/2) x 32 sub-tile of
@@ -338,7 +332,7 @@ struct IgTile {
   static constexpr int B_ELEMS = IG_BK / B_ROWS;                           /* elements per thread */
 };
 
-template <typename T, int KS, int BM>
+template <typename T, int BM>
 __global__ void __launch_bounds__ (128)
 conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, const T *__restrict__ x,
                       T *__restrict__ y, SplitK sk, ConvShape s, int kps, ConvEpi<T> epi)
@@ -395,7 +389,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
       {
         /* the whole slice is one filter tap: one border check, then rows ci0 + kr0 + B_ROWS * i */
         int ci0, ky, kx;
-        split_kk<KS> (k0, s.k, s.Cin, ci0, ky, kx);
+        split_kk (k0, s.k, s.Cin, ci0, ky, kx);
         const int iy = iy0 + ky, ix = ix0 + kx;
         const bool ok = p_ok && k0 < s.K && iy >= 0 && iy < s.H && ix >= 0 && ix < s.W;
         const size_t plane = (size_t) s.H * s.W;
@@ -414,7 +408,7 @@ conv_implicit_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
             if (p_ok && kk < s.K)
               {
                 int ci, ky, kx;
-                split_kk<KS> (kk, s.k, s.Cin, ci, ky, kx);
+                split_kk (kk, s.k, s.Cin, ci, ky, kx);
                 const int iy = iy0 + ky, ix = ix0 + kx;
                 if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
                   v = xb[((size_t) ci * s.H + iy) * s.W + ix];
@@ -541,16 +535,16 @@ conv_splitk_reduce_nhwc_kernel (const float *__restrict__ partial, const float *
     }
 }
 
-template <typename T, int KS>
+template <typename T>
 static void
 launch_implicit (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s, const ConvPlan &p,
                  const SplitK &sk, dim3 grid, const ConvEpi<T> &epi)
 {
   if (p.tile == TILE_LARGE)
-    conv_launch (cb, "conv_implicit_128", grid, IgTile<128>::SMEM, sk, conv_implicit_kernel<T, KS, 128>,
+    conv_launch (cb, "conv_implicit_128", grid, IgTile<128>::SMEM, sk, conv_implicit_kernel<T, 128>,
                  (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, p.kps, epi);
   else
-    conv_launch (cb, "conv_implicit_64", grid, IgTile<64>::SMEM, sk, conv_implicit_kernel<T, KS, 64>,
+    conv_launch (cb, "conv_implicit_64", grid, IgTile<64>::SMEM, sk, conv_implicit_kernel<T, 64>,
                  (const T *) w->weight, (const float *) w->bias, (const T *) x, (T *) y, sk, s, p.kps, epi);
 }
 
@@ -558,12 +552,8 @@ bool
 cuda_conv_implicit_allow_large_clusters (void)
 {
   const void *const kernels[] = {
-    (const void *) conv_implicit_kernel<__half, 0, 64>, (const void *) conv_implicit_kernel<__half, 0, 128>,
-    (const void *) conv_implicit_kernel<__half, 1, 64>, (const void *) conv_implicit_kernel<__half, 1, 128>,
-    (const void *) conv_implicit_kernel<__half, 3, 64>, (const void *) conv_implicit_kernel<__half, 3, 128>,
-    (const void *) conv_implicit_kernel<__nv_bfloat16, 0, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 0, 128>,
-    (const void *) conv_implicit_kernel<__nv_bfloat16, 1, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 1, 128>,
-    (const void *) conv_implicit_kernel<__nv_bfloat16, 3, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 3, 128>,
+    (const void *) conv_implicit_kernel<__half, 64>, (const void *) conv_implicit_kernel<__half, 128>,
+    (const void *) conv_implicit_kernel<__nv_bfloat16, 64>, (const void *) conv_implicit_kernel<__nv_bfloat16, 128>,
   };
   return allow_large_clusters (kernels, (int) (sizeof kernels / sizeof kernels[0]));
 }
@@ -733,12 +723,8 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
     cuda_conv_nhwc_launch (cb, p.tile == TILE_LARGE, grid, w, cb->scratch, y, sk, s, p.kps, e);
   else if (p.pointwise && aligned16 (x))
     cuda_conv_pointwise_launch (cb, p.tile == TILE_LARGE, grid, w, x, y, sk, s, p.kps, e);
-  else if (s.k == 3)
-    launch_implicit<T, 3> (cb, w, x, y, s, p, sk, grid, epi);
-  else if (s.k == 1)
-    launch_implicit<T, 1> (cb, w, x, y, s, p, sk, grid, epi);
   else
-    launch_implicit<T, 0> (cb, w, x, y, s, p, sk, grid, epi);
+    launch_implicit<T> (cb, w, x, y, s, p, sk, grid, epi);
   cb->hold_pending = FALSE;
   if (sk.partial != NULL && sk.counters == NULL)
     {
