@@ -124,7 +124,8 @@ fuzz_one() {
 }
 # Each fuzzer is one single-threaded process, so $jobs of them run side by side (one per core: CI's two
 # cores fuzz the 7 targets in 4 rounds instead of 7, each target still for SECONDS).
-jobs=${FUZZ_JOBS:-$(nproc)}
+# (nproc counts $OMP_NUM_THREADS, set to 1 above for the fuzzers themselves: not here)
+jobs=${FUZZ_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 status=0
 running=0
 for t in "${targets[@]}"; do
