@@ -228,11 +228,6 @@ gn_tile_to_nhwc (const T *tile, T *dst, int cpg, int HW, int C)
     group_tile_to_nhwc<T, 1> (tile, dst, cpg, HW, C);
 }
 
-/* gn_fused_kernel with the group (len <= GN_THREADS * R * Vec16<T>::N values, 16-byte vectors) held in R
- * vectors per thread: the same operations in the same order as block_stats and block_apply, so the same
- * bits, from one read of x. NHWC: y is the channels-last copy (B, HW, C) a convolution reads (group_norm_conv2d):
- * the normalised group goes through shared memory and out along pixels, so statistics, normalisation and
- * transpose are one launch. */
 /* Whether a GroupNorm of T may sum a held-back split-K sum (RED): 16-bit only, as K splits are (conv2d.cu
  * launch_reduce), so the float RED kernels are never instantiated. */
 template <typename T>
@@ -290,6 +285,11 @@ gn_partials_load (const GnPartials<T> &pr, int b, int m, int pix, int C, int HW,
   store16<T> (pr.conv_y + i, f);
 }
 
+/* gn_fused_kernel with the group (len <= GN_THREADS * R * Vec16<T>::N values, 16-byte vectors) held in R
+ * vectors per thread: the same operations in the same order as block_stats and block_apply, so the same
+ * bits, from one read of x. NHWC: y is the channels-last copy (B, HW, C) a convolution reads (group_norm_conv2d):
+ * the normalised group goes through shared memory and out along pixels, so statistics, normalisation and
+ * transpose are one launch. */
 template <typename T, int R, bool NHWC, bool RED = false>
 __global__ void __launch_bounds__ (GN_THREADS)
 gn_regs_kernel (const T *x, T *y, const float *__restrict__ gamma, const float *__restrict__ beta,
