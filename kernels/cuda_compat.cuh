@@ -57,8 +57,8 @@ grid_dependency_wait (void)
  * cluster_sync () is a barrier of every thread of the cluster's blocks that also orders their shared-memory
  * writes before it against reads after it, and cluster_map_shared (p, rank) the address of the same byte of
  * block `rank`'s shared memory (distributed shared memory). Host code launches cluster kernels only where
- * cb->conv_cluster_max > 0 (sm_90+). In the emulator a cluster's blocks
- * take turns between barriers, so what must outlive one lives in dynamic shared memory (DYNAMIC_SMEM).
+ * cb->conv_cluster_max > 0 (sm_90+). In the emulator a cluster's blocks take turns between barriers, so what
+ * must outlive one lives in dynamic shared memory (DYNAMIC_SMEM).
  * CLUSTER_COMPILED: 1 where this compilation can run clusters (sm_90 machine code, the compute_90 PTX that
  * newer GPUs compile, and the emulator). Cluster kernels, and the cluster branch of the convolutions' shared
  * epilogue, keep their bodies under it: for sm_80 / 86 / 89, where the host never launches a cluster (cc
