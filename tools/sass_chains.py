@@ -13,6 +13,7 @@ through (the block's depth). Loops count once per pass through the block.
                                [--across-branches] [--loops]
                                [--loop-sizes [--max-loop-divisions N] [--max-loop-generic-loads N]] FILE...
   python3 tools/sass_chains.py --which | --tools-dir
+  python3 tools/sass_chains.py [--arch sm_90a] --write-sass OUT FILE
 
 FILE: a CUDA object or library (cuobjdump -sass runs on it; cuobjdump from $CUOBJDUMP, PATH or
 /usr/local/cuda/bin) or a text file with cuobjdump -sass output. Prints, per kernel whose deepest block
@@ -31,6 +32,8 @@ instructions per pass; meson test cuda-sass-loops keeps the cp.async convolution
 generic address, as nvcc compiled bf16 WMMA fragment loads, 48 LD.E where fp16 had 12 LDSM per slice).
 Distributed shared memory (generic LD/ST) counts as global here. --which prints the cuobjdump it would use
 (exit 1: none; tests/gpu/check_module.sh asks), --tools-dir where tools/install-deps.sh unpacks the wheels.
+--write-sass OUT writes FILE's cuobjdump -sass text to OUT and exits: the module's sm_90a SASS is ~190 MB and
+takes cuobjdump 10-30 s, so the build dumps it once (tests/gpu/meson.build) for both meson tests that read it.
 """
 import argparse
 import os
@@ -228,6 +231,8 @@ def main():
                     help='exit 1 if such a loop has more generic loads (LD) than this (with --loop-sizes)')
     ap.add_argument('--tools-dir', action='store_true', help='print where the cuobjdump wheels are unpacked; exit')
     ap.add_argument('--which', action='store_true', help='print the cuobjdump used (exit 1: none); exit')
+    ap.add_argument('--write-sass', metavar='OUT', default=None,
+                    help="write the one FILE's SASS (cuobjdump -sass, --arch only) to OUT; exit")
     a = ap.parse_args()
     if a.tools_dir:
         print(TOOLS_DIR)
@@ -238,6 +243,14 @@ def main():
         return 0 if tool else 1
     if not a.files:
         ap.error('no files')
+    if a.write_sass:
+        if len(a.files) != 1:
+            ap.error('--write-sass takes one FILE')
+        text = sass_text(a.files[0], a.arch)
+        with open(a.write_sass + '.tmp', 'w') as f:
+            f.write(text)
+        os.replace(a.write_sass + '.tmp', a.write_sass)
+        return 0
     pick, skip = re.compile(a.kernel), re.compile(a.ignore) if a.ignore else None
     worst, failed, divided, generic_loaders, seen = {}, [], [], [], 0
     for path in a.files:
