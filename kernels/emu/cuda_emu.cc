@@ -28,9 +28,10 @@ dim3 blockDim, gridDim;
  * which made a UNet forward take a minute); on x86-64 a switch is only the callee-saved registers and the
  * stack pointer. emu_ctx_switch (from, to): pushes them, stores rsp in *from, loads `to`, pops, returns. */
 #if defined(__x86_64__)
-extern "C" void emu_ctx_switch (void **from_sp, void *to_sp);
+extern "C" __attribute__ ((visibility ("hidden"))) void emu_ctx_switch (void **from_sp, void *to_sp);
 asm (".text\n"
      ".globl emu_ctx_switch\n"
+     ".hidden emu_ctx_switch\n"            /* called directly, not through the PLT */
      ".type emu_ctx_switch, @function\n"
      "emu_ctx_switch:\n"
      "  pushq %rbp\n"
@@ -60,6 +61,7 @@ enum FiberState { FIBER_RUN, FIBER_AT_BLOCK, FIBER_AT_WARP, FIBER_AT_CLUSTER, FI
 struct Fiber {
   void *sp;                        /* saved stack pointer while switched out */
   FiberState state;
+  uint3 tid;                       /* its threadIdx, set at each switch to it (divisions once per block) */
   void *stack;
   bool dependency_waited;          /* grid_dependency_wait () called (cuda_compat.cuh) */
 };
@@ -186,12 +188,14 @@ stream_of (cudaStream_t s)
   return s == nullptr ? &default_stream : reinterpret_cast<EmuStream *> (s);
 }
 
-void
-set_thread_index (int linear)
+uint3
+thread_index (int linear)
 {
-  threadIdx.x = linear % blockDim.x;
-  threadIdx.y = (linear / blockDim.x) % blockDim.y;
-  threadIdx.z = linear / (blockDim.x * blockDim.y);
+  uint3 t;
+  t.x = linear % blockDim.x;
+  t.y = (linear / blockDim.x) % blockDim.y;
+  t.z = linear / (blockDim.x * blockDim.y);
+  return t;
 }
 
 void emu_abort_missing_wait (void);
@@ -290,6 +294,7 @@ start_block (int base, int n)
     {
       fiber_init (fibers[i]);
       fibers[i].state = FIBER_RUN;
+      fibers[i].tid = thread_index (i - base);
       fibers[i].dependency_waited = false;
       thread_copies[i].committed.clear ();
       thread_copies[i].open.clear ();
@@ -324,7 +329,7 @@ run_block (int base, int n)
                   if (f[i].state != FIBER_RUN)
                     continue;
                   current_fiber = base + i;
-                  set_thread_index (i);
+                  threadIdx = f[i].tid;
                   emu_ctx_switch (&scheduler_sp, f[i].sp);
                 }
               int waiting = 0, done = 0;
@@ -495,6 +500,52 @@ wgmma_element (uint64_t desc, int r, int k, bool bf16)
   return __half2float (v);
 }
 
+/* Elements 0..15 of row r, as wgmma_element gives them one by one: a row's 16 elements are two 16-byte chunks
+ * of one 128-byte line (its k = 0 address is 16-byte aligned), which the swizzle keeps whole, so the checks
+ * and the address arithmetic are done per chunk (a row whose chunks straddle two lines goes element by
+ * element). Half of the emulated wgmma's time went to wgmma_element's per-element work. */
+void
+wgmma_row (uint64_t desc, int r, bool bf16, float *out)
+{
+  const uint32_t start = (uint32_t) (desc & 0x3fff) << 4, sbo = (uint32_t) ((desc >> 32) & 0x3fff) << 4;
+  const uint32_t addr = start + (uint32_t) (r >> 3) * sbo + (uint32_t) (r & 7) * 128;
+  if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0 || (addr >> 7) != ((addr + 31) >> 7))
+    {
+      for (int k = 0; k < 16; k++)
+        out[k] = wgmma_element (desc, r, k, bf16);
+      return;
+    }
+  const uint32_t swizzle = ((addr >> 7) & 7) << 4;
+  for (int c = 0; c < 2; c++)
+    {
+      const uint32_t phys = (addr + 16 * (uint32_t) c) ^ swizzle;
+      if (phys < kSmemWindowBase || phys + 16 > kSmemWindowBase + dynamic_smem_bytes)
+        emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
+      const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
+      const AsyncWrite *w = &smem_writes[(size_t) (p - dynamic_smem_first)];
+      for (int e = 0; e < 8; e++)
+        if (w[2 * e].fiber >= 0 && proxy_fences[(size_t) w[2 * e].fiber] == w[2 * e].fences)
+          emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
+      uint16_t v[8];
+      memcpy (v, p, 16);
+      for (int e = 0; e < 8; e++)
+        {
+          if (bf16)
+            {
+              __nv_bfloat16_raw h;
+              h.x = v[e];
+              out[8 * c + e] = __bfloat162float (__nv_bfloat16 (h));
+            }
+          else
+            {
+              __half_raw h;
+              h.x = v[e];
+              out[8 * c + e] = __half2float (__half (h));
+            }
+        }
+    }
+}
+
 /* This thread's n / 2 elements of A (64 x 16) B^T (B: n x 16), in the accumulator fragment layout. */
 void
 wgmma_products (const WgmmaOp &op, float *out)
@@ -503,11 +554,9 @@ wgmma_products (const WgmmaOp &op, float *out)
   /* this thread's operands, each element read once: A rows 16 w + g (+ 8), B rows 8 j + 2 t (+ 1) */
   float a[2][16], b[64][16];
   for (int h = 0; h < 2; h++)
-    for (int k = 0; k < 16; k++)
-      a[h][k] = wgmma_element (op.desc_a, 16 * w + g + 8 * h, k, op.bf16);
+    wgmma_row (op.desc_a, 16 * w + g + 8 * h, op.bf16, a[h]);
   for (int cj = 0; cj < op.n / 4; cj++)
-    for (int k = 0; k < 16; k++)
-      b[cj][k] = wgmma_element (op.desc_b, 8 * (cj / 2) + 2 * t + (cj & 1), k, op.bf16);
+    wgmma_row (op.desc_b, 8 * (cj / 2) + 2 * t + (cj & 1), op.bf16, b[cj]);
   for (int i = 0; i < op.n / 2; i++)
     {
       const int j = i / 4, e = i % 4;

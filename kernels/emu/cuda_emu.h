@@ -189,31 +189,39 @@ mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
   memcpy (mine, a, 16);
   memcpy (mine + 16, b, 8);
   emu_warp_barrier ();
-  float A[16][16], Bm[16][8];
-  for (int l = 0; l < 32; l++)
+  /* this lane's rows g, g + 8 of A (from lanes 4 g .. 4 g + 3) and columns 2 t, 2 t + 1 of B (from lanes
+   * 8 t .. 8 t + 7): 64 conversions, where building all of A and B in every lane took 384 */
+  const int g = lane / 4, t = lane % 4;
+  float Ar[2][16], Bc[2][16];
+  for (int q = 0; q < 4; q++)
     {
-      T av[8], bv[4];
-      memcpy (av, emu_lane_slot (base + l), 16);
-      memcpy (bv, emu_lane_slot (base + l) + 16, 8);
-      const int g = l / 4, t = l % 4;
+      T av[8];
+      memcpy (av, emu_lane_slot (base + 4 * g + q), 16);
       for (int e = 0; e < 2; e++)
         {
-          A[g][2 * t + e] = emu_to_float (av[e]);
-          A[g + 8][2 * t + e] = emu_to_float (av[2 + e]);
-          A[g][2 * t + 8 + e] = emu_to_float (av[4 + e]);
-          A[g + 8][2 * t + 8 + e] = emu_to_float (av[6 + e]);
-          Bm[2 * t + e][g] = emu_to_float (bv[e]);
-          Bm[2 * t + 8 + e][g] = emu_to_float (bv[2 + e]);
+          Ar[0][2 * q + e] = emu_to_float (av[e]);
+          Ar[1][2 * q + e] = emu_to_float (av[2 + e]);
+          Ar[0][2 * q + 8 + e] = emu_to_float (av[4 + e]);
+          Ar[1][2 * q + 8 + e] = emu_to_float (av[6 + e]);
+        }
+      for (int c = 0; c < 2; c++)
+        {
+          T bv[4];
+          memcpy (bv, emu_lane_slot (base + 4 * (2 * t + c) + q) + 16, 8);
+          for (int e = 0; e < 2; e++)
+            {
+              Bc[c][2 * q + e] = emu_to_float (bv[e]);
+              Bc[c][2 * q + 8 + e] = emu_to_float (bv[2 + e]);
+            }
         }
     }
   emu_warp_barrier ();
-  const int g = lane / 4, t = lane % 4;
   for (int i = 0; i < 4; i++)
     {
-      const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+      const float *ar = Ar[i >= 2 ? 1 : 0], *bc = Bc[i & 1];
       float acc = d[i];
       for (int k = 0; k < 16; k++)
-        acc += A[row][k] * Bm[k][col];
+        acc += ar[k] * bc[k];
       d[i] = acc;
     }
 }
