@@ -44,9 +44,18 @@ if ! base_ok; then
   if ! command -v debootstrap >/dev/null; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap
   fi
-  say "debootstrap --variant=minbase trixie $dir (a few minutes)"
-  mkdir -p "$dir"
-  debootstrap --variant=minbase trixie "$dir" "$mirror"
+  # Up to 3 tries: a mirror caught mid-update can serve an InRelease whose signature does not verify ("Invalid
+  # Release signature", seen 2026-12-07; it verified a minute later), and debootstrap does not retry itself.
+  for try in 1 2 3; do
+    say "debootstrap --variant=minbase trixie $dir (a few minutes; try $try of 3)"
+    mkdir -p "$dir"
+    if debootstrap --variant=minbase trixie "$dir" "$mirror"; then
+      break
+    fi
+    rm -rf "${dir:?}"          # it was empty or absent before (checked above): a rerun starts clean
+    [ "$try" -lt 3 ] || { say "debootstrap failed 3 times" >&2; exit 1; }
+    sleep 30
+  done
 fi
 rm -rf "${dir:?}/debootstrap"
 
