@@ -31,6 +31,27 @@ stage() {  # stage NAME COMMAND...: runs one stage, counts it, times it, keeps i
 }
 has() { [[ " $stages " == *" $1 "* ]]; }
 
+# On Debian 12 the plug-in's stage runs in a Debian 13 tree (tools/trixie.sh). Made fresh it takes minutes,
+# mostly downloads and unpacking, so it is made in the background while the build and meson test keep the
+# cores busy; the gimp stage waits for it. Its output is in $logs/trixie.log (the last lines again in the gimp
+# stage's when it failed).
+trixie_pid=
+if has gimp && ! pkg-config --exists gimp-3.0 && [ "$(id -u)" = 0 ]; then
+  tools/trixie.sh > "$logs/trixie.log" 2>&1 &
+  trixie_pid=$!
+  trap '[ -z "$trixie_pid" ] || wait "$trixie_pid"' EXIT   # never leave it writing the tree behind us
+fi
+gimp_stage() {  # gimp_stage [STATUS]: the background tree's log and exit status (when made so), then run.sh
+  if [ $# -gt 0 ] && [ "$1" = 0 ]; then
+    echo "tools/trixie.sh, in the background since the start: $(tail -n 1 "$logs/trixie.log") ($logs/trixie.log)"
+  elif [ $# -gt 0 ]; then
+    echo "--- tools/trixie.sh, in the background since the start, failed (exit status $1); its last lines:"
+    tail -n 40 "$logs/trixie.log"
+    echo "---"
+  fi
+  tests/gimp/run.sh   # runs tools/trixie.sh again: a second when the tree is ready, else it says what is wrong
+}
+
 if has meson; then
   [ -f "$build/build.ninja" ] || meson setup "$build" || exit 1
   ninja -C "$build" || exit 1
@@ -52,7 +73,16 @@ PY
   [ "$m_fail" -eq 0 ] || failures+=("meson test ($m_fail)")
 fi
 # On a Debian 13 host the plug-in's suite is part of meson test above; elsewhere it runs in a Debian 13 tree.
-if has gimp && ! pkg-config --exists gimp-3.0; then stage gimp tests/gimp/run.sh; fi
+if has gimp && ! pkg-config --exists gimp-3.0; then
+  if [ -n "$trixie_pid" ]; then   # waited for here: the stage runs in a subshell (a pipeline), not its parent
+    tree_status=0
+    wait "$trixie_pid" || tree_status=$?
+    trixie_pid=
+    stage gimp gimp_stage "$tree_status"
+  else
+    stage gimp gimp_stage
+  fi
+fi
 # 35 s per target, two targets at a time on two cores (fuzz.sh: FUZZ_JOBS): CI's 30 minutes
 if has fuzz; then stage fuzz tools/fuzz.sh "${FUZZ_SECONDS:-35}"; fi
 if has asan; then stage asan tools/sanitize.sh asan; fi
