@@ -62,6 +62,7 @@ struct Fiber {
   void *sp;                        /* saved stack pointer while switched out */
   FiberState state;
   uint3 tid;                       /* its threadIdx, set at each switch to it (divisions once per block) */
+  int bank;                        /* lane slot bank of its next warp exchange (emu_exchange_bank) */
   void *stack;
   bool dependency_waited;          /* grid_dependency_wait () called (cuda_compat.cuh) */
 };
@@ -69,7 +70,7 @@ struct Fiber {
 const size_t kStackBytes = 256 * 1024;
 
 std::vector<Fiber> fibers;                                /* block r of a cluster: [r n, (r + 1) n) */
-std::vector<std::array<uint8_t, 64>> lane_slots;          /* what a lane hands its warp: shuffles, ldmatrix, mma */
+std::vector<std::array<uint8_t, 64>> lane_slots;          /* what a lane hands its warp: 2 banks of 32 bytes */
 void *scheduler_sp;
 int current_fiber;                                        /* index in fibers (the cluster's blocks together) */
 const std::function<void ()> *current_body;
@@ -295,6 +296,7 @@ start_block (int base, int n)
       fiber_init (fibers[i]);
       fibers[i].state = FIBER_RUN;
       fibers[i].tid = thread_index (i - base);
+      fibers[i].bank = 0;
       fibers[i].dependency_waited = false;
       thread_copies[i].committed.clear ();
       thread_copies[i].open.clear ();
@@ -692,10 +694,18 @@ __pipeline_wait_prior (size_t prior)
   land_groups (prior);
 }
 
-uint8_t *
-emu_lane_slot (int linear_thread)
+int
+emu_exchange_bank (void)
 {
-  return lane_slots[(size_t) linear_thread].data ();
+  Fiber &f = fibers[current_fiber];
+  f.bank ^= 1;
+  return f.bank ^ 1;
+}
+
+uint8_t *
+emu_lane_slot (int linear_thread, int bank)
+{
+  return lane_slots[(size_t) linear_thread].data () + 32 * bank;
 }
 
 int

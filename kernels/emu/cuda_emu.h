@@ -48,9 +48,13 @@ extern dim3 blockDim, gridDim;
 void __syncthreads (void);
 /* Waits until every live lane of the calling thread's warp arrives. */
 void emu_warp_barrier (void);
-/* 64 bytes per thread: what a lane hands the rest of its warp (shuffles, ldmatrix, mma) between two warp
- * barriers. */
-uint8_t *emu_lane_slot (int linear_thread);
+/* A warp exchange (shuffle, ldmatrix, mma): each lane writes what it hands the warp into its 32-byte slot of
+ * the bank emu_exchange_bank () gives, meets the warp at one barrier, then reads the others' slots of that
+ * bank. The banks alternate from one exchange to the next, so a lane that has read and runs on to the next
+ * exchange writes the other bank, never what a slower lane has still to read: one barrier per exchange, not
+ * two (with one bank each exchange needed a second barrier after the reads). */
+int emu_exchange_bank (void);
+uint8_t *emu_lane_slot (int linear_thread, int bank);
 
 template <typename T>
 static inline T
@@ -60,12 +64,11 @@ __shfl_xor_sync (unsigned mask, T v, int lane_mask, int width = 32)
   (void) width;
   static_assert (sizeof (T) <= 8, "shuffle of a type wider than 8 bytes");
   const int tid = (int) (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
-  const int lane = tid & 31, warp_base = tid & ~31;
-  memcpy (emu_lane_slot (tid), &v, sizeof (T));
+  const int lane = tid & 31, warp_base = tid & ~31, bank = emu_exchange_bank ();
+  memcpy (emu_lane_slot (tid, bank), &v, sizeof (T));
   emu_warp_barrier ();
   T r;
-  memcpy (&r, emu_lane_slot (warp_base + (lane ^ lane_mask)), sizeof (T));
-  emu_warp_barrier ();
+  memcpy (&r, emu_lane_slot (warp_base + (lane ^ lane_mask), bank), sizeof (T));
   return r;
 }
 
@@ -157,7 +160,8 @@ emu_ldmatrix_x4 (uint32_t (&r)[4], const void *row, bool trans)
   const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
   if (((uintptr_t) row & 15) != 0)
     emu_check_failed ("ldmatrix: a row address is not 16-byte aligned");
-  memcpy (emu_lane_slot (tid), &row, sizeof row);
+  const int bank = emu_exchange_bank ();
+  memcpy (emu_lane_slot (tid, bank), &row, sizeof row);
   emu_warp_barrier ();
   for (int q = 0; q < 4; q++)
     {
@@ -166,12 +170,11 @@ emu_ldmatrix_x4 (uint32_t (&r)[4], const void *row, bool trans)
         {
           const int rw = trans ? 2 * (lane % 4) + e : lane / 4, col = trans ? lane / 4 : 2 * (lane % 4) + e;
           const uint8_t *p;
-          memcpy (&p, emu_lane_slot (base + 8 * q + rw), sizeof p);
+          memcpy (&p, emu_lane_slot (base + 8 * q + rw, bank), sizeof p);
           memcpy (&half[e], p + 2 * col, 2);
         }
       memcpy (&r[q], half, 4);
     }
-  emu_warp_barrier ();
 }
 
 static inline void ldmatrix_x4 (uint32_t (&r)[4], const void *row) { emu_ldmatrix_x4 (r, row, false); }
@@ -185,7 +188,8 @@ static inline void
 mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
 {
   const int tid = emu_linear_thread (), lane = tid & 31, base = tid & ~31;
-  uint8_t *mine = emu_lane_slot (tid);
+  const int bank = emu_exchange_bank ();
+  uint8_t *mine = emu_lane_slot (tid, bank);
   memcpy (mine, a, 16);
   memcpy (mine + 16, b, 8);
   emu_warp_barrier ();
@@ -196,7 +200,7 @@ mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
   for (int q = 0; q < 4; q++)
     {
       T av[8];
-      memcpy (av, emu_lane_slot (base + 4 * g + q), 16);
+      memcpy (av, emu_lane_slot (base + 4 * g + q, bank), 16);
       for (int e = 0; e < 2; e++)
         {
           Ar[0][2 * q + e] = emu_to_float (av[e]);
@@ -207,7 +211,7 @@ mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
       for (int c = 0; c < 2; c++)
         {
           T bv[4];
-          memcpy (bv, emu_lane_slot (base + 4 * (2 * t + c) + q) + 16, 8);
+          memcpy (bv, emu_lane_slot (base + 4 * (2 * t + c) + q, bank) + 16, 8);
           for (int e = 0; e < 2; e++)
             {
               Bc[c][2 * q + e] = emu_to_float (bv[e]);
@@ -215,7 +219,6 @@ mma_m16n8k16 (float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
             }
         }
     }
-  emu_warp_barrier ();
   for (int i = 0; i < 4; i++)
     {
       const float *ar = Ar[i >= 2 ? 1 : 0], *bc = Bc[i & 1];
