@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include <sys/mman.h>
+#include <immintrin.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -116,14 +117,18 @@ std::vector<ThreadWgmma> thread_wgmma;       /* per fiber, emptied at every bloc
 /* (first fiber of the warpgroup, k-th wgmma) -> the first thread's descriptors, scale and N */
 std::map<std::pair<int, long>, std::array<uint64_t, 4>> wgmma_issued;
 
-/* Who last wrote each byte of the cluster's dynamic shared memory by cp.async (fiber, -1: nobody since the
- * block start) and that fiber's fence.proxy.async count then: wgmma reads through the async proxy, so a byte
- * whose writer has not fenced since is stale to it on a GPU (plain stores are not seen here). */
+/* Who last wrote each 4-byte word of the cluster's dynamic shared memory by cp.async (fiber, -1: nobody since
+ * the block start) and that fiber's fence.proxy.async count then: wgmma reads through the async proxy, so a
+ * word whose writer has not fenced since is stale to it on a GPU (plain stores are not seen here). Words, not
+ * bytes: a cp.async copies 4, 8 or 16 bytes to an address aligned to its size, so a word has one writer, and
+ * the record is a quarter the size (per byte, wgmma's operand reads missed the cache on it). Reset at a
+ * block start only when a cp.async wrote it since the last reset. */
 struct AsyncWrite {
   int fiber;
   unsigned fences;
 };
 std::vector<AsyncWrite> smem_writes;
+bool smem_writes_dirty;
 std::vector<unsigned> proxy_fences;          /* per fiber: fence.proxy.async calls since its block start */
 
 bool
@@ -410,7 +415,9 @@ run_kernel (dim3 grid, dim3 block, size_t smem, unsigned cluster_z, const std::f
       for (unsigned x = 0; x < grid.x; x++)
         {
           std::vector<bool> ended (cluster_z, false);
-          smem_writes.assign (cluster_z * dynamic_smem_stride, AsyncWrite { -1, 0 });
+          if (smem_writes_dirty || smem_writes.size () != cluster_z * dynamic_smem_stride / 4)
+            smem_writes.assign (cluster_z * dynamic_smem_stride / 4, AsyncWrite { -1, 0 });
+          smem_writes_dirty = false;
           for (unsigned r = 0; r < cluster_z; r++)
             {
               memset (rank_smem (r), 0xff, dynamic_smem_bytes);
@@ -466,9 +473,10 @@ void
 note_async_write (const void *dst, size_t n)
 {
   const unsigned char *p = static_cast<const unsigned char *> (dst);
-  if (p < dynamic_smem_first || p + n > dynamic_smem_first + smem_writes.size ())
+  if (p < dynamic_smem_first || p + n > dynamic_smem_first + 4 * smem_writes.size ())
     return;                              /* not dynamic shared memory */
-  for (size_t i = 0, at = (size_t) (p - dynamic_smem_first); i < n; i++)
+  smem_writes_dirty = true;
+  for (size_t i = 0, at = (size_t) (p - dynamic_smem_first) / 4; i < n / 4; i++)   /* p % 4 == 0, n % 4 == 0 */
     smem_writes[at + i] = AsyncWrite { current_fiber, proxy_fences[(size_t) current_fiber] };
 }
 
@@ -488,7 +496,7 @@ wgmma_element (uint64_t desc, int r, int k, bool bf16)
   if (phys < kSmemWindowBase || phys + 2 > kSmemWindowBase + dynamic_smem_bytes)
     emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
   const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
-  const AsyncWrite &w = smem_writes[(size_t) (p - dynamic_smem_first)];
+  const AsyncWrite &w = smem_writes[(size_t) (p - dynamic_smem_first) / 4];
   if (w.fiber >= 0 && proxy_fences[(size_t) w.fiber] == w.fences)
     emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
   if (bf16)
@@ -500,6 +508,31 @@ wgmma_element (uint64_t desc, int r, int k, bool bf16)
   __half v;
   memcpy (&v, p, 2);
   return __half2float (v);
+}
+
+/* 8 fp16 values to float: with F16C in one instruction (exact, as every fp16 value is a float), else one by one
+ * through cuda_fp16.h's integer code. */
+__attribute__ ((target ("avx,f16c"))) void
+halves_to_floats_f16c (const uint16_t *v, float *out)
+{
+  _mm256_storeu_ps (out, _mm256_cvtph_ps (_mm_loadu_si128 (reinterpret_cast<const __m128i *> (v))));
+}
+
+void
+halves_to_floats (const uint16_t *v, float *out)
+{
+  static const bool f16c = __builtin_cpu_supports ("f16c") && __builtin_cpu_supports ("avx");
+  if (f16c)
+    {
+      halves_to_floats_f16c (v, out);
+      return;
+    }
+  for (int e = 0; e < 8; e++)
+    {
+      __half_raw h;
+      h.x = v[e];
+      out[e] = __half2float (__half (h));
+    }
 }
 
 /* Elements 0..15 of row r, as wgmma_element gives them one by one: a row's 16 elements are two 16-byte chunks
@@ -524,27 +557,21 @@ wgmma_row (uint64_t desc, int r, bool bf16, float *out)
       if (phys < kSmemWindowBase || phys + 16 > kSmemWindowBase + dynamic_smem_bytes)
         emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
       const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
-      const AsyncWrite *w = &smem_writes[(size_t) (p - dynamic_smem_first)];
-      for (int e = 0; e < 8; e++)
-        if (w[2 * e].fiber >= 0 && proxy_fences[(size_t) w[2 * e].fiber] == w[2 * e].fences)
+      const AsyncWrite *w = &smem_writes[(size_t) (p - dynamic_smem_first) / 4];
+      for (int e = 0; e < 4; e++)
+        if (w[e].fiber >= 0 && proxy_fences[(size_t) w[e].fiber] == w[e].fences)
           emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
       uint16_t v[8];
       memcpy (v, p, 16);
-      for (int e = 0; e < 8; e++)
-        {
-          if (bf16)
-            {
-              __nv_bfloat16_raw h;
-              h.x = v[e];
-              out[8 * c + e] = __bfloat162float (__nv_bfloat16 (h));
-            }
-          else
-            {
-              __half_raw h;
-              h.x = v[e];
-              out[8 * c + e] = __half2float (__half (h));
-            }
-        }
+      if (!bf16)
+        halves_to_floats (v, out + 8 * c);
+      else
+        for (int e = 0; e < 8; e++)
+          {
+            __nv_bfloat16_raw h;
+            h.x = v[e];
+            out[8 * c + e] = __bfloat162float (__nv_bfloat16 (h));
+          }
     }
 }
 
