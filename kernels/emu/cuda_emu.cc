@@ -207,6 +207,50 @@ thread_index (int linear)
 void emu_abort_missing_wait (void);
 [[noreturn]] void emu_abort (const char *what);
 
+/* The scheduler's pass over one warp's lanes (run_block): the fibers [lo, lo + lanes) of the block at
+ * `f` (fiber index base), in order or reversed, j visited so far. A lane that reaches a barrier or its end
+ * switches straight to the next runnable lane of the pass, and the last one back to the scheduler: one
+ * switch per lane, where a round trip through the scheduler took two. */
+struct LanePass {
+  Fiber *f;
+  int base, lo, lanes, j;
+  bool reverse;
+};
+LanePass lane_pass;
+
+/* The next lane of the pass still to run (its state is only its own to change, so it is read here, at its
+ * turn, as a loop in the scheduler would), or -1. */
+int
+next_in_pass (void)
+{
+  LanePass &p = lane_pass;
+  while (p.j < p.lanes)
+    {
+      const int k = p.j++, i = p.reverse ? p.lo + p.lanes - 1 - k : p.lo + k;
+      if (p.f[i].state == FIBER_RUN)
+        return i;
+    }
+  return -1;
+}
+
+/* Switches to the pass's next lane, or back to the scheduler when none is left, saving the caller's stack
+ * pointer in *from: a fiber's, or &scheduler_sp when the scheduler starts the pass (then, with no lane to
+ * run, it just returns). */
+void
+run_next_in_pass (void **from)
+{
+  const int i = next_in_pass ();
+  if (i < 0)
+    {
+      if (from != &scheduler_sp)
+        emu_ctx_switch (from, scheduler_sp);
+      return;
+    }
+  current_fiber = lane_pass.base + i;
+  threadIdx = lane_pass.f[i].tid;
+  emu_ctx_switch (from, lane_pass.f[i].sp);
+}
+
 [[noreturn]] void
 fiber_main (void)
 {
@@ -223,7 +267,7 @@ fiber_main (void)
     emu_abort ("a thread ended with wgmma operations not waited for (wgmma.wait_group)");
   Fiber &f = fibers[current_fiber];
   f.state = FIBER_DONE;
-  emu_ctx_switch (&f.sp, scheduler_sp);
+  run_next_in_pass (&f.sp);
   __builtin_unreachable ();
 }
 
@@ -259,7 +303,7 @@ yield_to_scheduler (FiberState state)
   if (!f.dependency_waited)
     emu_abort_missing_wait ();
   f.state = state;
-  emu_ctx_switch (&f.sp, scheduler_sp);
+  run_next_in_pass (&f.sp);
 }
 
 /* Every kernel must call grid_dependency_wait () before anything else: with programmatic dependent launch
@@ -330,15 +374,9 @@ run_block (int base, int n)
           const int w = (round & 1) ? nw - 1 - jw : jw, lo = 32 * w, lanes = n - lo < 32 ? n - lo : 32;
           for (int pass = 0;; pass++)
             {
-              for (int j = 0; j < lanes; j++)
-                {
-                  const int i = ((round + pass) & 1) ? lo + lanes - 1 - j : lo + j;
-                  if (f[i].state != FIBER_RUN)
-                    continue;
-                  current_fiber = base + i;
-                  threadIdx = f[i].tid;
-                  emu_ctx_switch (&scheduler_sp, f[i].sp);
-                }
+              /* the lanes run one after another, each switching to the next (run_next_in_pass) */
+              lane_pass = LanePass { f, base, lo, lanes, 0, ((round + pass) & 1) != 0 };
+              run_next_in_pass (&scheduler_sp);
               int waiting = 0, done = 0;
               for (int l = 0; l < lanes; l++)
                 {
