@@ -453,12 +453,17 @@ splitk_epi_load4 (const ConvEpi<T> &epi, const ConvShape &s, int m, long long pp
   const long long P = (long long) s.B * HoWo;
   const int bb0 = (int) (pp0 / HoWo), pix0 = (int) (pp0 % HoWo);   /* one 64-bit division, not four */
   ConvEpiIn4<T> in;
+  int bb = bb0, pix = pix0;              /* pixel pp0 + j: carried along, no division per j */
 #pragma unroll
   for (int j = 0; j < 4; j++)
     {
       in.ok[j] = pp0 + j < P;
-      const int q = pix0 + (in.ok[j] ? j : 0);
-      in.e[j] = conv_epi_load (epi, s.Cout, HoWo, bb0 + q / HoWo, m, q % HoWo);
+      in.e[j] = conv_epi_load (epi, s.Cout, HoWo, in.ok[j] ? bb : bb0, m, in.ok[j] ? pix : pix0);
+      if (++pix == HoWo)
+        {
+          pix = 0;
+          bb++;
+        }
     }
   return in;
 }
