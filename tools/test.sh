@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 stages=${TEST_STAGES:-meson gimp fuzz asan tsan valgrind}
 tools/install-deps.sh --test || exit 1
+echo "=== install-deps: $SECONDS s"
 
 passed=0 failed=0 skipped=0 failures=()
 logs=$build-stage-logs
@@ -31,13 +32,14 @@ stage() {  # stage NAME COMMAND...: runs one stage, counts it, times it, keeps i
 }
 has() { [[ " $stages " == *" $1 "* ]]; }
 
-# On Debian 12 the plug-in's stage runs in a Debian 13 tree (tools/trixie.sh). Made fresh it takes minutes,
-# mostly downloads and unpacking, so it is made in the background while the build and meson test keep the
-# cores busy; the gimp stage waits for it. Its output is in $logs/trixie.log (the last lines again in the gimp
-# stage's when it failed).
+# On Debian 12 the plug-in's stage runs in a Debian 13 tree (tools/trixie.sh). Made fresh it takes minutes of
+# downloads and of dpkg, so it is made in the background from the start, at the lowest CPU and I/O priority:
+# it takes what the build and meson test leave idle (downloads, their single-threaded stretches) and slows
+# neither much. The gimp stage waits for what is left. Its output is in $logs/trixie.log (the last lines again
+# in the gimp stage's when it failed).
 trixie_pid=
 if has gimp && ! pkg-config --exists gimp-3.0 && [ "$(id -u)" = 0 ]; then
-  tools/trixie.sh > "$logs/trixie.log" 2>&1 &
+  nice -n 19 ionice -c 3 tools/trixie.sh > "$logs/trixie.log" 2>&1 &
   trixie_pid=$!
   trap '[ -z "$trixie_pid" ] || wait "$trixie_pid"' EXIT   # never leave it writing the tree behind us
 fi
@@ -53,8 +55,10 @@ gimp_stage() {  # gimp_stage [STATUS]: the background tree's log and exit status
 }
 
 if has meson; then
+  start=$SECONDS
   [ -f "$build/build.ninja" ] || meson setup "$build" || exit 1
   ninja -C "$build" || exit 1
+  echo "=== build: $((SECONDS - start)) s"
   start=$SECONDS
   meson test -C "$build" --print-errorlogs --num-processes 2
   echo "=== meson test: $((SECONDS - start)) s"
