@@ -186,6 +186,13 @@ std::multimap<size_t, void *> free_blocks;
 size_t free_block_bytes;
 const size_t kFreeCacheBytes = (size_t) 1 << 30;
 
+/* What an allocation of `bytes` takes: whole 256-byte units (cudaMalloc's alignment) */
+size_t
+allocation_size (size_t bytes)
+{
+  return (bytes + 255) & ~(size_t) 255;
+}
+
 size_t
 memory_limit (void)
 {
@@ -528,6 +535,37 @@ const uint32_t kSmemWindowBase = 128;       /* shared address of the dynamic sha
 /* Element k (0..15) of row r (0..63 of A, 0..N-1 of B) of a K-major operand with 128-byte swizzle: rows of
  * 128 bytes, 8-row groups sbo bytes apart, 16-byte chunk c of an address stored at chunk c ^ (address bits
  * 7..9), as the hardware applies the swizzle to the shared address itself. */
+/* The `bytes` bytes of an operand at shared-window address phys, where the async proxy sees them: inside the
+ * block's dynamic shared memory (else abort), and every cp.async that wrote one of their words fenced since
+ * (else abort). */
+const unsigned char *
+wgmma_operand_bytes (uint32_t phys, uint32_t bytes)
+{
+  if (phys < kSmemWindowBase || phys + bytes > kSmemWindowBase + dynamic_smem_bytes)
+    emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
+  const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
+  const size_t first = (size_t) (p - dynamic_smem_first) / 4, last = (size_t) (p + bytes - 1 - dynamic_smem_first) / 4;
+  for (size_t i = first; i <= last; i++)
+    if (smem_writes[i].fiber >= 0 && proxy_fences[(size_t) smem_writes[i].fiber] == smem_writes[i].fences)
+      emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
+  return p;
+}
+
+/* An fp16 or bf16 operand's bits as float (exact). */
+float
+operand_float (uint16_t bits, bool bf16)
+{
+  if (bf16)
+    {
+      __nv_bfloat16_raw h;
+      h.x = bits;
+      return __bfloat162float (__nv_bfloat16 (h));
+    }
+  __half_raw h;
+  h.x = bits;
+  return __half2float (__half (h));
+}
+
 float
 wgmma_element (uint64_t desc, int r, int k, bool bf16)
 {
@@ -535,22 +573,9 @@ wgmma_element (uint64_t desc, int r, int k, bool bf16)
   if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0)
     emu_abort ("wgmma: only 128-byte-swizzle descriptors with base offset 0 are emulated");
   const uint32_t addr = start + (uint32_t) (r >> 3) * sbo + (uint32_t) (r & 7) * 128 + (uint32_t) k * 2;
-  const uint32_t phys = addr ^ (((addr >> 7) & 7) << 4);
-  if (phys < kSmemWindowBase || phys + 2 > kSmemWindowBase + dynamic_smem_bytes)
-    emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
-  const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
-  const AsyncWrite &w = smem_writes[(size_t) (p - dynamic_smem_first) / 4];
-  if (w.fiber >= 0 && proxy_fences[(size_t) w.fiber] == w.fences)
-    emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
-  if (bf16)
-    {
-      __nv_bfloat16 v;
-      memcpy (&v, p, 2);
-      return __bfloat162float (v);
-    }
-  __half v;
-  memcpy (&v, p, 2);
-  return __half2float (v);
+  uint16_t bits;
+  memcpy (&bits, wgmma_operand_bytes (addr ^ (((addr >> 7) & 7) << 4), 2), 2);
+  return operand_float (bits, bf16);
 }
 
 /* 8 fp16 values to float: with F16C in one instruction (exact, as every fp16 value is a float), else one by one
@@ -571,11 +596,7 @@ halves_to_floats (const uint16_t *v, float *out)
       return;
     }
   for (int e = 0; e < 8; e++)
-    {
-      __half_raw h;
-      h.x = v[e];
-      out[e] = __half2float (__half (h));
-    }
+    out[e] = operand_float (v[e], false);
 }
 
 /* Elements 0..15 of row r, as wgmma_element gives them one by one: a row's 16 elements are two 16-byte chunks
@@ -596,25 +617,13 @@ wgmma_row (uint64_t desc, int r, bool bf16, float *out)
   const uint32_t swizzle = ((addr >> 7) & 7) << 4;
   for (int c = 0; c < 2; c++)
     {
-      const uint32_t phys = (addr + 16 * (uint32_t) c) ^ swizzle;
-      if (phys < kSmemWindowBase || phys + 16 > kSmemWindowBase + dynamic_smem_bytes)
-        emu_abort ("wgmma: an operand element lies outside the block's dynamic shared memory");
-      const unsigned char *p = rank_smem (current_rank) + (phys - kSmemWindowBase);
-      const AsyncWrite *w = &smem_writes[(size_t) (p - dynamic_smem_first) / 4];
-      for (int e = 0; e < 4; e++)
-        if (w[e].fiber >= 0 && proxy_fences[(size_t) w[e].fiber] == w[e].fences)
-          emu_abort ("wgmma: an operand written by cp.async whose thread has not run fence.proxy.async since");
       uint16_t v[8];
-      memcpy (v, p, 16);
+      memcpy (v, wgmma_operand_bytes ((addr + 16 * (uint32_t) c) ^ swizzle, 16), 16);
       if (!bf16)
         halves_to_floats (v, out + 8 * c);
       else
         for (int e = 0; e < 8; e++)
-          {
-            __nv_bfloat16_raw h;
-            h.x = v[e];
-            out[8 * c + e] = __bfloat162float (__nv_bfloat16 (h));
-          }
+          out[8 * c + e] = operand_float (v[e], true);
     }
 }
 
@@ -948,7 +957,7 @@ cudaMalloc (void **p, size_t bytes)
   *p = nullptr;
   if (allocated_bytes + bytes > memory_limit ())
     return cudaErrorMemoryAllocation;
-  const size_t rounded = (bytes + 255) & ~(size_t) 255;
+  const size_t rounded = allocation_size (bytes);
   void *m;
   const auto kept = free_blocks.find (rounded);
   if (kept != free_blocks.end ())
@@ -976,7 +985,7 @@ cudaFree (void *p)
   if (it == allocations.end ())
     return cudaErrorInvalidValue;
   allocated_bytes -= it->second;
-  const size_t rounded = (it->second + 255) & ~(size_t) 255;
+  const size_t rounded = allocation_size (it->second);
   allocations.erase (it);
   if (free_block_bytes + rounded <= kFreeCacheBytes)
     {
@@ -991,7 +1000,7 @@ cudaFree (void *p)
 cudaError_t
 cudaMallocHost (void **p, size_t bytes)
 {
-  *p = aligned_alloc (256, (bytes + 255) & ~(size_t) 255);
+  *p = aligned_alloc (256, allocation_size (bytes));
   return *p != nullptr ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 

@@ -31,7 +31,8 @@ else
   echo "PASS: exports only ddpm_cuda_backend_create"
 fi
 if [ -n "$CUOBJDUMP" ]; then
-  elfs=$("$CUOBJDUMP" --list-elf "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
+  elf_list=$("$CUOBJDUMP" --list-elf "$MODULE" 2>/dev/null)
+  elfs=$(echo "$elf_list" | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
   ptx=$("$CUOBJDUMP" --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
   want="sm_80 sm_90a" ptx_want=sm_90
   case "${EXPECT_ARCHS:-all}" in
@@ -44,7 +45,7 @@ if [ -n "$CUOBJDUMP" ]; then
   done
   # no more than asked for either: each architecture costs minutes of build. (nvcc's device link adds a stub
   # cubin of its own default architecture, libddpm-cuda.1.sm_75.cubin, without kernels: not counted.)
-  compiled=$("$CUOBJDUMP" --list-elf "$MODULE" 2>/dev/null | grep -v ': libddpm-cuda\.' | grep -o 'sm_[0-9]*a\?' | sort -u)
+  compiled=$(echo "$elf_list" | grep -v ': libddpm-cuda\.' | grep -o 'sm_[0-9]*a\?' | sort -u)
   for sm in $compiled; do
     case " $want " in *" $sm "*) ;; *) echo "FAIL: $sm machine code, not asked for (want: $want)"; fail=1 ;; esac
   done
