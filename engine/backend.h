@@ -149,6 +149,16 @@ typedef struct {
   /* Device ops run asynchronously and return nothing, so a failure inside one (launch error, device fault)
    * is kept: this waits for queued work and returns FALSE with the first failure since the last call. */
   gboolean (*check_error) (DdpmBackend *be, GError **error);
+
+  /* ---- optional: alternative settings for the tuner (engine/tuning.c; NULL on the CPU) ---- */
+  /* Variant i's settings in words ("GN=cluster DEFER_REDUCE=1"), NULL past the last; variant 0 ("") is the
+   * backend's defaults. Every variant computes the same function; they differ in kernels, so in speed and in
+   * rounding. */
+  const char *(*variant_name) (DdpmBackend *be, int i);
+  /* Makes settings (a variant's name, several variants' joined by a space, or "" for the defaults) those of the
+   * ops that follow, outside graph captures; graphs and scratch sizes planned before are stale. FALSE with the
+   * reason where they cannot run here or are malformed (the previous ones stay). */
+  gboolean (*set_variant) (DdpmBackend *be, const char *settings, GError **error);
 } DdpmBackendOps;
 
 /* Each backend embeds this as its first member. */
@@ -156,6 +166,7 @@ struct DdpmBackend {
   const DdpmBackendOps *ops;
   DdpmPrecision precision;
   char description[160];           /* e.g. "cpu (2 threads, OpenBLAS)" */
+  char build_id[64];               /* identifies the backend's code (the CUDA module's size and time), or "" */
   /* TRUE (with gather_rows): the engine keeps every resnet's time projection of each timestep used so far in a
    * table (engine/unet.h ddpm_unet_prepare_timesteps), and a forward gathers its rows: one launch instead of the
    * embedding chain's four (sinusoid, two linears, the stacked projections). CUDA: unless

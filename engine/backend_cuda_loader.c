@@ -15,6 +15,7 @@
 #include "backend.h"
 
 #include <dlfcn.h>
+#include <glib/gstdio.h>
 #include <string.h>
 
 #define DDPM_CUDA_MODULE_NAME "libddpm-cuda.so"
@@ -102,5 +103,10 @@ ddpm_backend_cuda_new (DdpmPrecision precision, GError **error)
       g_propagate_prefixed_error (error, local, "CUDA: ");
       return NULL;
     }
+  /* which build of the module runs (a tuning decision holds for one build): its file's size and time */
+  Dl_info info;
+  GStatBuf st;
+  if (dladdr ((void *) create, &info) != 0 && info.dli_fname != NULL && g_stat (info.dli_fname, &st) == 0)
+    g_snprintf (be->build_id, sizeof be->build_id, "%lld-%lld", (long long) st.st_size, (long long) st.st_mtime);
   return be;
 }

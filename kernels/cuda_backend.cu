@@ -350,6 +350,67 @@ cuda_write_params (DdpmBackend *be, void *params_dev, const DdpmStepParams *host
   cuda_to_device (be, params_dev, host, sizeof *host);
 }
 
+/* ---- tuning variants (cuda_switches.cu) ---- */
+
+static void
+use_variant (CudaBackend *cb, const char *settings)
+{
+  char *copy = g_strdup (settings);      /* settings may be cb->variant_settings itself */
+  g_free (cb->variant_settings);
+  g_strfreev (cb->variant_tokens);
+  cb->variant_settings = copy;
+  cb->variant_tokens = g_strsplit_set (copy, " \t", -1);
+  cuda_switches_read (cb);
+}
+
+static const char *
+cuda_variant_name (DdpmBackend *be, int i)
+{
+  CudaBackend *cb = cuda_backend (be);
+  return i >= 0 && i < (int) g_strv_length (cb->variants) ? cb->variants[i] : NULL;
+}
+
+/* Whether settings are NAME=value tokens (NAME in capitals, digits and '_') separated by blanks. */
+static gboolean
+settings_well_formed (const char *settings)
+{
+  g_auto (GStrv) tokens = g_strsplit_set (settings, " \t", -1);
+  for (char **t = tokens; *t != NULL; t++)
+    {
+      const size_t n = strspn (*t, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+      if (**t != '\0' && (n == 0 || (*t)[n] != '=' || (*t)[n + 1] == '\0'))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+cuda_set_variant (DdpmBackend *be, const char *settings, GError **error)
+{
+  CudaBackend *cb = cuda_backend (be);
+  if (cb->capturing || !settings_well_formed (settings))
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT, "CUDA backend: settings '%s' %s", settings,
+                   cb->capturing ? "during a graph capture" : "are not NAME=value ...");
+      return FALSE;
+    }
+  cuda_flush_reduce (cb);               /* a held-back sum is launched under the settings that held it */
+  if (!take_error (cb, error))
+    return FALSE;
+  cuda_graph_reset (be);                /* a captured graph holds the old settings' kernels */
+  g_autofree char *previous = g_strdup (cb->variant_settings);
+  const char *unmet_before = cuda_switches_unmet (cb);   /* the environment's own, not these settings' */
+  use_variant (cb, settings);
+  const char *unmet = cuda_switches_unmet (cb);
+  if (unmet != NULL && g_strcmp0 (unmet, unmet_before) != 0)
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_UNSUPPORTED, "%s", unmet);
+      use_variant (cb, previous);
+      return FALSE;
+    }
+  return take_error (cb, error);
+}
+
 /* ---- graphs: one stream capture, replayed per step ---- */
 
 static gboolean
@@ -484,6 +545,9 @@ cuda_destroy (DdpmBackend *be)
     cudaFreeHost (cb->staging);
   if (cb->stream != NULL)
     cudaStreamDestroy (cb->stream);
+  g_strfreev (cb->variants);
+  g_strfreev (cb->variant_tokens);
+  g_free (cb->variant_settings);
   g_clear_error (&cb->error);
   g_free (cb);
 }
@@ -531,6 +595,8 @@ static const DdpmBackendOps cuda_ops = {
   .graph_launch = cuda_graph_launch,
   .graph_reset = cuda_graph_reset,
   .check_error = cuda_check_error,
+  .variant_name = cuda_variant_name,
+  .set_variant = cuda_set_variant,
 };
 
 static const DdpmBackendOps cuda_ops_eager = {
@@ -540,6 +606,8 @@ static const DdpmBackendOps cuda_ops_eager = {
   .graph_launch = NULL,
   .graph_reset = NULL,
   .check_error = cuda_check_error,
+  .variant_name = cuda_variant_name,
+  .set_variant = cuda_set_variant,
 };
 
 /* Why the runtime cannot reach a device, in words a user can act on. */
@@ -561,17 +629,6 @@ set_no_device (GError **error, cudaError_t e)
   else
     g_set_error (error, DDPM_ERROR, DDPM_ERROR_DEVICE, "CUDA is unavailable: %s (%s)", cudaGetErrorString (e),
                  cudaGetErrorName (e));
-}
-
-static const char *
-precision_name (DdpmPrecision p)
-{
-  switch (p)
-    {
-    case DDPM_PRECISION_FP32: return "fp32";
-    case DDPM_PRECISION_BF16: return "bf16";
-    default: return "fp16";
-    }
 }
 
 static gboolean
@@ -678,14 +735,6 @@ env_int (const char *name)
   return v != NULL ? atoi (v) : 0;
 }
 
-/* $name when it is a power of two in [lo, hi], else 0 (the planner's own rule) */
-static int
-env_pow2 (const char *name, int lo, int hi)
-{
-  const int v = env_int (name);
-  return v >= lo && v <= hi && (v & (v - 1)) == 0 ? v : 0;
-}
-
 extern "C" __attribute__ ((visibility ("default"))) DdpmBackend *
 ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
 {
@@ -735,51 +784,6 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
   cb->cc_minor = prop.minor;
   g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s", prop.name);
 
-  const char *conv = g_getenv ("DDPM_CUDA_CONV");
-  cb->conv_algo = conv == NULL ? CONV_AUTO : strcmp (conv, "gemm") == 0 ? CONV_GEMM
-                  : strcmp (conv, "implicit") == 0 ? CONV_IMPLICIT : strcmp (conv, "nhwc") == 0 ? CONV_NHWC
-                  : strcmp (conv, "mma") == 0 ? CONV_MMA : strcmp (conv, "wgmma") == 0 ? CONV_WGMMA : CONV_AUTO;
-  const char *tile = g_getenv ("DDPM_CUDA_CONV_TILE");
-  cb->conv_tile = tile == NULL ? TILE_AUTO : strcmp (tile, "small") == 0 ? TILE_SMALL
-                  : strcmp (tile, "large") == 0 ? TILE_LARGE : strcmp (tile, "mma") == 0 ? TILE_MMA
-                  : strcmp (tile, "wgmma") == 0 ? TILE_WGMMA : TILE_AUTO;
-  cb->conv_splitk = env_int ("DDPM_CUDA_CONV_SPLITK");
-  cb->conv_pointwise = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PW"), "0") != 0;
-  /* attention's projections as 1x1 convs up to 16 images at 16 x 16 tokens. H100, 2026-11-27, against cuBLAS
-   * (one point each side of the line): at 256 pixels 0.7 % slower per forward (cifar10-32 b1), but the first
-   * sampling call 85 ms faster (DDPM-1000 cold 1099 against 1184 ms; DDIM-50 on emoji-32 43 against 130 ms);
-   * at 32768 (cifar10-32 b128) 3.5 % slower, where cuBLAS's first use is paid off within a few steps */
-  const char *proj = g_getenv ("DDPM_CUDA_PROJ");
-  cb->proj_conv_pixels = g_strcmp0 (proj, "cublas") == 0 ? 0 : g_strcmp0 (proj, "conv") == 0 ? G_MAXINT64 : 4096;
-  /* the split-K rule's two numbers, for tuning runs on a GPU (conv2d.cu conv_plan) */
-  const int bps = env_int ("DDPM_CUDA_CONV_SPLIT_BLOCKS_PER_SM"), mks = env_int ("DDPM_CUDA_CONV_SPLIT_MIN_SLICES");
-  cb->conv_split_blocks_per_sm = bps > 0 ? bps : 2;
-  cb->conv_split_min_slices = mks > 0 ? mks : 2;
-  const char *gn = g_getenv ("DDPM_CUDA_GN");
-  cb->gn_mode = gn == NULL ? GN_AUTO : strcmp (gn, "fused") == 0 ? GN_FUSED
-                : strcmp (gn, "split") == 0 ? GN_SPLIT : strcmp (gn, "cluster") == 0 ? GN_CLUSTER : GN_AUTO;
-  cb->gn_cluster = env_pow2 ("DDPM_CUDA_GN_CLUSTER", 2, 16);
-  cb->gn_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_GN_CONV"), "0") != 0;
-  const char *attn = g_getenv ("DDPM_CUDA_ATTN");
-  cb->attn_mode = attn == NULL ? ATTN_AUTO : strcmp (attn, "cublas") == 0 ? ATTN_CUBLAS
-                  : strcmp (attn, "wmma") == 0 ? ATTN_WMMA : strcmp (attn, "mma") == 0 ? ATTN_MMA
-                  : strcmp (attn, "split") == 0 ? ATTN_SPLIT : strcmp (attn, "cluster") == 0 ? ATTN_CLUSTER
-                  : ATTN_AUTO;
-  cb->fa_cluster = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_CLUSTER"), "0") == 0 ? -1
-                   : env_pow2 ("DDPM_CUDA_FA_CLUSTER", 2, 8);
-  cb->fa_warps = g_strcmp0 (g_getenv ("DDPM_CUDA_FA_WARPS"), "4") == 0 ? 4 : 8;
-  cb->attn_out_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_ATTN_OUT"), "0") != 0;
-  cb->fa_ds = env_pow2 ("DDPM_CUDA_FA_DS", 16, 256);   /* 256: flash_attention.cu's kernel only */
-  cb->fa_qt = env_pow2 ("DDPM_CUDA_FA_QT", 1, 4);
-  cb->fa_kw = env_pow2 ("DDPM_CUDA_FA_KW", 16, 64);
-  cb->direct_warps = env_pow2 ("DDPM_CUDA_DIRECT_WARPS", 8, 32);
-  cb->proj_split = g_strcmp0 (g_getenv ("DDPM_CUDA_PROJ_SPLIT"), "0") != 0;
-  /* off by default: on the H200 (2026-11-27) the one forward timed with it, cifar10-32 b1 0.917 ms, was no
-   * faster than the run before without it (0.88); one GroupNorm block per group reads all its partials, so
-   * the sum runs on 32 SMs where the second launch spreads it over all of them (kernels/NOTES.md) */
-  cb->defer_reduce = g_strcmp0 (g_getenv ("DDPM_CUDA_DEFER_REDUCE"), "1") == 0;
-  cb->conv_prefetch = g_strcmp0 (g_getenv ("DDPM_CUDA_CONV_PREFETCH"), "0") != 0;
-  cb->upsample_conv_fuse = g_strcmp0 (g_getenv ("DDPM_CUDA_UPSAMPLE_CONV"), "0") != 0;
   /* each forward looks its time projections up (engine/unet.h ddpm_unet_prepare_timesteps): 3 launches fewer */
   cb->base.time_table = g_strcmp0 (g_getenv ("DDPM_CUDA_TIME_TABLE"), "0") != 0;
 
@@ -810,51 +814,22 @@ ddpm_cuda_backend_create (DdpmPrecision precision, GError **error)
       }
 
   cuda_flash_mma_prepare (cb);
-  /* GroupNorm over thread-block clusters only where asked for, until a GPU run times it */
-  cb->gn_cluster_max = cb->gn_mode == GN_CLUSTER ? cuda_gn_cluster_prepare (cb) : 0;
-  if (cb->gn_mode == GN_CLUSTER && cb->gn_cluster_max == 0)
-    g_message ("CUDA backend: no GroupNorm clusters here (needs a cc 9.0+ device): one block per group");
-  /* the wgmma convolution only where asked for, until a GPU run times it (it probes and sets attributes) */
-  cb->wgmma_overlap = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_OVERLAP"), "1") == 0;
-  cb->wgmma_split = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_SPLIT"), "0") != 0;
-  cb->wgmma_bn = g_strcmp0 (g_getenv ("DDPM_CUDA_WGMMA_BN"), "256") == 0 ? 256 : 128;
-  const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
-  cb->conv_wgmma_ready = wgmma_asked && cuda_conv_wgmma_prepare (cb);
-  if (wgmma_asked && !cb->conv_wgmma_ready && cb->act_type != CT_F32)
-    g_message ("CUDA backend: no wgmma convolution here (needs fp16/bf16, a cc 9.0 device and sm_90a code): the "
-               "other tiles run");
   cuda_profile_init (cb);
   if (cb->profile != NULL)
     cb->base.ops = &cuda_ops_eager;
   /* programmatic dependent launch where it works, unless $DDPM_CUDA_PDL=0 or profiling (the profile's events
    * between kernels would serialise them anyway) */
   cb->pdl = cb->profile == NULL && g_strcmp0 (g_getenv ("DDPM_CUDA_PDL"), "0") != 0 && probe_pdl (cb);
-  /* split-K sums: a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last block
-   * summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same; H100, 2026-11-27: 1.046 against
-   * 1.141 with each tile's splits summing inside their thread-block cluster, celebahq-256 b1 8.47 / 8.55: the
-   * cluster barriers cost more than the launch they save). $DDPM_CUDA_CONV_REDUCE=cluster (where the creation
-   * probe launches one: sm_90) or =last-block picks one of the others, $DDPM_CUDA_CONV_CLUSTER_MAX=2..16 caps
-   * the cluster (and so the K splits). fp32 convolutions never split (im2col + cuBLAS): no probe. */
-  const char *reduce = g_getenv ("DDPM_CUDA_CONV_REDUCE");
-  cb->conv_cluster_max = cb->act_type != CT_F32 && g_strcmp0 (reduce, "cluster") == 0 ? cuda_conv_cluster_probe (cb)
-                         : 0;
-  const int cluster_cap = env_pow2 ("DDPM_CUDA_CONV_CLUSTER_MAX", 2, 16);
-  if (cluster_cap > 0 && cluster_cap < cb->conv_cluster_max)
-    cb->conv_cluster_max = cluster_cap;
-  cb->conv_reduce = g_strcmp0 (reduce, "last-block") == 0 ? REDUCE_LAST_BLOCK
-                    : cb->conv_cluster_max > 0 ? REDUCE_CLUSTER : REDUCE_KERNEL;
-
   char *blas_note = NULL;
   cb->have_blas = setup_blas (cb, &blas_note);
-  char clusters[32] = "", gn_clusters[40] = "";
-  if (cb->conv_reduce == REDUCE_CLUSTER)
-    g_snprintf (clusters, sizeof clusters, ", clusters of %d", cb->conv_cluster_max);
-  if (cb->gn_cluster_max > 0)
-    g_snprintf (gn_clusters, sizeof gn_clusters, ", GroupNorm clusters of up to %d", cb->gn_cluster_max);
-  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s%s%s)", prop.name,
-              prop.major, prop.minor, precision_name (cb->base.precision), blas_note, cb->pdl ? ", PDL" : "",
-              clusters, !cb->conv_wgmma_ready ? "" : cb->wgmma_bn == 256 ? ", wgmma convs 128 x 256" : ", wgmma convs",
-              gn_clusters);
+  g_strlcpy (cb->blas_note, blas_note, sizeof cb->blas_note);
   g_free (blas_note);
+  g_strlcpy (cb->device_name, prop.name, sizeof cb->device_name);
+  /* the switches after PDL is decided (the convolution cluster probe launches as a graph would) */
+  cuda_variants_init (cb);
+  use_variant (cb, "");
+  const char *unmet = cuda_switches_unmet (cb);
+  if (unmet != NULL)
+    g_message ("CUDA backend: %s; the defaults run instead", unmet);
   return &cb->base;
 }

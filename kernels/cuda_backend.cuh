@@ -165,6 +165,11 @@ struct CudaBackend {
                                     * ($DDPM_CUDA_GN_CONV=0: no) */
   gboolean pdl;                    /* kernels launched with programmatic dependent launch (sm_90+, unless
                                     * $DDPM_CUDA_PDL=0 or profiling; cuda_compat.cuh grid_dependency_wait) */
+  char **variants;                 /* the settings the tuner may try (cuda_switches.cu); [0] "" the defaults */
+  char *variant_settings;          /* the current settings (cuda_set_variant), "" for the defaults */
+  char **variant_tokens;           /* their NAME=value tokens */
+  char device_name[256];           /* the device's own name, for the description */
+  char blas_note[96];              /* "cuBLAS", or why not */
   GError *error;                   /* first asynchronous failure, until reported */
   CudaProfile *profile;            /* $DDPM_CUDA_PROFILE: per-kernel event times, else NULL */
 };
@@ -174,6 +179,16 @@ cuda_backend (DdpmBackend *be)
 {
   return reinterpret_cast<CudaBackend *> (be);
 }
+
+/* cuda_switches.cu: $DDPM_CUDA_<name>, else the current variant's setting of name, else NULL. */
+const char *cuda_switch (const CudaBackend *cb, const char *name);
+/* Reads every switch into cb (probing what asks for probes: GroupNorm and convolution clusters, wgmma) and
+ * writes the description; outside graph captures. */
+void cuda_switches_read (CudaBackend *cb);
+/* Why a switch asked for cannot take effect here, or NULL. */
+const char *cuda_switches_unmet (const CudaBackend *cb);
+/* cb->variants from the built-in list or $DDPM_CUDA_VARIANTS, less those that set a switch the environment sets. */
+void cuda_variants_init (CudaBackend *cb);
 
 /* Keeps the first failure (code DDPM_ERROR_DEVICE unless given) and warns once. */
 void cuda_fail (CudaBackend *cb, int code, const char *format, ...) G_GNUC_PRINTF (3, 4);
