@@ -194,7 +194,7 @@ has_suffix_ci (const char *s, const char *suffix)
 typedef struct {
   char *model, *device, *precision;
   int threads;
-  gboolean quiet;
+  gboolean quiet, tune, tune_again;
   DdpmDevice dev;
   DdpmPrecision prec;
 } RunOptions;
@@ -219,6 +219,10 @@ add_run_entries (GOptionContext *oc, RunOptions *r, gboolean with_model)
     { "precision", 0, 0, G_OPTION_ARG_STRING, &r->precision, "fp32, fp16 or bf16 (default: the backend's)", "P" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &r->threads, "CPU threads (default: OpenMP's)", "N" },
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &r->quiet, "no progress on stderr", NULL },
+    { "tune", 0, 0, G_OPTION_ARG_NONE, &r->tune, "CUDA: time the backend's alternative kernels at the first "
+      "forward of each size and keep the fastest that agrees with the defaults (decisions cached in "
+      "~/.cache/gimp-ddpm/tuning.ini; also $DDPM_TUNE=1)", NULL },
+    { "tune-again", 0, 0, G_OPTION_ARG_NONE, &r->tune_again, "as --tune, ignoring cached decisions", NULL },
     { NULL },
   };
   if (with_model)
@@ -300,10 +304,21 @@ static DdpmContext *
 new_context (DdpmModel *model, const RunOptions *r, GError **error)
 {
   DdpmContext *ctx = ddpm_context_new (model, r->dev, r->prec, error);
+  if (ctx && (r->tune || r->tune_again))
+    ddpm_context_set_tuning (ctx, r->tune_again ? DDPM_TUNING_AGAIN : DDPM_TUNING_CACHED);
   if (ctx && !r->quiet)
     fprintf (stderr, "ddpm: device %s, precision %s\n", ddpm_context_device_name (ctx),
              precision_name (ddpm_context_precision (ctx)));
   return ctx;
+}
+
+/* The tuning's report on stderr, once per context (after the first forward planned it). */
+static void
+print_tuning (DdpmContext *ctx, const RunOptions *r)
+{
+  const char *report = ddpm_context_tuning_report (ctx);
+  if (report != NULL && !r->quiet)
+    fprintf (stderr, "ddpm: %s", report);
 }
 
 /* n = a * b * c * ... as size_t, FALSE on overflow. */
@@ -494,6 +509,7 @@ cmd_eps (int argc, char **argv)
   install_sigint (ctx);
   gboolean ok = ddpm_context_eps (ctx, x->data, tv, batch, (int) x->shape[2], (int) x->shape[3], eps, &error);
   uninstall_sigint ();
+  print_tuning (ctx, &r);
   if (!ok || !ddpm_npy_save_f32 (out_path, eps, 4, out_shape, &error))
     goto fail;
   run_options_clear (&r);
@@ -791,6 +807,7 @@ cmd_sample (int argc, char **argv)
   gboolean ok = ddpm_sample (ctx, &p, out, &error);
   const double sample_ms = (g_get_monotonic_time () - t_sample) / 1e3;
   uninstall_sigint ();
+  print_tuning (ctx, &r);
   if (!ok)
     goto fail;
   if (report_time)
@@ -1030,6 +1047,7 @@ cmd_denoise (int argc, char **argv)
   install_sigint (ctx);
   gboolean ok = ddpm_sample (ctx, &p, ypad, &error);
   uninstall_sigint ();
+  print_tuning (ctx, &r);
   if (!ok)
     goto fail;
   image_crop (ypad, c, hp, wp, h, w, y);
@@ -1203,6 +1221,7 @@ cmd_bench (int argc, char **argv)
         }
     }
   uninstall_sigint ();
+  print_tuning (ctx, &r);
 
   double mean = 0;
   for (int i = 0; i < iters; i++)

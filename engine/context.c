@@ -40,6 +40,10 @@ ddpm_context_new (DdpmModel *model, DdpmDevice device, DdpmPrecision precision, 
   ctx->model = model;
   ctx->be = be;
   ctx->device_name = note ? g_strdup_printf ("%s (%s)", be->description, note) : g_strdup (be->description);
+  /* $DDPM_TUNE=1 (or =again): tune as ddpm_context_set_tuning would, for programs that do not ask (the plug-in) */
+  const char *tune = g_getenv ("DDPM_TUNE");
+  ctx->tuning = g_strcmp0 (tune, "again") == 0 ? DDPM_TUNING_AGAIN
+                : tune != NULL && *tune != '\0' && strcmp (tune, "0") != 0 ? DDPM_TUNING_CACHED : DDPM_TUNING_OFF;
   ctx->unet = ddpm_unet_new (model, be, error);
   if (ctx->unet == NULL)
     {
@@ -78,14 +82,13 @@ ddpm_context_free (DdpmContext *ctx)
       ctx->be->ops->destroy (ctx->be);
     }
   g_free (ctx->device_name);
+  g_free (ctx->tuning_report);
   g_free (ctx);
 }
 
-gboolean
-ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **error)
+static gboolean
+plan_buffers (DdpmContext *ctx, int batch, int height, int width, GError **error)
 {
-  if (ctx->B == batch && ctx->H == height && ctx->W == width)
-    return TRUE;
   DdpmBackend *be = ctx->be;
   if (be->ops->graph_reset != NULL)
     be->ops->graph_reset (be);
@@ -113,6 +116,34 @@ ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **
   ctx->H = height;
   ctx->W = width;
   return TRUE;
+}
+
+gboolean
+ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **error)
+{
+  if (ctx->B == batch && ctx->H == height && ctx->W == width)
+    return TRUE;
+  if (!plan_buffers (ctx, batch, height, width, error))
+    return FALSE;
+  if (ddpm_context_tune (ctx, error))
+    return TRUE;
+  free_buffers (ctx);              /* planned again next time (a device failure usually ends the context) */
+  return FALSE;
+}
+
+void
+ddpm_context_set_tuning (DdpmContext *ctx, DdpmTuning tuning)
+{
+  ctx->tuning = tuning;
+  ctx->B = ctx->H = ctx->W = 0;    /* the next plan tunes (or leaves the variant as it is) */
+  if (ctx->unet != NULL)
+    ddpm_unet_forget_plan (ctx->unet);
+}
+
+const char *
+ddpm_context_tuning_report (const DdpmContext *ctx)
+{
+  return ctx->tuning_report;
 }
 
 const char *
@@ -156,8 +187,8 @@ ddpm_context_check_device (DdpmContext *ctx, GError **error)
 
 /* One forward from ctx->x, ctx->t into ctx->eps. On backends with graphs it is captured once per plan and
  * replayed: a forward is ~100-300 small launches, whose CPU cost is the run time at small batches. */
-static gboolean
-eps_forward (DdpmContext *ctx, GError **error)
+gboolean
+ddpm_context_forward (DdpmContext *ctx, GError **error)
 {
   DdpmBackend *be = ctx->be;
   if (be->ops->graph_begin == NULL)
@@ -210,7 +241,7 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
     return FALSE;
   be->ops->to_device (be, ctx->x, x, ctx->n_x * sizeof (float));
   be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
-  if (!eps_forward (ctx, error))
+  if (!ddpm_context_forward (ctx, error))
     return FALSE;
   /* One wait for the device (the copy back), then its deferred errors and a count of non-finite values on the
    * host: a device-side count would cost a launch and a second wait per call. eps stays untouched on failure. */

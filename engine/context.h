@@ -22,6 +22,8 @@ struct DdpmContext {
   void *params;                    /* DdpmStepParams */
   float *preview_host;             /* (C, H, W) host copy of x0[0] */
   float *eps_host;                 /* (B, Cout, H, W) ddpm_context_eps' output, checked before the caller's copy */
+  DdpmTuning tuning;               /* what a new plan does about the backend's variants (tuning.c) */
+  char *tuning_report;             /* the last tuning's lines, or NULL */
   gboolean eps_graph;              /* the backend's graph holds ddpm_context_eps' forward for this plan */
 
   DdpmProgressFunc progress;
@@ -36,3 +38,11 @@ gboolean ddpm_context_check_device (DdpmContext *ctx, GError **error);
 
 /* Plans the UNet and the sampler buffers for (B, H, W). */
 gboolean ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, GError **error);
+
+/* One forward from x, t into eps as planned: the captured graph where the backend has graphs (captured at
+ * the first call after a plan), else the ops one by one. */
+gboolean ddpm_context_forward (DdpmContext *ctx, GError **error);
+
+/* tuning.c: with tuning on and a backend that has variants, times them on the plan just made and keeps the
+ * fastest that agrees with the defaults (or the cache's decision); TRUE doing nothing otherwise. */
+gboolean ddpm_context_tune (DdpmContext *ctx, GError **error);

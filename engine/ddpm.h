@@ -83,6 +83,18 @@ void ddpm_context_set_progress (DdpmContext *ctx, DdpmProgressFunc func, gpointe
 void ddpm_context_cancel (DdpmContext *ctx);
 gboolean ddpm_context_is_cancelled (const DdpmContext *ctx);
 
+/* Tuning (CUDA): at each new (batch, height, width) plan, time the backend's variants (alternative kernels:
+ * GroupNorm over thread-block clusters, wgmma convolutions, ...) on the model and keep the fastest whose output
+ * agrees with the defaults' within the precision's bound (fp16 1e-2, bf16 8e-2, fp32 1e-4 on eps of magnitude 1)
+ * and saves at least 2 %; like cuDNN's benchmark mode. CACHED keeps decisions in $DDPM_TUNING_FILE (default
+ * $XDG_CACHE_HOME/gimp-ddpm/tuning.ini) per device, backend build, precision, architecture and shape, and reuses
+ * them; AGAIN always times. Off by default, or as $DDPM_TUNE says (1: CACHED, again: AGAIN) at ddpm_context_new.
+ * Costs a few forwards per variant (about 10 variants) at the first plan. */
+typedef enum { DDPM_TUNING_OFF, DDPM_TUNING_CACHED, DDPM_TUNING_AGAIN } DdpmTuning;
+void ddpm_context_set_tuning (DdpmContext *ctx, DdpmTuning tuning);
+/* The last tuning's report (lines: each variant's time, ratio and agreement; what was kept), or NULL. */
+const char *ddpm_context_tuning_report (const DdpmContext *ctx);
+
 /* Safety limit on H * W of one image (the backends index pixels with int). Sizes under it can still be
  * refused (DDPM_ERROR_LIMIT naming the size) when the planned buffers exceed physical memory (CPU). */
 #define DDPM_LIMIT_IMAGE_PIXELS ((int64_t) 1 << 28)

@@ -334,6 +334,12 @@ free_activations (DdpmUNet *u)
 }
 
 void
+ddpm_unet_forget_plan (DdpmUNet *u)
+{
+  free_activations (u);
+}
+
+void
 ddpm_unet_free (DdpmUNet *u)
 {
   if (u == NULL)

@@ -16,6 +16,10 @@ void ddpm_unet_free (DdpmUNet *unet);
 /* (Re)plans activations for (B, H, W); H and W must be multiples of 2^(levels - 1). No-op when unchanged. */
 gboolean ddpm_unet_plan (DdpmUNet *unet, int batch, int height, int width, GError **error);
 
+/* Frees the planned activations, so that the next ddpm_unet_plan plans again: after the backend's settings
+ * changed (DdpmBackendOps.set_variant), which may change its ops' scratch needs. */
+void ddpm_unet_forget_plan (DdpmUNet *unet);
+
 /* Makes the time embedding of timesteps t[0..n) (in [0, num_train_timesteps)) ready for forwards. Where the
  * backend keeps a time table (DdpmBackend.time_table), a forward gathers every resnet's time projection from
  * it (one launch instead of the embedding chain's four) and this computes the rows of the timesteps not yet in

@@ -4,6 +4,7 @@
 #      in fp32, fp16 and bf16, the backend variants, whole-model checks against diffusers' float64
 #      references, op timings);
 #   2. the benchmark against diffusers/PyTorch on the same card (tools/bench_gpu.py);
+#   2t. the tuner (ddpm bench --tune-again): every backend variant timed and judged at the benchmark shapes;
 #   3. per-kernel profiles of our forward (DDPM_CUDA_PROFILE, kernels/profile.cu) at the benchmark shapes;
 #   3b. the replayed graph's kernels as they really run (tools/kernel_trace.c, a CUPTI injection library): GPU
 #      start and end of every kernel, launch gaps, programmatic-dependent-launch overlap;
@@ -276,6 +277,22 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   timeout 220 python3 tools/bench_gpu.py --ddpm "$CARRY/bin/ddpm" --conv "$CONVS" --json "$OUT/bench.json"
   brc=$?
   [ $brc -ne 0 ] && echo "benchmark: exit $brc"
+fi
+
+# The tuner (engine/tuning.c, 2026-12-07, never run on a GPU yet): at each benchmark shape, every variant of the
+# backend (cuda_switches.cu: GroupNorm clusters, held-back sums, the wgmma tiles, ...) timed in-process against the
+# defaults and judged by its eps against theirs (fp16 bound 1e-2). One model load per shape instead of stage 4's
+# four benches per switch: its lines say which defaults to change, and a "disagrees" line names a broken variant.
+# SKIP_TUNE=1: none.
+echo "== 2t. The tuner at the benchmark shapes (ddpm bench --tune-again, fp16; also in profile.txt)"
+if [ $rc -eq 77 ] || [ "${SKIP_TUNE:-0}" = 1 ]; then
+  echo "(skipped)"
+else
+  for shape in cifar10-32:1 cifar10-32:128 celebahq-256:1 celebahq-256:4; do
+    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_TUNING_FILE=/tmp/tuning.ini timeout 90 \
+      "$CARRY/bin/ddpm" bench --config "${shape%:*}" --batch "${shape#*:}" --device cuda --precision fp16 \
+      --tune-again --warmup 2 --iters 20 2>&1 | grep -v 'bench: \(warm-up\|forward\)' | tee -a "$OUT/profile.txt"
+  done
 fi
 
 # Where the time goes: every kernel timed with events in eager forwards (kernels/profile.cu), fp16.
