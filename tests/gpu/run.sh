@@ -24,7 +24,7 @@
 # Failed-check retries start only in the first 300 s and A/B benches only in the first 450 s, so that the run
 # ends within the device tool's 600 s per command with its logs.
 # Shorter runs when device time is short: DDPM_TEST_ARGS= (no op timings), DDPM_TEST_TIMEOUT=S, MEMCHECK=quick|0,
-# SKIP_BENCH=1 (no PyTorch comparison), TRACE_SHAPES="cifar10-32:1 ..." (config:batch[:VAR=V,VAR=V]), AB_LIST (lines of stage 4),
+# SKIP_BENCH=1 (no PyTorch comparison), SKIP_TUNE=1 / TUNE_UNTIL=S (stage 2t), TRACE_SHAPES="cifar10-32:1 ..." (config:batch[:VAR=V,VAR=V]), AB_LIST (lines of stage 4),
 # BENCH_CONVS=auto, SKIP_PROFILE=1, SKIP_TRACE=1 (no stage 3b), SKIP_COLD=1 (no stage 3c), RETRY_UNTIL=S,
 # AB_UNTIL=S. RUN=short sets what is unset of them as the second H100 call of 2026-11-27 had them (fp16 tests
 # without timings, the quick memchecks, the default conv only in the benchmark, no eager profile, A/B until
@@ -283,13 +283,17 @@ fi
 # backend (cuda_switches.cu: GroupNorm clusters, held-back sums, the wgmma tiles, ...) timed in-process against the
 # defaults and judged by its eps against theirs (fp16 bound 1e-2). One model load per shape instead of stage 4's
 # four benches per switch: its lines say which defaults to change, and a "disagrees" line names a broken variant.
-# SKIP_TUNE=1: none.
+# SKIP_TUNE=1: none; a shape starts only in the first TUNE_UNTIL (380) s of the run, and has 60 s.
 echo "== 2t. The tuner at the benchmark shapes (ddpm bench --tune-again, fp16; also in profile.txt)"
 if [ $rc -eq 77 ] || [ "${SKIP_TUNE:-0}" = 1 ]; then
   echo "(skipped)"
 else
   for shape in cifar10-32:1 cifar10-32:128 celebahq-256:1 celebahq-256:4; do
-    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_TUNING_FILE=/tmp/tuning.ini timeout 90 \
+    if [ $SECONDS -gt "${TUNE_UNTIL:-380}" ]; then
+      echo "tuning $shape: not run ($SECONDS s into the run)" | tee -a "$OUT/profile.txt"
+      continue
+    fi
+    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_TUNING_FILE=/tmp/tuning.ini timeout 60 \
       "$CARRY/bin/ddpm" bench --config "${shape%:*}" --batch "${shape#*:}" --device cuda --precision fp16 \
       --tune-again --warmup 2 --iters 20 2>&1 | grep -v 'bench: \(warm-up\|forward\)' | tee -a "$OUT/profile.txt"
   done
