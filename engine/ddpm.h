@@ -89,7 +89,7 @@ gboolean ddpm_context_is_cancelled (const DdpmContext *ctx);
  * and saves at least 2 %; like cuDNN's benchmark mode. CACHED keeps decisions in $DDPM_TUNING_FILE (default
  * $XDG_CACHE_HOME/gimp-ddpm/tuning.ini) per device, backend build, precision, architecture and shape, and reuses
  * them; AGAIN always times. Off by default, or as $DDPM_TUNE says (1: CACHED, again: AGAIN) at ddpm_context_new.
- * Costs a few forwards per variant (about 10 variants) at the first plan. */
+ * Costs a few forwards per variant (a dozen on CUDA) at the first plan. */
 typedef enum { DDPM_TUNING_OFF, DDPM_TUNING_CACHED, DDPM_TUNING_AGAIN } DdpmTuning;
 void ddpm_context_set_tuning (DdpmContext *ctx, DdpmTuning tuning);
 /* The last tuning's report (lines: each variant's time, ratio and agreement; what was kept), or NULL. */

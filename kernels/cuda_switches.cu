@@ -21,6 +21,9 @@ static const char *const builtin_variants[] = {
   "CONV=wgmma GN=cluster DEFER_REDUCE=1",
   "CONV=mma",
   "CONV_REDUCE=cluster",
+  "FA_DS=256",                         /* one warp per query tile at d = 256 (thirteenth session, untimed) */
+  "DIRECT_WARPS=8",                    /* H200, 8200496: 0.992 at celebahq-256 b1, 1.014 at cifar10-32 b1 */
+  "CONV_SPLIT_BLOCKS_PER_SM=1",        /* half the K splits (H100, 108f44a: 0.925 at cifar10-32 b1 against clusters) */
 };
 
 /* $DDPM_CUDA_<name> */
