@@ -36,6 +36,12 @@ ddpm_context_new (DdpmModel *model, DdpmDevice device, DdpmPrecision precision, 
   DdpmBackend *be = open_backend (device, precision, &note, error);
   if (be == NULL)
     return NULL;
+  return ddpm_context_new_on_backend (model, be, note, error);
+}
+
+DdpmContext *
+ddpm_context_new_on_backend (DdpmModel *model, DdpmBackend *be, const char *note, GError **error)
+{
   DdpmContext *ctx = g_new0 (DdpmContext, 1);
   ctx->model = model;
   ctx->be = be;

@@ -32,6 +32,10 @@ struct DdpmContext {
   gint cancelled;                  /* atomic */
 };
 
+/* ddpm_context_new on a backend the caller made (tests: a backend with test variants); takes be, destroying it
+ * on failure too. note: why this backend (as AUTO's fallback note), or NULL. */
+DdpmContext *ddpm_context_new_on_backend (DdpmModel *model, DdpmBackend *be, const char *note, GError **error);
+
 /* Waits for queued device work and returns its first failure (a no-op on backends without deferred errors),
  * so a failed kernel is reported as itself rather than as non-finite output. */
 gboolean ddpm_context_check_device (DdpmContext *ctx, GError **error);
