@@ -312,12 +312,13 @@ new_context (DdpmModel *model, const RunOptions *r, GError **error)
   return ctx;
 }
 
-/* The tuning's report on stderr, once per context (after the first forward planned it). */
+/* The tuning's report on stderr, once per context (after the first forward planned it); with --quiet too: it is
+ * what --tune was asked for, not progress. */
 static void
 print_tuning (DdpmContext *ctx, const RunOptions *r)
 {
   const char *report = ddpm_context_tuning_report (ctx);
-  if (report != NULL && !r->quiet)
+  if (report != NULL && (r->tune || r->tune_again || !r->quiet))
     fprintf (stderr, "ddpm: %s", report);
 }
 

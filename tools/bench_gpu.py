@@ -4,7 +4,8 @@
 1. UNet forwards: `ddpm bench` (the CLI: ddpm_context_eps, so host<->device copies of x and eps included)
    for google/ddpm-cifar10-32 at batch 1 and 128 and google/ddpm-celebahq-256 at batch 1 and 4, random
    weights, fp16 (each conv path in --conv: the NCHW implicit-GEMM kernel "implicit", the channels-last one
-   "nhwc", the default "auto", the 128x128 mma.sync tile where it fills a wave "mma", im2col + cuBLAS "gemm");
+   "nhwc", the default "auto", the 128x128 mma.sync tile where it fills a wave "mma", im2col + cuBLAS "gemm",
+   and "tuned": the defaults with `ddpm --tune`, whose report is printed under its line);
    diffusers UNet2DModel with random weights in fp16, eager and replayed as a CUDA graph (torch.cuda.graphs),
    device tensors only.
 2. Whole samples, 32x32 batch 1: `ddpm sample` of a random cifar10-32 folder written by save_pretrained,
@@ -62,6 +63,30 @@ def run_ddpm(ddpm, args, env_extra, timeout):
     return p, time.perf_counter() - t0
 
 
+TUNING_FILE = os.path.join(tempfile.mkdtemp(prefix="bench-gpu-tuning-"), "tuning.ini")
+
+
+def conv_setting(conv):
+    """(environment, extra ddpm options) for a --conv entry: a DDPM_CUDA_CONV value, or "tuned": the defaults with
+    `--tune` (engine/tuning.c: every backend variant timed in-process, the fastest that agrees with the defaults
+    kept; tuned in the first, untimed warm-up forward, then cached for this run in TUNING_FILE, so a whole sample
+    of the same shape finds the decision there)."""
+    if conv == "tuned":
+        return {"DDPM_TUNING_FILE": TUNING_FILE}, ["--tune"]
+    return {"DDPM_CUDA_CONV": conv}, []
+
+
+def log_tuning(key, stderr):
+    """The tuner's report (ddpm prints it on stderr even with -q), indented under the run's line."""
+    lines = [l[len("ddpm: "):] if l.startswith("ddpm: ") else l for l in stderr.splitlines()]
+    start = next((i for i, l in enumerate(lines) if l.startswith("tuning ")), None)
+    if start is not None:
+        for l in lines[start:]:
+            if not (l.startswith("tuning ") or l.startswith("  ")):
+                break
+            log(f"    {l}")
+
+
 def failure(p):
     """Why a ddpm run failed, for the log and the JSON: "exit N" or "killed by signal N", then its stderr's end
     (fcae280's ddpm crashed in cuda_destroy with nothing on stderr: "exit -11" said little)."""
@@ -78,10 +103,11 @@ def parse_bench_line(out):
 
 def ddpm_forward(ddpm, config, batch, precision, conv, iters, results):
     key = f"ddpm {config} b{batch} {precision} conv={conv}"
+    env, extra = conv_setting(conv)
     try:
         p, _ = run_ddpm(ddpm, ["bench", "--config", config, "--batch", str(batch), "--device", "cuda",
-                               "--precision", precision, "--iters", str(iters), "--warmup", "3", "-q"],
-                        {"DDPM_CUDA_CONV": conv}, timeout=180)
+                               "--precision", precision, "--iters", str(iters), "--warmup", "3", "-q"] + extra,
+                        env, timeout=180)
     except subprocess.TimeoutExpired:
         log(f"  {key}: timed out")
         return None
@@ -93,6 +119,8 @@ def ddpm_forward(ddpm, config, batch, precision, conv, iters, results):
     ms = float(fields["median_ms"])
     results[key] = {"median_ms": ms, "min_ms": float(fields["min_ms"]), "device": fields.get("device_name")}
     log(f"  {key}: median {ms:.3f} ms, min {float(fields['min_ms']):.3f} ms ({fields.get('device_name')})")
+    if extra:
+        log_tuning(key, p.stderr)
     return ms
 
 
@@ -169,10 +197,11 @@ def ddpm_sample_ms(ddpm, folder, sampler, steps, conv, results):
     out = os.path.join(folder, f"out-{sampler}-{steps}.npy")
     args = ["sample", "--model", folder, "--device", "cuda", "--precision", "fp16", "--sampler", sampler,
             "--steps", str(steps), "--seed", "1", "-o", out, "-q", "--time", "--repeat", "1"]
+    env, extra = conv_setting(conv)
     best, best_warm, best_wall = None, None, None
-    for _ in range(2):   # the second run has warm file caches
+    for _ in range(2):   # the second run has warm file caches (and, tuned, the decision cached)
         try:
-            p, wall = run_ddpm(ddpm, args, {"DDPM_CUDA_CONV": conv}, timeout=240)
+            p, wall = run_ddpm(ddpm, args + extra, env, timeout=240)
         except subprocess.TimeoutExpired:
             log(f"  {key}: timed out")
             return None
@@ -246,7 +275,8 @@ def main():
     ap.add_argument("--ddpm", required=True, help="the ddpm CLI binary")
     ap.add_argument("--json", help="write all numbers here")
     ap.add_argument("--quick", action="store_true", help="fewer iterations, no whole samples")
-    ap.add_argument("--conv", default="auto,wgmma,mma", help="ddpm conv paths to time (DDPM_CUDA_CONV values; auto: the default)")
+    ap.add_argument("--conv", default="auto,wgmma,mma,tuned",
+                    help="ddpm conv paths to time (DDPM_CUDA_CONV values; auto: the default; tuned: --tune)")
     a = ap.parse_args()
     convs = [c for c in a.conv.split(",") if c]
     results = {"host": os.uname().nodename}

@@ -30,10 +30,11 @@
 # without timings, the quick memchecks, the default conv only in the benchmark, no eager profile, A/B until
 # 370 s: 380 s in all then, so `timeout_s` 460 covers the machine's start), and since 2026-12-07 also no trace
 # and no cold start: stages 1w, 1g and the GroupNorm / wgmma memchecks added ~3 min, and stage 4's first lines
-# decide the defaults (a trace in another call: SKIP_TRACE=0 AB_UNTIL=0, or by hand as kernels/NOTES.md says).
+# decide the defaults (a trace in another call: SKIP_TRACE=0 AB_UNTIL=0, or by hand as kernels/NOTES.md says);
+# since the tuner (2026-12-07, twentieth session) the benchmark has the tuned defaults beside the default conv.
 set -u
 if [ "${RUN:-full}" = short ]; then
-  : "${DDPM_TEST_ARGS=--precision fp16}" "${DDPM_TEST_TIMEOUT:=120}" "${MEMCHECK:=quick}" "${BENCH_CONVS:=auto}"
+  : "${DDPM_TEST_ARGS=--precision fp16}" "${DDPM_TEST_TIMEOUT:=120}" "${MEMCHECK:=quick}" "${BENCH_CONVS:=auto,tuned}"
   : "${SKIP_PROFILE:=1}" "${SKIP_TRACE:=1}" "${SKIP_COLD:=1}" "${RETRY_UNTIL:=0}" "${AB_UNTIL:=370}"
   export DDPM_TEST_ARGS DDPM_TEST_TIMEOUT MEMCHECK BENCH_CONVS SKIP_PROFILE SKIP_TRACE SKIP_COLD RETRY_UNTIL AB_UNTIL
 fi
@@ -245,10 +246,11 @@ if [ -n "$SAN" ] && [ $rc -ne 77 ]; then
     "exit 0: clean, 3: errors found, 124: timed out; memcheck.txt)"
 fi
 
-# Benchmark the conv paths that passed their checks: the default ("auto": channels last where it fits) and
-# the candidates "wgmma" and "mma" (the 128 x 128 wgmma / mma.sync tiles where they fill a wave); im2col +
+# Benchmark the conv paths that passed their checks: the default ("auto": channels last where it fits),
+# the candidates "wgmma" and "mma" (the 128 x 128 wgmma / mma.sync tiles where they fill a wave) and "tuned" (the
+# defaults with `ddpm --tune`: the tuner's report under each of its lines; it never keeps a failing variant); im2col +
 # cuBLAS only when the default failed. The NCHW kernel's per-shape times are in tests-full.txt (lines "time ... conv=implicit").
-CONVS=${BENCH_CONVS:-auto,wgmma,mma}
+CONVS=${BENCH_CONVS:-auto,wgmma,mma,tuned}
 if grep -q '^FAIL conv2d  ' "$OUT/tests-full.txt" && ! grep -q '^FAIL conv2d\[conv=gemm\]' "$OUT/tests-full.txt"; then
   echo "the default conv failed a check: benchmarking the im2col + cuBLAS path"
   CONVS=gemm
@@ -287,6 +289,8 @@ fi
 echo "== 2t. The tuner at the benchmark shapes (ddpm bench --tune-again, fp16; also in profile.txt)"
 if [ $rc -eq 77 ] || [ "${SKIP_TUNE:-0}" = 1 ]; then
   echo "(skipped)"
+elif [ "${SKIP_BENCH:-0}" != 1 ] && [[ ,$CONVS, == *,tuned,* ]]; then
+  echo "(done in stage 2: its 'tuned' lines and the reports under them)"
 else
   for shape in cifar10-32:1 cifar10-32:128 celebahq-256:1 celebahq-256:4; do
     if [ $SECONDS -gt "${TUNE_UNTIL:-380}" ]; then
