@@ -356,8 +356,18 @@ ddpm_context_tune (DdpmContext *ctx, GError **error)
                           precision_word (be->precision), defaults_description);
   g_autofree char *chosen = ctx->tuning == DDPM_TUNING_CACHED ? cache_lookup (key) : NULL;
   double ratio = 1.0;
-  if (chosen != NULL)
+  g_autoptr (GError) why = NULL;
+  if (chosen != NULL && be->ops->set_variant (be, chosen, &why))
     g_string_append_printf (report, "  kept from the cache: %s\n", settings_label (chosen));
+  else if (chosen != NULL)
+    {
+      /* an edited file, or a probe that now says no: decide again */
+      g_string_append_printf (report, "  the cache's %s cannot run here (%s): timing again\n", settings_label (chosen),
+                              why->message);
+      g_clear_pointer (&chosen, g_free);
+    }
+  if (chosen != NULL)
+    ;
   else if (n_variants <= 1)
     {
       chosen = g_strdup ("");

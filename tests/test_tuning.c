@@ -8,7 +8,8 @@
  *   SLOW=1          sleeps 1/8 of it more                      agrees, saves nothing: never kept
  * Expected: A and B each save >= 2 % and share no switch, so their union "B=1 A=1" (the best first) is tried:
  * it sleeps not at all and agrees, so it is kept (the fastest); WRONG=1, the fastest of all, is refused. Then
- * the cache gives the decision back without timing anything, a changed offer tunes again, and a run where
+ * the cache gives the decision back without timing anything, a cached decision that cannot run is timed again,
+ * a changed offer tunes again, and a run where
  * nothing saves 2 % keeps the defaults (SLOW=1 would have to seem 10 % faster than it is). The sleeps decide
  * (the cifar-like fixture's forward takes ~1 ms on two threads; SLEEP_US is at least 8 times that). */
 #include "context.h"
@@ -186,12 +187,25 @@ test_decisions (void)
   g_assert_cmpstr (fake.settings, ==, "B=1 A=1");
   g_assert_nonnull (strstr (ddpm_context_device_name (ctx), ", tuned: B=1 A=1"));
 
-  /* the same key from the cache: one set_variant for the defaults' description, one for the decision */
+  /* the same key from the cache, nothing timed: set_variant for the defaults' description, to try the decision,
+   * and to set it */
   g_autoptr (DdpmContext) again = fake_context (model, offer_all, DDPM_TUNING_CACHED);
   report = plan (again);
   g_assert_nonnull (strstr (report, "kept from the cache: B=1 A=1\n"));
-  g_assert_cmpint (fake.set_calls, ==, 2);
+  g_assert_cmpint (fake.set_calls, ==, 3);
   g_assert_cmpstr (fake.settings, ==, "B=1 A=1");
+
+  /* a decision that cannot run now (an edited file, a probe that says no) is timed again */
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_assert_true (g_key_file_load_from_file (kf, g_getenv ("DDPM_TUNING_FILE"), G_KEY_FILE_NONE, NULL));
+  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
+  g_assert_cmpuint (g_strv_length (groups), ==, 1);
+  g_key_file_set_string (kf, groups[0], "variant", "NOTHERE=1");
+  g_assert_true (g_key_file_save_to_file (kf, g_getenv ("DDPM_TUNING_FILE"), NULL));
+  g_autoptr (DdpmContext) edited = fake_context (model, offer_all, DDPM_TUNING_CACHED);
+  report = plan (edited);
+  g_assert_nonnull (strstr (report, "\n  the cache's NOTHERE=1 cannot run here (no such kernels here): timing again\n"));
+  g_assert_nonnull (strstr (report, "\n  kept: B=1 A=1 ("));
 
   /* another offer is another key: timed again */
   static const char *const offer_ab[] = { "", "A=1", "B=1", NULL };
