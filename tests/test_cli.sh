@@ -247,6 +247,10 @@ run "bench --model (2 iterations)" 0 "$DDPM" bench --model "$MODEL" --iters 2 --
 grep -Eq '^bench config=cifar-like batch=1 .*device=cpu .*median_ms=[0-9.]+ .*images_per_s=' "$TMP/out" &&
   ok "bench prints the machine-readable line" || { not_ok "bench line: $(cat "$TMP/out")"; }
 sed 's/^/#   /' "$TMP/out"
+# --tune on the CPU: nothing to time, said once on stderr (with -q too: it is what was asked), the run goes on
+run "bench --tune on the CPU" 0 "$DDPM" bench --model "$MODEL" --iters 1 --warmup 0 --device cpu -q --tune
+[ "$(grep -c 'tuning: cpu .* has no variants to time' "$TMP/err")" -eq 1 ] && grep -q '^bench ' "$TMP/out" &&
+  ok "--tune on the CPU says there is nothing to tune" || { not_ok "--tune on the CPU: $(cat "$TMP/err")"; }
 
 # The shipped models (weights/): each loads, and 2 DDIM steps from noise stay finite (the sampler refuses a
 # non-finite result with exit 1); a 3-channel model also denoises an already-noisy picture.
