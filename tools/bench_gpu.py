@@ -77,14 +77,18 @@ def conv_setting(conv):
 
 
 def log_tuning(key, stderr):
-    """The tuner's report (ddpm prints it on stderr even with -q), indented under the run's line."""
+    """The tuner's report (ddpm prints it on stderr even with -q), indented under the run's line; returns its lines
+    (for the JSON)."""
     lines = [l[len("ddpm: "):] if l.startswith("ddpm: ") else l for l in stderr.splitlines()]
     start = next((i for i, l in enumerate(lines) if l.startswith("tuning ")), None)
+    report = []
     if start is not None:
         for l in lines[start:]:
             if not (l.startswith("tuning ") or l.startswith("  ")):
                 break
+            report.append(l)
             log(f"    {l}")
+    return report
 
 
 def failure(p):
@@ -120,7 +124,7 @@ def ddpm_forward(ddpm, config, batch, precision, conv, iters, results):
     results[key] = {"median_ms": ms, "min_ms": float(fields["min_ms"]), "device": fields.get("device_name")}
     log(f"  {key}: median {ms:.3f} ms, min {float(fields['min_ms']):.3f} ms ({fields.get('device_name')})")
     if extra:
-        log_tuning(key, p.stderr)
+        results[key]["tuning"] = log_tuning(key, p.stderr)
     return ms
 
 
