@@ -189,13 +189,19 @@ settings_label (const char *settings)
 
 /* Runs the backend under settings: planned, one forward checked against the defaults' eps (the defaults' own
  * first trial records it), then timed. SKIPPED (with a report line) where the settings cannot run here, cannot
- * be planned or disagree; FAILED (error set) on a device failure, which ends the context's usefulness. */
+ * be planned or disagree; FAILED (error set) on a device failure, which ends the context's usefulness, or when
+ * the context was cancelled (nothing is cached then; the next plan tunes again). */
 static TrialResult
 trial (Tuner *tu, const char *settings, gboolean first, double *us, GError **error)
 {
   DdpmContext *ctx = tu->ctx;
   DdpmBackend *be = ctx->be;
   const char *label = settings_label (settings);
+  if (ddpm_context_is_cancelled (ctx))    /* a Cancel stops tuning too, between trials (each well under a second) */
+    {
+      g_set_error (error, DDPM_ERROR, DDPM_ERROR_CANCELLED, "cancelled while tuning (before %s)", label);
+      return TRIAL_FAILED;
+    }
   g_autoptr (GError) why = NULL;
   if (!be->ops->set_variant (be, settings, &why) || !replan (ctx, &why))
     {
@@ -379,6 +385,7 @@ ddpm_context_tune (DdpmContext *ctx, GError **error)
       if (chosen == NULL)
         {
           g_string_free (report, TRUE);
+          be->ops->set_variant (be, "", NULL);   /* cancelled or failed: not left on a variant half-way through */
           return FALSE;
         }
       g_string_append_printf (report, "  kept: %s", settings_label (chosen));

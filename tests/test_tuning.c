@@ -5,6 +5,7 @@
  *   B=1             sleeps 5/8 of it less                      agrees   (saves ~60 %)
  *   WRONG=1         no sleep, every GroupNorm output x 1.01    disagrees (eps moves by far more than 1e-4)
  *   NOTHERE=1       set_variant refuses it                     not here
+ *   CANCEL=1        set_variant presses Cancel                 the tuning (and the plan) stops
  *   SLOW=1          sleeps 1/8 of it more                      agrees, saves nothing: never kept
  * Expected: A and B each save >= 2 % and share no switch, so their union "B=1 A=1" (the best first) is tried:
  * it sleeps not at all and agrees, so it is kept (the fastest); WRONG=1, the fastest of all, is refused. Then
@@ -27,6 +28,7 @@ static int SLEEP_US = 8000;
 /* The test backend: the CPU backend with its ops table replaced by a copy with these wrappers. Ops get no
  * user data, so the state is the process's (one test backend at a time). */
 static struct {
+  DdpmContext *ctx;                /* the context on it, for CANCEL=1 */
   const DdpmBackendOps *cpu_ops;
   DdpmBackendOps ops;
   const char *const *offer;        /* NULL-terminated; [0] "" */
@@ -80,6 +82,8 @@ static gboolean
 fake_set_variant (DdpmBackend *be, const char *settings, GError **error)
 {
   fake.set_calls++;
+  if (strstr (settings, "CANCEL=1") != NULL)   /* as if the user pressed Cancel while this variant ran */
+    ddpm_context_cancel (fake.ctx);
   if (strstr (settings, "NOTHERE=1") != NULL)
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_UNSUPPORTED, "no such kernels here");
@@ -110,6 +114,7 @@ fake_context (DdpmModel *model, const char *const *offer, DdpmTuning tuning)
   DdpmContext *ctx = ddpm_context_new_on_backend (model, be, NULL, &error);
   g_assert_no_error (error);
   ddpm_context_set_tuning (ctx, tuning);
+  fake.ctx = ctx;
   return ctx;
 }
 
@@ -141,6 +146,7 @@ line_of (const char *report, const char *settings)
 
 static const char *const offer_all[] = { "", "A=1", "B=1", "WRONG=1", "NOTHERE=1", "SLOW=1", NULL };
 static const char *const offer_slow[] = { "", "SLOW=1", NULL };
+static const char *const offer_ab_only[] = { "", "A=1", "B=1", NULL };
 
 /* $DDPM_TUNING_FILE in a new folder, removed with it by drop_cache. */
 static char *
@@ -208,8 +214,7 @@ test_decisions (void)
   g_assert_nonnull (strstr (report, "\n  kept: B=1 A=1 ("));
 
   /* another offer is another key: timed again */
-  static const char *const offer_ab[] = { "", "A=1", "B=1", NULL };
-  g_autoptr (DdpmContext) other = fake_context (model, offer_ab, DDPM_TUNING_CACHED);
+  g_autoptr (DdpmContext) other = fake_context (model, offer_ab_only, DDPM_TUNING_CACHED);
   report = plan (other);
   g_assert_null (strstr (report, "kept from the cache"));
   g_assert_nonnull (strstr (report, "\n  kept: "));
@@ -234,6 +239,29 @@ test_defaults_kept (void)
       g_assert_cmpstr (fake.settings, ==, "");
       g_assert_null (strstr (ddpm_context_device_name (ctx), "tuned"));
     }
+  drop_cache (dir);
+}
+
+/* A Cancel during tuning stops it before the next variant: the plan fails with DDPM_ERROR_CANCELLED, nothing is
+ * cached, and once the flag is cleared the next plan tunes from the start. */
+static void
+test_cancel (void)
+{
+  char *dir = setup_cache ();
+  static const char *const offer_cancel[] = { "", "CANCEL=1", "A=1", NULL };
+  g_autoptr (DdpmModel) model = fixture_model_load ("models/cifar-like");
+  g_autoptr (DdpmContext) ctx = fake_context (model, offer_cancel, DDPM_TUNING_CACHED);
+  g_autoptr (GError) error = NULL;
+  g_assert_false (ddpm_context_plan (ctx, 1, 16, 16, &error));
+  g_assert_error (error, DDPM_ERROR, DDPM_ERROR_CANCELLED);
+  g_test_message ("%s", error->message);
+  g_assert_nonnull (strstr (error->message, "cancelled while tuning (before A=1)"));
+  g_assert_false (g_file_test (g_getenv ("DDPM_TUNING_FILE"), G_FILE_TEST_EXISTS));
+  g_assert_cmpstr (fake.settings, ==, "");                        /* back on the defaults */
+  g_clear_error (&error);
+  /* a new context (the sampler clears the flag when its run ends), without the cancelling variant: tuned whole */
+  g_autoptr (DdpmContext) next = fake_context (model, offer_ab_only, DDPM_TUNING_CACHED);
+  g_assert_nonnull (strstr (plan (next), "\n  kept: B=1 A=1 ("));
   drop_cache (dir);
 }
 
@@ -281,6 +309,7 @@ main (int argc, char **argv)
   SLEEP_US = (int) MAX (SLEEP_US, 8 * forward_us ());
   g_test_add_func ("/tuning/decisions", test_decisions);
   g_test_add_func ("/tuning/defaults-kept", test_defaults_kept);
+  g_test_add_func ("/tuning/cancel", test_cancel);
   g_test_add_func ("/tuning/off", test_off);
   return g_test_run ();
 }
