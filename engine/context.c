@@ -216,6 +216,29 @@ ddpm_context_forward (DdpmContext *ctx, GError **error)
 }
 
 gboolean
+ddpm_context_set_timesteps (DdpmContext *ctx, const int *t, GError **error)
+{
+  DdpmBackend *be = ctx->be;
+  g_autofree float *t_f32 = g_new (float, ctx->B);
+  for (int b = 0; b < ctx->B; b++)
+    t_f32[b] = (float) t[b];
+  if (!ddpm_unet_prepare_timesteps (ctx->unet, t, ctx->B, error))
+    return FALSE;
+  be->ops->to_device (be, ctx->t, t_f32, ctx->B * sizeof (float));
+  return TRUE;
+}
+
+gboolean
+ddpm_context_forward_to_host (DdpmContext *ctx, float *eps_host, GError **error)
+{
+  DdpmBackend *be = ctx->be;
+  if (!ddpm_context_forward (ctx, error))
+    return FALSE;
+  be->ops->to_host (be, eps_host, ctx->eps, ctx->n_eps * sizeof (float));
+  return ddpm_context_check_device (ctx, error);
+}
+
+gboolean
 ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch, int height, int width,
                   float *eps, GError **error)
 {
@@ -236,23 +259,15 @@ ddpm_context_eps (DdpmContext *ctx, const float *x, const int64_t *t, int batch,
   if (!ddpm_context_plan (ctx, batch, height, width, error))
     return FALSE;
   DdpmBackend *be = ctx->be;
-  g_autofree float *t_f32 = g_new (float, batch);
   g_autofree int *t_int = g_new (int, batch);
   for (int b = 0; b < batch; b++)
-    {
-      t_f32[b] = (float) t[b];
-      t_int[b] = (int) t[b];
-    }
-  if (!ddpm_unet_prepare_timesteps (ctx->unet, t_int, batch, error))
+    t_int[b] = (int) t[b];
+  if (!ddpm_context_set_timesteps (ctx, t_int, error))
     return FALSE;
   be->ops->to_device (be, ctx->x, x, ctx->n_x * sizeof (float));
-  be->ops->to_device (be, ctx->t, t_f32, batch * sizeof (float));
-  if (!ddpm_context_forward (ctx, error))
-    return FALSE;
   /* One wait for the device (the copy back), then its deferred errors and a count of non-finite values on the
    * host: a device-side count would cost a launch and a second wait per call. eps stays untouched on failure. */
-  be->ops->to_host (be, ctx->eps_host, ctx->eps, ctx->n_eps * sizeof (float));
-  if (!ddpm_context_check_device (ctx, error))
+  if (!ddpm_context_forward_to_host (ctx, ctx->eps_host, error))
     return FALSE;
   size_t bad = 0;
   for (size_t i = 0; i < ctx->n_eps; i++)

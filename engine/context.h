@@ -47,6 +47,14 @@ gboolean ddpm_context_plan (DdpmContext *ctx, int batch, int height, int width, 
  * the first call after a plan), else the ops one by one. */
 gboolean ddpm_context_forward (DdpmContext *ctx, GError **error);
 
+/* The planned batch's timesteps t (ctx->B integers in [0, num_train_timesteps)): their time embeddings prepared
+ * (ddpm_unet_prepare_timesteps), their values copied into ctx->t for the forward. Outside graph captures. */
+gboolean ddpm_context_set_timesteps (DdpmContext *ctx, const int *t, GError **error);
+
+/* ddpm_context_forward, then ctx->eps copied into eps_host (n_eps floats) and the device's deferred errors
+ * checked: one wait. */
+gboolean ddpm_context_forward_to_host (DdpmContext *ctx, float *eps_host, GError **error);
+
 /* tuning.c: with tuning on and a backend that has variants, times them on the plan just made and keeps the
  * fastest that agrees with the defaults (or the cache's decision); TRUE doing nothing otherwise. */
 gboolean ddpm_context_tune (DdpmContext *ctx, GError **error);

@@ -114,17 +114,6 @@ replan (DdpmContext *ctx, GError **error)
   return ddpm_unet_plan (ctx->unet, ctx->B, ctx->H, ctx->W, error);
 }
 
-/* One forward of ctx->x into ctx->eps, copied to host eps; FALSE on a device failure. */
-static gboolean
-forward_to_host (DdpmContext *ctx, float *eps, GError **error)
-{
-  DdpmBackend *be = ctx->be;
-  if (!ddpm_context_forward (ctx, error))
-    return FALSE;
-  be->ops->to_host (be, eps, ctx->eps, ctx->n_eps * sizeof (float));
-  return ddpm_context_check_device (ctx, error);
-}
-
 /* Microseconds per forward: the fastest of TUNE_ROUNDS rounds of `per_round` queued forwards each. */
 static gboolean
 time_forwards (DdpmContext *ctx, int per_round, double *us, GError **error)
@@ -214,7 +203,7 @@ trial (Tuner *tu, const char *settings, gboolean first, double *us, GError **err
       return TRIAL_SKIPPED;
     }
   float *got = first ? tu->want : ctx->eps_host;
-  if (!forward_to_host (ctx, got, error))
+  if (!ddpm_context_forward_to_host (ctx, got, error))
     goto failed;
   double diff = 0.0;
   if (first)
@@ -291,18 +280,12 @@ static char *
 time_variants (DdpmContext *ctx, int n_variants, GString *report, double *kept_ratio, GError **error)
 {
   DdpmBackend *be = ctx->be;
-  const int N = ctx->model->schedule.num_train_timesteps;
-  g_autofree float *t_f32 = g_new (float, ctx->B);
-  g_autofree int *t_int = g_new (int, ctx->B);
+  g_autofree int *t = g_new (int, ctx->B);
   for (int b = 0; b < ctx->B; b++)
-    {
-      t_int[b] = N / 2;
-      t_f32[b] = (float) t_int[b];
-    }
+    t[b] = ctx->model->schedule.num_train_timesteps / 2;
   /* a fixed input: x ~ N(0, 1) from the backend's own generator, a mid timestep */
   be->ops->randn (be, ctx->x, 0x7475e1e5ull, 0, ctx->n_x / ctx->B, ctx->B);
-  be->ops->to_device (be, ctx->t, t_f32, ctx->B * sizeof (float));
-  if (!ddpm_unet_prepare_timesteps (ctx->unet, t_int, ctx->B, error))
+  if (!ddpm_context_set_timesteps (ctx, t, error))
     return NULL;
 
   g_autofree float *want = g_new (float, ctx->n_eps);
@@ -361,10 +344,14 @@ ddpm_context_tune (DdpmContext *ctx, GError **error)
   g_string_append_printf (report, "tuning batch %d at %dx%d, %s, on %s:\n", ctx->B, ctx->W, ctx->H,
                           precision_word (be->precision), defaults_description);
   g_autofree char *chosen = ctx->tuning == DDPM_TUNING_CACHED ? cache_lookup (key) : NULL;
+  gboolean chosen_set = FALSE;     /* the backend runs chosen already (the defaults are set above) */
   double ratio = 1.0;
   g_autoptr (GError) why = NULL;
   if (chosen != NULL && be->ops->set_variant (be, chosen, &why))
-    g_string_append_printf (report, "  kept from the cache: %s\n", settings_label (chosen));
+    {
+      chosen_set = TRUE;
+      g_string_append_printf (report, "  kept from the cache: %s\n", settings_label (chosen));
+    }
   else if (chosen != NULL)
     {
       /* an edited file, or a probe that now says no: decide again */
@@ -372,14 +359,13 @@ ddpm_context_tune (DdpmContext *ctx, GError **error)
                               why->message);
       g_clear_pointer (&chosen, g_free);
     }
-  if (chosen != NULL)
-    ;
-  else if (n_variants <= 1)
+  if (chosen == NULL && n_variants <= 1)
     {
       chosen = g_strdup ("");
+      chosen_set = TRUE;
       g_string_append (report, "  no variants to try\n");
     }
-  else
+  else if (chosen == NULL)
     {
       chosen = time_variants (ctx, n_variants, report, &ratio, error);
       if (chosen == NULL)
@@ -400,7 +386,7 @@ ddpm_context_tune (DdpmContext *ctx, GError **error)
     }
   g_free (ctx->tuning_report);
   ctx->tuning_report = g_string_free (report, FALSE);
-  if (!be->ops->set_variant (be, chosen, error) || !replan (ctx, error))
+  if ((!chosen_set && !be->ops->set_variant (be, chosen, error)) || !replan (ctx, error))
     return FALSE;
   g_free (ctx->device_name);
   ctx->device_name = *chosen ? g_strdup_printf ("%s, tuned: %s", be->description, chosen) : g_strdup (be->description);
