@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-gpu}
 CARRY=$BUILD/carry
 
-ARCHS=(-Dgpu_archs=80,90a -Dgpu_ptx=true -Dgpu_lineinfo=true)   # meson_options.txt's defaults
+ARCHS=(-Dgpu_archs="$(sh tools/gpu_archs_default.sh)" -Dgpu_ptx=true -Dgpu_lineinfo=true)   # meson_options.txt's defaults
 [ -n "${CUDA_ARCHS:-}" ] && ARCHS=(-Dgpu_archs="$CUDA_ARCHS" -Dgpu_ptx=false -Dgpu_lineinfo=false)
 if [ ! -f "$BUILD/build.ninja" ]; then
   meson setup "$BUILD" -Dcuda=enabled -Dgimp=disabled -Dbuildtype=release "${ARCHS[@]}"

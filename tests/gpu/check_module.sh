@@ -6,8 +6,8 @@
 #    the module's weight upload quit the program on the first real GPU run while every emulator test
 #    passed (the emulator compiles everything as host code). Our own code never calls exit.
 # 2. The module exports exactly the create function the loader looks up (everything else is hidden).
-# 3. It carries machine code for the default gpu_archs (meson_options.txt: sm_80, sm_90a) and PTX for compute_90,
-#    when cuobjdump exists; with $EXPECT_ARCHS (e.g. "90a" or "80;86;89;90a") machine code for those, and PTX
+# 3. It carries machine code for the default gpu_archs (meson_options.txt, read by tools/gpu_archs_default.sh) and
+#    PTX of the newest of them without its 'a', when cuobjdump exists; with $EXPECT_ARCHS (e.g. "90a" or "80;86;89;90a") machine code for those, and PTX
 #    for $EXPECT_PTX (e.g. "90"; default none: tools/gpu_prepare.sh's CUDA_ARCHS builds have none). meson test
 #    passes the configured gpu_archs and gpu_ptx.
 set -u
@@ -34,12 +34,14 @@ if [ -n "$CUOBJDUMP" ]; then
   elf_list=$("$CUOBJDUMP" --list-elf "$MODULE" 2>/dev/null)
   elfs=$(echo "$elf_list" | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
   ptx=$("$CUOBJDUMP" --list-ptx "$MODULE" 2>/dev/null | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
-  want="sm_80 sm_90a" ptx_want=sm_90
-  case "${EXPECT_ARCHS:-all}" in
-    all) ;;
-    *) want=$(echo "$EXPECT_ARCHS" | tr ';,' '  ' | sed 's/\([0-9][0-9]*\)/sm_\1/g')
-       ptx_want=$(echo "${EXPECT_PTX:-none}" | sed 's/^\([0-9][0-9]*\)$/sm_\1/') ;;
-  esac
+  # "all": meson_options.txt's default list, with PTX of its newest without the 'a' (kernels/meson.build's rule)
+  archs=${EXPECT_ARCHS:-all} ptx_arch=${EXPECT_PTX:-none}
+  if [ "$archs" = all ]; then
+    archs=$(sh "$(dirname "$0")/../../tools/gpu_archs_default.sh")
+    ptx_arch=$(echo "$archs" | tr ',' '\n' | tail -n 1 | tr -d a)
+  fi
+  want=$(echo "$archs" | tr ';,' '  ' | sed 's/\([0-9][0-9]*\)/sm_\1/g')
+  ptx_want=$(echo "$ptx_arch" | sed 's/^\([0-9][0-9]*\)$/sm_\1/')
   for sm in $want; do
     case " $elfs" in *" $sm "*) ;; *) echo "FAIL: no $sm machine code (have: $elfs)"; fail=1 ;; esac
   done
