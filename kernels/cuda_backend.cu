@@ -370,25 +370,11 @@ cuda_variant_name (DdpmBackend *be, int i)
   return i >= 0 && i < (int) g_strv_length (cb->variants) ? cb->variants[i] : NULL;
 }
 
-/* Whether settings are NAME=value tokens (NAME in capitals, digits and '_') separated by blanks. */
-static gboolean
-settings_well_formed (const char *settings)
-{
-  g_auto (GStrv) tokens = g_strsplit_set (settings, " \t", -1);
-  for (char **t = tokens; *t != NULL; t++)
-    {
-      const size_t n = strspn (*t, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
-      if (**t != '\0' && (n == 0 || (*t)[n] != '=' || (*t)[n + 1] == '\0'))
-        return FALSE;
-    }
-  return TRUE;
-}
-
 static gboolean
 cuda_set_variant (DdpmBackend *be, const char *settings, GError **error)
 {
   CudaBackend *cb = cuda_backend (be);
-  if (cb->capturing || !settings_well_formed (settings))
+  if (cb->capturing || !cuda_settings_well_formed (settings))
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_ARGUMENT, "CUDA backend: settings '%s' %s", settings,
                    cb->capturing ? "during a graph capture" : "are not NAME=value ...");

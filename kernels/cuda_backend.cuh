@@ -187,7 +187,10 @@ const char *cuda_switch (const CudaBackend *cb, const char *name);
 void cuda_switches_read (CudaBackend *cb);
 /* Why a switch asked for cannot take effect here, or NULL. */
 const char *cuda_switches_unmet (const CudaBackend *cb);
-/* cb->variants from the built-in list or $DDPM_CUDA_VARIANTS, less those that set a switch the environment sets. */
+/* Whether settings are NAME=value tokens (NAME in capitals, digits and '_'; value not empty) between blanks. */
+gboolean cuda_settings_well_formed (const char *settings);
+/* cb->variants from the built-in list or $DDPM_CUDA_VARIANTS, less those not well formed or setting a switch the
+ * environment sets. */
 void cuda_variants_init (CudaBackend *cb);
 
 /* Keeps the first failure (code DDPM_ERROR_DEVICE unless given) and warns once. */

@@ -170,6 +170,19 @@ cuda_switches_unmet (const CudaBackend *cb)
   return NULL;
 }
 
+gboolean
+cuda_settings_well_formed (const char *settings)
+{
+  g_auto (GStrv) tokens = g_strsplit_set (settings, " \t", -1);
+  for (char **t = tokens; *t != NULL; t++)
+    {
+      const size_t n = strspn (*t, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+      if (**t != '\0' && (n == 0 || (*t)[n] != '=' || (*t)[n + 1] == '\0'))
+        return FALSE;
+    }
+  return TRUE;
+}
+
 void
 cuda_variants_init (CudaBackend *cb)
 {
@@ -182,20 +195,13 @@ cuda_variants_init (CudaBackend *cb)
     {
       g_autofree char *v = g_strstrip (g_strdup (given != NULL ? given[i] : builtin_variants[i]));
       g_auto (GStrv) tokens = g_strsplit_set (v, " \t", -1);
-      gboolean keep = *v != '\0';
+      gboolean keep = *v != '\0' && cuda_settings_well_formed (v);
       for (char **t = tokens; keep && *t != NULL; t++)
-        {
-          char *eq = strchr (*t, '=');
-          if (**t == '\0')
-            continue;
-          if (eq == NULL || eq == *t)
-            keep = FALSE;                                      /* not NAME=value */
-          else
-            {
-              g_autofree char *name = g_strndup (*t, eq - *t);
-              keep = env_switch (name) == NULL;                /* the environment fixes it */
-            }
-        }
+        if (**t != '\0')
+          {
+            g_autofree char *name = g_strndup (*t, strchr (*t, '=') - *t);
+            keep = env_switch (name) == NULL;                  /* the environment fixes it */
+          }
       if (keep)
         g_ptr_array_add (out, g_steal_pointer (&v));
     }
