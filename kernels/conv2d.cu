@@ -61,9 +61,9 @@ is_pointwise (int k, int stride, const int pad[4])
 }
 
 static bool
-use_implicit (const CudaBackend *cb)
+use_implicit (const CudaBackend *cb, const ConvPick &pick)
 {
-  return cb->act_type != CT_F32 && cb->conv_algo != CONV_GEMM;
+  return cb->act_type != CT_F32 && pick.algo != CONV_GEMM;
 }
 
 /* Images per im2col chunk, and the scratch that takes. */
@@ -108,16 +108,17 @@ struct ConvPlan {
                                          * region, cuda_projection), and `scratch` counts none of them */
 };
 
-/* The K split of a convolution with `tiles` output tiles and `slices` K slices: $DDPM_CUDA_CONV_SPLITK, else,
+/* The K split of a convolution with `tiles` output tiles and `slices` K slices: splitk when > 0 (the pick's,
+ * $DDPM_CUDA_CONV_SPLITK), else,
  * where the tiles alone leave SMs idle and `rule` allows, enough splits for about the target blocks (2 per SM);
  * at most max_splits, at least conv_split_min_slices slices each, no empty split. *kps: slices per split. */
 static int
-k_splits (const CudaBackend *cb, long long tiles, int slices, bool rule, int max_splits, int *kps)
+k_splits (const CudaBackend *cb, int splitk, long long tiles, int slices, bool rule, int max_splits, int *kps)
 {
   const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;
   int splits = 1;
-  if (cb->conv_splitk > 0)
-    splits = cb->conv_splitk;
+  if (splitk > 0)
+    splits = splitk;
   else if (rule && tiles < cb->sm_count)
     splits = (int) ((target + tiles - 1) / tiles);
   splits = imax (imin (imin (splits, max_splits), imax (slices / cb->conv_split_min_slices, 1)), 1);
@@ -125,11 +126,13 @@ k_splits (const CudaBackend *cb, long long tiles, int slices, bool rule, int max
   return (slices + *kps - 1) / *kps;
 }
 
-/* One decision used both by conv2d_scratch (planning) and conv2d (running), so they always agree. */
+/* One decision used both by conv2d_scratch (planning) and conv2d (running), so they always agree: under the
+ * switches `pick` (the backend's, or this shape's timed pick: conv_pick.cu). */
 static ConvPlan
-conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
+conv_plan_with (const CudaBackend *cb, const ConvShape &s, const int pad[4], const ConvPick &pick)
 {
-  ConvPlan p = { use_implicit (cb), false, false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, 0, NULL };
+  ConvPlan p
+      = { use_implicit (cb, pick), false, false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, 0, NULL };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -141,19 +144,19 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
     }
   /* a tensor-core tile would be mostly empty (conv_in, conv_out): the direct kernel, no scratch, unless
    * $DDPM_CUDA_CONV=implicit asks for the NCHW implicit GEMM everywhere */
-  p.direct = cb->conv_algo != CONV_IMPLICIT && cuda_conv_direct_fits (cb, s);
+  p.direct = pick.algo != CONV_IMPLICIT && cuda_conv_direct_fits (cb, s);
   if (p.direct)
     return p;
   const long long P = (long long) s.B * s.Ho * s.Wo;
   const long long cols = (P + IG_BN - 1) / IG_BN;
   const long long target = (long long) cb->conv_split_blocks_per_sm * cb->sm_count;   /* 2 blocks per SM */
   const long long blocks_large = cols * ((s.Cout + 127) / 128);
-  p.tile = cb->conv_tile == TILE_SMALL || cb->conv_tile == TILE_LARGE ? cb->conv_tile
+  p.tile = pick.tile == TILE_SMALL || pick.tile == TILE_LARGE ? pick.tile
            : (s.Cout >= 128 && blocks_large >= target ? TILE_LARGE : TILE_SMALL);
   const long long blocks = cols * ceil_div (s.Cout, tile_rows (p.tile));
   const int ktiles = (s.K + IG_BK - 1) / IG_BK;
   /* with clusters a tile's splits are one cluster */
-  p.splits = k_splits (cb, blocks, ktiles, true,
+  p.splits = k_splits (cb, pick.splitk, blocks, ktiles, true,
                        cb->conv_reduce == REDUCE_CLUSTER ? imin (IG_MAX_SPLITS, cb->conv_cluster_max) : IG_MAX_SPLITS,
                        &p.kps);
   /* channels last wherever it fits, unless $DDPM_CUDA_CONV=implicit: on the H200 (2026-11-26) it was as fast at
@@ -162,17 +165,17 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
    * $DDPM_CUDA_CONV=nhwc: a 1x1 slice is 32 whole channel planes, which the NCHW kernel reads along pixels,
    * and the same run timed all three 1x1 shapes faster that way, transpose saved (cifar 128->256 @16x16
    * 12.4 against 14.7 us, 512->256 @4x4 14.1 / 16.7, celebahq 1024->512 @8x8 17.6 / 20.9) */
-  p.nhwc = (cb->conv_algo == CONV_NHWC || (cb->conv_algo != CONV_IMPLICIT && s.k != 1)) && cuda_conv_nhwc_fits (cb, s);
+  p.nhwc = (pick.algo == CONV_NHWC || (pick.algo != CONV_IMPLICIT && s.k != 1)) && cuda_conv_nhwc_fits (cb, s);
   if (p.nhwc)
     p.xh_bytes = (cuda_conv_nhwc_bytes (cb, s) + 255) / 256 * 256;
   /* 1x1 convolutions the channels-last kernel does not take: x's channel planes by cp.async, unless
    * $DDPM_CUDA_CONV=implicit (conv2d.cu's kernel, B through registers) */
-  p.pointwise = !p.nhwc && cb->conv_algo != CONV_IMPLICIT && cuda_conv_pointwise_fits (cb, s);
+  p.pointwise = !p.nhwc && pick.algo != CONV_IMPLICIT && cuda_conv_pointwise_fits (cb, s);
   /* $DDPM_CUDA_CONV=mma: the 128 x 128 tile where its tiles alone fill a wave of the GPU (no K split);
    * $DDPM_CUDA_CONV_TILE=mma: wherever the channels-last kernel runs (tests) */
   const long long tiles_mma = (P + 127) / 128 * ((s.Cout + 127) / 128);
-  if (p.nhwc && cb->conv_splitk == 0
-      && (cb->conv_tile == TILE_MMA || (cb->conv_algo == CONV_MMA && tiles_mma >= cb->sm_count)))
+  if (p.nhwc && pick.splitk == 0
+      && (pick.tile == TILE_MMA || (pick.algo == CONV_MMA && tiles_mma >= cb->sm_count)))
     {
       p.mma = true;
       p.splits = 1;
@@ -185,14 +188,15 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
    * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests), split where the rule or $DDPM_CUDA_CONV_SPLITK says.
    * The 128 x 256 tile ($DDPM_CUDA_WGMMA_BN=256) runs one block per SM: the rule counts each as two 128 x 128
    * tiles' blocks */
-  if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (cb->conv_tile == TILE_WGMMA || cb->conv_algo == CONV_WGMMA))
+  if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (pick.tile == TILE_WGMMA || pick.algo == CONV_WGMMA))
     {
       const long long wtiles = cuda_conv_wgmma_tiles (cb, s);
       int kps64;
-      const int wsplits = k_splits (cb, wtiles * (cb->wgmma_bn / 128), cuda_conv_wgmma_slices (s), cb->wgmma_split,
+      const int wsplits = k_splits (cb, pick.splitk, wtiles * (cb->wgmma_bn / 128), cuda_conv_wgmma_slices (s),
+                                    cb->wgmma_split,
                                     cb->conv_reduce == REDUCE_CLUSTER || cb->conv_reduce == REDUCE_LAST_BLOCK
                                         ? 1 : IG_MAX_SPLITS, &kps64);
-      if (cb->conv_tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)
+      if (pick.tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)
         {
           p.wgmma = true;
           p.mma = false;
@@ -222,12 +226,20 @@ conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
   return p;
 }
 
+static ConvPlan
+conv_plan (const CudaBackend *cb, const ConvShape &s, const int pad[4])
+{
+  return conv_plan_with (cb, s, pad, cuda_conv_pick_of (cb, s));
+}
+
 size_t
 cuda_conv2d_scratch (DdpmBackend *be, int B, int Cin, int H, int W, int Cout, int k, int stride, const int pad[4])
 {
   CudaBackend *cb = cuda_backend (be);
   DdpmLinearW w = { NULL, NULL, Cout, Cin, k };
-  return conv_plan (cb, conv_shape (&w, B, H, W, stride, pad), pad).scratch;
+  const ConvShape s = conv_shape (&w, B, H, W, stride, pad);
+  cuda_conv_pick_time (cb, s, pad);    /* $DDPM_CUDA_CONV_PICK: planning is where a shape is first seen */
+  return conv_plan (cb, s, pad).scratch;
 }
 
 /* ---- im2col + GEMM ---- */
@@ -780,6 +792,31 @@ conv2d_run (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const
     cuda_conv_direct (cb, w, x, false, y, false, s, epi);
   else
     conv2d_implicit (cb, w, x, y, s, p, epi);
+}
+
+bool
+cuda_conv_plan_info (const CudaBackend *cb, const ConvShape &s, const int pad[4], const ConvPick &pick,
+                     ConvPlanInfo *info)
+{
+  const ConvPlan p = conv_plan_with (cb, s, pad, pick);
+  if (!p.implicit || p.direct)
+    return false;
+  const char *kernel = p.wgmma ? "wgmma" : p.mma ? "mma" : p.nhwc ? "nhwc" : p.pointwise ? "pointwise" : "implicit";
+  const int rows = p.wgmma || p.mma ? 128 : tile_rows (p.tile);
+  const int cols = p.wgmma ? cb->wgmma_bn : p.mma ? 128 : IG_BN;
+  g_snprintf (info->name, sizeof info->name, "%s %dx%d%s, %d split%s", kernel, rows, cols,
+              p.cluster ? " cluster" : "", p.splits, p.splits == 1 ? "" : "s");
+  info->scratch = p.scratch;
+  info->splits = p.splits;
+  return true;
+}
+
+void
+cuda_conv_run_pick (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
+                    const int pad[4], const ConvPick &pick)
+{
+  conv2d_run (cb, w, x, y, s, conv_plan_with (cb, s, pad, pick), pad, NULL);
+  cuda_flush_reduce (cb);
 }
 
 void

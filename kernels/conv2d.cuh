@@ -19,6 +19,22 @@ struct ConvShape {
                                          * launchers set it from cb->conv_prefetch), else 0 */
 };
 
+/* conv2d.cu, for conv_pick.cu: what plan a pick makes for s (false: the direct or im2col path, nothing to pick
+ * there), and s run under a pick on w, x, y and the scratch at cb->scratch (no epilogue; its sum launched). */
+struct ConvPlanInfo {
+  char name[48];                        /* "nhwc 128x64, 4 splits" */
+  size_t scratch;                       /* bytes */
+  int splits;
+};
+bool cuda_conv_plan_info (const CudaBackend *cb, const ConvShape &s, const int pad[4], const ConvPick &pick,
+                          ConvPlanInfo *info);
+void cuda_conv_run_pick (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y, const ConvShape &s,
+                         const int pad[4], const ConvPick &pick);
+/* conv_pick.cu: the switches s plans under: its timed pick where there is one, else the backend's; and the
+ * timing of a shape not seen yet ($DDPM_CUDA_CONV_PICK set; at planning, outside captures). */
+ConvPick cuda_conv_pick_of (const CudaBackend *cb, const ConvShape &s);
+void cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4]);
+
 /* How a block of a K-split convolution ends (conv_tile_epilogue). One of:
  * - partial: its float tile goes to [tile][split][BM * IG_BN] float32 partials in scratch, then
  *   - counters: the last of the tile's blocks to arrive sums them, or

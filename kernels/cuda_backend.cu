@@ -534,6 +534,7 @@ cuda_destroy (DdpmBackend *be)
   g_strfreev (cb->variants);
   g_strfreev (cb->variant_tokens);
   g_free (cb->variant_settings);
+  cuda_conv_picks_clear (cb, TRUE);
   g_clear_error (&cb->error);
   g_free (cb);
 }

@@ -33,6 +33,16 @@ enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA, TILE_WGMMA
  * others' shared memory ("cluster", where the creation probe launches one: sm_90+), or the last block of each
  * tile to finish, through float32 partials in scratch and a counter ("last-block"). */
 enum CudaConvReduce { REDUCE_CLUSTER, REDUCE_KERNEL, REDUCE_LAST_BLOCK };
+/* The switches a convolution's plan reads (conv2d.cu): the backend's ($DDPM_CUDA_CONV, _CONV_TILE, _CONV_SPLITK),
+ * or with $DDPM_CUDA_CONV_PICK=timed the fastest of the plans they can make, timed for that shape (conv_pick.cu). */
+struct ConvPick {
+  CudaConvAlgo algo;
+  CudaConvTile tile;
+  int splitk;
+};
+/* $DDPM_CUDA_CONV_PICK: off (the default), "timed" (each shape's fastest candidate), "slowest" (tests: the
+ * candidate machinery on plans the defaults never make). */
+enum CudaConvPickMode { PICK_OFF, PICK_TIMED, PICK_SLOWEST };
 /* GroupNorm ($DDPM_CUDA_GN): one block per group, or statistics split over several blocks. */
 enum CudaGnMode { GN_AUTO, GN_FUSED, GN_SPLIT, GN_CLUSTER };
 /* attention core: flash_attention.cu's mma.sync kernel or the WMMA one where they fit (attention.cu), or the cuBLAS
@@ -115,6 +125,10 @@ struct CudaBackend {
   int wgmma_bn;                    /* its pixels per tile: 128, or 256 with $DDPM_CUDA_WGMMA_BN=256 (m64n256k16) */
   gboolean wgmma_split;            /* K split where the tile alone would not fill a wave (conv_plan; not with
                                     * $DDPM_CUDA_WGMMA_SPLIT=0) */
+  CudaConvPickMode conv_pick;      /* $DDPM_CUDA_CONV_PICK */
+  gboolean conv_pick_log;          /* $DDPM_CUDA_CONV_PICK_LOG=1: each shape's times and pick on stderr */
+  GHashTable *conv_picks;          /* shape key -> ConvPick timed at planning (conv_pick.cu); emptied whenever the
+                                    * switches are read again */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
   long long proj_conv_pixels;      /* attention's projections on that kernel too up to this many pixels (B * HW):
                                     * batch-1 sampling then never touches cuBLAS, whose first use cost ~90-165 ms
@@ -192,6 +206,12 @@ gboolean cuda_settings_well_formed (const char *settings);
 /* cb->variants from the built-in list or $DDPM_CUDA_VARIANTS, less those not well formed or setting a switch the
  * environment sets. */
 void cuda_variants_init (CudaBackend *cb);
+
+/* conv_pick.cu: forgets the timed picks (the switches they were timed under changed), frees them when destroy. */
+void cuda_conv_picks_clear (CudaBackend *cb, gboolean destroy);
+/* profile.cu: a kernel that keeps the GPU busy for about ns nanoseconds, so the host queues what follows before the
+ * GPU reaches it and events time the kernels, not the launches (the emulator returns at once). */
+void cuda_spin (CudaBackend *cb, long long ns);
 
 /* Keeps the first failure (code DDPM_ERROR_DEVICE unless given) and warns once. */
 void cuda_fail (CudaBackend *cb, int code, const char *format, ...) G_GNUC_PRINTF (3, 4);

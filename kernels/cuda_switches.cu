@@ -24,6 +24,7 @@ static const char *const builtin_variants[] = {
   "FA_DS=256",                         /* one warp per query tile at d = 256 (thirteenth session, untimed) */
   "DIRECT_WARPS=8",                    /* H200, 8200496: 0.992 at celebahq-256 b1, 1.014 at cifar10-32 b1 */
   "CONV_SPLIT_BLOCKS_PER_SM=1",        /* half the K splits (H100, 108f44a: 0.925 at cifar10-32 b1 against clusters) */
+  "CONV_PICK=timed",                   /* each convolution shape's plan timed (conv_pick.cu; twenty-first session) */
 };
 
 /* $DDPM_CUDA_<name> */
@@ -119,6 +120,11 @@ cuda_switches_read (CudaBackend *cb)
    * the sum runs on 32 SMs where the second launch spreads it over all of them (kernels/NOTES.md) */
   cb->defer_reduce = switch_is (cb, "DEFER_REDUCE", "1");
   cb->conv_prefetch = !switch_is (cb, "CONV_PREFETCH", "0");
+  /* each convolution shape's plan timed at planning (conv_pick.cu); the picks made under other switches go */
+  cb->conv_pick = switch_is (cb, "CONV_PICK", "timed") ? PICK_TIMED
+                  : switch_is (cb, "CONV_PICK", "slowest") ? PICK_SLOWEST : PICK_OFF;
+  cb->conv_pick_log = switch_is (cb, "CONV_PICK_LOG", "1");
+  cuda_conv_picks_clear (cb, FALSE);
   cb->upsample_conv_fuse = !switch_is (cb, "UPSAMPLE_CONV", "0");
 
   /* GroupNorm over thread-block clusters only where asked for, until a GPU run times it */
@@ -128,7 +134,8 @@ cuda_switches_read (CudaBackend *cb)
   cb->wgmma_split = !switch_is (cb, "WGMMA_SPLIT", "0");
   cb->wgmma_bn = switch_is (cb, "WGMMA_BN", "256") ? 256 : 128;
   const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
-  cb->conv_wgmma_ready = wgmma_asked && cuda_conv_wgmma_prepare (cb);
+  /* a timed pick has the wgmma tile among its candidates where the device runs it */
+  cb->conv_wgmma_ready = (wgmma_asked || cb->conv_pick != PICK_OFF) && cuda_conv_wgmma_prepare (cb);
   /* split-K sums: a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last block
    * summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same; H100, 2026-11-27: 1.046 against
    * 1.141 with each tile's splits summing inside their thread-block cluster, celebahq-256 b1 8.47 / 8.55: the
@@ -149,12 +156,12 @@ cuda_switches_read (CudaBackend *cb)
     g_snprintf (clusters, sizeof clusters, ", clusters of %d", cb->conv_cluster_max);
   if (cb->gn_cluster_max > 0)
     g_snprintf (gn_clusters, sizeof gn_clusters, ", GroupNorm clusters of up to %d", cb->gn_cluster_max);
-  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s%s%s)",
+  g_snprintf (cb->base.description, sizeof cb->base.description, "cuda: %s (sm_%d%d, %s, %s%s%s%s%s%s)",
               cb->device_name, cb->cc_major, cb->cc_minor,
               cb->act_type == CT_F32 ? "fp32" : cb->act_type == CT_BF16 ? "bf16" : "fp16", cb->blas_note,
               cb->pdl ? ", PDL" : "", clusters,
               !cb->conv_wgmma_ready ? "" : cb->wgmma_bn == 256 ? ", wgmma convs 128 x 256" : ", wgmma convs",
-              gn_clusters);
+              gn_clusters, cb->conv_pick == PICK_OFF ? "" : ", conv plans timed per shape");
 }
 
 /* Why variant tokens cannot run as asked here (the probes said no), or NULL when they can. */

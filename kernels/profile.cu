@@ -49,6 +49,12 @@ profile_spin_kernel (long long ns)
 }
 
 void
+cuda_spin (CudaBackend *cb, long long ns)
+{
+  launch_raw (cb, "profile_spin", 1, 32, 0, profile_spin_kernel, ns);
+}
+
+void
 cuda_profile_init (CudaBackend *cb)
 {
   const char *v = g_getenv ("DDPM_CUDA_PROFILE");
@@ -76,7 +82,7 @@ cuda_profile_begin (CudaBackend *cb, const char *name)
       cuda_profile_flush (cb);
     }
   if (p->pending == 0)
-    launch_raw (cb, "profile_spin", 1, 32, 0, profile_spin_kernel, (long long) PROFILE_SPIN_NS);
+    cuda_spin (cb, PROFILE_SPIN_NS);
   p->name[p->pending] = name;
   cudaEventRecord (p->start[p->pending], cb->stream);
   p->open = true;

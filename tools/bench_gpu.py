@@ -72,16 +72,19 @@ def conv_setting(conv):
     kept; tuned in the first, untimed warm-up forward, then cached for this run in TUNING_FILE, so a whole sample
     of the same shape finds the decision there)."""
     if conv == "tuned":
-        return {"DDPM_TUNING_FILE": TUNING_FILE}, ["--tune"]
+        # CONV_PICK_LOG: the per-shape convolution timings of the CONV_PICK=timed variant (kernels/conv_pick.cu)
+        return {"DDPM_TUNING_FILE": TUNING_FILE, "DDPM_CUDA_CONV_PICK_LOG": "1"}, ["--tune"]
     return {"DDPM_CUDA_CONV": conv}, []
 
 
 def log_tuning(key, stderr):
-    """The tuner's report (ddpm prints it on stderr even with -q), indented under the run's line; returns its lines
-    (for the JSON)."""
+    """The tuner's report (ddpm prints it on stderr even with -q) and the convolution timings of its CONV_PICK
+    variant ("conv pick ..." lines), indented under the run's line; returns their lines (for the JSON)."""
     lines = [l[len("ddpm: "):] if l.startswith("ddpm: ") else l for l in stderr.splitlines()]
     start = next((i for i, l in enumerate(lines) if l.startswith("tuning ")), None)
-    report = []
+    report = [l for l in lines if l.startswith("conv pick ")]
+    for l in report:
+        log(f"    {l}")
     if start is not None:
         for l in lines[start:]:
             if not (l.startswith("tuning ") or l.startswith("  ")):

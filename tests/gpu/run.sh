@@ -287,7 +287,7 @@ fi
 # defaults and judged by its eps against theirs (fp16 bound 1e-2). One model load per shape instead of stage 4's
 # four benches per switch: its lines say which defaults to change, and a "disagrees" line names a broken variant.
 # SKIP_TUNE=1: none; a shape starts only in the first TUNE_UNTIL (380) s of the run, and has 60 s.
-echo "== 2t. The tuner at the benchmark shapes (ddpm bench --tune-again, fp16; also in profile.txt)"
+echo "== 2t. The tuner at the benchmark shapes (ddpm bench --tune-again, fp16; also in tuning.txt)"
 if [ $rc -eq 77 ] || [ "${SKIP_TUNE:-0}" = 1 ]; then
   echo "(skipped)"
 elif [ "${SKIP_BENCH:-0}" != 1 ] && [[ ,$CONVS, == *,tuned,* ]]; then
@@ -295,12 +295,14 @@ elif [ "${SKIP_BENCH:-0}" != 1 ] && [[ ,$CONVS, == *,tuned,* ]]; then
 else
   for shape in cifar10-32:1 cifar10-32:128 celebahq-256:1 celebahq-256:4; do
     if [ $SECONDS -gt "${TUNE_UNTIL:-380}" ]; then
-      echo "tuning $shape: not run ($SECONDS s into the run)" | tee -a "$OUT/profile.txt"
+      echo "tuning $shape: not run ($SECONDS s into the run)" | tee -a "$OUT/tuning.txt"
       continue
     fi
-    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_TUNING_FILE=/tmp/tuning.ini timeout 60 \
+    # CONV_PICK_LOG: every convolution shape's candidate plans timed (the CONV_PICK=timed variant)
+    LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} DDPM_TUNING_FILE=/tmp/tuning.ini \
+      DDPM_CUDA_CONV_PICK_LOG=1 timeout 60 \
       "$CARRY/bin/ddpm" bench --config "${shape%:*}" --batch "${shape#*:}" --device cuda --precision fp16 \
-      --tune-again --warmup 2 --iters 20 2>&1 | grep -v 'bench: \(warm-up\|forward\)' | tee -a "$OUT/profile.txt"
+      --tune-again --warmup 2 --iters 20 2>&1 | grep -v 'bench: \(warm-up\|forward\)' | tee -a "$OUT/tuning.txt"
   done
 fi
 

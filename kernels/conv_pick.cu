@@ -1,0 +1,266 @@
+/* conv_pick.cu: each convolution shape's plan chosen by timing its candidates on this GPU
+ * ($DDPM_CUDA_CONV_PICK=timed; off by default, offered to the engine's tuner as a variant).
+ *
+ * Why: conv2d.cu's rules (tile rows by how many blocks fill the GPU, K splits up to 2 blocks per SM, the
+ * mma.sync / wgmma tiles only where asked for) were set on one H200 and on a few shapes; cuDNN's benchmark mode
+ * times its algorithms per shape instead. Here, when planning meets a shape not seen yet, each distinct plan
+ * the switches can make for it (64- and 128-row tiles with the rule's K split, none, half and twice as many;
+ * the 128 x 128 mma.sync tile; the wgmma tile split and unsplit where the device has it; for 1x1 convolutions
+ * the channels-last kernel beside the pointwise one) runs on scratch buffers of the shape's sizes: one warm-up,
+ * then the fastest of 2 rounds of 5 back-to-back runs behind a spin kernel, so that events time the GPU and
+ * not the launches. The pick is the fastest, where it beats the backend's own plan by >= 3 % (else that
+ * plan). Each plan is one the backend already runs and tests check; the engine's tuner still compares the
+ * whole forward with the defaults' before keeping this variant.
+ *
+ * Picks live until the switches are read again (a variant, the backend's end). Timing a shape costs its
+ * candidates' ~11 runs each, once per backend, at planning: not inside the step loop. Splits change the
+ * order of the float sums, so picks that differ between runs give images that differ within the precision
+ * bound (as cuDNN's benchmark mode does). */
+#include "conv2d.cuh"
+
+#include <float.h>
+#include <string.h>
+
+#define PICK_MAX_CANDIDATES 16
+#ifndef DDPM_CUDA_EMU
+#define PICK_ROUNDS 2
+#define PICK_REPS 5
+#else                                   /* the emulator's times are CPU times: there, each candidate only runs */
+#define PICK_ROUNDS 1
+#define PICK_REPS 1
+#endif
+#define PICK_SPIN_NS 300000LL           /* host time to queue one round's ~15 launches, with room */
+#define PICK_MARGIN 0.97f               /* another plan must take <= 97 % of the backend's own plan's time */
+
+struct PickCandidate {
+  ConvPick pick;
+  ConvPlanInfo info;
+  float ms;                             /* per run, fastest round; FLT_MAX when it failed */
+};
+
+/* Key of the shapes whose plans agree: everything conv_plan reads of s. */
+static char *
+pick_key (const ConvShape &s)
+{
+  return g_strdup_printf ("%d %d %d %d %d %d %d %d %d %d %d", s.B, s.Cin, s.H, s.W, s.Cout, s.k, s.stride, s.pad_top,
+                          s.pad_left, s.Ho, s.Wo);
+}
+
+static ConvPick
+backend_pick (const CudaBackend *cb)
+{
+  return ConvPick { cb->conv_algo, cb->conv_tile, cb->conv_splitk };
+}
+
+ConvPick
+cuda_conv_pick_of (const CudaBackend *cb, const ConvShape &s)
+{
+  if (cb->conv_picks != NULL && g_hash_table_size (cb->conv_picks) > 0)
+    {
+      g_autofree char *key = pick_key (s);
+      const ConvPick *p = (const ConvPick *) g_hash_table_lookup (cb->conv_picks, key);
+      if (p != NULL)
+        return *p;
+    }
+  return backend_pick (cb);
+}
+
+void
+cuda_conv_picks_clear (CudaBackend *cb, gboolean destroy)
+{
+  if (cb->conv_picks == NULL)
+    return;
+  if (destroy)
+    g_clear_pointer (&cb->conv_picks, g_hash_table_destroy);
+  else
+    g_hash_table_remove_all (cb->conv_picks);
+}
+
+/* Adds pick to the list when its plan is one the list does not have yet. */
+static void
+add_candidate (const CudaBackend *cb, const ConvShape &s, const int pad[4], ConvPick pick, PickCandidate *list,
+               int *n)
+{
+  PickCandidate c = { pick, {}, FLT_MAX };
+  if (*n == PICK_MAX_CANDIDATES || !cuda_conv_plan_info (cb, s, pad, pick, &c.info))
+    return;
+  for (int i = 0; i < *n; i++)
+    if (strcmp (list[i].info.name, c.info.name) == 0)
+      return;
+  list[(*n)++] = c;
+}
+
+/* The candidates, the backend's own plan first. */
+static int
+candidates (const CudaBackend *cb, const ConvShape &s, const int pad[4], PickCandidate *list)
+{
+  int n = 0;
+  add_candidate (cb, s, pad, backend_pick (cb), list, &n);
+  const CudaConvAlgo algos[] = { CONV_AUTO, CONV_NHWC };   /* CONV_NHWC differs for 1x1 only */
+  for (CudaConvAlgo algo : algos)
+    {
+      for (CudaConvTile tile : { TILE_SMALL, TILE_LARGE })
+        {
+          PickCandidate rule = {};
+          if (!cuda_conv_plan_info (cb, s, pad, ConvPick { algo, tile, 0 }, &rule.info))
+            continue;
+          const int r = rule.info.splits;
+          for (int splitk : { 0, 1, r / 2, 2 * r })
+            if (splitk == 0 || (splitk >= 1 && splitk != r))
+              add_candidate (cb, s, pad, ConvPick { algo, tile, splitk }, list, &n);
+        }
+      add_candidate (cb, s, pad, ConvPick { algo, TILE_MMA, 0 }, list, &n);
+      if (cb->conv_wgmma_ready)
+        {
+          add_candidate (cb, s, pad, ConvPick { algo, TILE_WGMMA, 0 }, list, &n);
+          add_candidate (cb, s, pad, ConvPick { algo, TILE_WGMMA, 1 }, list, &n);
+        }
+    }
+  return n;
+}
+
+/* Buffers for timing one shape: x, y, weights, bias and scratch, filled with a constant (values do not change
+ * which kernels run; 0x3C bytes: fp16 ~1.06, bf16 ~0.011, float bias ~0.011). */
+struct PickBuffers {
+  void *x, *y, *weight, *scratch;
+  float *bias;
+};
+
+static void
+pick_buffers_free (PickBuffers *b)
+{
+  cudaFree (b->x);
+  cudaFree (b->y);
+  cudaFree (b->weight);
+  cudaFree (b->bias);
+  cudaFree (b->scratch);
+}
+
+static bool
+pick_buffers_alloc (CudaBackend *cb, const ConvShape &s, size_t scratch, PickBuffers *b)
+{
+  const size_t x_bytes = (size_t) s.B * s.Cin * s.H * s.W * cb->act_size;
+  const size_t y_bytes = (size_t) s.B * s.Cout * s.Ho * s.Wo * cb->act_size;
+  const size_t w_bytes = (size_t) s.Cout * s.ldw * cb->act_size;
+  *b = PickBuffers {};
+  bool ok = cudaMalloc (&b->x, x_bytes) == cudaSuccess && cudaMalloc (&b->y, y_bytes) == cudaSuccess
+            && cudaMalloc (&b->weight, w_bytes) == cudaSuccess
+            && cudaMalloc ((void **) &b->bias, s.Cout * sizeof (float)) == cudaSuccess
+            && (scratch == 0 || cudaMalloc (&b->scratch, scratch) == cudaSuccess);
+  ok = ok && cudaMemsetAsync (b->x, 0x3C, x_bytes, cb->stream) == cudaSuccess
+       && cudaMemsetAsync (b->weight, 0x3C, w_bytes, cb->stream) == cudaSuccess
+       && cudaMemsetAsync (b->bias, 0x3C, s.Cout * sizeof (float), cb->stream) == cudaSuccess;
+  if (!ok)
+    {
+      cudaGetLastError ();              /* out of memory here is not the forward's failure: keep the plan */
+      pick_buffers_free (b);
+    }
+  return ok;
+}
+
+/* ms per run of c (fastest of PICK_ROUNDS rounds), FLT_MAX where a launch failed (its error dropped). */
+static float
+time_candidate (CudaBackend *cb, const ConvShape &s, const int pad[4], const PickCandidate &c, const PickBuffers &b,
+                cudaEvent_t start, cudaEvent_t end)
+{
+  const DdpmLinearW w = { b.weight, b.bias, s.Cout, s.Cin, s.k };
+  float best = FLT_MAX;
+  cuda_conv_run_pick (cb, &w, b.x, b.y, s, pad, c.pick);     /* warm-up: first-use costs, caches */
+  for (int round = 0; round < PICK_ROUNDS && cb->error == NULL; round++)
+    {
+      cuda_spin (cb, PICK_SPIN_NS);
+      cudaEventRecord (start, cb->stream);
+      for (int r = 0; r < PICK_REPS; r++)
+        cuda_conv_run_pick (cb, &w, b.x, b.y, s, pad, c.pick);
+      cudaEventRecord (end, cb->stream);
+      float ms = 0.0f;
+      if (cudaEventSynchronize (end) == cudaSuccess && cudaEventElapsedTime (&ms, start, end) == cudaSuccess)
+        best = ms / PICK_REPS < best ? ms / PICK_REPS : best;
+    }
+  if (cb->error != NULL)
+    {
+      g_clear_error (&cb->error);
+      cudaGetLastError ();
+      return FLT_MAX;
+    }
+  return best;
+}
+
+static void
+remember (CudaBackend *cb, const ConvShape &s, const ConvPick &pick)
+{
+  if (cb->conv_picks == NULL)
+    cb->conv_picks = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_hash_table_replace (cb->conv_picks, pick_key (s), g_memdup2 (&pick, sizeof pick));
+}
+
+void
+cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4])
+{
+  if (cb->conv_pick == PICK_OFF || cb->capturing || cb->error != NULL || s.B <= 0 || s.Ho <= 0 || s.Wo <= 0
+      || s.Cout <= 0)
+    return;
+  {
+    g_autofree char *key = pick_key (s);
+    if (cb->conv_picks != NULL && g_hash_table_contains (cb->conv_picks, key))
+      return;
+  }
+  const ConvPick own = backend_pick (cb);
+  PickCandidate list[PICK_MAX_CANDIDATES];
+  /* what the user or the variant fixed (a convolution path, a tile, a split) is not second-guessed */
+  const bool fixed = own.algo != CONV_AUTO || own.tile != TILE_AUTO || own.splitk != 0;
+  const int n = fixed ? 0 : candidates (cb, s, pad, list);
+  size_t scratch = 0;
+  for (int i = 0; i < n; i++)
+    scratch = list[i].info.scratch > scratch ? list[i].info.scratch : scratch;
+  PickBuffers b;
+  cudaEvent_t start = NULL, end = NULL;
+  if (n < 2 || !pick_buffers_alloc (cb, s, scratch, &b))
+    {
+      remember (cb, s, own);            /* nothing to choose, or no memory to time in: the backend's plan */
+      return;
+    }
+  cuda_flush_reduce (cb);
+  void *const scratch_was = cb->scratch;
+  const size_t scratch_bytes_was = cb->scratch_bytes;
+  CudaProfile *const profile_was = cb->profile;   /* these runs are not the forward's: not in its profile */
+  cb->scratch = b.scratch;
+  cb->scratch_bytes = scratch;
+  cb->profile = NULL;
+  int chosen = 0;
+  if (cudaEventCreateWithFlags (&start, cudaEventDefault) == cudaSuccess
+      && cudaEventCreateWithFlags (&end, cudaEventDefault) == cudaSuccess)
+    {
+      for (int i = 0; i < n; i++)
+        {
+          list[i].ms = time_candidate (cb, s, pad, list[i], b, start, end);
+          const float ms = list[i].ms, chosen_ms = list[chosen].ms;
+          const bool better = cb->conv_pick == PICK_SLOWEST
+                                  ? ms != FLT_MAX && (chosen_ms == FLT_MAX || ms > chosen_ms)
+                                  : ms < chosen_ms * (chosen == 0 ? PICK_MARGIN : 1.0f);
+          if (better)
+            chosen = i;
+        }
+    }
+  cudaStreamSynchronize (cb->stream);
+  if (start != NULL)
+    cudaEventDestroy (start);
+  if (end != NULL)
+    cudaEventDestroy (end);
+  cudaGetLastError ();                  /* no error of the timing left for the forward's launch checks */
+  cb->scratch = scratch_was;
+  cb->scratch_bytes = scratch_bytes_was;
+  cb->profile = profile_was;
+  pick_buffers_free (&b);
+  remember (cb, s, list[chosen].pick);
+  if (cb->conv_pick_log)
+    {
+      GString *line = g_string_new (NULL);
+      g_string_printf (line, "conv pick B=%d %dx%d %d->%d k%d/%d:", s.B, s.H, s.W, s.Cin, s.Cout, s.k, s.stride);
+      for (int i = 0; i < n; i++)
+        g_string_append_printf (line, "%s %s %.4f ms%s", i == 0 ? "" : ";", list[i].info.name,
+                                list[i].ms == FLT_MAX ? -1.0f : list[i].ms, i == chosen ? " (picked)" : "");
+      g_printerr ("%s\n", line->str);
+      g_string_free (line, TRUE);
+    }
+}

@@ -1,0 +1,65 @@
+#!/bin/sh
+# conv_pick_check.sh DDPM MODULE FIXTURES: each convolution shape's plan timed at planning (kernels/conv_pick.cu,
+# $DDPM_CUDA_CONV_PICK) on the CUDA emulator (suite gpu-emu). The emulator's times are CPU times, so which plan
+# "timed" keeps is not checked; "slowest" (keep the slowest candidate) makes the picks differ from the defaults':
+# 1. with slowest, every shape is timed once and picks one candidate, some not the backend's own plan; the
+#    sample's bits differ from the defaults' (the picks are what runs) and both agree with the CPU's;
+# 2. a switch the user fixed (a tile) is not second-guessed: nothing timed;
+# 3. the engine's tuner offers it as a variant and judges it against the defaults.
+set -u
+DDPM=$1 MODULE=$2 FIXTURES=$3
+DIR=$(mktemp -d)
+trap 'rm -rf "$DIR"' EXIT
+export DDPM_CUDA_MODULE="$MODULE" DDPM_TUNING_FILE="$DIR/tuning.ini" OMP_NUM_THREADS=1
+fail=0
+check () {   # check NAME CONDITION-EXIT-STATUS [LOG]
+  if [ "$2" -eq 0 ]; then
+    echo "PASS: $1"
+  else
+    echo "FAIL: $1"
+    [ $# -gt 2 ] && tail -20 "$3"
+    fail=1
+  fi
+}
+sample () {   # sample OUT.npy DEVICE [ddpm options]: a 2-step DDIM sample of the cifar-like fixture (fp16 on cuda)
+  out=$1 device=$2
+  shift 2
+  [ "$device" = cuda ] && set -- --precision fp16 "$@"
+  "$DDPM" sample -m "$FIXTURES/models/cifar-like" --device "$device" --sampler ddim --steps 2 --seed 5 -o "$out" "$@"
+}
+# fp16 against the CPU's float32 over two steps: the defaults measured 3.7e-3 (2026-12-07), 5x room
+BOUND=0.02
+
+sample "$DIR/cpu.npy" cpu -q > "$DIR/cpu.log" 2>&1
+sample "$DIR/defaults.npy" cuda -q > "$DIR/defaults.log" 2>&1
+check "the defaults' sample agrees with the CPU's (max |diff| <= $BOUND)" \
+  "$("$DDPM" compare --max-abs $BOUND "$DIR/defaults.npy" "$DIR/cpu.npy" > "$DIR/cmp0.log" 2>&1; echo $?)" "$DIR/cmp0.log"
+
+# 1. slowest
+DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/slowest.npy" cuda -q > "$DIR/slowest.log" 2>&1
+rc=$?
+lines=$(grep -c '^conv pick ' "$DIR/slowest.log")
+shapes=$(sed -n 's/^conv pick \([^:]*\):.*/\1/p' "$DIR/slowest.log" | sort -u | wc -l)
+one_each=$(grep '^conv pick ' "$DIR/slowest.log" | awk -F'[(]picked[)]' 'NF != 2' | wc -l)
+moved=$(grep '^conv pick ' "$DIR/slowest.log" | cut -d';' -f1 | grep -vc '(picked)')
+[ $rc -eq 0 ] && [ "$lines" -gt 0 ] && [ "$lines" -eq "$shapes" ] && [ "$one_each" -eq 0 ] && [ "$moved" -gt 0 ]
+check "slowest (exit $rc): $lines shapes timed ($shapes distinct), one pick each ($one_each without), $moved not the backend's own plan" \
+  $? "$DIR/slowest.log"
+! cmp -s "$DIR/slowest.npy" "$DIR/defaults.npy"
+check "the picked plans run: the sample's bits differ from the defaults'" $?
+check "the picked plans' sample agrees with the CPU's (max |diff| <= $BOUND)" \
+  "$("$DDPM" compare --max-abs $BOUND "$DIR/slowest.npy" "$DIR/cpu.npy" > "$DIR/cmp1.log" 2>&1; echo $?)" "$DIR/cmp1.log"
+
+# 2. a fixed tile: nothing to pick
+DDPM_CUDA_CONV_TILE=small DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/fixed.npy" cuda -q \
+  > "$DIR/fixed.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && ! grep -q '^conv pick ' "$DIR/fixed.log"
+check "DDPM_CUDA_CONV_TILE=small set: no shape timed (exit $rc)" $? "$DIR/fixed.log"
+
+# 3. through the tuner
+DDPM_CUDA_VARIANTS="CONV_PICK=slowest" sample "$DIR/tuned.npy" cuda --tune-again > "$DIR/tune.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q "CONV_PICK=slowest.*max |eps - defaults'|" "$DIR/tune.log"
+check "the tuner times and judges CONV_PICK=slowest (exit $rc)" $? "$DIR/tune.log"
+exit $fail
