@@ -159,6 +159,11 @@ typedef struct {
    * ops that follow, outside graph captures; graphs and scratch sizes planned before are stale. FALSE with the
    * reason where they cannot run here or are malformed (the previous ones stay). */
   gboolean (*set_variant) (DdpmBackend *be, const char *settings, GError **error);
+  /* The current settings with what the backend chose by timing while planning written out (the CUDA backend's
+   * per-shape convolution plans: "CONV_PICK=timed CONV_PICKS=..."), so that set_variant of them plans the same
+   * again without timing; owned by the backend, valid until its next call. NULL: no such op (the settings as set
+   * say it all). */
+  const char *(*variant_frozen) (DdpmBackend *be);
 } DdpmBackendOps;
 
 /* Each backend embeds this as its first member. */

@@ -165,15 +165,42 @@ typedef struct {
   double default_us;               /* the defaults' time per forward (the better of two) */
   const char *timed[TUNE_MAX_VARIANTS + 1];   /* the variants timed so far, agreeing with the defaults */
   double times[TUNE_MAX_VARIANTS + 1];        /* their times per forward, us */
+  char *frozen[TUNE_MAX_VARIANTS + 1];        /* their settings as the backend froze them (variant_frozen) */
   int n_timed;
 } Tuner;
 
 typedef enum { TRIAL_TIMED, TRIAL_SKIPPED, TRIAL_FAILED } TrialResult;
 
-static const char *
+/* Settings for a report: "defaults" for "", a value listing several entries (frozen picks) as their count. */
+static char *
 settings_label (const char *settings)
 {
-  return *settings ? settings : "defaults";
+  if (*settings == '\0')
+    return g_strdup ("defaults");
+  g_auto (GStrv) tokens = g_strsplit (settings, " ", -1);
+  GString *s = g_string_new (NULL);
+  for (char **t = tokens; *t != NULL; t++)
+    {
+      const char *eq = strchr (*t, '=');
+      guint entries = 1;
+      for (const char *c = eq; c != NULL && (c = strchr (c + 1, ',')) != NULL;)
+        entries++;
+      if (s->len)
+        g_string_append_c (s, ' ');
+      if (entries > 1)
+        g_string_append_printf (s, "%.*s=(%u entries)", (int) (eq - *t), *t, entries);
+      else
+        g_string_append (s, *t);
+    }
+  return g_string_free (s, FALSE);
+}
+
+/* What the backend runs now, with what it timed while planning written out (NULL: settings as they are). */
+static char *
+frozen_settings (DdpmBackend *be, const char *settings)
+{
+  const char *frozen = be->ops->variant_frozen != NULL ? be->ops->variant_frozen (be) : NULL;
+  return g_strdup (frozen != NULL ? frozen : settings);
 }
 
 /* Runs the backend under settings: planned, one forward checked against the defaults' eps (the defaults' own
@@ -185,7 +212,7 @@ trial (Tuner *tu, const char *settings, gboolean first, double *us, GError **err
 {
   DdpmContext *ctx = tu->ctx;
   DdpmBackend *be = ctx->be;
-  const char *label = settings_label (settings);
+  g_autofree char *label = settings_label (settings);
   if (ddpm_context_is_cancelled (ctx))    /* a Cancel stops tuning too, between trials (each well under a second) */
     {
       g_set_error (error, DDPM_ERROR, DDPM_ERROR_CANCELLED, "cancelled while tuning (before %s)", label);
@@ -252,6 +279,7 @@ candidate (Tuner *tu, const char *settings, GError **error)
   if (r == TRIAL_TIMED)
     {
       tu->timed[tu->n_timed] = settings;
+      tu->frozen[tu->n_timed] = frozen_settings (tu->ctx->be, settings);
       tu->times[tu->n_timed++] = us;
     }
   return r != TRIAL_FAILED;
@@ -274,10 +302,11 @@ disjoint (const char *a, const char *b)
 }
 
 /* Times the defaults, every variant offered, the union of the two best that each save TUNE_MIN_GAIN and share no
- * switch, and the defaults again. Returns the settings to keep ("" for the defaults), or NULL on a device
- * failure; *kept_ratio: the fastest agreeing variant's time over the defaults' (infinity: none ran). */
+ * switch, and the defaults again. Returns the settings to keep as the backend froze them, or NULL on a device
+ * failure; *kept: those settings as offered ("" for the defaults); *kept_ratio: the fastest agreeing variant's
+ * time over the defaults' (infinity: none ran). */
 static char *
-time_variants (DdpmContext *ctx, int n_variants, GString *report, double *kept_ratio, GError **error)
+time_variants (DdpmContext *ctx, int n_variants, GString *report, char **kept, double *kept_ratio, GError **error)
 {
   DdpmBackend *be = ctx->be;
   g_autofree int *t = g_new (int, ctx->B);
@@ -291,12 +320,14 @@ time_variants (DdpmContext *ctx, int n_variants, GString *report, double *kept_r
   g_autofree float *want = g_new (float, ctx->n_eps);
   Tuner tu = { .ctx = ctx, .report = report, .want = want, .bound = agreement_bound (be->precision), .per_round = 1,
                .default_us = INFINITY };
+  char *result = NULL;
+  g_autofree char *both = NULL;    /* declared before the first goto: cleaned up on every path */
   double us;
   if (trial (&tu, "", TRUE, &us, error) != TRIAL_TIMED)
-    return NULL;
+    goto out;
   for (int v = 1; v < n_variants; v++)
     if (!candidate (&tu, be->ops->variant_name (be, v), error))
-      return NULL;
+      goto out;
   const double saving = 1.0 - TUNE_MIN_GAIN;
   const double *times = tu.times;
   int b1 = -1, b2 = -1;
@@ -307,17 +338,31 @@ time_variants (DdpmContext *ctx, int n_variants, GString *report, double *kept_r
     if (i != b1 && times[i] < saving * tu.default_us && disjoint (tu.timed[i], tu.timed[b1])
         && (b2 < 0 || times[i] < times[b2]))
       b2 = i;
-  g_autofree char *both = b2 >= 0 ? g_strdup_printf ("%s %s", tu.timed[b1], tu.timed[b2]) : NULL;
+  /* as offered, not frozen: what one of them timed while planning is timed again beside the other */
+  both = b2 >= 0 ? g_strdup_printf ("%s %s", tu.timed[b1], tu.timed[b2]) : NULL;
   if (both != NULL && !candidate (&tu, both, error))
-    return NULL;
+    goto out;
   if (trial (&tu, "", FALSE, &us, error) != TRIAL_TIMED)
-    return NULL;
+    goto out;
   int best = -1;
   for (int i = 0; i < tu.n_timed; i++)
     if (best < 0 || times[i] < times[best])
       best = i;
   *kept_ratio = best >= 0 ? times[best] / tu.default_us : INFINITY;
-  return g_strdup (best >= 0 && times[best] < saving * tu.default_us ? tu.timed[best] : "");
+  if (best >= 0 && times[best] < saving * tu.default_us)
+    {
+      *kept = g_strdup (tu.timed[best]);
+      result = g_strdup (tu.frozen[best]);
+    }
+  else
+    {
+      *kept = g_strdup ("");
+      result = frozen_settings (be, "");   /* the backend is on the defaults, planned (the last trial) */
+    }
+out:
+  for (int i = 0; i < tu.n_timed; i++)
+    g_free (tu.frozen[i]);
+  return result;
 }
 
 gboolean
@@ -343,52 +388,59 @@ ddpm_context_tune (DdpmContext *ctx, GError **error)
   GString *report = g_string_new (NULL);
   g_string_append_printf (report, "tuning batch %d at %dx%d, %s, on %s:\n", ctx->B, ctx->W, ctx->H,
                           precision_word (be->precision), defaults_description);
+  /* chosen: the settings to run, as the backend froze them (its timed picks written out); kept: as offered */
   g_autofree char *chosen = ctx->tuning == DDPM_TUNING_CACHED ? cache_lookup (key) : NULL;
+  g_autofree char *kept = NULL;
   gboolean chosen_set = FALSE;     /* the backend runs chosen already (the defaults are set above) */
   double ratio = 1.0;
   g_autoptr (GError) why = NULL;
   if (chosen != NULL && be->ops->set_variant (be, chosen, &why))
     {
       chosen_set = TRUE;
-      g_string_append_printf (report, "  kept from the cache: %s\n", settings_label (chosen));
+      kept = g_strdup (chosen);
+      g_autofree char *label = settings_label (chosen);
+      g_string_append_printf (report, "  kept from the cache: %s\n", label);
     }
   else if (chosen != NULL)
     {
       /* an edited file, or a probe that now says no: decide again */
-      g_string_append_printf (report, "  the cache's %s cannot run here (%s): timing again\n", settings_label (chosen),
-                              why->message);
+      g_autofree char *label = settings_label (chosen);
+      g_string_append_printf (report, "  the cache's %s cannot run here (%s): timing again\n", label, why->message);
       g_clear_pointer (&chosen, g_free);
     }
   if (chosen == NULL && n_variants <= 1)
     {
       chosen = g_strdup ("");
+      kept = g_strdup ("");
       chosen_set = TRUE;
       g_string_append (report, "  no variants to try\n");
     }
   else if (chosen == NULL)
     {
-      chosen = time_variants (ctx, n_variants, report, &ratio, error);
+      chosen = time_variants (ctx, n_variants, report, &kept, &ratio, error);
       if (chosen == NULL)
         {
           g_string_free (report, TRUE);
           be->ops->set_variant (be, "", NULL);   /* cancelled or failed: not left on a variant half-way through */
           return FALSE;
         }
-      g_string_append_printf (report, "  kept: %s", settings_label (chosen));
-      if (*chosen)
+      g_autofree char *label = settings_label (kept);
+      g_string_append_printf (report, "  kept: %s", label);
+      if (*kept)
         g_string_append_printf (report, " (%.3fx the defaults' time)\n", ratio);
       else if (!isfinite (ratio))
         g_string_append (report, " (no other variant ran and agreed)\n");
       else
         g_string_append_printf (report, " (the fastest variant took %.3fx their time; a variant must save %.0f %%)\n",
                                 ratio, TUNE_MIN_GAIN * 100);
-      cache_store (key, chosen, *chosen && isfinite (ratio) ? ratio : 1.0, report);
+      cache_store (key, chosen, *kept && isfinite (ratio) ? ratio : 1.0, report);
     }
   g_free (ctx->tuning_report);
   ctx->tuning_report = g_string_free (report, FALSE);
   if ((!chosen_set && !be->ops->set_variant (be, chosen, error)) || !replan (ctx, error))
     return FALSE;
   g_free (ctx->device_name);
-  ctx->device_name = *chosen ? g_strdup_printf ("%s, tuned: %s", be->description, chosen) : g_strdup (be->description);
+  g_autofree char *label = settings_label (kept);
+  ctx->device_name = *kept ? g_strdup_printf ("%s, tuned: %s", be->description, label) : g_strdup (be->description);
   return TRUE;
 }

@@ -14,11 +14,16 @@
  *
  * Picks live until the switches are read again (a variant, the backend's end). Timing a shape costs its
  * candidates' ~11 runs each, once per backend, at planning: not inside the step loop. Splits change the
- * order of the float sums, so picks that differ between runs give images that differ within the precision
- * bound (as cuDNN's benchmark mode does). */
+ * order of the float sums, so picks that differ between runs would give images that differ within the
+ * precision bound; so the tuner caches the picks themselves: cuda_variant_frozen writes them out as
+ * CONV_PICKS=KEY:ALGO.TILE.SPLITK,... (KEY = B.Cin.H.W.Cout.k.stride.top.left.Ho.Wo; the enums' values), and a
+ * variant (or $DDPM_CUDA_CONV_PICKS) that gives them fills the table, so those shapes are not timed again and
+ * run the same plans, bit for bit. */
 #include "conv2d.cuh"
 
 #include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PICK_MAX_CANDIDATES 16
@@ -38,11 +43,11 @@ struct PickCandidate {
   float ms;                             /* per run, fastest round; FLT_MAX when it failed */
 };
 
-/* Key of the shapes whose plans agree: everything conv_plan reads of s. */
+/* Key of the shapes whose plans agree: everything conv_plan reads of s, "B.Cin.H.W.Cout.k.stride.top.left.Ho.Wo". */
 static char *
 pick_key (const ConvShape &s)
 {
-  return g_strdup_printf ("%d %d %d %d %d %d %d %d %d %d %d", s.B, s.Cin, s.H, s.W, s.Cout, s.k, s.stride, s.pad_top,
+  return g_strdup_printf ("%d.%d.%d.%d.%d.%d.%d.%d.%d.%d.%d", s.B, s.Cin, s.H, s.W, s.Cout, s.k, s.stride, s.pad_top,
                           s.pad_left, s.Ho, s.Wo);
 }
 
@@ -74,6 +79,53 @@ cuda_conv_picks_clear (CudaBackend *cb, gboolean destroy)
     g_clear_pointer (&cb->conv_picks, g_hash_table_destroy);
   else
     g_hash_table_remove_all (cb->conv_picks);
+}
+
+static void remember_key (CudaBackend *cb, char *key, const ConvPick &pick);
+
+gboolean
+cuda_conv_picks_parse (CudaBackend *cb, const char *text)
+{
+  g_auto (GStrv) entries = g_strsplit (text, ",", -1);
+  gboolean ok = TRUE;
+  for (char **e = entries; *e != NULL; e++)
+    {
+      int f[11], algo, tile, splitk, end = -1;
+      sscanf (*e, "%d.%d.%d.%d.%d.%d.%d.%d.%d.%d.%d:%d.%d.%d%n", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6],
+              &f[7], &f[8], &f[9], &f[10], &algo, &tile, &splitk, &end);
+      if (end < 0 || (*e)[end] != '\0' || algo < CONV_AUTO || algo > CONV_WGMMA || tile < TILE_AUTO
+          || tile > TILE_WGMMA || splitk < 0 || splitk > 64)
+        {
+          ok = FALSE;
+          continue;
+        }
+      remember_key (cb, g_strndup (*e, strchr (*e, ':') - *e),
+                    ConvPick { (CudaConvAlgo) algo, (CudaConvTile) tile, splitk });
+    }
+  return ok;
+}
+
+static gint
+compare_strings (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+char *
+cuda_conv_picks_text (const CudaBackend *cb)
+{
+  if (cb->conv_picks == NULL || g_hash_table_size (cb->conv_picks) == 0)
+    return NULL;
+  guint n = 0;
+  g_autofree const char **keys = (const char **) g_hash_table_get_keys_as_array (cb->conv_picks, &n);
+  qsort (keys, n, sizeof *keys, compare_strings);
+  GString *text = g_string_new (NULL);
+  for (guint i = 0; i < n; i++)
+    {
+      const ConvPick *p = (const ConvPick *) g_hash_table_lookup (cb->conv_picks, keys[i]);
+      g_string_append_printf (text, "%s%s:%d.%d.%d", i ? "," : "", keys[i], (int) p->algo, (int) p->tile, p->splitk);
+    }
+  return g_string_free (text, FALSE);
 }
 
 /* Adds pick to the list when its plan is one the list does not have yet. */
@@ -186,12 +238,19 @@ time_candidate (CudaBackend *cb, const ConvShape &s, const int pad[4], const Pic
   return best;
 }
 
+/* key: taken */
 static void
-remember (CudaBackend *cb, const ConvShape &s, const ConvPick &pick)
+remember_key (CudaBackend *cb, char *key, const ConvPick &pick)
 {
   if (cb->conv_picks == NULL)
     cb->conv_picks = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_hash_table_replace (cb->conv_picks, pick_key (s), g_memdup2 (&pick, sizeof pick));
+  g_hash_table_replace (cb->conv_picks, key, g_memdup2 (&pick, sizeof pick));
+}
+
+static void
+remember (CudaBackend *cb, const ConvShape &s, const ConvPick &pick)
+{
+  remember_key (cb, pick_key (s), pick);
 }
 
 void
@@ -255,8 +314,12 @@ cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4])
   remember (cb, s, list[chosen].pick);
   if (cb->conv_pick_log)
     {
+      /* "conv pick KEY:ALGO.TILE.SPLITK (shape): candidates": the first word is the pick as CONV_PICKS takes it */
+      g_autofree char *key = pick_key (s);
+      const ConvPick &p = list[chosen].pick;
       GString *line = g_string_new (NULL);
-      g_string_printf (line, "conv pick B=%d %dx%d %d->%d k%d/%d:", s.B, s.H, s.W, s.Cin, s.Cout, s.k, s.stride);
+      g_string_printf (line, "conv pick %s:%d.%d.%d (B=%d %dx%d %d->%d k%d/%d):", key, (int) p.algo, (int) p.tile,
+                       p.splitk, s.B, s.H, s.W, s.Cin, s.Cout, s.k, s.stride);
       for (int i = 0; i < n; i++)
         g_string_append_printf (line, "%s %s %.4f ms%s", i == 0 ? "" : ";", list[i].info.name,
                                 list[i].ms == FLT_MAX ? -1.0f : list[i].ms, i == chosen ? " (picked)" : "");

@@ -397,6 +397,24 @@ cuda_set_variant (DdpmBackend *be, const char *settings, GError **error)
   return take_error (cb, error);
 }
 
+/* The settings with the convolution plans picked while planning ("CONV_PICKS=..."; conv_pick.cu) in place of any
+ * given before. */
+static const char *
+cuda_variant_frozen (DdpmBackend *be)
+{
+  CudaBackend *cb = cuda_backend (be);
+  GString *s = g_string_new (NULL);
+  for (char **t = cb->variant_tokens; t != NULL && *t != NULL; t++)
+    if (**t != '\0' && !g_str_has_prefix (*t, "CONV_PICKS="))
+      g_string_append_printf (s, "%s%s", s->len ? " " : "", *t);
+  g_autofree char *picks = cuda_conv_picks_text (cb);
+  if (picks != NULL)
+    g_string_append_printf (s, "%sCONV_PICKS=%s", s->len ? " " : "", picks);
+  g_free (cb->variant_frozen);
+  cb->variant_frozen = g_string_free (s, FALSE);
+  return cb->variant_frozen;
+}
+
 /* ---- graphs: one stream capture, replayed per step ---- */
 
 static gboolean
@@ -534,6 +552,7 @@ cuda_destroy (DdpmBackend *be)
   g_strfreev (cb->variants);
   g_strfreev (cb->variant_tokens);
   g_free (cb->variant_settings);
+  g_free (cb->variant_frozen);
   cuda_conv_picks_clear (cb, TRUE);
   g_clear_error (&cb->error);
   g_free (cb);
@@ -584,6 +603,7 @@ static const DdpmBackendOps cuda_ops = {
   .check_error = cuda_check_error,
   .variant_name = cuda_variant_name,
   .set_variant = cuda_set_variant,
+  .variant_frozen = cuda_variant_frozen,
 };
 
 static const DdpmBackendOps cuda_ops_eager = {
@@ -595,6 +615,7 @@ static const DdpmBackendOps cuda_ops_eager = {
   .check_error = cuda_check_error,
   .variant_name = cuda_variant_name,
   .set_variant = cuda_set_variant,
+  .variant_frozen = cuda_variant_frozen,
 };
 
 /* Why the runtime cannot reach a device, in words a user can act on. */

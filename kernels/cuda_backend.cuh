@@ -127,8 +127,10 @@ struct CudaBackend {
                                     * $DDPM_CUDA_WGMMA_SPLIT=0) */
   CudaConvPickMode conv_pick;      /* $DDPM_CUDA_CONV_PICK */
   gboolean conv_pick_log;          /* $DDPM_CUDA_CONV_PICK_LOG=1: each shape's times and pick on stderr */
-  GHashTable *conv_picks;          /* shape key -> ConvPick timed at planning (conv_pick.cu); emptied whenever the
-                                    * switches are read again */
+  GHashTable *conv_picks;          /* shape key -> ConvPick timed at planning (conv_pick.cu), or given by
+                                    * $DDPM_CUDA_CONV_PICKS; emptied whenever the switches are read again */
+  gboolean conv_picks_malformed;   /* CONV_PICKS had an entry that is not "KEY:ALGO.TILE.SPLITK" */
+  char *variant_frozen;            /* the last cuda_variant_frozen answer */
   gboolean conv_pointwise;         /* 1x1 convs on conv2d_pointwise.cu's kernel ($DDPM_CUDA_CONV_PW=0: conv2d.cu's) */
   long long proj_conv_pixels;      /* attention's projections on that kernel too up to this many pixels (B * HW):
                                     * batch-1 sampling then never touches cuBLAS, whose first use cost ~90-165 ms
@@ -209,6 +211,11 @@ void cuda_variants_init (CudaBackend *cb);
 
 /* conv_pick.cu: forgets the timed picks (the switches they were timed under changed), frees them when destroy. */
 void cuda_conv_picks_clear (CudaBackend *cb, gboolean destroy);
+/* conv_pick.cu: the picks "KEY:ALGO.TILE.SPLITK,..." ($DDPM_CUDA_CONV_PICKS, as cuda_conv_picks_text writes
+ * them) into the table; FALSE where an entry is malformed (the well-formed ones are taken). */
+gboolean cuda_conv_picks_parse (CudaBackend *cb, const char *text);
+/* conv_pick.cu: the table as that text (sorted by key), NULL when it is empty; free it. */
+char *cuda_conv_picks_text (const CudaBackend *cb);
 /* profile.cu: a kernel that keeps the GPU busy for about ns nanoseconds, so the host queues what follows before the
  * GPU reaches it and events time the kernels, not the launches (the emulator returns at once). */
 void cuda_spin (CudaBackend *cb, long long ns);

@@ -125,6 +125,9 @@ cuda_switches_read (CudaBackend *cb)
                   : switch_is (cb, "CONV_PICK", "slowest") ? PICK_SLOWEST : PICK_OFF;
   cb->conv_pick_log = switch_is (cb, "CONV_PICK_LOG", "1");
   cuda_conv_picks_clear (cb, FALSE);
+  /* picks timed before, written out by cuda_variant_frozen (the tuner's cache): these shapes are not timed again */
+  const char *picks = cuda_switch (cb, "CONV_PICKS");
+  cb->conv_picks_malformed = picks != NULL && !cuda_conv_picks_parse (cb, picks);
   cb->upsample_conv_fuse = !switch_is (cb, "UPSAMPLE_CONV", "0");
 
   /* GroupNorm over thread-block clusters only where asked for, until a GPU run times it */
@@ -134,8 +137,9 @@ cuda_switches_read (CudaBackend *cb)
   cb->wgmma_split = !switch_is (cb, "WGMMA_SPLIT", "0");
   cb->wgmma_bn = switch_is (cb, "WGMMA_BN", "256") ? 256 : 128;
   const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
-  /* a timed pick has the wgmma tile among its candidates where the device runs it */
-  cb->conv_wgmma_ready = (wgmma_asked || cb->conv_pick != PICK_OFF) && cuda_conv_wgmma_prepare (cb);
+  /* a timed pick has the wgmma tile among its candidates where the device runs it, given picks may name it */
+  const bool picking = cb->conv_pick != PICK_OFF || (cb->conv_picks != NULL && g_hash_table_size (cb->conv_picks) > 0);
+  cb->conv_wgmma_ready = (wgmma_asked || picking) && cuda_conv_wgmma_prepare (cb);
   /* split-K sums: a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last block
    * summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same; H100, 2026-11-27: 1.046 against
    * 1.141 with each tile's splits summing inside their thread-block cluster, celebahq-256 b1 8.47 / 8.55: the
@@ -174,6 +178,8 @@ cuda_switches_unmet (const CudaBackend *cb)
     return "no wgmma convolution here (needs fp16/bf16, a cc 9.0 device and sm_90a code)";
   if (switch_is (cb, "CONV_REDUCE", "cluster") && cb->conv_reduce != REDUCE_CLUSTER)
     return "no convolution clusters here (needs fp16/bf16 and a cc 9.0+ device)";
+  if (cb->conv_picks_malformed)
+    return "CONV_PICKS has an entry that is not B.Cin.H.W.Cout.k.stride.top.left.Ho.Wo:ALGO.TILE.SPLITK";
   return NULL;
 }
 

@@ -7,6 +7,8 @@
  *   NOTHERE=1       set_variant refuses it                     not here
  *   CANCEL=1        set_variant presses Cancel                 the tuning (and the plan) stops
  *   SLOW=1          sleeps 1/8 of it more                      agrees, saves nothing: never kept
+ * B=1 also stands for a variant that times something while planning (the CUDA backend's CONV_PICK=timed): its
+ * frozen settings (variant_frozen) carry " PICKS=b1,b2", which the tuner must set and cache in its place.
  * Expected: A and B each save >= 2 % and share no switch, so their union "B=1 A=1" (the best first) is tried:
  * it sleeps not at all and agrees, so it is kept (the fastest); WRONG=1, the fastest of all, is refused. Then
  * the cache gives the decision back without timing anything, a cached decision that cannot run is timed again,
@@ -33,6 +35,7 @@ static struct {
   DdpmBackendOps ops;
   const char *const *offer;        /* NULL-terminated; [0] "" */
   char settings[128];
+  char frozen[160];
   int set_calls;                   /* set_variant calls */
 } fake;
 
@@ -93,6 +96,23 @@ fake_set_variant (DdpmBackend *be, const char *settings, GError **error)
   return TRUE;
 }
 
+/* With B=1: the settings less any PICKS=, plus PICKS=b1,b2 (what planning "timed"); else NULL (as set). */
+static const char *
+fake_variant_frozen (DdpmBackend *be)
+{
+  if (!has ("B=1"))
+    return NULL;
+  g_auto (GStrv) tokens = g_strsplit (fake.settings, " ", -1);
+  GString *s = g_string_new (NULL);
+  for (char **t = tokens; *t != NULL; t++)
+    if (**t != '\0' && !g_str_has_prefix (*t, "PICKS="))
+      g_string_append_printf (s, "%s ", *t);
+  g_string_append (s, "PICKS=b1,b2");
+  g_strlcpy (fake.frozen, s->str, sizeof fake.frozen);
+  g_string_free (s, TRUE);
+  return fake.frozen;
+}
+
 /* A context on the test backend offering `offer`, tuning as asked, its cache in the test's folder. */
 static DdpmContext *
 fake_context (DdpmModel *model, const char *const *offer, DdpmTuning tuning)
@@ -106,6 +126,7 @@ fake_context (DdpmModel *model, const char *const *offer, DdpmTuning tuning)
   fake.ops.group_norm = fake_group_norm;
   fake.ops.variant_name = fake_variant_name;
   fake.ops.set_variant = fake_set_variant;
+  fake.ops.variant_frozen = fake_variant_frozen;
   fake.offer = offer;
   fake.settings[0] = '\0';
   fake.set_calls = 0;
@@ -189,16 +210,17 @@ test_decisions (void)
   g_assert_nonnull (union_line);                                 /* A and B each saved 2 %, disjoint */
   g_assert_nonnull (strstr (report, "\n  kept: B=1 A=1 ("));
   g_assert_nonnull (strstr (report, "(again)"));
-  /* the context runs what was kept, and says so */
-  g_assert_cmpstr (fake.settings, ==, "B=1 A=1");
+  /* the context runs what was kept as the backend froze it, and says what was kept */
+  g_assert_cmpstr (fake.settings, ==, "B=1 A=1 PICKS=b1,b2");
   g_assert_nonnull (strstr (ddpm_context_device_name (ctx), ", tuned: B=1 A=1"));
 
-  /* the same key from the cache, nothing timed: set_variant for the defaults' description and for the decision */
+  /* the same key from the cache, nothing timed: set_variant for the defaults' description and for the decision,
+   * frozen (a list shown as its count) */
   g_autoptr (DdpmContext) again = fake_context (model, offer_all, DDPM_TUNING_CACHED);
   report = plan (again);
-  g_assert_nonnull (strstr (report, "kept from the cache: B=1 A=1\n"));
+  g_assert_nonnull (strstr (report, "kept from the cache: B=1 A=1 PICKS=(2 entries)\n"));
   g_assert_cmpint (fake.set_calls, ==, 2);
-  g_assert_cmpstr (fake.settings, ==, "B=1 A=1");
+  g_assert_cmpstr (fake.settings, ==, "B=1 A=1 PICKS=b1,b2");
 
   /* a decision that cannot run now (an edited file, a probe that says no) is timed again */
   g_autoptr (GKeyFile) kf = g_key_file_new ();

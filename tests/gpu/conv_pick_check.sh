@@ -4,8 +4,11 @@
 # "timed" keeps is not checked; "slowest" (keep the slowest candidate) makes the picks differ from the defaults':
 # 1. with slowest, every shape is timed once and picks one candidate, some not the backend's own plan; the
 #    sample's bits differ from the defaults' (the picks are what runs) and both agree with the CPU's;
-# 2. a switch the user fixed (a tile) is not second-guessed: nothing timed;
-# 3. the engine's tuner offers it as a variant and judges it against the defaults.
+# 2. the picks written out (CONV_PICKS, as the tuner caches them) give the same bits without timing anything, with
+#    or without CONV_PICK;
+# 3. a switch the user fixed (a tile) is not second-guessed: nothing timed;
+# 4. the engine's tuner offers it as a variant and judges it against the defaults; a cached CONV_PICKS that is
+#    malformed is refused and the shape timed again.
 set -u
 DDPM=$1 MODULE=$2 FIXTURES=$3
 DIR=$(mktemp -d)
@@ -39,7 +42,7 @@ check "the defaults' sample agrees with the CPU's (max |diff| <= $BOUND)" \
 DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/slowest.npy" cuda -q > "$DIR/slowest.log" 2>&1
 rc=$?
 lines=$(grep -c '^conv pick ' "$DIR/slowest.log")
-shapes=$(sed -n 's/^conv pick \([^:]*\):.*/\1/p' "$DIR/slowest.log" | sort -u | wc -l)
+shapes=$(awk '/^conv pick / { split($3, kv, ":"); print kv[1] }' "$DIR/slowest.log" | sort -u | wc -l)
 one_each=$(grep '^conv pick ' "$DIR/slowest.log" | awk -F'[(]picked[)]' 'NF != 2' | wc -l)
 moved=$(grep '^conv pick ' "$DIR/slowest.log" | cut -d';' -f1 | grep -vc '(picked)')
 [ $rc -eq 0 ] && [ "$lines" -gt 0 ] && [ "$lines" -eq "$shapes" ] && [ "$one_each" -eq 0 ] && [ "$moved" -gt 0 ]
@@ -50,16 +53,42 @@ check "the picked plans run: the sample's bits differ from the defaults'" $?
 check "the picked plans' sample agrees with the CPU's (max |diff| <= $BOUND)" \
   "$("$DDPM" compare --max-abs $BOUND "$DIR/slowest.npy" "$DIR/cpu.npy" > "$DIR/cmp1.log" 2>&1; echo $?)" "$DIR/cmp1.log"
 
-# 2. a fixed tile: nothing to pick
+# 2. the picks as text: the same plans, nothing timed
+PICKS=$(awk '/^conv pick / { printf "%s%s", sep, $3; sep = "," }' "$DIR/slowest.log")
+DDPM_CUDA_CONV_PICKS=$PICKS sample "$DIR/given.npy" cuda -q > "$DIR/given.log" 2>&1
+cmp -s "$DIR/given.npy" "$DIR/slowest.npy"
+check "CONV_PICKS=<the $lines picks> alone: the slowest picks' bits" $? "$DIR/given.log"
+DDPM_CUDA_CONV_PICKS=$PICKS DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/given2.npy" cuda -q \
+  > "$DIR/given2.log" 2>&1
+cmp -s "$DIR/given2.npy" "$DIR/slowest.npy" && ! grep -q '^conv pick ' "$DIR/given2.log"
+check "CONV_PICKS with CONV_PICK=slowest: the same bits, no shape timed again" $? "$DIR/given2.log"
+
+# ... and picks naming the wgmma tile (algo 0, tile 3, the rule's split) at the fixture's 64-channel 3x3 shapes,
+# without CONV_PICK: that tile is made ready for them (else they would quietly take another plan)
+WG="1.64.8.8.32.3.1.1.1.8.8:0.3.0,1.64.4.4.32.3.1.1.1.4.4:0.3.0,1.64.2.2.32.3.1.1.1.2.2:0.3.0"
+DDPM_CUDA_CONV_PICKS=$WG sample "$DIR/wgmma.npy" cuda -q > "$DIR/wgmma.log" 2>&1
+! cmp -s "$DIR/wgmma.npy" "$DIR/defaults.npy" \
+  && "$DDPM" compare --max-abs $BOUND "$DIR/wgmma.npy" "$DIR/cpu.npy" >> "$DIR/wgmma.log" 2>&1
+check "CONV_PICKS of the wgmma tile alone: it runs (bits differ from the defaults'), agrees with the CPU" $? \
+  "$DIR/wgmma.log"
+
+# 3. a fixed tile: nothing to pick
 DDPM_CUDA_CONV_TILE=small DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/fixed.npy" cuda -q \
   > "$DIR/fixed.log" 2>&1
 rc=$?
 [ $rc -eq 0 ] && ! grep -q '^conv pick ' "$DIR/fixed.log"
 check "DDPM_CUDA_CONV_TILE=small set: no shape timed (exit $rc)" $? "$DIR/fixed.log"
 
-# 3. through the tuner
+# 4. through the tuner
 DDPM_CUDA_VARIANTS="CONV_PICK=slowest" sample "$DIR/tuned.npy" cuda --tune-again > "$DIR/tune.log" 2>&1
 rc=$?
 [ $rc -eq 0 ] && grep -q "CONV_PICK=slowest.*max |eps - defaults'|" "$DIR/tune.log"
 check "the tuner times and judges CONV_PICK=slowest (exit $rc)" $? "$DIR/tune.log"
+sed "s/^variant=.*/variant=CONV_PICK=slowest CONV_PICKS=1.2.3:x/" "$DIR/tuning.ini" > "$DIR/t.ini" \
+  && mv "$DIR/t.ini" "$DIR/tuning.ini"
+DDPM_CUDA_VARIANTS="CONV_PICK=slowest" sample "$DIR/bad.npy" cuda --tune > "$DIR/bad.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q "the cache's CONV_PICK=slowest CONV_PICKS=1.2.3:x cannot run here (CONV_PICKS has an entry" \
+  "$DIR/bad.log" && grep -q '^  kept: ' "$DIR/bad.log"
+check "a malformed cached CONV_PICKS is refused and the shape tuned again (exit $rc)" $? "$DIR/bad.log"
 exit $fail
