@@ -14,16 +14,7 @@ DDPM=$1 MODULE=$2 FIXTURES=$3
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 export DDPM_CUDA_MODULE="$MODULE" DDPM_TUNING_FILE="$DIR/tuning.ini" OMP_NUM_THREADS=1
-fail=0
-check () {   # check NAME CONDITION-EXIT-STATUS [LOG]
-  if [ "$2" -eq 0 ]; then
-    echo "PASS: $1"
-  else
-    echo "FAIL: $1"
-    [ $# -gt 2 ] && tail -20 "$3"
-    fail=1
-  fi
-}
+. "$(dirname "$0")/check_lib.sh"
 sample () {   # sample OUT.npy DEVICE [ddpm options]: a 2-step DDIM sample of the cifar-like fixture (fp16 on cuda)
   out=$1 device=$2
   shift 2

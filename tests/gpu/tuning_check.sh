@@ -13,16 +13,7 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 export DDPM_CUDA_MODULE="$MODULE" DDPM_TUNING_FILE="$DIR/tuning.ini" OMP_NUM_THREADS=1
 VARIANTS="CONV_SPLITK=3;GN=cluster DEFER_REDUCE=1 CONV_SPLITK=3;CONV_SPLITK=2"
-fail=0
-check () {   # check NAME CONDITION-EXIT-STATUS [LOG]
-  if [ "$2" -eq 0 ]; then
-    echo "PASS: $1"
-  else
-    echo "FAIL: $1"
-    [ $# -gt 2 ] && tail -20 "$3"
-    fail=1
-  fi
-}
+. "$(dirname "$0")/check_lib.sh"
 sample () {   # sample OUT.npy [ddpm options]: a 2-step DDIM sample of the cifar-like fixture in fp16
   out=$1
   shift
