@@ -179,7 +179,10 @@ conv_nhwc_mma_kernel (const T *__restrict__ Wt, const float *__restrict__ bias, 
                 Cs[(wm * 64 + i * 16 + g + (e >= 2 ? 8 : 0)) * LDC + j * 8 + 2 * t + (e & 1)] = acc[i][j][e];
         }
       __syncthreads ();
-      conv_tile_epilogue<T, MMA_BM, MMA_THREADS, LDC> (Cs, bias, y, epi, SplitK {}, s, m0, p0 + half * IG_BN);
+      /* a half wholly past the output (P % 128 in 1..64) has nothing to store, and the vector end's fallback
+       * loads (row m0, pixel p0) would read past the residual there (as the wgmma tile's loop stops too) */
+      if (p0 + half * IG_BN < (long long) s.B * s.Ho * s.Wo)
+        conv_tile_epilogue<T, MMA_BM, MMA_THREADS, LDC> (Cs, bias, y, epi, SplitK {}, s, m0, p0 + half * IG_BN);
       __syncthreads ();                  /* before the other half overwrites Cs */
     }
 }

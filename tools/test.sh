@@ -5,14 +5,15 @@
 #      without a GPU (tests/gpu/run.sh runs it on a lent GPU machine);
 #   2. the GIMP 3 plug-in in real headless GIMP (on Debian 12, inside a Debian 13 tree: tests/gimp/run.sh);
 #   3. the reliability harness: libFuzzer on every parser (FUZZ_SECONDS each, default 35: CI's 30 minutes), the CPU suite
-#      under ASan + UBSan + LSan, ThreadSanitizer on the fault tests, valgrind memcheck of the CLI.
+#      under ASan + UBSan + LSan, the CUDA kernels on an ASan-built emulator (every fp16 op check and variant),
+#      ThreadSanitizer on the fault tests, valgrind memcheck of the CLI.
 # Usage: tools/test.sh [build-dir]         (default: build)
-#   TEST_STAGES="meson gimp fuzz asan tsan valgrind"  (default: all) to run a subset.
+#   TEST_STAGES="meson gimp fuzz asan asan-emu tsan valgrind"  (default: all) to run a subset.
 # Ends with one line "N passed, N failed, N skipped": meson's tests plus one per other stage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
-stages=${TEST_STAGES:-meson gimp fuzz asan tsan valgrind}
+stages=${TEST_STAGES:-meson gimp fuzz asan asan-emu tsan valgrind}
 tools/install-deps.sh --test || exit 1
 echo "=== install-deps: $SECONDS s"
 
@@ -90,6 +91,7 @@ fi
 # 35 s per target, two targets at a time on two cores (fuzz.sh: FUZZ_JOBS): CI's 30 minutes
 if has fuzz; then stage fuzz tools/fuzz.sh "${FUZZ_SECONDS:-35}"; fi
 if has asan; then stage asan tools/sanitize.sh asan; fi
+if has asan-emu; then stage asan-emu tools/sanitize.sh asan-emu; fi
 if has tsan; then stage tsan tools/sanitize.sh tsan; fi
 if has valgrind; then stage valgrind tools/valgrind.sh; fi
 

@@ -55,6 +55,18 @@ asm (".text\n"
 #error "the CUDA emulator's fiber switch is written for x86-64"
 #endif
 
+/* Under AddressSanitizer (an emulator built with -Db_sanitize=address: tools/sanitize.sh asan-emu, a memory
+ * check of every kernel's indexing, as compute-sanitizer is on a GPU) each switch tells ASan which stack runs
+ * next, and a fiber stack's shadow is cleared before reuse (frames left by switching away are never popped). */
+#if defined(__SANITIZE_ADDRESS__)
+#include <pthread.h>
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
 namespace {
 
 enum FiberState { FIBER_RUN, FIBER_AT_BLOCK, FIBER_AT_WARP, FIBER_AT_CLUSTER, FIBER_DONE };
@@ -247,27 +259,74 @@ next_in_pass (void)
   return -1;
 }
 
+#if EMU_ASAN
+/* The stack of the thread that runs the scheduler (the launching thread's own). */
+void
+scheduler_stack (const void **bottom, size_t *size)
+{
+  static thread_local const void *b;
+  static thread_local size_t n;
+  if (b == nullptr)
+    {
+      pthread_attr_t attr;
+      void *addr = nullptr;
+      if (pthread_getattr_np (pthread_self (), &attr) == 0)
+        {
+          pthread_attr_getstack (&attr, &addr, &n);
+          pthread_attr_destroy (&attr);
+        }
+      b = addr;
+    }
+  *bottom = b;
+  *size = n;
+}
+#endif
+
+/* emu_ctx_switch to the scheduler (fiber NULL) or a fiber; `ending`: the caller's fiber has ended (it never
+ * resumes). Under ASan: announced with the target's stack, and the switch back acknowledged. */
+void
+switch_to (void **from, void *to_sp, const Fiber *fiber, bool ending)
+{
+#if EMU_ASAN
+  const void *bottom = fiber != nullptr ? fiber->stack : nullptr;
+  size_t size = kStackBytes;
+  if (fiber == nullptr)
+    scheduler_stack (&bottom, &size);
+  void *fake_stack = nullptr;
+  __sanitizer_start_switch_fiber (ending ? nullptr : &fake_stack, bottom, size);
+  emu_ctx_switch (from, to_sp);
+  __sanitizer_finish_switch_fiber (fake_stack, nullptr, nullptr);
+#else
+  (void) fiber;
+  (void) ending;
+  emu_ctx_switch (from, to_sp);
+#endif
+}
+
 /* Switches to the pass's next lane, or back to the scheduler when none is left, saving the caller's stack
  * pointer in *from: a fiber's, or &scheduler_sp when the scheduler starts the pass (then, with no lane to
- * run, it just returns). */
+ * run, it just returns). ending: the calling fiber has ended. */
 void
-run_next_in_pass (void **from)
+run_next_in_pass (void **from, bool ending = false)
 {
   const int i = next_in_pass ();
   if (i < 0)
     {
       if (from != &scheduler_sp)
-        emu_ctx_switch (from, scheduler_sp);
+        switch_to (from, scheduler_sp, nullptr, ending);
       return;
     }
   current_fiber = lane_pass.base + i;
   threadIdx = lane_pass.f[i].tid;
-  emu_ctx_switch (from, lane_pass.f[i].sp);
+  switch_to (from, lane_pass.f[i].sp, &lane_pass.f[i], ending);
 }
 
 [[noreturn]] void
 fiber_main (void)
 {
+#if EMU_ASAN
+  __sanitizer_finish_switch_fiber (nullptr, nullptr, nullptr);   /* the first entry of this fiber's stack */
+#endif
   (*current_body) ();
   if (!fibers[current_fiber].dependency_waited)
     emu_abort_missing_wait ();
@@ -281,7 +340,7 @@ fiber_main (void)
     emu_abort ("a thread ended with wgmma operations not waited for (wgmma.wait_group)");
   Fiber &f = fibers[current_fiber];
   f.state = FIBER_DONE;
-  run_next_in_pass (&f.sp);
+  run_next_in_pass (&f.sp, true);
   __builtin_unreachable ();
 }
 
@@ -291,6 +350,9 @@ fiber_main (void)
 void
 fiber_init (Fiber &f)
 {
+#if EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION (f.stack, kStackBytes);
+#endif
   uintptr_t top = ((uintptr_t) f.stack + kStackBytes) & ~(uintptr_t) 15;
   void **p = reinterpret_cast<void **> (top);
   p[-1] = nullptr;

@@ -332,6 +332,9 @@ static const ConvCase conv_cases[] = {
    * tiles, 18 K slices; a 1x1 with 3 slices */
   { "odd conv mma", 2, 64, 15, 17, 200, 3, 1, { 1, 1, 1, 1 }, 0 },
   { "odd conv mma 1x1", 3, 96, 11, 13, 130, 1, 1, { 0, 0, 0, 0 }, 0 },
+  /* 63 pixels: the tile's second 64-pixel half lies wholly past the output (with DDPM_CUDA_CONV_TILE=mma; its end
+   * read past the residual there until 2026-12-08: an ASan-built emulator saw it, tools/sanitize.sh asan-emu) */
+  { "odd conv mma half", 1, 64, 7, 9, 72, 3, 1, { 1, 1, 1, 1 }, 0 },
   /* the wgmma tile (conv=wgmma / conv_tile=wgmma; Cin % 64 == 0): stride 2 with one-sided padding, 18 K slices
    * of 64 through 3 stages, a partial channel tile (136) and a partial pixel tile (90 of 128) */
   { "odd conv wgmma s2", 3, 128, 9, 11, 136, 3, 2, { 0, 0, 1, 1 }, 0 },
