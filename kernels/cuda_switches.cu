@@ -138,7 +138,8 @@ cuda_switches_read (CudaBackend *cb)
   cb->wgmma_bn = switch_is (cb, "WGMMA_BN", "256") ? 256 : 128;
   const bool wgmma_asked = cb->conv_algo == CONV_WGMMA || cb->conv_tile == TILE_WGMMA;
   /* a timed pick has the wgmma tile among its candidates where the device runs it, given picks may name it */
-  const bool picking = cb->conv_pick != PICK_OFF || (cb->conv_picks != NULL && g_hash_table_size (cb->conv_picks) > 0);
+  const bool picking
+      = cb->conv_pick != PICK_OFF || (cb->conv_picks != NULL && g_hash_table_size (cb->conv_picks) > 0);
   cb->conv_wgmma_ready = (wgmma_asked || picking) && cuda_conv_wgmma_prepare (cb);
   /* split-K sums: a second launch (H100, fcae280: cifar10-32 b1 1.07 ms against 1.60 with the last block
    * summing, celebahq-256 b1 8.13 against 8.70, cifar10-32 b128 the same; H100, 2026-11-27: 1.046 against
@@ -164,7 +165,8 @@ cuda_switches_read (CudaBackend *cb)
               cb->device_name, cb->cc_major, cb->cc_minor,
               cb->act_type == CT_F32 ? "fp32" : cb->act_type == CT_BF16 ? "bf16" : "fp16", cb->blas_note,
               cb->pdl ? ", PDL" : "", clusters,
-              !cb->conv_wgmma_ready ? "" : cb->wgmma_bn == 256 ? ", wgmma convs 128 x 256" : ", wgmma convs",
+              !(cb->conv_wgmma_ready && wgmma_asked) ? "" /* picks' candidate only: not said */
+              : cb->wgmma_bn == 256 ? ", wgmma convs 128 x 256" : ", wgmma convs",
               gn_clusters, cb->conv_pick == PICK_OFF ? "" : ", conv plans timed per shape");
 }
 
