@@ -43,12 +43,35 @@ struct PickCandidate {
   float ms;                             /* per run, fastest round; FLT_MAX when it failed */
 };
 
-/* Key of the shapes whose plans agree: everything conv_plan reads of s, "B.Cin.H.W.Cout.k.stride.top.left.Ho.Wo". */
-static char *
+/* Key of the shapes whose plans agree: everything conv_plan reads of s, "B.Cin.H.W.Cout.k.stride.top.left.Ho.Wo",
+ * on the stack (no allocation: conv_plan looks it up at every convolution it plans). */
+#define PICK_KEY_BYTES 128
+struct PickKey {
+  char text[PICK_KEY_BYTES];
+};
+
+static PickKey
 pick_key (const ConvShape &s)
 {
-  return g_strdup_printf ("%d.%d.%d.%d.%d.%d.%d.%d.%d.%d.%d", s.B, s.Cin, s.H, s.W, s.Cout, s.k, s.stride, s.pad_top,
-                          s.pad_left, s.Ho, s.Wo);
+  PickKey k;
+  g_snprintf (k.text, sizeof k.text, "%d.%d.%d.%d.%d.%d.%d.%d.%d.%d.%d", s.B, s.Cin, s.H, s.W, s.Cout, s.k, s.stride,
+              s.pad_top, s.pad_left, s.Ho, s.Wo);
+  return k;
+}
+
+/* key: taken */
+static void
+remember_key (CudaBackend *cb, char *key, const ConvPick &pick)
+{
+  if (cb->conv_picks == NULL)
+    cb->conv_picks = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  g_hash_table_replace (cb->conv_picks, key, g_memdup2 (&pick, sizeof pick));
+}
+
+static void
+remember (CudaBackend *cb, const ConvShape &s, const ConvPick &pick)
+{
+  remember_key (cb, g_strdup (pick_key (s).text), pick);
 }
 
 static ConvPick
@@ -62,8 +85,7 @@ cuda_conv_pick_of (const CudaBackend *cb, const ConvShape &s)
 {
   if (cb->conv_picks != NULL && g_hash_table_size (cb->conv_picks) > 0)
     {
-      g_autofree char *key = pick_key (s);
-      const ConvPick *p = (const ConvPick *) g_hash_table_lookup (cb->conv_picks, key);
+      const ConvPick *p = (const ConvPick *) g_hash_table_lookup (cb->conv_picks, pick_key (s).text);
       if (p != NULL)
         return *p;
     }
@@ -80,8 +102,6 @@ cuda_conv_picks_clear (CudaBackend *cb, gboolean destroy)
   else
     g_hash_table_remove_all (cb->conv_picks);
 }
-
-static void remember_key (CudaBackend *cb, char *key, const ConvPick &pick);
 
 gboolean
 cuda_conv_picks_parse (CudaBackend *cb, const char *text)
@@ -153,13 +173,12 @@ candidates (const CudaBackend *cb, const ConvShape &s, const int pad[4], PickCan
     {
       for (CudaConvTile tile : { TILE_SMALL, TILE_LARGE })
         {
-          PickCandidate rule = {};
-          if (!cuda_conv_plan_info (cb, s, pad, ConvPick { algo, tile, 0 }, &rule.info))
+          ConvPlanInfo rule;
+          if (!cuda_conv_plan_info (cb, s, pad, ConvPick { algo, tile, 0 }, &rule))
             continue;
-          const int r = rule.info.splits;
-          for (int splitk : { 0, 1, r / 2, 2 * r })
-            if (splitk == 0 || (splitk >= 1 && splitk != r))
-              add_candidate (cb, s, pad, ConvPick { algo, tile, splitk }, list, &n);
+          /* the rule's split (0), none, half and twice it; add_candidate drops the plans already listed */
+          for (int splitk : { 0, 1, rule.splits / 2, 2 * rule.splits })
+            add_candidate (cb, s, pad, ConvPick { algo, tile, splitk }, list, &n);
         }
       add_candidate (cb, s, pad, ConvPick { algo, TILE_MMA, 0 }, list, &n);
       if (cb->conv_wgmma_ready)
@@ -238,32 +257,14 @@ time_candidate (CudaBackend *cb, const ConvShape &s, const int pad[4], const Pic
   return best;
 }
 
-/* key: taken */
-static void
-remember_key (CudaBackend *cb, char *key, const ConvPick &pick)
-{
-  if (cb->conv_picks == NULL)
-    cb->conv_picks = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  g_hash_table_replace (cb->conv_picks, key, g_memdup2 (&pick, sizeof pick));
-}
-
-static void
-remember (CudaBackend *cb, const ConvShape &s, const ConvPick &pick)
-{
-  remember_key (cb, pick_key (s), pick);
-}
-
 void
 cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4])
 {
   if (cb->conv_pick == PICK_OFF || cb->capturing || cb->error != NULL || s.B <= 0 || s.Ho <= 0 || s.Wo <= 0
       || s.Cout <= 0)
     return;
-  {
-    g_autofree char *key = pick_key (s);
-    if (cb->conv_picks != NULL && g_hash_table_contains (cb->conv_picks, key))
-      return;
-  }
+  if (cb->conv_picks != NULL && g_hash_table_contains (cb->conv_picks, pick_key (s).text))
+    return;
   const ConvPick own = backend_pick (cb);
   PickCandidate list[PICK_MAX_CANDIDATES];
   /* what the user or the variant fixed (a convolution path, a tile, a split) is not second-guessed */
@@ -315,10 +316,10 @@ cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4])
   if (cb->conv_pick_log)
     {
       /* "conv pick KEY:ALGO.TILE.SPLITK (shape): candidates": the first word is the pick as CONV_PICKS takes it */
-      g_autofree char *key = pick_key (s);
+      const PickKey key = pick_key (s);
       const ConvPick &p = list[chosen].pick;
       GString *line = g_string_new (NULL);
-      g_string_printf (line, "conv pick %s:%d.%d.%d (B=%d %dx%d %d->%d k%d/%d):", key, (int) p.algo, (int) p.tile,
+      g_string_printf (line, "conv pick %s:%d.%d.%d (B=%d %dx%d %d->%d k%d/%d):", key.text, (int) p.algo, (int) p.tile,
                        p.splitk, s.B, s.H, s.W, s.Cin, s.Cout, s.k, s.stride);
       for (int i = 0; i < n; i++)
         g_string_append_printf (line, "%s %s %.4f ms%s", i == 0 ? "" : ";", list[i].info.name,
