@@ -91,7 +91,8 @@ struct ConvPlan {
   bool nhwc;                            /* the channels-last kernel (conv2d_nhwc.cu) */
   bool direct;                          /* the CUDA-core kernel for Cout <= 8 or K <= 32 (conv2d_direct.cu) */
   bool mma;                             /* nhwc with the 128 x 128 mma.sync tile, no K split (conv2d_nhwc.cu) */
-  bool wgmma;                           /* nhwc with the 128 x 128 wgmma tile, no K split (conv2d_wgmma.cu) */
+  bool wgmma;                           /* nhwc with the wgmma tile (conv2d_wgmma.cu) */
+  int wgmma_bn;                         /* its pixels per tile: 128 or 256 */
   bool pointwise;                       /* a 1x1 convolution on conv2d_pointwise.cu's kernel (NCHW, cp.async) */
   int tile;
   int splits;                           /* K split over this many blocks (1: no split) */
@@ -132,7 +133,7 @@ static ConvPlan
 conv_plan_with (const CudaBackend *cb, const ConvShape &s, const int pad[4], const ConvPick &pick)
 {
   ConvPlan p
-      = { use_implicit (cb, pick), false, false, false, false, false, TILE_SMALL, 1, false, 0, 0, 0, 0, 0, NULL };
+      = { use_implicit (cb, pick), false, false, false, false, 0, false, TILE_SMALL, 1, false, 0, 0, 0, 0, 0, NULL };
   if (!p.implicit)
     {
       if (!is_pointwise (s.k, s.stride, pad))
@@ -186,19 +187,23 @@ conv_plan_with (const CudaBackend *cb, const ConvShape &s, const int pad[4], con
    * launch, held back or not: with $DDPM_CUDA_CONV_REDUCE=cluster or =last-block it runs unsplit, as those sums
    * would take the kernel past its 128 registers; $DDPM_CUDA_WGMMA_SPLIT=0: only where it fills a wave alone);
    * $DDPM_CUDA_CONV_TILE=wgmma: wherever it fits (tests), split where the rule or $DDPM_CUDA_CONV_SPLITK says.
-   * The 128 x 256 tile ($DDPM_CUDA_WGMMA_BN=256) runs one block per SM: the rule counts each as two 128 x 128
-   * tiles' blocks */
-  if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (pick.tile == TILE_WGMMA || pick.algo == CONV_WGMMA))
+   * The 128 x 256 tile ($DDPM_CUDA_WGMMA_BN=256, or a pick's TILE_WGMMA_WIDE) runs one block per SM: the rule
+   * counts each as two 128 x 128 tiles' blocks */
+  const bool wide = pick.tile == TILE_WGMMA_WIDE;
+  if (p.nhwc && cuda_conv_wgmma_fits (cb, s) && (!wide || cb->conv_wgmma_wide_ready)
+      && (wide || pick.tile == TILE_WGMMA || pick.algo == CONV_WGMMA))
     {
-      const long long wtiles = cuda_conv_wgmma_tiles (cb, s);
+      const int bn = wide ? 256 : cb->wgmma_bn;
+      const long long wtiles = cuda_conv_wgmma_tiles (s, bn);
       int kps64;
-      const int wsplits = k_splits (cb, pick.splitk, wtiles * (cb->wgmma_bn / 128), cuda_conv_wgmma_slices (s),
+      const int wsplits = k_splits (cb, pick.splitk, wtiles * (bn / 128), cuda_conv_wgmma_slices (s),
                                     cb->wgmma_split,
                                     cb->conv_reduce == REDUCE_CLUSTER || cb->conv_reduce == REDUCE_LAST_BLOCK
                                         ? 1 : IG_MAX_SPLITS, &kps64);
-      if (pick.tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)
+      if (wide || pick.tile == TILE_WGMMA || wtiles * wsplits >= cb->sm_count)
         {
           p.wgmma = true;
+          p.wgmma_bn = bn;
           p.mma = false;
           p.tile = TILE_LARGE;                /* 128-row tiles: the split partials' layout */
           p.splits = wsplits;
@@ -728,7 +733,7 @@ conv2d_implicit_t (CudaBackend *cb, const DdpmLinearW *w, const void *x, void *y
   if (p.nhwc && !xh_ready && !reduce_into_nhwc (cb, x, s))
     cuda_conv_nhwc_transpose (cb, x, cb->scratch, s);
   if (p.wgmma)
-    cuda_conv_wgmma_launch (cb, w, cb->scratch, y, sk, p.splits, p.kps / 2, s, e);
+    cuda_conv_wgmma_launch (cb, w, cb->scratch, y, sk, p.wgmma_bn, p.splits, p.kps / 2, s, e);
   else if (p.mma)
     cuda_conv_nhwc_mma_launch (cb, w, cb->scratch, y, s, e);
   else if (p.nhwc)
@@ -803,7 +808,7 @@ cuda_conv_plan_info (const CudaBackend *cb, const ConvShape &s, const int pad[4]
     return false;
   const char *kernel = p.wgmma ? "wgmma" : p.mma ? "mma" : p.nhwc ? "nhwc" : p.pointwise ? "pointwise" : "implicit";
   const int rows = p.wgmma || p.mma ? 128 : tile_rows (p.tile);
-  const int cols = p.wgmma ? cb->wgmma_bn : p.mma ? 128 : IG_BN;
+  const int cols = p.wgmma ? p.wgmma_bn : p.mma ? 128 : IG_BN;
   g_snprintf (info->name, sizeof info->name, "%s %dx%d%s, %d split%s", kernel, rows, cols,
               p.cluster ? " cluster" : "", p.splits, p.splits == 1 ? "" : "s");
   info->scratch = p.scratch;

@@ -808,14 +808,15 @@ void cuda_conv_nhwc_mma_launch (CudaBackend *cb, const DdpmLinearW *w, const voi
                                 const DdpmConvEpilogue *e);
 
 /* conv2d_wgmma.cu (cuda_conv_wgmma_prepare in cuda_backend.cuh): whether its kernel takes this shape (that, and
- * cuda_conv_nhwc_fits with Cin % 64 == 0); its tiles (128 x 128) and K slices (of 64) for the shape; and the
- * convolution on the channels-last copy xh, the same epilogue: K split over `splits` blocks of kps slices each
- * (grid z), its partials at sk.partial summed by a second launch (held back or not; no counters, no
- * clusters), or unsplit (splits 1, sk all zero). */
+ * cuda_conv_nhwc_fits with Cin % 64 == 0); its tiles (128 x bn, bn 128 or 256 pixels) and K slices (of 64) for
+ * the shape; and the convolution on the channels-last copy xh in 128 x bn tiles, the same epilogue: K split over
+ * `splits` blocks of kps slices each (grid z), its partials at sk.partial summed by a second launch (held back
+ * or not; no counters, no clusters), or unsplit (splits 1, sk all zero). bn 256 needs conv_wgmma_wide_ready
+ * unless $DDPM_CUDA_WGMMA_BN=256 prepared it. */
 bool cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s);
-long long cuda_conv_wgmma_tiles (const CudaBackend *cb, const ConvShape &s);
+long long cuda_conv_wgmma_tiles (const ConvShape &s, int bn);
 int cuda_conv_wgmma_slices (const ConvShape &s);
-void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk,
+void cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk, int bn,
                              int splits, int kps, const ConvShape &s, const DdpmConvEpilogue *e);
 
 /* conv2d_pointwise.cu: whether the cp.async kernel on NCHW takes this 1x1 convolution (fp16/bf16, stride 1, no

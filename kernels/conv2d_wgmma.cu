@@ -150,9 +150,9 @@ wgmma_probe_kernel (int *flag)
  * 256 pixels ($DDPM_CUDA_WGMMA_BN=256: 128 accumulators per thread, one block per SM), always the latter. */
 template <typename T, typename Body>
 static auto
-wg_with_pipeline (const CudaBackend *cb, Body body)
+wg_with_pipeline (const CudaBackend *cb, int bn, Body body)
 {
-  if (cb->wgmma_bn == 256)
+  if (bn == 256)
     return body (conv_nhwc_wgmma_kernel<T, 256, 4, 1>, wg_smem (256, 4));
   return cb->wgmma_overlap ? body (conv_nhwc_wgmma_kernel<T, 128, 4, 1>, wg_smem (128, 4))
                            : body (conv_nhwc_wgmma_kernel<T, 128, 3, 0>, wg_smem (128, 3));
@@ -161,7 +161,9 @@ wg_with_pipeline (const CudaBackend *cb, Body body)
 bool
 cuda_conv_wgmma_prepare (CudaBackend *cb)
 {
-  const size_t smem = wg_with_pipeline<__half> (cb, [] (auto, size_t bytes) { return bytes; });
+  auto bytes_of = [] (auto, size_t bytes) { return bytes; };
+  const size_t smem = wg_with_pipeline<__half> (cb, cb->wgmma_bn, bytes_of);
+  cb->conv_wgmma_wide_ready = FALSE;
   if (cb->act_type == CT_F32 || cb->cc_major != 9 || cb->cc_minor != 0 || cb->smem_per_block_optin < smem)
     return false;
   int flag = 0;
@@ -172,7 +174,12 @@ cuda_conv_wgmma_prepare (CudaBackend *cb)
     return cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) bytes)
            == cudaSuccess;
   };
-  ok = ok && wg_with_pipeline<__half> (cb, allow) && wg_with_pipeline<__nv_bfloat16> (cb, allow);
+  ok = ok && wg_with_pipeline<__half> (cb, cb->wgmma_bn, allow)
+       && wg_with_pipeline<__nv_bfloat16> (cb, cb->wgmma_bn, allow);
+  /* the 128 x 256 pipeline too, for picks that name it (TILE_WGMMA_WIDE) whatever $DDPM_CUDA_WGMMA_BN says */
+  cb->conv_wgmma_wide_ready = ok && cb->smem_per_block_optin >= wg_with_pipeline<__half> (cb, 256, bytes_of)
+                              && wg_with_pipeline<__half> (cb, 256, allow)
+                              && wg_with_pipeline<__nv_bfloat16> (cb, 256, allow);
   cudaGetLastError ();                   /* a failed probe leaves no error behind */
   return ok;
 }
@@ -185,10 +192,10 @@ cuda_conv_wgmma_fits (const CudaBackend *cb, const ConvShape &s)
 }
 
 long long
-cuda_conv_wgmma_tiles (const CudaBackend *cb, const ConvShape &s)
+cuda_conv_wgmma_tiles (const ConvShape &s, int bn)
 {
   const long long P = (long long) s.B * s.Ho * s.Wo;
-  return (P + cb->wgmma_bn - 1) / cb->wgmma_bn * ((s.Cout + WG_BM - 1) / WG_BM);
+  return (P + bn - 1) / bn * ((s.Cout + WG_BM - 1) / WG_BM);
 }
 
 int
@@ -198,11 +205,11 @@ cuda_conv_wgmma_slices (const ConvShape &s)
 }
 
 void
-cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk, int splits,
-                        int kps, const ConvShape &s, const DdpmConvEpilogue *e)
+cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, void *y, const SplitK &sk, int bn,
+                        int splits, int kps, const ConvShape &s, const DdpmConvEpilogue *e)
 {
   const long long P = (long long) s.B * s.Ho * s.Wo;
-  const dim3 grid ((unsigned) ((P + cb->wgmma_bn - 1) / cb->wgmma_bn), (unsigned) ceil_div (s.Cout, WG_BM),
+  const dim3 grid ((unsigned) ((P + bn - 1) / bn), (unsigned) ceil_div (s.Cout, WG_BM),
                    (unsigned) splits);
   if (sk.counters != nullptr || sk.cluster != 0)
     {
@@ -213,9 +220,10 @@ cuda_conv_wgmma_launch (CudaBackend *cb, const DdpmLinearW *w, const void *xh, v
   sp.prefetch = cb->conv_prefetch ? 1 : 0;
   auto run = [&] (auto t) {
     using T = decltype (t);
-    wg_with_pipeline<T> (cb, [&] (auto kernel, size_t smem) {
-      launch (cb, "conv_nhwc_wgmma", grid, WG_THREADS, smem, kernel, (const T *) w->weight, (const float *) w->bias,
-              (const T *) xh, (T *) y, sk, sp, kps, conv_epi<T> (e, s.Cout));
+    wg_with_pipeline<T> (cb, bn, [&] (auto kernel, size_t smem) {
+      launch (cb, bn == 256 ? "conv_nhwc_wgmma_wide" : "conv_nhwc_wgmma", grid, WG_THREADS, smem, kernel,
+              (const T *) w->weight, (const float *) w->bias, (const T *) xh, (T *) y, sk, sp, kps,
+              conv_epi<T> (e, s.Cout));
     });
   };
   if (cb->act_type == CT_F16)           /* fp16 / bf16 only (cuda_conv_wgmma_prepare) */

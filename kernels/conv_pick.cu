@@ -5,10 +5,10 @@
  * mma.sync / wgmma tiles only where asked for) were set on one H200 and on a few shapes; cuDNN's benchmark mode
  * times its algorithms per shape instead. Here, when planning meets a shape not seen yet, each distinct plan
  * the switches can make for it (64- and 128-row tiles with the rule's K split, none, half and twice as many;
- * the 128 x 128 mma.sync tile; the wgmma tile split and unsplit where the device has it; for 1x1 convolutions
- * the channels-last kernel beside the pointwise one) runs on scratch buffers of the shape's sizes: one warm-up,
- * then the fastest of 2 rounds of 5 back-to-back runs behind a spin kernel, so that events time the GPU and
- * not the launches. The pick is the fastest, where it beats the backend's own plan by >= 3 % (else that
+ * the 128 x 128 mma.sync tile; the wgmma tiles, 128 x 128 and 128 x 256, split and unsplit where the device has
+ * them; for 1x1 convolutions the channels-last kernel beside the pointwise one) runs on scratch buffers of the
+ * shape's sizes: one warm-up, then the fastest of 2 rounds of 5 back-to-back runs behind a spin kernel, so that
+ * events time the GPU and not the launches. The pick is the fastest, where it beats the backend's own plan by >= 3 % (else that
  * plan). Each plan is one the backend already runs and tests check; the engine's tuner still compares the
  * whole forward with the defaults' before keeping this variant.
  *
@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PICK_MAX_CANDIDATES 16
+#define PICK_MAX_CANDIDATES 24      /* a 1x1 shape on Hopper: 8 pointwise + 8 channels last + mma + 4 wgmma */
 #ifndef DDPM_CUDA_EMU
 #define PICK_ROUNDS 2
 #define PICK_REPS 5
@@ -114,7 +114,7 @@ cuda_conv_picks_parse (CudaBackend *cb, const char *text)
       sscanf (*e, "%d.%d.%d.%d.%d.%d.%d.%d.%d.%d.%d:%d.%d.%d%n", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6],
               &f[7], &f[8], &f[9], &f[10], &algo, &tile, &splitk, &end);
       if (end < 0 || (*e)[end] != '\0' || algo < CONV_AUTO || algo > CONV_WGMMA || tile < TILE_AUTO
-          || tile > TILE_WGMMA || splitk < 0 || splitk > 64)
+          || tile > TILE_WGMMA_WIDE || splitk < 0 || splitk > 64)
         {
           ok = FALSE;
           continue;
@@ -185,6 +185,11 @@ candidates (const CudaBackend *cb, const ConvShape &s, const int pad[4], PickCan
         {
           add_candidate (cb, s, pad, ConvPick { algo, TILE_WGMMA, 0 }, list, &n);
           add_candidate (cb, s, pad, ConvPick { algo, TILE_WGMMA, 1 }, list, &n);
+        }
+      if (cb->conv_wgmma_wide_ready)    /* 128 x 256, one block per SM; the same as the above under WGMMA_BN=256 */
+        {
+          add_candidate (cb, s, pad, ConvPick { algo, TILE_WGMMA_WIDE, 0 }, list, &n);
+          add_candidate (cb, s, pad, ConvPick { algo, TILE_WGMMA_WIDE, 1 }, list, &n);
         }
     }
   return n;

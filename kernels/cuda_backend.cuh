@@ -26,8 +26,9 @@ enum CudaType { CT_F32, CT_F16, CT_BF16 };
 enum CudaConvAlgo { CONV_AUTO, CONV_IMPLICIT, CONV_NHWC, CONV_GEMM, CONV_MMA, CONV_WGMMA };
 /* Implicit-GEMM conv tiles (output channels x output pixels): 64 x 64, 128 x 64, and the 128 x 128
  * mma.sync tile, the 128 x 128 (or 128 x 256) wgmma tile; $DDPM_CUDA_CONV_TILE=small|large|mma|wgmma forces one wherever it
- * fits (tests), TILE_AUTO lets conv2d.cu pick. */
-enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA, TILE_WGMMA };
+ * fits (tests), TILE_AUTO lets conv2d.cu pick. TILE_WGMMA_WIDE: the 128 x 256 wgmma tile whatever
+ * $DDPM_CUDA_WGMMA_BN says (a shape's timed pick, conv_pick.cu; no switch names it). */
+enum CudaConvTile { TILE_AUTO = -1, TILE_SMALL, TILE_LARGE, TILE_MMA, TILE_WGMMA, TILE_WGMMA_WIDE };
 /* Who sums a conv's split-K partial tiles ($DDPM_CUDA_CONV_REDUCE): a second launch ("kernel", the default:
  * fastest on the H100), the blocks of the tile's thread-block cluster, each a share of the tile read from the
  * others' shared memory ("cluster", where the creation probe launches one: sm_90+), or the last block of each
@@ -123,6 +124,8 @@ struct CudaBackend {
                                     * _TILE=wgmma), a cc 9.0 device, and its sm_90a code there (cuda_conv_wgmma_prepare) */
   gboolean wgmma_overlap;          /* $DDPM_CUDA_WGMMA_OVERLAP=1: its 4-stage pipeline with one wgmma group in flight */
   int wgmma_bn;                    /* its pixels per tile: 128, or 256 with $DDPM_CUDA_WGMMA_BN=256 (m64n256k16) */
+  gboolean conv_wgmma_wide_ready;  /* the 128 x 256 pipeline may run too (its shared memory allowed): picks may name
+                                    * TILE_WGMMA_WIDE whatever wgmma_bn is */
   gboolean wgmma_split;            /* K split where the tile alone would not fill a wave (conv_plan; not with
                                     * $DDPM_CUDA_WGMMA_SPLIT=0) */
   CudaConvPickMode conv_pick;      /* $DDPM_CUDA_CONV_PICK */

@@ -63,6 +63,21 @@ DDPM_CUDA_CONV_PICKS=$WG sample "$DIR/wgmma.npy" cuda -q > "$DIR/wgmma.log" 2>&1
 check "CONV_PICKS of the wgmma tile alone: it runs (bits differ from the defaults'), agrees with the CPU" $? \
   "$DIR/wgmma.log"
 
+# ... and picks naming the 128 x 256 wgmma tile (tile 4), whatever WGMMA_BN says: the profile names its launches
+# (the 8x8 shape's tile 4 beside the 4x4 shape's tile 3), and they give the bits of tile 3 under WGMMA_BN=256
+WIDE="1.64.8.8.32.3.1.1.1.8.8:0.4.0,1.64.4.4.32.3.1.1.1.4.4:0.3.0"
+DDPM_CUDA_PROFILE=1 DDPM_CUDA_CONV_PICKS=$WIDE "$DDPM" bench -m "$FIXTURES/models/cifar-like" --device cuda \
+  --precision fp16 -n 1 --warmup 1 -q > "$DIR/wide-profile.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && grep -q '^ *conv_nhwc_wgmma_wide  *2\.0 ' "$DIR/wide-profile.log" \
+  && grep -q '^ *conv_nhwc_wgmma  *[1-9]' "$DIR/wide-profile.log"
+check "CONV_PICKS naming tile 4: the 128 x 256 wgmma tile runs at that shape only (exit $rc)" $? "$DIR/wide-profile.log"
+WG4=$(echo "$WG" | sed 's/:0\.3\./:0.4./g')
+DDPM_CUDA_CONV_PICKS=$WG4 sample "$DIR/wide.npy" cuda -q > "$DIR/wide.log" 2>&1
+DDPM_CUDA_WGMMA_BN=256 DDPM_CUDA_CONV_PICKS=$WG sample "$DIR/bn256.npy" cuda -q > "$DIR/bn256.log" 2>&1
+cmp -s "$DIR/wide.npy" "$DIR/bn256.npy" && ! cmp -s "$DIR/wide.npy" "$DIR/defaults.npy"
+check "tile 4 picks: the bits of tile 3 under WGMMA_BN=256, not the defaults'" $? "$DIR/wide.log"
+
 # 3. a fixed tile: nothing to pick
 DDPM_CUDA_CONV_TILE=small DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/fixed.npy" cuda -q \
   > "$DIR/fixed.log" 2>&1
