@@ -7,10 +7,12 @@
  * the switches can make for it (64- and 128-row tiles with the rule's K split, none, half and twice as many;
  * the 128 x 128 mma.sync tile; the wgmma tiles, 128 x 128 and 128 x 256, split and unsplit where the device has
  * them; for 1x1 convolutions the channels-last kernel beside the pointwise one) runs on scratch buffers of the
- * shape's sizes: one warm-up, then the fastest of 2 rounds of 5 back-to-back runs behind a spin kernel, so that
- * events time the GPU and not the launches. The pick is the fastest, where it beats the backend's own plan by >= 3 % (else that
- * plan). Each plan is one the backend already runs and tests check; the engine's tuner still compares the
- * whole forward with the defaults' before keeping this variant.
+ * shape's sizes (x and the weights pseudo-random): one warm-up, then the fastest of 2 rounds of 5 back-to-back
+ * runs behind a spin kernel, so that events time the GPU and not the launches. Each candidate's output is
+ * compared with the backend's own plan's; one that differs by more than the precision's bound computes
+ * something else on this GPU (a path no GPU had run before, say) and is never picked, and the log says so. The
+ * pick is the fastest of the rest, where it beats the backend's own plan by >= 3 % (else that plan). The engine's
+ * tuner still compares the whole forward with the defaults' before keeping this variant.
  *
  * Picks live until the switches are read again (a variant, the backend's end). Timing a shape costs its
  * candidates' ~11 runs each, once per backend, at planning: not inside the step loop. Splits change the
@@ -41,7 +43,19 @@ struct PickCandidate {
   ConvPick pick;
   ConvPlanInfo info;
   float ms;                             /* per run, fastest round; FLT_MAX when it failed */
+  float diff;                           /* max |y - the backend's own plan's y| / max (1, max |that y|); FLT_MAX:
+                                         * not measured (a failed run); an output left unwritten counts as NaN */
 };
+
+/* Where a candidate's output differs from the backend's own plan's by more than this (relative to max (1, max
+ * |y|)), it computes something else and is never picked: the tuner's bounds on eps (engine/tuning.c). Measured
+ * on the emulator, every candidate of the celebahq-like and cifar-like fixtures' shapes (other K splits, tiles):
+ * at most 4.2e-4 in fp16, 1.4e-3 in bf16 (~1 ulp of these outputs, |y| < ~2). */
+static float
+pick_bound (const CudaBackend *cb)
+{
+  return cb->act_type == CT_BF16 ? 8e-2f : 1e-2f;
+}
 
 /* Key of the shapes whose plans agree: everything conv_plan reads of s, "B.Cin.H.W.Cout.k.stride.top.left.Ho.Wo",
  * on the stack (no allocation: conv_plan looks it up at every convolution it plans). */
@@ -153,7 +167,7 @@ static void
 add_candidate (const CudaBackend *cb, const ConvShape &s, const int pad[4], ConvPick pick, PickCandidate *list,
                int *n)
 {
-  PickCandidate c = { pick, {}, FLT_MAX };
+  PickCandidate c = { pick, {}, FLT_MAX, FLT_MAX };
   if (*n == PICK_MAX_CANDIDATES || !cuda_conv_plan_info (cb, s, pad, pick, &c.info))
     return;
   for (int i = 0; i < *n; i++)
@@ -195,11 +209,59 @@ candidates (const CudaBackend *cb, const ConvShape &s, const int pad[4], PickCan
   return n;
 }
 
-/* Buffers for timing one shape: x, y, weights, bias and scratch, filled with a constant (values do not change
- * which kernels run; 0x3C bytes: fp16 ~1.06, bf16 ~0.011, float bias ~0.011). */
+/* Pseudo-random values in [-scale, scale), a hash of the index: x and the weights of the timing runs, so that a
+ * candidate computing something else (a layout that is wrong on this GPU) shows against the backend's own plan,
+ * where constant values could hide it. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+pick_fill_kernel (T *__restrict__ p, size_t n, unsigned salt, float scale)
+{
+  grid_dependency_wait ();
+  GRID_STRIDE (i, n)
+  {
+    unsigned h = (unsigned) i * 0x9E3779B1u ^ salt;
+    h ^= h >> 15;
+    h *= 0x85EBCA77u;
+    h ^= h >> 13;
+    h *= 0xC2B2AE3Du;
+    h ^= h >> 16;
+    p[i] = from_f32<T> (((float) (h >> 8) * (1.0f / 8388608.0f) - 1.0f) * scale);
+  }
+}
+
+/* Per block, over its grid-stride share of n outputs: max |y - ref| (NaN: infinity) and max |ref|, into
+ * out[2 block], out[2 block + 1]. */
+template <typename T>
+__global__ void __launch_bounds__ (256)
+pick_diff_kernel (const T *__restrict__ y, const T *__restrict__ ref, size_t n, float *__restrict__ out)
+{
+  __shared__ float red[32];
+  grid_dependency_wait ();
+  float d = 0.0f, m = 0.0f;
+  GRID_STRIDE (i, n)
+  {
+    const float r = to_f32<T> (ref[i]), e = fabsf (to_f32<T> (y[i]) - r);
+    d = e <= FLT_MAX ? fmaxf (d, e) : INFINITY;
+    m = fmaxf (m, fabsf (r));
+  }
+  d = block_max (d, red);
+  m = block_max (m, red);
+  if (threadIdx.x == 0)
+    {
+      out[2 * blockIdx.x] = d;
+      out[2 * blockIdx.x + 1] = m;
+    }
+}
+
+#define PICK_DIFF_THREADS 256
+
+/* Buffers for timing one shape: x, y, weights, bias, scratch, the backend's own plan's y (ref) and the
+ * per-block differences (diff: device, host: their copy). */
 struct PickBuffers {
-  void *x, *y, *weight, *scratch;
-  float *bias;
+  void *x, *y, *weight, *scratch, *ref;
+  float *bias, *diff, *host;
+  size_t y_elems;
+  unsigned diff_blocks;
 };
 
 static void
@@ -210,28 +272,71 @@ pick_buffers_free (PickBuffers *b)
   cudaFree (b->weight);
   cudaFree (b->bias);
   cudaFree (b->scratch);
+  cudaFree (b->ref);
+  cudaFree (b->diff);
+  g_free (b->host);
 }
 
+/* x and the weights pseudo-random (the weights scaled by 1 / sqrt (K), so y stays ~1), the bias 0x3C bytes
+ * (~0.011). */
 static bool
 pick_buffers_alloc (CudaBackend *cb, const ConvShape &s, size_t scratch, PickBuffers *b)
 {
-  const size_t x_bytes = (size_t) s.B * s.Cin * s.H * s.W * cb->act_size;
-  const size_t y_bytes = (size_t) s.B * s.Cout * s.Ho * s.Wo * cb->act_size;
-  const size_t w_bytes = (size_t) s.Cout * s.ldw * cb->act_size;
+  const size_t x_elems = (size_t) s.B * s.Cin * s.H * s.W, w_elems = (size_t) s.Cout * s.ldw;
   *b = PickBuffers {};
-  bool ok = cudaMalloc (&b->x, x_bytes) == cudaSuccess && cudaMalloc (&b->y, y_bytes) == cudaSuccess
-            && cudaMalloc (&b->weight, w_bytes) == cudaSuccess
+  b->y_elems = (size_t) s.B * s.Cout * s.Ho * s.Wo;
+  b->diff_blocks = elementwise_blocks (cb, b->y_elems, PICK_DIFF_THREADS);
+  const size_t y_bytes = b->y_elems * cb->act_size;
+  bool ok = cudaMalloc (&b->x, x_elems * cb->act_size) == cudaSuccess && cudaMalloc (&b->y, y_bytes) == cudaSuccess
+            && cudaMalloc (&b->ref, y_bytes) == cudaSuccess
+            && cudaMalloc (&b->weight, w_elems * cb->act_size) == cudaSuccess
             && cudaMalloc ((void **) &b->bias, s.Cout * sizeof (float)) == cudaSuccess
+            && cudaMalloc ((void **) &b->diff, 2 * sizeof (float) * b->diff_blocks) == cudaSuccess
             && (scratch == 0 || cudaMalloc (&b->scratch, scratch) == cudaSuccess);
-  ok = ok && cudaMemsetAsync (b->x, 0x3C, x_bytes, cb->stream) == cudaSuccess
-       && cudaMemsetAsync (b->weight, 0x3C, w_bytes, cb->stream) == cudaSuccess
-       && cudaMemsetAsync (b->bias, 0x3C, s.Cout * sizeof (float), cb->stream) == cudaSuccess;
+  ok = ok && cudaMemsetAsync (b->bias, 0x3C, s.Cout * sizeof (float), cb->stream) == cudaSuccess;
+  if (ok)
+    {
+      b->host = g_new (float, 2 * b->diff_blocks);
+      const float w_scale = 1.0f / sqrtf ((float) (s.Cin * s.k * s.k));
+      DISPATCH_ACT (cb, T,
+                    launch (cb, "conv_pick_fill", elementwise_blocks (cb, x_elems, 256), 256, 0, pick_fill_kernel<T>,
+                            (T *) b->x, x_elems, 0x2545F491u, 1.0f);
+                    launch (cb, "conv_pick_fill", elementwise_blocks (cb, w_elems, 256), 256, 0, pick_fill_kernel<T>,
+                            (T *) b->weight, w_elems, 0x9E3779B9u, w_scale));
+      ok = cb->error == NULL;
+    }
   if (!ok)
     {
+      g_clear_error (&cb->error);
       cudaGetLastError ();              /* out of memory here is not the forward's failure: keep the plan */
       pick_buffers_free (b);
     }
   return ok;
+}
+
+/* c.diff for the output y of the last run (the backend's own plan's in b.ref). */
+static void
+measure_disagreement (CudaBackend *cb, const PickBuffers &b, PickCandidate &c)
+{
+  DISPATCH_ACT (cb, T,
+                launch (cb, "conv_pick_diff", b.diff_blocks, PICK_DIFF_THREADS, 0, pick_diff_kernel<T>,
+                        (const T *) b.y, (const T *) b.ref, b.y_elems, b.diff));
+  if (cb->error != NULL
+      || cudaMemcpyAsync (b.host, b.diff, 2 * sizeof (float) * b.diff_blocks, cudaMemcpyDeviceToHost, cb->stream)
+             != cudaSuccess
+      || cudaStreamSynchronize (cb->stream) != cudaSuccess)
+    {
+      g_clear_error (&cb->error);
+      cudaGetLastError ();
+      return;                           /* not measured: c.diff stays FLT_MAX, the candidate is not picked */
+    }
+  float d = 0.0f, m = 0.0f;
+  for (unsigned i = 0; i < b.diff_blocks; i++)
+    {
+      d = b.host[2 * i] > d || b.host[2 * i] != b.host[2 * i] ? b.host[2 * i] : d;
+      m = b.host[2 * i + 1] > m ? b.host[2 * i + 1] : m;
+    }
+  c.diff = d / (m > 1.0f ? m : 1.0f);
 }
 
 /* ms per run of c (fastest of PICK_ROUNDS rounds), FLT_MAX where a launch failed (its error dropped). */
@@ -278,31 +383,53 @@ cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4])
   size_t scratch = 0;
   for (int i = 0; i < n; i++)
     scratch = list[i].info.scratch > scratch ? list[i].info.scratch : scratch;
-  PickBuffers b;
-  cudaEvent_t start = NULL, end = NULL;
-  if (n < 2 || !pick_buffers_alloc (cb, s, scratch, &b))
+  if (n < 2)
     {
-      remember (cb, s, own);            /* nothing to choose, or no memory to time in: the backend's plan */
+      remember (cb, s, own);            /* nothing to choose: the backend's plan */
       return;
     }
   cuda_flush_reduce (cb);
+  CudaProfile *const profile_was = cb->profile;   /* these runs are not the forward's: not in its profile */
+  cb->profile = NULL;
+  PickBuffers b;
+  if (!pick_buffers_alloc (cb, s, scratch, &b))
+    {
+      cb->profile = profile_was;
+      remember (cb, s, own);            /* no memory to time in: the backend's plan */
+      return;
+    }
   void *const scratch_was = cb->scratch;
   const size_t scratch_bytes_was = cb->scratch_bytes;
-  CudaProfile *const profile_was = cb->profile;   /* these runs are not the forward's: not in its profile */
   cb->scratch = b.scratch;
   cb->scratch_bytes = scratch;
-  cb->profile = NULL;
+  const float bound = pick_bound (cb);
   int chosen = 0;
+  cudaEvent_t start = NULL, end = NULL;
   if (cudaEventCreateWithFlags (&start, cudaEventDefault) == cudaSuccess
       && cudaEventCreateWithFlags (&end, cudaEventDefault) == cudaSuccess)
     {
       for (int i = 0; i < n; i++)
         {
+          /* an output the candidate leaves unwritten reads as NaN (0xFFFF: NaN in fp16 and bf16) */
+          cudaMemsetAsync (b.y, 0xFF, b.y_elems * cb->act_size, cb->stream);
           list[i].ms = time_candidate (cb, s, pad, list[i], b, start, end);
+          if (list[i].ms == FLT_MAX)
+            continue;
+          if (i == 0)
+            {
+              /* the backend's own plan: the reference the others must agree with */
+              if (cudaMemcpyAsync (b.ref, b.y, b.y_elems * cb->act_size, cudaMemcpyDeviceToDevice, cb->stream)
+                  == cudaSuccess)
+                list[0].diff = 0.0f;
+              continue;
+            }
+          if (list[0].diff == 0.0f)
+            measure_disagreement (cb, b, list[i]);
+          if (!(list[i].diff <= bound))
+            continue;                   /* computes something else (or not compared): never picked */
           const float ms = list[i].ms, chosen_ms = list[chosen].ms;
-          const bool better = cb->conv_pick == PICK_SLOWEST
-                                  ? ms != FLT_MAX && (chosen_ms == FLT_MAX || ms > chosen_ms)
-                                  : ms < chosen_ms * (chosen == 0 ? PICK_MARGIN : 1.0f);
+          const bool better = cb->conv_pick == PICK_SLOWEST ? chosen_ms == FLT_MAX || ms > chosen_ms
+                                                            : ms < chosen_ms * (chosen == 0 ? PICK_MARGIN : 1.0f);
           if (better)
             chosen = i;
         }
@@ -327,8 +454,16 @@ cuda_conv_pick_time (CudaBackend *cb, const ConvShape &s, const int pad[4])
       g_string_printf (line, "conv pick %s:%d.%d.%d (B=%d %dx%d %d->%d k%d/%d):", key.text, (int) p.algo, (int) p.tile,
                        p.splitk, s.B, s.H, s.W, s.Cin, s.Cout, s.k, s.stride);
       for (int i = 0; i < n; i++)
-        g_string_append_printf (line, "%s %s %.4f ms%s", i == 0 ? "" : ";", list[i].info.name,
-                                list[i].ms == FLT_MAX ? -1.0f : list[i].ms, i == chosen ? " (picked)" : "");
+        {
+          g_string_append_printf (line, "%s %s %.4f ms", i == 0 ? "" : ";", list[i].info.name,
+                                  list[i].ms == FLT_MAX ? -1.0f : list[i].ms);
+          if (i > 0 && list[i].ms != FLT_MAX && !(list[i].diff <= bound))
+            g_string_append_printf (line, " disagrees (max |y - own| %.3g, bound %.3g)", list[i].diff, bound);
+          else if (i > 0 && list[i].ms != FLT_MAX)
+            g_string_append_printf (line, " (diff %.2g)", list[i].diff);
+          if (i == chosen)
+            g_string_append (line, " (picked)");
+        }
       g_printerr ("%s\n", line->str);
       g_string_free (line, TRUE);
     }

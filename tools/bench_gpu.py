@@ -22,6 +22,7 @@ Usage: bench_gpu.py --ddpm build-gpu/carry/bin/ddpm [--json out.json] [--quick] 
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -85,6 +86,14 @@ def log_tuning(key, stderr):
     report = [l for l in lines if l.startswith("conv pick ")]
     for l in report:
         log(f"    {l}")
+    # candidates whose output differed from the rule plan's at some shape (kernels/conv_pick.cu): a path that
+    # computes something else on this GPU, named once each
+    wrong = sorted({m.group(1) for l in report for m in re.finditer(r"[:;] (\w[^;:]*?) [-0-9.]+ ms disagrees", l)})
+    if report:
+        line = f"conv picks: {len(report)} shapes; " + (f"disagreeing with the rule's plan: {'; '.join(wrong)}"
+                                                       if wrong else "every candidate agreed with the rule's plan")
+        log(f"    {line}")
+        report.append(line)
     if start is not None:
         for l in lines[start:]:
             if not (l.startswith("tuning ") or l.startswith("  ")):

@@ -18,6 +18,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <array>
 #include <vector>
@@ -691,6 +692,16 @@ wgmma_row (uint64_t desc, int r, bool bf16, float *out)
     }
 }
 
+/* $DDPM_CUDA_EMU_FAULT=wgmma-n256 (tests): m64n256k16 reads B's rows in pairs swapped, as a wrong fragment
+ * layout of that shape on some GPU would, so tests can show that such a tile is caught (conv_pick.cu). */
+bool
+wgmma_n256_fault (void)
+{
+  static const char *const what = getenv ("DDPM_CUDA_EMU_FAULT");
+  static const bool fault = what != nullptr && strcmp (what, "wgmma-n256") == 0;
+  return fault;
+}
+
 /* This thread's n / 2 elements of A (64 x 16) B^T (B: n x 16), in the accumulator fragment layout. */
 void
 wgmma_products (const WgmmaOp &op, float *out)
@@ -700,8 +711,9 @@ wgmma_products (const WgmmaOp &op, float *out)
   float a[2][16], b[64][16];
   for (int h = 0; h < 2; h++)
     wgmma_row (op.desc_a, 16 * w + g + 8 * h, op.bf16, a[h]);
+  const int swap = op.n == 256 && wgmma_n256_fault () ? 1 : 0;
   for (int cj = 0; cj < op.n / 4; cj++)
-    wgmma_row (op.desc_b, 8 * (cj / 2) + 2 * t + (cj & 1), op.bf16, b[cj]);
+    wgmma_row (op.desc_b, 8 * (cj / 2) + 2 * t + ((cj & 1) ^ swap), op.bf16, b[cj]);
   for (int i = 0; i < op.n / 2; i++)
     {
       const int j = i / 4, e = i % 4;

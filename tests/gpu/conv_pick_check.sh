@@ -8,7 +8,9 @@
 #    or without CONV_PICK;
 # 3. a switch the user fixed (a tile) is not second-guessed: nothing timed;
 # 4. the engine's tuner offers it as a variant and judges it against the defaults; a cached CONV_PICKS that is
-#    malformed is refused and the shape timed again.
+#    malformed is refused and the shape timed again;
+# 5. a candidate whose output differs from the backend's own plan's is never picked (the emulator's m64n256k16
+#    made wrong, as a wrong fragment layout on some GPU would be).
 set -u
 DDPM=$1 MODULE=$2 FIXTURES=$3
 DIR=$(mktemp -d)
@@ -97,4 +99,17 @@ rc=$?
 [ $rc -eq 0 ] && grep -q "the cache's CONV_PICK=slowest CONV_PICKS=1.2.3:x cannot run here (CONV_PICKS has an entry" \
   "$DIR/bad.log" && grep -q '^  kept: ' "$DIR/bad.log"
 check "a malformed cached CONV_PICKS is refused and the shape tuned again (exit $rc)" $? "$DIR/bad.log"
+# 5. a candidate that computes something else: with the emulator's m64n256k16 reading B's rows in swapped pairs,
+# the 128 x 256 wgmma candidates (which slowest picks at the 64-channel shapes otherwise) disagree with the
+# backend's own plan, are never picked, and the sample agrees with the CPU's
+wide_before=$(grep '^conv pick ' "$DIR/slowest.log" | tr ';' '\n' | grep -c 'wgmma 128x256.*(picked)')
+DDPM_CUDA_EMU_FAULT=wgmma-n256 DDPM_CUDA_CONV_PICK=slowest DDPM_CUDA_CONV_PICK_LOG=1 sample "$DIR/broken.npy" cuda -q \
+  > "$DIR/broken.log" 2>&1
+rc=$?
+disagree=$(grep '^conv pick ' "$DIR/broken.log" | tr ';' '\n' | grep -c 'wgmma 128x256.* disagrees')
+wide_after=$(grep '^conv pick ' "$DIR/broken.log" | tr ';' '\n' | grep -c 'wgmma 128x256.*(picked)')
+[ $rc -eq 0 ] && [ "$wide_before" -gt 0 ] && [ "$disagree" -gt 0 ] && [ "$wide_after" -eq 0 ] \
+  && "$DDPM" compare --max-abs $BOUND "$DIR/broken.npy" "$DIR/cpu.npy" >> "$DIR/broken.log" 2>&1
+check "a wrong 128 x 256 tile (exit $rc): $disagree candidates disagree, picked $wide_after times (without the fault $wide_before), the sample agrees with the CPU" \
+  $? "$DIR/broken.log"
 exit $fail

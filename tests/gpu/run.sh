@@ -304,6 +304,10 @@ else
       "$CARRY/bin/ddpm" bench --config "${shape%:*}" --batch "${shape#*:}" --device cuda --precision fp16 \
       --tune-again --warmup 2 --iters 20 2>&1 | grep -v 'bench: \(warm-up\|forward\)' | tee -a "$OUT/tuning.txt"
   done
+  # convolution plans whose output differed from the rule plan's at some shape (conv_pick.cu): broken here
+  echo "conv pick candidates that disagreed with the rule's plan (count, plan; none: every one agreed):"
+  grep '^conv pick ' "$OUT/tuning.txt" | tr ';' '\n' | grep ' ms disagrees ' | sed 's/^[^:]*: //; s/^ *//; s/ [-0-9.]* ms disagrees.*//' \
+    | sort | uniq -c
 fi
 
 # Where the time goes: every kernel timed with events in eager forwards (kernels/profile.cu), fp16.
