@@ -1,6 +1,6 @@
 /* args.c: the arguments the three procedures share, declared once so that Script-Fu sees the same names,
  * ranges and choice nicks everywhere (#:model, #:sampler "ddim", #:steps, #:eta, #:seed, #:random-seed,
- * #:device "cpu", #:precision "fp32"). */
+ * #:device "cpu", #:precision "fp32", #:tune TRUE). */
 #include "plugin.h"
 
 #include <string.h>
@@ -66,6 +66,12 @@ ddpm_args_add_device (GimpProcedure *procedure)
                                         "bf16", DDPM_PRECISION_BF16, "bfloat16 (GPU)", NULL,
                                         NULL),
                                       "auto", G_PARAM_READWRITE);
+  gimp_procedure_add_boolean_argument (procedure, "tune", "T_une for this GPU",
+                                       "At the first run of each image size, time the GPU's alternative kernels "
+                                       "and keep the fastest whose output agrees with the defaults' (seconds, "
+                                       "once: the choice is remembered in ~/.cache/gimp-ddpm/tuning.ini). No "
+                                       "effect on the CPU",
+                                       FALSE, G_PARAM_READWRITE);
 }
 
 static gboolean
@@ -101,6 +107,7 @@ ddpm_args_read (GimpProcedureConfig *config, DdpmCommonArgs *args)
     {
       args->device = gimp_procedure_config_get_choice_id (config, "device");
       args->precision = gimp_procedure_config_get_choice_id (config, "precision");
+      g_object_get (config, "tune", &args->tune, NULL);
     }
 }
 

@@ -133,7 +133,8 @@ denoise_work (DdpmJob *job, gpointer data, GError **error)
   memset (wsum, 0, (size_t) ph * pw * sizeof (float));
 
   ddpm_job_set_status (job, "Preparing the device…");
-  DdpmContext *ctx = ddpm_job_open_context (job, dn->model, dn->args.device, dn->args.precision, error);
+  DdpmContext *ctx = ddpm_job_open_context (job, dn->model, dn->args.device, dn->args.precision, dn->args.tune,
+                                              error);
   if (ctx == NULL)
     {
       ddpm_tiling_clear (&tiling);
@@ -430,16 +431,17 @@ denoise_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, G
       g_auto (GStrv) models = ddpm_models_list ();
       static const char *const mode[] = { "mode", "strength", "sigma", "timestep", NULL };
       static const char *const sampling[] = { "sampler", "steps", "eta", "ensemble", "seed", "random-seed", NULL };
-      static const char *const more[] = { "context", "device", "precision", NULL };
+      static const char *const more[] = { "context", "device", "precision", "tune", NULL };
       static const DdpmDialogGroup groups[] = {
         { "What the Selection Is", mode }, { "Sampling", sampling }, { "Context and Device", more }, { NULL, NULL } };
       static const char *const ddim[] = { "ddim", NULL }, *const s[] = { "strength", NULL },
                                *const noisy[] = { "already-noisy", NULL }, *const xt[] = { "diffusion-xt", NULL },
-                               *const not_strength[] = { "already-noisy", "diffusion-xt", NULL };
+                               *const not_strength[] = { "already-noisy", "diffusion-xt", NULL },
+                               *const gpu[] = { "auto", "cuda", NULL };
       static const DdpmDialogRule rules[] = { { "eta", "sampler", ddim }, { "seed", "random-seed", NULL },
                                               { "strength", "mode", s }, { "sigma", "mode", noisy },
                                               { "timestep", "mode", xt }, { "ensemble", "mode", not_strength },
-                                              { NULL, NULL, NULL } };
+                                              { "tune", "device", gpu }, { NULL, NULL, NULL } };
       ExplainData ed = { &cache, drawable, -1.0 };
       DdpmDialogSpec spec = { "Denoise Selection", groups, rules, (const char *const *) models, denoise_explain,
                               &ed };

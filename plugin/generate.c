@@ -71,7 +71,7 @@ generate_work (DdpmJob *job, gpointer data, GError **error)
   g->premultiplied = ddpm_models_premultiplied (g->args.model);
 
   ddpm_job_set_status (job, "Preparing the device…");
-  DdpmContext *ctx = ddpm_job_open_context (job, g->model, g->args.device, g->args.precision, error);
+  DdpmContext *ctx = ddpm_job_open_context (job, g->model, g->args.device, g->args.precision, g->args.tune, error);
   if (ctx == NULL)
     return FALSE;
   g->device = g_strdup (ddpm_context_device_name (ctx));
@@ -185,12 +185,12 @@ generate_run (GimpProcedure *procedure, GimpRunMode run_mode, GimpImage *image, 
       g_auto (GStrv) models = ddpm_models_list ();
       static const char *const sampling[] = { "sampler", "steps", "eta", "seed", "random-seed", NULL };
       static const char *const output[] = { "variations", "width", "height", "output", NULL };
-      static const char *const device[] = { "device", "precision", NULL };
+      static const char *const device[] = { "device", "precision", "tune", NULL };
       static const DdpmDialogGroup groups[] = {
         { "Sampling", sampling }, { "Output", output }, { "Device", device }, { NULL, NULL } };
-      static const char *const ddim[] = { "ddim", NULL };
+      static const char *const ddim[] = { "ddim", NULL }, *const gpu[] = { "auto", "cuda", NULL };
       static const DdpmDialogRule rules[] = { { "eta", "sampler", ddim }, { "seed", "random-seed", NULL },
-                                              { NULL, NULL, NULL } };
+                                              { "tune", "device", gpu }, { NULL, NULL, NULL } };
       DdpmDialogSpec spec = { "Generate with a Diffusion Model", groups, rules, (const char *const *) models,
                               generate_explain, &cache };
       if (!ddpm_param_dialog_run (procedure, config, &spec))

@@ -214,7 +214,8 @@ engine_progress (int step, int num_steps, const float *x0, gpointer data)
 }
 
 DdpmContext *
-ddpm_job_open_context (DdpmJob *job, DdpmModel *model, DdpmDevice device, DdpmPrecision precision, GError **error)
+ddpm_job_open_context (DdpmJob *job, DdpmModel *model, DdpmDevice device, DdpmPrecision precision, gboolean tune,
+                       GError **error)
 {
   if (ddpm_job_cancelled (job))
     {
@@ -225,6 +226,8 @@ ddpm_job_open_context (DdpmJob *job, DdpmModel *model, DdpmDevice device, DdpmPr
   if (ctx == NULL)
     return NULL;
   ddpm_context_set_progress (ctx, engine_progress, job, job->interactive ? PREVIEW_EVERY : 0);
+  if (tune)
+    ddpm_context_set_tuning (ctx, DDPM_TUNING_CACHED);
   g_mutex_lock (&job->lock);
   job->ctx = ctx;
   g_mutex_unlock (&job->lock);
@@ -243,6 +246,10 @@ ddpm_job_close_context (DdpmJob *job, DdpmContext *ctx)
   if (job->ctx == ctx)
     job->ctx = NULL;
   g_mutex_unlock (&job->lock);
+  /* what tuning timed and kept, for whoever reads GIMP's terminal (as the ddpm tool prints it) */
+  const char *report = ddpm_context_tuning_report (ctx);
+  if (report != NULL)
+    g_printerr ("gimp-ddpm: %s\n", report);
   ddpm_context_free (ctx);
 }
 

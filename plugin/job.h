@@ -27,10 +27,11 @@ gboolean ddpm_job_run (const char *title, gboolean interactive, DdpmJobWork work
 
 /* ---- worker side -------------------------------------------------------------------------------- */
 
-/* A context for model on device/precision, wired to the job's progress and cancel. Cancelled before it
- * existed -> NULL with DDPM_ERROR_CANCELLED. Free it with ddpm_job_close_context. */
+/* A context for model on device/precision, wired to the job's progress and cancel; tune: tuning on
+ * (cached decisions; else as $DDPM_TUNE says). Cancelled before it existed -> NULL with DDPM_ERROR_CANCELLED.
+ * Free it with ddpm_job_close_context, which prints the tuning's report, if any, on stderr. */
 DdpmContext *ddpm_job_open_context (DdpmJob *job, DdpmModel *model, DdpmDevice device, DdpmPrecision precision,
-                                    GError **error);
+                                    gboolean tune, GError **error);
 void ddpm_job_close_context (DdpmJob *job, DdpmContext *ctx);
 
 /* The part of the job that the next ddpm_sample runs: part (0-based) of n_parts ("tile", "variation"),

@@ -40,7 +40,7 @@ void ddpm_args_add_sampler (GimpProcedure *procedure, const char *default_sample
 void ddpm_args_add_seed (GimpProcedure *procedure);
 /* The one drawable (not a layer group) a filter works on, or NULL with a calling error naming "drawables". */
 GimpDrawable *ddpm_args_single_drawable (GimpDrawable **drawables, GError **error);
-/* "device" (auto/cpu/cuda) and "precision" (auto/fp32/fp16/bf16). */
+/* "device" (auto/cpu/cuda), "precision" (auto/fp32/fp16/bf16) and "tune" (the engine's tuning, cached). */
 void ddpm_args_add_device (GimpProcedure *procedure);
 
 typedef struct {
@@ -51,6 +51,7 @@ typedef struct {
   uint32_t seed;               /* the seed to use (random-seed already resolved) */
   DdpmDevice device;
   DdpmPrecision precision;
+  gboolean tune;               /* time the GPU backend's variants at each new size (ddpm_context_set_tuning) */
 } DdpmCommonArgs;
 
 /* Reads whatever of the shared arguments the procedure has; draws the seed when random-seed is TRUE. */

@@ -16,9 +16,10 @@
   (gimp-item-set-visible (vector-ref layers 0) FALSE)
   (save-flat img "gen-two-second.png"))
 
-; The same seeds alone give the same pixels.
+; The same seeds alone give the same pixels (seed 8 with tuning asked for: on the CPU it only reports that there
+; is nothing to tune).
 (save (car (generate #:seed 7)) "gen-seed7.png")
-(save (car (generate #:seed 8)) "gen-seed8.png")
+(save (car (generate #:seed 8 #:tune TRUE)) "gen-seed8.png")
 (save (car (generate #:seed 9)) "gen-seed9.png")
 
 ; Another size (a multiple of the model's size multiple), and the DDPM sampler.

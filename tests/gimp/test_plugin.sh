@@ -89,7 +89,10 @@ expect generate two-layers 2
 expect generate two-names "seed 7,seed 8"
 png size "$out/gen-two-top.png" 16 16 3 -- "generate: default size is the model's sample_size (16 x 16 RGB)"
 png same "$out/gen-two-top.png" "$out/gen-seed7.png" -- "generate: variation 1 equals a run with seed 7"
-png same "$out/gen-two-second.png" "$out/gen-seed8.png" -- "generate: variation 2 equals a run with seed 8"
+png same "$out/gen-two-second.png" "$out/gen-seed8.png" -- "generate: variation 2 equals a run with seed 8 (tune TRUE)"
+has generate "gimp-ddpm: tuning: cpu" "generate: #:tune TRUE reaches the engine (its report: nothing to tune on the CPU)"
+[ "$(grep -c 'gimp-ddpm: tuning: ' "$tmp/generate.log")" = 1 ]
+tap $? "generate: a tuning report only where tuning was asked for" "$(grep -c 'gimp-ddpm: tuning: ' "$tmp/generate.log") reports"
 png differ "$out/gen-seed7.png" "$out/gen-seed9.png" -- "generate: another seed gives other pixels"
 png size "$out/gen-24x12.png" 24 12 -- "generate: width 24, height 12"
 png size "$out/gen-ddpm.png" 16 16 -- "generate: DDPM sampler"
@@ -127,7 +130,8 @@ tap $rc "denoise: batch run succeeds" "exit $rc"
 png same "$out/den-clean.png" "$out/den-s0.png" -- "denoise: strength 0 leaves the pixels unchanged"
 png changed-only "$out/den-clean.png" "$out/den-s06.png" 20 12 16 16 0 -- \
   "denoise: strength 0.6 changes the selection and nothing else"
-png same "$out/den-s06.png" "$out/den-s06-again.png" -- "denoise: the same seed gives the same pixels"
+png same "$out/den-s06.png" "$out/den-s06-again.png" -- "denoise: the same seed gives the same pixels (tune TRUE)"
+has denoise "gimp-ddpm: tuning: cpu" "denoise: #:tune TRUE reaches the engine (its report: nothing to tune on the CPU)"
 png changed-only "$out/den-clean.png" "$out/den-tiled.png" 4 4 52 36 0 -- \
   "denoise: a selection larger than the model runs in tiles, only the selection changes"
 png changed-only "$out/den-clean.png" "$out/den-feather.png" 16 12 24 20 6 -- \
