@@ -300,6 +300,14 @@ schedule_model_free (DdpmModel *m)
   g_free (m);
 }
 
+/* The context's status lines (what tuning is timing) on stderr, as progress. */
+static void
+print_status (const char *status, gpointer data)
+{
+  (void) data;
+  fprintf (stderr, "ddpm: %s\n", status);
+}
+
 static DdpmContext *
 new_context (DdpmModel *model, const RunOptions *r, GError **error)
 {
@@ -307,8 +315,11 @@ new_context (DdpmModel *model, const RunOptions *r, GError **error)
   if (ctx && (r->tune || r->tune_again))
     ddpm_context_set_tuning (ctx, r->tune_again ? DDPM_TUNING_AGAIN : DDPM_TUNING_CACHED);
   if (ctx && !r->quiet)
-    fprintf (stderr, "ddpm: device %s, precision %s\n", ddpm_context_device_name (ctx),
-             precision_name (ddpm_context_precision (ctx)));
+    {
+      fprintf (stderr, "ddpm: device %s, precision %s\n", ddpm_context_device_name (ctx),
+               precision_name (ddpm_context_precision (ctx)));
+      ddpm_context_set_status (ctx, print_status, NULL);
+    }
   return ctx;
 }
 

@@ -173,6 +173,13 @@ ddpm_context_set_progress (DdpmContext *ctx, DdpmProgressFunc func, gpointer use
 }
 
 void
+ddpm_context_set_status (DdpmContext *ctx, DdpmStatusFunc func, gpointer user_data)
+{
+  ctx->status = func;
+  ctx->status_data = user_data;
+}
+
+void
 ddpm_context_cancel (DdpmContext *ctx)
 {
   g_atomic_int_set (&ctx->cancelled, 1);

@@ -28,6 +28,8 @@ struct DdpmContext {
 
   DdpmProgressFunc progress;
   gpointer progress_data;
+  DdpmStatusFunc status;           /* what a long non-step phase (tuning) is doing, or NULL */
+  gpointer status_data;
   int preview_every;
   gint cancelled;                  /* atomic */
 };

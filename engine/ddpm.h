@@ -78,6 +78,11 @@ const char *ddpm_context_device_name (const DdpmContext *ctx); /* e.g. "cpu (2 t
 DdpmPrecision ddpm_context_precision (const DdpmContext *ctx);
 /* preview_every: compute x0_preview every N steps (0 = never). */
 void ddpm_context_set_progress (DdpmContext *ctx, DdpmProgressFunc func, gpointer user_data, int preview_every);
+/* Called on the thread that runs the sampler when the context does something that is not a step and may take
+ * seconds: tuning at a new size ("Tuning the kernels at 32x32: alternative 3 of 13"; see below). A UI shows it
+ * until the next step's progress. */
+typedef void (*DdpmStatusFunc) (const char *status, gpointer user_data);
+void ddpm_context_set_status (DdpmContext *ctx, DdpmStatusFunc func, gpointer user_data);
 /* Thread-safe: may be called from any thread; the sampler stops before its next step. A cancel issued
  * before ddpm_sample starts stops that run at once; the flag is cleared when a run ends. */
 void ddpm_context_cancel (DdpmContext *ctx);

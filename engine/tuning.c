@@ -159,6 +159,8 @@ max_magnitude (const float *a, size_t n)
 typedef struct {
   DdpmContext *ctx;
   GString *report;
+  int n_offered;                   /* variants offered (the defaults not counted), for the status lines */
+  int n_tried;                     /* of those, tried so far */
   float *want;                     /* (n_eps) the defaults' eps */
   double bound;                    /* agreement_bound times the scale of the defaults' eps */
   int per_round;
@@ -207,6 +209,20 @@ frozen_settings (DdpmBackend *be, const char *settings)
  * first trial records it), then timed. SKIPPED (with a report line) where the settings cannot run here, cannot
  * be planned or disagree; FAILED (error set) on a device failure, which ends the context's usefulness, or when
  * the context was cancelled (nothing is cached then; the next plan tunes again). */
+/* The context's status line before a trial (what: "the defaults", "alternative 3 of 13", ...). */
+static void
+tell (const Tuner *tu, const char *what)
+{
+  const DdpmContext *ctx = tu->ctx;
+  if (ctx->status == NULL)
+    return;
+  char batch[32] = "";
+  if (ctx->B > 1)
+    g_snprintf (batch, sizeof batch, " (batch %d)", ctx->B);
+  g_autofree char *line = g_strdup_printf ("Tuning the kernels at %dx%d%s: %s", ctx->W, ctx->H, batch, what);
+  ctx->status (line, ctx->status_data);
+}
+
 static TrialResult
 trial (Tuner *tu, const char *settings, gboolean first, double *us, GError **error)
 {
@@ -274,6 +290,11 @@ failed:
 static gboolean
 candidate (Tuner *tu, const char *settings, GError **error)
 {
+  tu->n_tried++;
+  g_autofree char *what = tu->n_tried <= tu->n_offered
+                              ? g_strdup_printf ("alternative %d of %d", tu->n_tried, tu->n_offered)
+                              : g_strdup ("the two best together");
+  tell (tu, what);
   double us;
   const TrialResult r = trial (tu, settings, FALSE, &us, error);
   if (r == TRIAL_TIMED)
@@ -318,11 +339,12 @@ time_variants (DdpmContext *ctx, int n_variants, GString *report, char **kept, d
     return NULL;
 
   g_autofree float *want = g_new (float, ctx->n_eps);
-  Tuner tu = { .ctx = ctx, .report = report, .want = want, .bound = agreement_bound (be->precision), .per_round = 1,
-               .default_us = INFINITY };
+  Tuner tu = { .ctx = ctx, .report = report, .n_offered = n_variants - 1, .want = want,
+               .bound = agreement_bound (be->precision), .per_round = 1, .default_us = INFINITY };
   char *result = NULL;
   g_autofree char *both = NULL;    /* declared before the first goto: cleaned up on every path */
   double us;
+  tell (&tu, "the defaults");
   if (trial (&tu, "", TRUE, &us, error) != TRIAL_TIMED)
     goto out;
   for (int v = 1; v < n_variants; v++)
@@ -342,6 +364,7 @@ time_variants (DdpmContext *ctx, int n_variants, GString *report, char **kept, d
   both = b2 >= 0 ? g_strdup_printf ("%s %s", tu.timed[b1], tu.timed[b2]) : NULL;
   if (both != NULL && !candidate (&tu, both, error))
     goto out;
+  tell (&tu, "the defaults again");
   if (trial (&tu, "", FALSE, &us, error) != TRIAL_TIMED)
     goto out;
   int best = -1;

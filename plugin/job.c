@@ -213,6 +213,12 @@ engine_progress (int step, int num_steps, const float *x0, gpointer data)
   return !g_atomic_int_get (&job->cancel);
 }
 
+static void
+engine_status (const char *status, gpointer data)
+{
+  ddpm_job_set_status (data, status);
+}
+
 DdpmContext *
 ddpm_job_open_context (DdpmJob *job, DdpmModel *model, DdpmDevice device, DdpmPrecision precision, gboolean tune,
                        GError **error)
@@ -226,6 +232,7 @@ ddpm_job_open_context (DdpmJob *job, DdpmModel *model, DdpmDevice device, DdpmPr
   if (ctx == NULL)
     return NULL;
   ddpm_context_set_progress (ctx, engine_progress, job, job->interactive ? PREVIEW_EVERY : 0);
+  ddpm_context_set_status (ctx, engine_status, job);   /* tuning's trials, on the progress bar */
   if (tune)
     ddpm_context_set_tuning (ctx, DDPM_TUNING_CACHED);
   g_mutex_lock (&job->lock);

@@ -189,13 +189,32 @@ drop_cache (char *dir)
   g_unsetenv ("DDPM_TUNING_FILE");
 }
 
+/* ddpm_context_set_status's lines, collected. */
+static void
+collect_status (const char *status, gpointer data)
+{
+  g_ptr_array_add (data, g_strdup (status));
+}
+
 static void
 test_decisions (void)
 {
   char *dir = setup_cache ();
   g_autoptr (DdpmModel) model = fixture_model_load ("models/cifar-like");
   g_autoptr (DdpmContext) ctx = fake_context (model, offer_all, DDPM_TUNING_CACHED);
+  g_autoptr (GPtrArray) status = g_ptr_array_new_with_free_func (g_free);
+  ddpm_context_set_status (ctx, collect_status, status);
   const char *report = plan (ctx);
+  /* a status line before each trial, for UIs (the GIMP plug-in's progress bar) */
+  static const char *const told[] = { "the defaults", "alternative 1 of 5", "alternative 2 of 5", "alternative 3 of 5",
+                                      "alternative 4 of 5", "alternative 5 of 5", "the two best together",
+                                      "the defaults again" };
+  g_assert_cmpuint (status->len, ==, G_N_ELEMENTS (told));
+  for (guint i = 0; i < status->len; i++)
+    {
+      g_autofree char *want = g_strdup_printf ("Tuning the kernels at 16x16: %s", told[i]);
+      g_assert_cmpstr (g_ptr_array_index (status, i), ==, want);
+    }
 
   g_autofree char *wrong = line_of (report, "WRONG=1");
   g_autofree char *nothere = line_of (report, "NOTHERE=1");
@@ -217,7 +236,10 @@ test_decisions (void)
   /* the same key from the cache, nothing timed: set_variant for the defaults' description and for the decision,
    * frozen (a list shown as its count) */
   g_autoptr (DdpmContext) again = fake_context (model, offer_all, DDPM_TUNING_CACHED);
+  g_ptr_array_set_size (status, 0);
+  ddpm_context_set_status (again, collect_status, status);
   report = plan (again);
+  g_assert_cmpuint (status->len, ==, 0);                        /* nothing timed, nothing to say */
   g_assert_nonnull (strstr (report, "kept from the cache: B=1 A=1 PICKS=(2 entries)\n"));
   g_assert_cmpint (fake.set_calls, ==, 2);
   g_assert_cmpstr (fake.settings, ==, "B=1 A=1 PICKS=b1,b2");
