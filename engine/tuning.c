@@ -205,10 +205,6 @@ frozen_settings (DdpmBackend *be, const char *settings)
   return g_strdup (frozen != NULL ? frozen : settings);
 }
 
-/* Runs the backend under settings: planned, one forward checked against the defaults' eps (the defaults' own
- * first trial records it), then timed. SKIPPED (with a report line) where the settings cannot run here, cannot
- * be planned or disagree; FAILED (error set) on a device failure, which ends the context's usefulness, or when
- * the context was cancelled (nothing is cached then; the next plan tunes again). */
 /* The context's status line before a trial (what: "the defaults", "alternative 3 of 13", ...). */
 static void
 tell (const Tuner *tu, const char *what)
@@ -223,6 +219,10 @@ tell (const Tuner *tu, const char *what)
   ctx->status (line, ctx->status_data);
 }
 
+/* Runs the backend under settings: planned, one forward checked against the defaults' eps (the defaults' own
+ * first trial records it), then timed. SKIPPED (with a report line) where the settings cannot run here, cannot
+ * be planned or disagree; FAILED (error set) on a device failure, which ends the context's usefulness, or when
+ * the context was cancelled (nothing is cached then; the next plan tunes again). */
 static TrialResult
 trial (Tuner *tu, const char *settings, gboolean first, double *us, GError **error)
 {
