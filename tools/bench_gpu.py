@@ -90,7 +90,7 @@ def log_tuning(key, stderr):
     # computes something else on this GPU, named once each
     wrong = sorted({m.group(1) for l in report for m in re.finditer(r"[:;] (\w[^;:]*?) [-0-9.]+ ms disagrees", l)})
     if report:
-        line = f"conv picks: {len(report)} shapes; " + (f"disagreeing with the rule's plan: {'; '.join(wrong)}"
+        line = f"conv picks: {len(report)} shapes timed; " + (f"disagreeing with the rule's plan: {'; '.join(wrong)}"
                                                        if wrong else "every candidate agreed with the rule's plan")
         log(f"    {line}")
         report.append(line)
@@ -389,6 +389,11 @@ def main():
         "PyTorch times are device-only (CUDA events). Samples: ddpm cold = the first sampling call in a fresh "
         "context (planning, graph capture, first kernel loads), warm = the same call repeated; PyTorch's loops are "
         "timed after a 10-step warm-up with the graph already captured.")
+    # each tuned run's kept variant and its conv picks' agreement, so the summary alone says what tuning found
+    for key, r in results.items():
+        for l in r.get("tuning", []) if isinstance(r, dict) else []:
+            if l.startswith("  kept") or l.startswith("conv picks: "):
+                log(f"{key}: {l.strip()}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
