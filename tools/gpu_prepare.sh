@@ -45,7 +45,8 @@ fi
 # off: every process crashed in cuda_destroy on the H100). So where the deps are missing, the CUDA objects
 # are rebuilt each time (~2-3 min for one architecture).
 cuda_obj=$(ls "$BUILD"/kernels/libddpm-cuda.so.p/*.cu.o 2>/dev/null | head -1 || true)   # none yet on a fresh build
-if [ -n "$cuda_obj" ] && ninja -C "$BUILD" -t deps "${cuda_obj#$BUILD/}" 2>/dev/null | grep -q '#deps 0'; then
+# (the output whole before grep: under pipefail a `ninja | grep -q` fails when grep quits before ninja has written)
+if [ -n "$cuda_obj" ] && grep -q '#deps 0' <<< "$(ninja -C "$BUILD" -t deps "${cuda_obj#$BUILD/}" 2>/dev/null)"; then
   echo "ninja has no header dependencies for the CUDA objects (meson $(meson --version)): rebuilding them"
   rm -f "$BUILD"/kernels/libddpm-cuda.so.p/*.cu.o
 fi

@@ -52,7 +52,15 @@ if [ "$mode" = asan ]; then
   # Sanitized code runs 2-3x slower: the multiplier keeps meson's per-test timeouts meaningful.
   meson test -C "$build" --suite cpu --print-errorlogs --num-processes 2 --timeout-multiplier 3
 elif [ "$mode" = asan-emu ]; then
-  if ! ninja -C "$build" -t targets all | grep -q '^kernels/libddpm-cuda-emu.so:'; then
+  # the target list whole before grep: `ninja ... | grep -q` under pipefail failed whenever grep quit before ninja
+  # had written its ~100 KB (SIGPIPE), and the stage then said "no emulator" and checked nothing (a CI rehearsal,
+  # 2026-12-08)
+  targets=$(ninja -C "$build" -t targets all)
+  if ! grep -q '^kernels/libddpm-cuda-emu.so:' <<< "$targets"; then
+    if command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+      echo "asan-emu: nvcc is here but the build has no CUDA emulator (see $build/meson-logs/meson-log.txt)" >&2
+      exit 1
+    fi
     echo "asan-emu: no CUDA emulator in this build (nvcc / the CUDA headers not found): nothing to check"
     exit 0
   fi
@@ -67,7 +75,7 @@ elif [ "$mode" = asan-emu ]; then
   wait $ops && ops=0 || ops=$?
   tail -3 "$build/asan-emu-ops.log"
   if [ $ops -ne 0 ]; then
-    grep -E -A12 'ERROR: AddressSanitizer|runtime error|^FAIL' "$build/asan-emu-ops.log" | head -60
+    grep -E -A12 'ERROR: AddressSanitizer|runtime error|^FAIL' "$build/asan-emu-ops.log" | head -60 || true   # (head may close the pipe first: not a failure of its own)
   fi
   echo "asan-emu: op checks exit $ops, conv picks exit $picks"
   [ $ops -eq 0 ] && [ $picks -eq 0 ]
