@@ -13,6 +13,7 @@
 #include "context.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #define TUNE_MIN_GAIN 0.02         /* a variant must be 2 % faster than the defaults: less is timing noise */
@@ -159,8 +160,6 @@ max_magnitude (const float *a, size_t n)
 typedef struct {
   DdpmContext *ctx;
   GString *report;
-  int n_offered;                   /* variants offered (the defaults not counted), for the status lines */
-  int n_tried;                     /* of those, tried so far */
   float *want;                     /* (n_eps) the defaults' eps */
   double bound;                    /* agreement_bound times the scale of the defaults' eps */
   int per_round;
@@ -205,13 +204,16 @@ frozen_settings (DdpmBackend *be, const char *settings)
   return g_strdup (frozen != NULL ? frozen : settings);
 }
 
-/* The context's status line before a trial (what: "the defaults", "alternative 3 of 13", ...). */
-static void
-tell (const Tuner *tu, const char *what)
+/* The context's status line before a trial; format, ...: what it times ("the defaults", "alternative 3 of 13"). */
+static void G_GNUC_PRINTF (2, 3)
+tell (const DdpmContext *ctx, const char *format, ...)
 {
-  const DdpmContext *ctx = tu->ctx;
   if (ctx->status == NULL)
     return;
+  va_list args;
+  va_start (args, format);
+  g_autofree char *what = g_strdup_vprintf (format, args);
+  va_end (args);
   char batch[32] = "";
   if (ctx->B > 1)
     g_snprintf (batch, sizeof batch, " (batch %d)", ctx->B);
@@ -290,11 +292,6 @@ failed:
 static gboolean
 candidate (Tuner *tu, const char *settings, GError **error)
 {
-  tu->n_tried++;
-  g_autofree char *what = tu->n_tried <= tu->n_offered
-                              ? g_strdup_printf ("alternative %d of %d", tu->n_tried, tu->n_offered)
-                              : g_strdup ("the two best together");
-  tell (tu, what);
   double us;
   const TrialResult r = trial (tu, settings, FALSE, &us, error);
   if (r == TRIAL_TIMED)
@@ -339,17 +336,20 @@ time_variants (DdpmContext *ctx, int n_variants, GString *report, char **kept, d
     return NULL;
 
   g_autofree float *want = g_new (float, ctx->n_eps);
-  Tuner tu = { .ctx = ctx, .report = report, .n_offered = n_variants - 1, .want = want,
-               .bound = agreement_bound (be->precision), .per_round = 1, .default_us = INFINITY };
+  Tuner tu = { .ctx = ctx, .report = report, .want = want, .bound = agreement_bound (be->precision), .per_round = 1,
+               .default_us = INFINITY };
   char *result = NULL;
   g_autofree char *both = NULL;    /* declared before the first goto: cleaned up on every path */
   double us;
-  tell (&tu, "the defaults");
+  tell (ctx, "the defaults");
   if (trial (&tu, "", TRUE, &us, error) != TRIAL_TIMED)
     goto out;
   for (int v = 1; v < n_variants; v++)
-    if (!candidate (&tu, be->ops->variant_name (be, v), error))
-      goto out;
+    {
+      tell (ctx, "alternative %d of %d", v, n_variants - 1);
+      if (!candidate (&tu, be->ops->variant_name (be, v), error))
+        goto out;
+    }
   const double saving = 1.0 - TUNE_MIN_GAIN;
   const double *times = tu.times;
   int b1 = -1, b2 = -1;
@@ -362,9 +362,13 @@ time_variants (DdpmContext *ctx, int n_variants, GString *report, char **kept, d
       b2 = i;
   /* as offered, not frozen: what one of them timed while planning is timed again beside the other */
   both = b2 >= 0 ? g_strdup_printf ("%s %s", tu.timed[b1], tu.timed[b2]) : NULL;
-  if (both != NULL && !candidate (&tu, both, error))
-    goto out;
-  tell (&tu, "the defaults again");
+  if (both != NULL)
+    {
+      tell (ctx, "the two best together");
+      if (!candidate (&tu, both, error))
+        goto out;
+    }
+  tell (ctx, "the defaults again");
   if (trial (&tu, "", FALSE, &us, error) != TRIAL_TIMED)
     goto out;
   int best = -1;

@@ -53,8 +53,8 @@ if [ "$mode" = asan ]; then
   meson test -C "$build" --suite cpu --print-errorlogs --num-processes 2 --timeout-multiplier 3
 elif [ "$mode" = asan-emu ]; then
   # the target list whole before grep: `ninja ... | grep -q` under pipefail failed whenever grep quit before ninja
-  # had written its ~100 KB (SIGPIPE), and the stage then said "no emulator" and checked nothing (a CI rehearsal,
-  # 2026-12-08)
+  # had written all its lines (SIGPIPE, 2 runs in 8), and the stage then said "no emulator" and checked nothing (a
+  # CI rehearsal, 2026-12-08)
   targets=$(ninja -C "$build" -t targets all)
   if ! grep -q '^kernels/libddpm-cuda-emu.so:' <<< "$targets"; then
     if command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -75,7 +75,7 @@ elif [ "$mode" = asan-emu ]; then
   wait $ops && ops=0 || ops=$?
   tail -3 "$build/asan-emu-ops.log"
   if [ $ops -ne 0 ]; then
-    grep -E -A12 'ERROR: AddressSanitizer|runtime error|^FAIL' "$build/asan-emu-ops.log" | head -60 || true   # (head may close the pipe first: not a failure of its own)
+    grep -E -A12 'ERROR: AddressSanitizer|runtime error|^FAIL' "$build/asan-emu-ops.log" | head -60 || true   # head may close the pipe first
   fi
   echo "asan-emu: op checks exit $ops, conv picks exit $picks"
   [ $ops -eq 0 ] && [ $picks -eq 0 ]
